@@ -1,0 +1,2 @@
+//! netevctl: talks to netevd over its control socket.
+fn main() {}

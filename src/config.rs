@@ -1,0 +1,600 @@
+//! `/etc/netevd/netevd.yaml`: the existing netevd schema (system,
+//! monitoring, routing, backends, api, metrics, audit, filters) plus
+//! `system.script_dir`, `control.socket` and `scripts.*`.
+//!
+//! The file is parsed into a tree that remembers where each node stood, so
+//! every error names the key, its line and its column. Unknown keys are
+//! errors. No I/O here but reading the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+pub const DEFAULT_PATH: &str = "/etc/netevd/netevd.yaml";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Kernel,
+    Networkd,
+    NetworkManager,
+    Dhclient,
+}
+
+impl Backend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Networkd => "systemd-networkd",
+            Backend::NetworkManager => "NetworkManager",
+            Backend::Dhclient => "dhclient",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub log_level: Option<log::LevelFilter>,
+    pub backend: Backend,
+    pub script_dir: PathBuf,
+    /// `monitoring.interfaces`: glob patterns, empty for all links.
+    pub interfaces: Vec<String>,
+    /// `routing.policy_rules`: interface names.
+    pub policy_rules: Vec<String>,
+    pub control_socket: PathBuf,
+    pub timeout: Duration,
+    pub run_on_startup: bool,
+    pub max_parallel: usize,
+    /// Netlink socket receive buffer in bytes.
+    pub netlink_rcvbuf: usize,
+    /// What the file asks for that this build does not do yet, one line
+    /// each, logged at start.
+    pub inactive: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: None,
+            backend: Backend::Kernel,
+            script_dir: PathBuf::from("/etc/netevd"),
+            interfaces: Vec::new(),
+            policy_rules: Vec::new(),
+            control_socket: PathBuf::from("/run/netevd/netevd.sock"),
+            timeout: Duration::from_secs(30),
+            run_on_startup: true,
+            max_parallel: 4,
+            netlink_rcvbuf: 4 << 20,
+            inactive: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Error {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.msg)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(String, bool), // text, quoted
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    v: Value,
+    line: usize,
+    col: usize,
+}
+
+/// Builds the tree from the parser's events.
+#[derive(Default)]
+struct Builder {
+    stack: Vec<(Node, Option<Node>)>, // container, pending map key
+    root: Option<Node>,
+    error: Option<(Marker, String)>,
+}
+
+impl Builder {
+    fn push_value(&mut self, n: Node) {
+        match self.stack.last_mut() {
+            None => self.root = Some(n),
+            Some((parent, key)) => match &mut parent.v {
+                Value::Seq(v) => v.push(n),
+                Value::Map(m) => match key.take() {
+                    None => *key = Some(n),
+                    Some(k) => m.push((k, n)),
+                },
+                Value::Scalar(..) => unreachable!(),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let (line, col) = (mark.line(), mark.col() + 1);
+        match ev {
+            Event::Scalar(s, style, _, _) => self.push_value(Node {
+                v: Value::Scalar(s, style != TScalarStyle::Plain),
+                line,
+                col,
+            }),
+            Event::SequenceStart(..) => self.stack.push((
+                Node {
+                    v: Value::Seq(Vec::new()),
+                    line,
+                    col,
+                },
+                None,
+            )),
+            Event::MappingStart(..) => self.stack.push((
+                Node {
+                    v: Value::Map(Vec::new()),
+                    line,
+                    col,
+                },
+                None,
+            )),
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((n, _)) = self.stack.pop() {
+                    self.push_value(n);
+                }
+            }
+            Event::Alias(_) => {
+                if self.error.is_none() {
+                    self.error = Some((mark, "aliases are not supported".into()));
+                }
+                self.push_value(Node {
+                    v: Value::Scalar(String::new(), false),
+                    line,
+                    col,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, n: &Node, msg: impl Into<String>) -> Error {
+        Error {
+            file: self.file.to_string(),
+            line: n.line,
+            col: n.col,
+            msg: msg.into(),
+        }
+    }
+
+    fn map<'n>(&self, n: &'n Node, what: &str) -> Result<&'n [(Node, Node)], Error> {
+        match &n.v {
+            Value::Map(m) => Ok(m),
+            // `key:` with nothing after it is an empty section.
+            Value::Scalar(s, false) if s.is_empty() || s == "~" || s == "null" => Ok(&[]),
+            _ => Err(self.err(n, format!("{what}: expected a mapping"))),
+        }
+    }
+
+    fn str<'n>(&self, n: &'n Node, what: &str) -> Result<&'n str, Error> {
+        match &n.v {
+            Value::Scalar(s, _) => Ok(s),
+            _ => Err(self.err(n, format!("{what}: expected a string"))),
+        }
+    }
+
+    fn bool(&self, n: &Node, what: &str) -> Result<bool, Error> {
+        match &n.v {
+            Value::Scalar(s, false) => match s.as_str() {
+                "true" | "True" | "TRUE" | "yes" | "on" => Ok(true),
+                "false" | "False" | "FALSE" | "no" | "off" => Ok(false),
+                _ => Err(self.err(n, format!("{what}: expected true or false, not {s:?}"))),
+            },
+            _ => Err(self.err(n, format!("{what}: expected true or false"))),
+        }
+    }
+
+    fn uint(&self, n: &Node, what: &str, min: u64, max: u64) -> Result<u64, Error> {
+        let s = match &n.v {
+            Value::Scalar(s, false) => s,
+            _ => return Err(self.err(n, format!("{what}: expected a number"))),
+        };
+        match s.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            Ok(v) => Err(self.err(n, format!("{what}: {v} is out of range {min}..={max}"))),
+            Err(_) => Err(self.err(n, format!("{what}: expected a number, not {s:?}"))),
+        }
+    }
+
+    fn strings(&self, n: &Node, what: &str) -> Result<Vec<String>, Error> {
+        match &n.v {
+            Value::Seq(v) => v
+                .iter()
+                .map(|i| self.str(i, what).map(str::to_string))
+                .collect(),
+            Value::Scalar(s, false) if s.is_empty() || s == "~" || s == "null" => Ok(Vec::new()),
+            _ => Err(self.err(n, format!("{what}: expected a list"))),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`. A missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(Error {
+                file,
+                line: 0,
+                col: 0,
+                msg: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
+        let cx = Ctx { file };
+        let mut b = Builder::default();
+        let mut parser = Parser::new_from_str(text);
+        if let Err(e) = parser.load(&mut b, false) {
+            let m = e.marker();
+            return Err(Error {
+                file: file.into(),
+                line: m.line(),
+                col: m.col() + 1,
+                msg: format!("YAML syntax: {}", e.info()),
+            });
+        }
+        if let Some((m, msg)) = b.error {
+            return Err(Error {
+                file: file.into(),
+                line: m.line(),
+                col: m.col() + 1,
+                msg,
+            });
+        }
+        let mut c = Config::default();
+        let Some(root) = b.root else {
+            return Ok(c); // an empty file
+        };
+        for (k, v) in cx.map(&root, "top level")? {
+            let key = cx.str(k, "key")?;
+            match key {
+                "system" => c.system(&cx, v)?,
+                "monitoring" => {
+                    for (k2, v2) in cx.map(v, "monitoring")? {
+                        match cx.str(k2, "key")? {
+                            "interfaces" => {
+                                c.interfaces = cx.strings(v2, "monitoring.interfaces")?;
+                                for (i, p) in c.interfaces.iter().enumerate() {
+                                    if p.is_empty() {
+                                        let n = match &v2.v {
+                                            Value::Seq(s) => &s[i],
+                                            _ => v2,
+                                        };
+                                        return Err(
+                                            cx.err(n, "monitoring.interfaces: empty pattern")
+                                        );
+                                    }
+                                }
+                            }
+                            other => return Err(unknown(&cx, k2, "monitoring", other)),
+                        }
+                    }
+                }
+                "routing" => {
+                    for (k2, v2) in cx.map(v, "routing")? {
+                        match cx.str(k2, "key")? {
+                            "policy_rules" => {
+                                c.policy_rules = cx.strings(v2, "routing.policy_rules")?;
+                                if !c.policy_rules.is_empty() {
+                                    c.inactive.push(format!(
+                                        "routing.policy_rules ({}): policy routing is not built yet; no rules are installed",
+                                        c.policy_rules.join(", ")
+                                    ));
+                                }
+                            }
+                            other => return Err(unknown(&cx, k2, "routing", other)),
+                        }
+                    }
+                }
+                "backends" => c.backends(&cx, v)?,
+                "control" => {
+                    for (k2, v2) in cx.map(v, "control")? {
+                        match cx.str(k2, "key")? {
+                            "socket" => {
+                                let s = cx.str(v2, "control.socket")?;
+                                if !s.starts_with('/') {
+                                    return Err(
+                                        cx.err(v2, "control.socket: expected an absolute path")
+                                    );
+                                }
+                                c.control_socket = PathBuf::from(s);
+                            }
+                            other => return Err(unknown(&cx, k2, "control", other)),
+                        }
+                    }
+                }
+                "scripts" => c.scripts(&cx, v)?,
+                "api" | "metrics" | "audit" | "filters" => {
+                    let m = cx.map(v, key)?;
+                    if section_enabled(&cx, m) {
+                        c.inactive.push(format!(
+                            "{key} (line {}): accepted but not built yet; it has no effect",
+                            k.line
+                        ));
+                    }
+                }
+                other => return Err(cx.err(
+                    k,
+                    format!(
+                        "unknown key {other:?} (expected system, monitoring, routing, backends, \
+                             control, scripts, api, metrics, audit or filters)"
+                    ),
+                )),
+            }
+        }
+        Ok(c)
+    }
+
+    fn system(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
+        for (k, v) in cx.map(v, "system")? {
+            match cx.str(k, "key")? {
+                "log_level" => {
+                    let s = cx.str(v, "system.log_level")?;
+                    self.log_level = Some(match s.to_ascii_lowercase().as_str() {
+                        "trace" => log::LevelFilter::Trace,
+                        "debug" => log::LevelFilter::Debug,
+                        "info" => log::LevelFilter::Info,
+                        "warn" | "warning" => log::LevelFilter::Warn,
+                        "error" => log::LevelFilter::Error,
+                        "off" => log::LevelFilter::Off,
+                        _ => {
+                            return Err(cx.err(
+                                v,
+                                format!("system.log_level: {s:?} is not one of trace, debug, info, warn, error, off"),
+                            ))
+                        }
+                    });
+                }
+                "backend" => {
+                    let s = cx.str(v, "system.backend")?;
+                    self.backend = match s {
+                        "kernel" => Backend::Kernel,
+                        "systemd-networkd" | "networkd" => Backend::Networkd,
+                        "NetworkManager" | "networkmanager" => Backend::NetworkManager,
+                        "dhclient" => Backend::Dhclient,
+                        _ => {
+                            return Err(cx.err(
+                                v,
+                                format!("system.backend: {s:?} is not one of kernel, systemd-networkd, NetworkManager, dhclient"),
+                            ))
+                        }
+                    };
+                    if self.backend != Backend::Kernel {
+                        self.inactive.push(format!(
+                            "system.backend {s:?} (line {}): that backend is not built yet; running on the kernel backend",
+                            v.line
+                        ));
+                    }
+                }
+                "script_dir" => {
+                    let s = cx.str(v, "system.script_dir")?;
+                    if !s.starts_with('/') {
+                        return Err(cx.err(v, "system.script_dir: expected an absolute path"));
+                    }
+                    self.script_dir = PathBuf::from(s);
+                }
+                "netlink_receive_buffer" => {
+                    self.netlink_rcvbuf =
+                        cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;
+                }
+                other => return Err(unknown(cx, k, "system", other)),
+            }
+        }
+        Ok(())
+    }
+
+    fn scripts(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
+        for (k, v) in cx.map(v, "scripts")? {
+            match cx.str(k, "key")? {
+                "timeout_seconds" => {
+                    self.timeout =
+                        Duration::from_secs(cx.uint(v, "scripts.timeout_seconds", 1, 86400)?);
+                }
+                "run_on_startup" => self.run_on_startup = cx.bool(v, "scripts.run_on_startup")?,
+                "max_parallel" => {
+                    self.max_parallel = cx.uint(v, "scripts.max_parallel", 1, 1024)? as usize;
+                }
+                other => return Err(unknown(cx, k, "scripts", other)),
+            }
+        }
+        Ok(())
+    }
+
+    fn backends(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
+        for (k, v) in cx.map(v, "backends")? {
+            let name = cx.str(k, "key")?;
+            let keys: &[&str] = match name {
+                "systemd_networkd" => &["emit_json"],
+                "dhclient" => &["use_dns", "use_domain", "use_hostname"],
+                "networkmanager" => &[],
+                other => {
+                    return Err(cx.err(
+                        k,
+                        format!("unknown key {other:?} in backends (expected systemd_networkd, dhclient or networkmanager)"),
+                    ))
+                }
+            };
+            for (k2, v2) in cx.map(v, name)? {
+                let key = cx.str(k2, "key")?;
+                if !keys.contains(&key) {
+                    return Err(unknown(cx, k2, &format!("backends.{name}"), key));
+                }
+                cx.bool(v2, &format!("backends.{name}.{key}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A section of a feature not built yet counts as asked for unless it says
+/// `enabled: false`.
+fn section_enabled(cx: &Ctx, m: &[(Node, Node)]) -> bool {
+    !m.iter().any(|(k, v)| {
+        matches!(cx.str(k, "key"), Ok("enabled")) && matches!(cx.bool(v, "enabled"), Ok(false))
+    })
+}
+
+fn unknown(cx: &Ctx, k: &Node, section: &str, key: &str) -> Error {
+    cx.err(k, format!("unknown key {key:?} in {section}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, Error> {
+        Config::parse(s, "t.yaml")
+    }
+
+    #[test]
+    fn empty_and_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# nothing\n").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.backend, Backend::Kernel);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert!(c.run_on_startup);
+    }
+
+    #[test]
+    fn existing_schema_is_accepted() {
+        let c = parse(
+            r#"
+system:
+  log_level: "debug"
+  backend: "systemd-networkd"
+monitoring:
+  interfaces:
+    - eth0
+    - "wg*"
+routing:
+  policy_rules:
+    - eth1
+backends:
+  systemd_networkd:
+    emit_json: true
+  dhclient:
+    use_dns: false
+    use_domain: false
+    use_hostname: false
+  networkmanager: {}
+api:
+  enabled: true
+  bind_address: 127.0.0.1
+metrics:
+  enabled: false
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(c.backend, Backend::Networkd);
+        assert_eq!(c.interfaces, vec!["eth0", "wg*"]);
+        assert_eq!(c.policy_rules, vec!["eth1"]);
+        // backend, policy rules and api are reported as not active; metrics
+        // is disabled, so it is not
+        assert_eq!(c.inactive.len(), 3, "{:?}", c.inactive);
+        assert!(c.inactive[0].contains("systemd-networkd"));
+        assert!(c.inactive[2].starts_with("api"));
+    }
+
+    #[test]
+    fn own_keys() {
+        let c = parse(
+            "system:\n  script_dir: /tmp/h\n  netlink_receive_buffer: 65536\ncontrol:\n  socket: /tmp/s.sock\nscripts:\n  timeout_seconds: 5\n  run_on_startup: false\n  max_parallel: 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.script_dir, PathBuf::from("/tmp/h"));
+        assert_eq!(c.control_socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert!(!c.run_on_startup);
+        assert_eq!(c.max_parallel, 2);
+        assert_eq!(c.netlink_rcvbuf, 65536);
+        assert!(c.inactive.is_empty());
+    }
+
+    #[test]
+    fn errors_name_key_line_and_column() {
+        let cases = [
+            (
+                "system:\n  log_levl: debug\n",
+                "t.yaml:2:3: unknown key \"log_levl\" in system",
+            ),
+            ("sytem: {}\n", "t.yaml:1:1: unknown key \"sytem\""),
+            (
+                "scripts:\n  timeout_seconds: ten\n",
+                "t.yaml:2:20: scripts.timeout_seconds: expected a number, not \"ten\"",
+            ),
+            (
+                "scripts:\n  timeout_seconds: 0\n",
+                "t.yaml:2:20: scripts.timeout_seconds: 0 is out of range",
+            ),
+            (
+                "scripts:\n  run_on_startup: maybe\n",
+                "t.yaml:2:19: scripts.run_on_startup: expected true or false",
+            ),
+            (
+                "monitoring:\n  interfaces: eth0\n",
+                "t.yaml:2:15: monitoring.interfaces: expected a list",
+            ),
+            (
+                "system:\n  backend: systemd\n",
+                "t.yaml:2:12: system.backend: \"systemd\" is not one of",
+            ),
+            (
+                "system:\n  script_dir: hooks\n",
+                "t.yaml:2:15: system.script_dir: expected an absolute path",
+            ),
+            (
+                "backends:\n  dhclient:\n    use_dsn: true\n",
+                "t.yaml:3:5: unknown key \"use_dsn\" in backends.dhclient",
+            ),
+            ("system: [\n", "t.yaml:2:1: YAML syntax"),
+            ("a: &x 1\nb: *x\n", "aliases are not supported"),
+            ("- 1\n", "t.yaml:1:1: top level: expected a mapping"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_defaults() {
+        let c = Config::load(Path::new("/nonexistent/netevd.yaml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

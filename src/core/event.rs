@@ -1,0 +1,325 @@
+//! Events as hooks see them: the value the core emits, and the pure
+//! functions that turn one into a hook's environment and its versioned
+//! JSON. Built once per hook run, never for an event that was coalesced
+//! away.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStringExt;
+
+use serde_json::{json, Value};
+
+use super::state::OperState;
+use super::types::*;
+
+/// Bumped whenever a field of the JSON changes meaning or goes away.
+pub const JSON_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The current state, replayed when the daemon starts.
+    Startup,
+    /// The link's state, name or usable addresses changed.
+    State,
+    /// The link is gone; its state is `off`.
+    Removed,
+    /// A route through the link was added or deleted.
+    Routes,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Startup => "startup",
+            Kind::State => "state",
+            Kind::Removed => "removed",
+            Kind::Routes => "routes",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteChange {
+    pub added: bool,
+    pub route: RouteInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookEvent {
+    pub id: u64,
+    /// Milliseconds since the epoch, from the clock the caller passed.
+    pub time_ms: u64,
+    pub kind: Kind,
+    pub index: u32,
+    pub name: Vec<u8>,
+    pub state: OperState,
+    pub previous: Option<OperState>,
+    pub addrs: Vec<AddrInfo>,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+    pub link_kind: Option<String>,
+    pub route: Option<RouteChange>,
+    /// Events for this link that were folded into this one while its hooks
+    /// were busy.
+    pub coalesced: u32,
+}
+
+impl HookEvent {
+    /// The hook directory, `<state>.d`, without the suffix.
+    pub fn dir(&self) -> &'static str {
+        match self.kind {
+            Kind::Routes => "routes",
+            _ => self.state.as_str(),
+        }
+    }
+
+    /// Events of one class replace each other while they wait; the classes
+    /// are the link's state and its routes.
+    pub fn class(&self) -> u8 {
+        match self.kind {
+            Kind::Routes => 1,
+            _ => 0,
+        }
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+fn mac_str(mac: &[u8]) -> String {
+    let mut s = String::with_capacity(mac.len() * 3);
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn route_dst(r: &RouteInfo) -> String {
+    match r.dst {
+        Some(ip) => format!("{ip}/{}", r.dst_len),
+        None if r.dst_len == 0 => "default".to_string(),
+        None => format!("/{}", r.dst_len),
+    }
+}
+
+pub fn route_json(r: &RouteInfo) -> Value {
+    json!({
+        "family": family_name(r.family),
+        "dst": route_dst(r),
+        "gateway": r.gateway.map(|g| g.to_string()),
+        "table": r.table,
+        "metric": r.priority,
+        "protocol": r.protocol,
+        "scope": r.scope,
+        "type": r.kind,
+        "prefsrc": r.prefsrc.map(|g| g.to_string()),
+        "ifindex": r.oif,
+    })
+}
+
+/// The whole event, versioned. Field names are stable; new ones may be
+/// added within a version.
+pub fn to_json(ev: &HookEvent, backend: &str) -> String {
+    let addrs: Vec<Value> = ev
+        .addrs
+        .iter()
+        .map(|a| {
+            json!({
+                "family": family_name(if a.ip.is_ipv4() { 2 } else { 10 }),
+                "address": a.ip.to_string(),
+                "prefixlen": a.prefix,
+                "scope": scope_name(a.scope),
+                "flags": a.flags,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "version": JSON_VERSION,
+        "id": ev.id,
+        "time_ms": ev.time_ms,
+        "event": ev.kind.as_str(),
+        "backend": backend,
+        "link": ev.name_lossy(),
+        "ifindex": ev.index,
+        "state": ev.dir(),
+        "operstate": ev.state.as_str(),
+        "previous_state": ev.previous.map(OperState::as_str),
+        "addresses": addrs,
+        "mtu": ev.mtu,
+        "mac": mac_str(&ev.mac),
+        "kind": ev.link_kind,
+        "coalesced": ev.coalesced,
+    });
+    if let Some(rc) = &ev.route {
+        v["route"] = route_json(&rc.route);
+        v["route"]["action"] = json!(if rc.added { "add" } else { "del" });
+    }
+    v.to_string()
+}
+
+/// The hook's whole environment. It starts empty: nothing of the daemon's
+/// own environment leaks into hooks but `PATH`. Values go through as
+/// bytes, unquoted and unfiltered; no shell ever sees them.
+pub fn environment(ev: &HookEvent, backend: &str, json: &str) -> Vec<(&'static str, OsString)> {
+    let s = |v: String| OsString::from(v);
+    let addresses = ev
+        .addrs
+        .iter()
+        .map(|a| a.ip.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut env = vec![
+        (
+            "PATH",
+            s("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ),
+        ("LINK", OsString::from_vec(ev.name.clone())),
+        ("LINKINDEX", s(ev.index.to_string())),
+        ("STATE", s(ev.dir().into())),
+        ("OPERSTATE", s(ev.state.as_str().into())),
+        (
+            "PREVIOUS_STATE",
+            s(ev.previous.map(OperState::as_str).unwrap_or("").into()),
+        ),
+        ("EVENT", s(ev.kind.as_str().into())),
+        ("EVENT_ID", s(ev.id.to_string())),
+        ("BACKEND", s(backend.into())),
+        ("ADDRESSES", s(addresses)),
+        ("JSON", s(json.into())),
+    ];
+    if let Some(rc) = &ev.route {
+        let r = &rc.route;
+        env.push((
+            "ROUTE_ACTION",
+            s(if rc.added { "add" } else { "del" }.into()),
+        ));
+        env.push(("ROUTE_FAMILY", s(family_name(r.family).into())));
+        env.push(("ROUTE_DST", s(route_dst(r))));
+        env.push((
+            "ROUTE_GATEWAY",
+            s(r.gateway.map(|g| g.to_string()).unwrap_or_default()),
+        ));
+        env.push(("ROUTE_TABLE", s(r.table.to_string())));
+        env.push(("ROUTE_METRIC", s(r.priority.to_string())));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn ev() -> HookEvent {
+        HookEvent {
+            id: 7,
+            time_ms: 1_000,
+            kind: Kind::State,
+            index: 3,
+            name: b"e$(id>q)".to_vec(),
+            state: OperState::Routable,
+            previous: Some(OperState::Carrier),
+            addrs: vec![
+                AddrInfo {
+                    index: 3,
+                    ip: "192.0.2.10".parse().unwrap(),
+                    prefix: 24,
+                    scope: 0,
+                    flags: 0,
+                },
+                AddrInfo {
+                    index: 3,
+                    ip: "2001:db8::1".parse().unwrap(),
+                    prefix: 64,
+                    scope: 0,
+                    flags: 0x80,
+                },
+            ],
+            mtu: 1500,
+            mac: vec![2, 0, 0, 0, 0, 0x1a],
+            link_kind: Some("veth".into()),
+            route: None,
+            coalesced: 0,
+        }
+    }
+
+    fn get<'a>(env: &'a [(&str, OsString)], k: &str) -> &'a [u8] {
+        env.iter().find(|(n, _)| *n == k).unwrap().1.as_bytes()
+    }
+
+    #[test]
+    fn environment_is_verbatim() {
+        let e = ev();
+        let json = to_json(&e, "kernel");
+        let env = environment(&e, "kernel", &json);
+        assert_eq!(get(&env, "LINK"), b"e$(id>q)");
+        assert_eq!(get(&env, "LINKINDEX"), b"3");
+        assert_eq!(get(&env, "STATE"), b"routable");
+        assert_eq!(get(&env, "PREVIOUS_STATE"), b"carrier");
+        assert_eq!(get(&env, "EVENT"), b"state");
+        assert_eq!(get(&env, "EVENT_ID"), b"7");
+        assert_eq!(get(&env, "BACKEND"), b"kernel");
+        assert_eq!(get(&env, "ADDRESSES"), b"192.0.2.10 2001:db8::1");
+        assert!(env.iter().all(|(k, _)| !k.starts_with("ROUTE_")));
+    }
+
+    #[test]
+    fn non_utf8_name_reaches_env_exactly() {
+        let mut e = ev();
+        e.name = vec![b'e', 0xff, b'x'];
+        let env = environment(&e, "kernel", "{}");
+        assert_eq!(get(&env, "LINK"), &[b'e', 0xff, b'x']);
+    }
+
+    #[test]
+    fn json_fields() {
+        let v: Value = serde_json::from_str(&to_json(&ev(), "kernel")).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["link"], "e$(id>q)");
+        assert_eq!(v["state"], "routable");
+        assert_eq!(v["previous_state"], "carrier");
+        assert_eq!(v["addresses"][1]["address"], "2001:db8::1");
+        assert_eq!(v["addresses"][1]["family"], "inet6");
+        assert_eq!(v["addresses"][0]["prefixlen"], 24);
+        assert_eq!(v["mac"], "02:00:00:00:00:1a");
+    }
+
+    #[test]
+    fn route_event() {
+        let mut e = ev();
+        e.kind = Kind::Routes;
+        e.route = Some(RouteChange {
+            added: false,
+            route: RouteInfo {
+                family: 2,
+                table: 254,
+                dst: None,
+                dst_len: 0,
+                src: None,
+                src_len: 0,
+                tos: 0,
+                priority: 0,
+                protocol: 3,
+                scope: 0,
+                kind: 1,
+                oif: 3,
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                prefsrc: None,
+            },
+        });
+        let json = to_json(&e, "kernel");
+        let env = environment(&e, "kernel", &json);
+        assert_eq!(get(&env, "STATE"), b"routes");
+        assert_eq!(get(&env, "OPERSTATE"), b"routable");
+        assert_eq!(get(&env, "ROUTE_ACTION"), b"del");
+        assert_eq!(get(&env, "ROUTE_DST"), b"default");
+        assert_eq!(get(&env, "ROUTE_GATEWAY"), b"192.0.2.1");
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["route"]["action"], "del");
+        assert_eq!(v["route"]["table"], 254);
+    }
+}

@@ -1,0 +1,155 @@
+//! Plain values the core is fed with and hands out: links, addresses,
+//! routes and rules as the kernel describes them, decoded but not
+//! interpreted. No I/O and no clock here.
+
+use std::net::IpAddr;
+
+/// Kernel interface flags the core looks at (`<linux/if.h>`).
+pub const IFF_UP: u32 = 0x1;
+pub const IFF_RUNNING: u32 = 0x40;
+pub const IFF_LOWER_UP: u32 = 0x1_0000;
+pub const IFF_DORMANT: u32 = 0x2_0000;
+
+/// RFC 2863 operational states as `IFLA_OPERSTATE` carries them.
+pub const IF_OPER_UNKNOWN: u8 = 0;
+pub const IF_OPER_DORMANT: u8 = 5;
+pub const IF_OPER_UP: u8 = 6;
+
+/// Address flags (`<linux/if_addr.h>`).
+pub const IFA_F_DADFAILED: u32 = 0x08;
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// Address scopes (`<linux/rtnetlink.h>`).
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+pub const RT_SCOPE_SITE: u8 = 200;
+pub const RT_SCOPE_LINK: u8 = 253;
+pub const RT_SCOPE_HOST: u8 = 254;
+
+/// The kernel's own tables.
+pub const RT_TABLE_MAIN: u32 = 254;
+pub const RT_TABLE_LOCAL: u32 = 255;
+
+/// A link as one `RTM_NEWLINK` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    /// The name as bytes: the kernel allows any byte but NUL, `/`, `:` and
+    /// white space, and a hook must see exactly what the kernel has.
+    pub name: Vec<u8>,
+    pub flags: u32,
+    pub operstate: u8,
+    pub mtu: u32,
+    pub kind: Option<String>,
+    pub mac: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddrInfo {
+    pub index: u32,
+    pub ip: IpAddr,
+    pub prefix: u8,
+    pub scope: u8,
+    pub flags: u32,
+}
+
+impl AddrInfo {
+    /// Tentative and DAD-failed addresses cannot be used yet (or ever), so
+    /// they neither count for the link's state nor reach hooks; the kernel
+    /// announces the address again once DAD is over.
+    pub fn usable(&self) -> bool {
+        self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteInfo {
+    pub family: u8,
+    pub table: u32,
+    pub dst: Option<IpAddr>,
+    pub dst_len: u8,
+    pub src: Option<IpAddr>,
+    pub src_len: u8,
+    pub tos: u8,
+    pub priority: u32,
+    pub protocol: u8,
+    pub scope: u8,
+    pub kind: u8,
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
+    pub prefsrc: Option<IpAddr>,
+}
+
+impl RouteInfo {
+    /// What the kernel itself uses to tell two routes apart when one
+    /// replaces another (`NLM_F_REPLACE`): everything but the next hop.
+    pub fn replace_key(&self) -> (u8, u32, Option<IpAddr>, u8, Option<IpAddr>, u8, u8, u32) {
+        (
+            self.family,
+            self.table,
+            self.dst,
+            self.dst_len,
+            self.src,
+            self.src_len,
+            self.tos,
+            self.priority,
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleInfo {
+    pub family: u8,
+    pub priority: u32,
+    pub table: u32,
+    pub action: u8,
+    pub src: Option<IpAddr>,
+    pub src_len: u8,
+    pub dst: Option<IpAddr>,
+    pub dst_len: u8,
+    pub tos: u8,
+    pub fwmark: u32,
+    pub fwmask: u32,
+    pub iif: Vec<u8>,
+    pub oif: Vec<u8>,
+    pub protocol: u8,
+    /// Attributes the core does not interpret, kept so two rules that
+    /// differ only there stay two rules.
+    pub extra: Vec<u8>,
+}
+
+/// One decoded kernel message, or a marker of a full dump.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    NewLink(LinkInfo),
+    DelLink(u32),
+    NewAddr(AddrInfo),
+    DelAddr(AddrInfo),
+    NewRoute {
+        route: RouteInfo,
+        replace: bool,
+    },
+    DelRoute(RouteInfo),
+    NewRule(RuleInfo),
+    DelRule(RuleInfo),
+    /// A full dump follows: what it does not mention is gone.
+    ResyncBegin,
+    ResyncEnd,
+}
+
+pub fn family_name(family: u8) -> &'static str {
+    match family {
+        2 => "inet",
+        10 => "inet6",
+        _ => "other",
+    }
+}
+
+pub fn scope_name(scope: u8) -> &'static str {
+    match scope {
+        RT_SCOPE_UNIVERSE => "global",
+        RT_SCOPE_SITE => "site",
+        RT_SCOPE_LINK => "link",
+        RT_SCOPE_HOST => "host",
+        _ => "other",
+    }
+}

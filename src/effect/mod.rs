@@ -1,0 +1,3 @@
+//! Effects: executing what the core decided.
+
+pub mod hooks;

@@ -1,0 +1,255 @@
+//! The one loop: a mio `Poll` over the netlink socket, the signal pipe and
+//! the hooks' output pipes; hook timeouts are the poll timeout. One
+//! dispatch `match` turns a token into its source. Every source is drained
+//! until it would block; nothing here waits for anything but `poll`.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::core::event::HookEvent;
+use crate::core::model::{Core, Settings as CoreSettings};
+use crate::core::sched::Scheduler;
+use crate::core::types::Input;
+use crate::effect::hooks::{Runner, Settings as HookSettings};
+use crate::source::netlink::Netlink;
+
+const NETLINK: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Hook output pipes take the tokens from here on.
+const HOOKS: usize = 16;
+
+enum Source {
+    Netlink,
+    Signals,
+    Hook(Token),
+    Unknown,
+}
+
+pub struct Options {
+    pub config_path: PathBuf,
+    pub dry_run: bool,
+    /// The level `-v` asked for, which a reload must not lower.
+    pub cli_level: Option<log::LevelFilter>,
+}
+
+pub struct Daemon {
+    poll: Poll,
+    netlink: Netlink,
+    signals: Signals,
+    core: Core,
+    sched: Scheduler,
+    runner: Runner,
+    config: Config,
+    opts: Options,
+    inputs: Vec<Input>,
+    out: Vec<HookEvent>,
+    done: Vec<u32>,
+}
+
+pub fn core_settings(c: &Config) -> CoreSettings {
+    CoreSettings {
+        interfaces: c.interfaces.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        run_on_startup: c.run_on_startup,
+    }
+}
+
+fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
+    HookSettings {
+        script_dir: c.script_dir.clone(),
+        timeout: c.timeout,
+        dry_run,
+        backend: "kernel",
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    pub fn new(config: Config, opts: Options) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let netlink = Netlink::open(config.netlink_rcvbuf)?;
+        poll.registry()
+            .register(&mut SourceFd(&netlink.fd()), NETLINK, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Daemon {
+            poll,
+            netlink,
+            signals,
+            core: Core::new(core_settings(&config)),
+            sched: Scheduler::new(config.max_parallel),
+            runner: Runner::new(hook_settings(&config, opts.dry_run), HOOKS),
+            config,
+            opts,
+            inputs: Vec::with_capacity(256),
+            out: Vec::with_capacity(64),
+            done: Vec::new(),
+        })
+    }
+
+    fn source(&self, t: Token) -> Source {
+        match t {
+            NETLINK => Source::Netlink,
+            SIGNALS => Source::Signals,
+            t if self.runner.owns(t) => Source::Hook(t),
+            _ => Source::Unknown,
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(64);
+        // The first resync (the start-up dump) is requested by opening.
+        self.on_netlink();
+        loop {
+            let timeout = self
+                .runner
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match self.source(ev.token()) {
+                    Source::Netlink => self.on_netlink(),
+                    Source::Signals => {
+                        if self.on_signals() {
+                            self.runner.terminate_all();
+                            log::info!("netevd stopping");
+                            return Ok(());
+                        }
+                    }
+                    Source::Hook(t) => self.runner.output(t, self.poll.registry()),
+                    // A pipe already closed can still report once.
+                    Source::Unknown => {}
+                }
+            }
+            let now = Instant::now();
+            self.runner.expire(now);
+            self.dispatch(now);
+        }
+    }
+
+    fn on_netlink(&mut self) {
+        if let Err(e) = self.netlink.read(&mut self.inputs) {
+            log::error!("netlink: {e}");
+        }
+        if self.inputs.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let was_synced = self.core.synced();
+        for i in self.inputs.drain(..) {
+            self.core.apply(i, now, &mut self.out);
+        }
+        if !was_synced && self.core.synced() {
+            log::info!(
+                "netevd {} running: backend kernel, {} links, hooks in {}{}",
+                env!("CARGO_PKG_VERSION"),
+                self.core.links().count(),
+                self.config.script_dir.display(),
+                if self.opts.dry_run { " (dry run)" } else { "" }
+            );
+        }
+        for ev in self.out.drain(..) {
+            log::debug!(
+                "event {} {} {}: {} (was {})",
+                ev.id,
+                ev.kind.as_str(),
+                ev.name_lossy(),
+                ev.dir(),
+                ev.previous.map(|p| p.as_str()).unwrap_or("-")
+            );
+            self.sched.submit(ev);
+        }
+        self.dispatch(Instant::now());
+    }
+
+    /// Returns true when the daemon should stop.
+    fn on_signals(&mut self) -> bool {
+        let mut stop = false;
+        let mut reload = false;
+        let mut child = false;
+        for s in self.signals.pending() {
+            match s {
+                SIGCHLD => child = true,
+                SIGHUP => reload = true,
+                SIGINT | SIGTERM => stop = true,
+                _ => {}
+            }
+        }
+        if child {
+            self.reap();
+        }
+        if reload {
+            self.reload();
+        }
+        stop
+    }
+
+    fn reap(&mut self) {
+        self.runner
+            .reap(self.poll.registry(), Instant::now(), &mut self.done);
+        for l in self.done.drain(..) {
+            self.sched.done(l);
+        }
+    }
+
+    fn reload(&mut self) {
+        let c = match Config::load(&self.opts.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: {e}; keeping the current configuration");
+                return;
+            }
+        };
+        let level = self
+            .opts
+            .cli_level
+            .or(c.log_level)
+            .unwrap_or(log::LevelFilter::Info);
+        crate::logger::set_level(level);
+        for l in &c.inactive {
+            log::warn!("not active: {l}");
+        }
+        if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
+            log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
+        }
+        self.sched.set_max_parallel(c.max_parallel);
+        self.runner
+            .set_settings(hook_settings(&c, self.opts.dry_run));
+        self.core
+            .set_settings(core_settings(&c), now_ms(), &mut self.out);
+        for ev in self.out.drain(..) {
+            self.sched.submit(ev);
+        }
+        log::info!("reloaded {}", self.opts.config_path.display());
+        self.config = c;
+    }
+
+    /// Starts whatever the scheduler lets start.
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(ev) = self.sched.next() {
+            let index = ev.index;
+            if !self.runner.start(ev, self.poll.registry(), now) {
+                self.sched.done(index);
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Event sources: I/O and decoding only, one module per source.
+
+pub mod netlink;
