@@ -347,13 +347,15 @@ impl Config {
                         ));
                     }
                 }
-                other => return Err(cx.err(
-                    k,
-                    format!(
+                other => {
+                    return Err(cx.err(
+                        k,
+                        format!(
                         "unknown key {other:?} (expected system, monitoring, routing, backends, \
                              control, scripts, api, metrics, audit or filters)"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(c)

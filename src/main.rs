@@ -81,6 +81,7 @@ fn main() -> ExitCode {
     if !args.config.exists() {
         log::info!("{} not found: using the defaults", args.config.display());
     }
+    log::debug!("configured backend: {}", cfg.backend.as_str());
     for l in &cfg.inactive {
         log::warn!("not active: {l}");
     }

@@ -125,14 +125,17 @@ impl Core {
         self.links.values()
     }
 
+    #[cfg(test)]
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.get(&index)
     }
 
+    #[cfg(test)]
     pub fn routes(&self) -> impl Iterator<Item = &RouteInfo> {
         self.routes.iter()
     }
 
+    #[cfg(test)]
     pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
         self.rules.iter()
     }
@@ -431,7 +434,7 @@ impl Core {
                 }
                 let id = self.alloc_id();
                 let l = &self.links[&oif];
-                make_event(id, Kind::Routes, l, Some(l.state()), now_ms)
+                make_event(id, Kind::Routes, l, None, now_ms)
             }
             None => {
                 if !self.settings.interfaces.is_empty() {
@@ -890,13 +893,7 @@ mod tests {
                     Some("routable"),
                     "198.51.100.7".into()
                 ),
-                (
-                    "va".into(),
-                    "routes",
-                    "routes",
-                    Some("routable"),
-                    "198.51.100.7".into()
-                ),
+                ("va".into(), "routes", "routes", None, "198.51.100.7".into()),
             ]
         );
         assert_eq!(c.links().count(), 2);

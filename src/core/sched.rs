@@ -40,17 +40,20 @@ impl Scheduler {
         self.max_parallel = n.max(1);
     }
 
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         self.running
     }
 
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.slots.values().map(|s| s.pending.len()).sum()
     }
 
     /// Queues an event. A waiting event of the same class for the same link
-    /// is replaced by this newer one, which inherits its place in line and
-    /// counts it as coalesced.
+    /// is replaced by this newer one, which goes to the back of the link's
+    /// line (so hooks always see increasing event ids) and counts the
+    /// replaced one as coalesced.
     pub fn submit(&mut self, mut ev: HookEvent) {
         let link = ev.index;
         let slot = self.slots.entry(link).or_default();
@@ -62,7 +65,7 @@ impl Scheduler {
                 ev.previous = old.previous;
             }
             self.coalesced += 1;
-            slot.pending.insert(pos, ev);
+            slot.pending.push(ev);
             return;
         }
         slot.pending.push(ev);

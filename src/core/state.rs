@@ -23,15 +23,6 @@ pub enum OperState {
 }
 
 impl OperState {
-    pub const ALL: [OperState; 6] = [
-        OperState::Off,
-        OperState::NoCarrier,
-        OperState::Dormant,
-        OperState::Carrier,
-        OperState::Degraded,
-        OperState::Routable,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             OperState::Off => "off",

@@ -26,7 +26,6 @@ pub const RT_SCOPE_LINK: u8 = 253;
 pub const RT_SCOPE_HOST: u8 = 254;
 
 /// The kernel's own tables.
-pub const RT_TABLE_MAIN: u32 = 254;
 pub const RT_TABLE_LOCAL: u32 = 255;
 
 /// A link as one `RTM_NEWLINK` describes it.

@@ -135,10 +135,6 @@ impl Runner {
         token.0 >= self.base && token.0 < self.base + self.runs.len()
     }
 
-    pub fn busy(&self) -> usize {
-        self.runs.iter().filter(|r| r.is_some()).count()
-    }
-
     /// Starts the hooks for `ev`. Returns false when there is nothing to
     /// run (no hooks, dry run, or none could start): the link is free
     /// again at once.

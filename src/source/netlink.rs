@@ -239,17 +239,15 @@ fn decode_route(p: &[u8]) -> Result<Option<RouteInfo>, String> {
             5 => r.gateway = ip_of(family, v),
             6 => r.priority = u32_of(v).unwrap_or(0),
             7 => r.prefsrc = ip_of(family, v),
-            9 => {
-                // RTA_MULTIPATH: rtnexthop { len u16, flags u8, hops u8,
-                // ifindex i32 } + attributes. Attribute the route to the
-                // first hop's link.
-                if r.oif == 0 && v.len() >= 8 {
-                    r.oif = u32::from_ne_bytes(v[4..8].try_into().unwrap());
-                    let len = (u16::from_ne_bytes([v[0], v[1]]) as usize).clamp(8, v.len());
-                    for (t, g) in attrs(&v[8..len]) {
-                        if t == 5 && r.gateway.is_none() {
-                            r.gateway = ip_of(family, g);
-                        }
+            // RTA_MULTIPATH: rtnexthop { len u16, flags u8, hops u8,
+            // ifindex i32 } + attributes. The route is attributed to the
+            // first hop's link.
+            9 if r.oif == 0 && v.len() >= 8 => {
+                r.oif = u32::from_ne_bytes(v[4..8].try_into().unwrap());
+                let len = (u16::from_ne_bytes([v[0], v[1]]) as usize).clamp(8, v.len());
+                for (t, g) in attrs(&v[8..len]) {
+                    if t == 5 && r.gateway.is_none() {
+                        r.gateway = ip_of(family, g);
                     }
                 }
             }
@@ -365,6 +363,9 @@ pub struct Netlink {
     queue: VecDeque<Dump>,
     /// Notifications were lost, or a dump was interrupted: resync again.
     resync_wanted: bool,
+    /// A dump of the current resync failed: the bracket stays open and
+    /// starts over, so the core never reconciles against a partial dump.
+    dump_failed: bool,
     pub stats: Stats,
 }
 
@@ -394,16 +395,13 @@ impl Netlink {
             dumping: None,
             queue: VecDeque::new(),
             resync_wanted: true,
+            dump_failed: false,
             stats: Stats::default(),
         })
     }
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
-    }
-
-    pub fn syncing(&self) -> bool {
-        self.dumping.is_some()
     }
 
     /// Reads until the socket is empty; decoded inputs are appended to
@@ -434,12 +432,16 @@ impl Netlink {
                 }
             }
         }
-        if self.resync_wanted && self.dumping.is_none() {
+        if (self.resync_wanted || self.dump_failed) && self.dumping.is_none() {
+            // Everything queued before this point has been read, so nothing
+            // read inside the bracket predates the dump. A second
+            // ResyncBegin in an open bracket starts its marks afresh.
             self.resync_wanted = false;
+            self.dump_failed = false;
             self.stats.resyncs_started += 1;
             out.push(Input::ResyncBegin);
             self.queue = ALL_DUMPS.into_iter().collect();
-            self.next_dump(out)?;
+            self.next_dump()?;
         }
         Ok(())
     }
@@ -459,23 +461,33 @@ impl Netlink {
             };
             match h.ty {
                 NLMSG_DONE | NLMSG_ERROR => {
-                    if h.ty == NLMSG_ERROR {
-                        let code = p
-                            .get(..4)
+                    let ours = self.dumping.map(|(_, s)| s) == Some(h.seq);
+                    let code = if h.ty == NLMSG_ERROR {
+                        p.get(..4)
                             .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                            .unwrap_or(0);
-                        if code != 0 {
-                            log::warn!(
-                                "netlink: request {} failed: {}",
-                                h.seq,
-                                io::Error::from_raw_os_error(-code)
-                            );
-                            self.resync_wanted = true;
+                            .unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    if code != 0 {
+                        // ENOBUFS here: the socket was too full to start the
+                        // dump; EBUSY: an earlier dump still runs. Either way
+                        // the resync starts over once the socket is drained.
+                        log::debug!(
+                            "netlink: dump request {} failed: {}",
+                            h.seq,
+                            io::Error::from_raw_os_error(-code)
+                        );
+                        if ours {
+                            self.dumping = None;
+                            self.dump_failed = true;
+                            self.queue.clear();
                         }
-                    }
-                    if self.dumping.map(|(_, s)| s) == Some(h.seq) {
+                    } else if ours {
                         self.dumping = None;
-                        if let Err(e) = self.next_dump(out) {
+                        if self.queue.is_empty() {
+                            out.push(Input::ResyncEnd);
+                        } else if let Err(e) = self.next_dump() {
                             result = Err(e);
                             break;
                         }
@@ -503,9 +515,8 @@ impl Netlink {
         result
     }
 
-    fn next_dump(&mut self, out: &mut Vec<Input>) -> io::Result<()> {
+    fn next_dump(&mut self) -> io::Result<()> {
         let Some(d) = self.queue.pop_front() else {
-            out.push(Input::ResyncEnd);
             return Ok(());
         };
         self.seq = self.seq.wrapping_add(1);
@@ -751,10 +762,8 @@ mod tests {
             &[(3, b"eth0\0"), (16, &[6])],
         );
         for n in 0..m.len() {
-            for r in split(&m[..n]) {
-                if let Ok((h, p)) = r {
-                    let _ = decode(&h, p);
-                }
+            for (h, p) in split(&m[..n]).flatten() {
+                let _ = decode(&h, p);
             }
         }
     }

@@ -1,0 +1,77 @@
+//! Flags, validation and exit codes of the real binary.
+
+use std::process::Command;
+
+fn netevd(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_netevd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn temp(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("netevd-cli-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn version() {
+    let (code, out, _) = netevd(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), format!("netevd {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn validate_good_and_bad() {
+    let good = temp(
+        "good.yaml",
+        "system:\n  backend: kernel\nscripts:\n  timeout_seconds: 3\n",
+    );
+    let (code, out, _) = netevd(&["--validate", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("configuration is valid"));
+
+    let bad = temp(
+        "bad.yaml",
+        "system:\n  backend: kernel\nscripts:\n  timeout_secs: 3\n",
+    );
+    let (code, _, err) = netevd(&["--validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(":4:3: unknown key \"timeout_secs\" in scripts"),
+        "{err}"
+    );
+
+    let inactive = temp(
+        "inactive.yaml",
+        "routing:\n  policy_rules: [eth1]\naudit:\n  enabled: true\n",
+    );
+    let (code, out, _) = netevd(&["--validate", "--config", inactive.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("not active: routing.policy_rules (eth1)"),
+        "{out}"
+    );
+    assert!(out.contains("not active: audit"), "{out}");
+    for p in [good, bad, inactive] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn missing_config_means_defaults() {
+    let (code, out, _) = netevd(&["--validate", "--config", "/nonexistent/netevd.yaml"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let (code, _, _) = netevd(&["--no-such-flag"]);
+    assert_ne!(code, Some(0));
+}

@@ -1,0 +1,282 @@
+//! Test harness: a network namespace per test, the real daemon binary in
+//! it, and hooks that record what they saw. Everything is removed in
+//! `Drop`, so a failing test cleans up too. Needs root (CI runs as root).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "integration tests create network namespaces and must run as root"
+    );
+}
+
+fn nix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new() -> Ns {
+        require_root();
+        let name = unique("nvt");
+        run("ip", &["netns", "add", &name]);
+        let ns = Ns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        run("ip", &a);
+    }
+
+    /// `ip -n NS -batch FILE`.
+    pub fn batch(&self, file: &Path) {
+        run("ip", &["-n", &self.name, "-batch", file.to_str().unwrap()]);
+    }
+
+    pub fn output(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        let o = Command::new("ip").args(&a).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ip {a:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) {
+    let o = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A scratch directory for hooks, config and records.
+pub struct Dir {
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        let path = std::env::temp_dir().join(unique("netevd-test"));
+        fs::create_dir_all(&path).unwrap();
+        Dir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    pub fn write(&self, rel: &str, text: &str, mode: u32) -> PathBuf {
+        let p = self.path.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// A hook in `<state>.d/<name>` that appends one record line per run
+    /// to `records`.
+    pub fn recorder(&self, state: &str, name: &str) {
+        let rec = self.join("records");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$EVENT_ID\" \"$EVENT\" \"$STATE\" \"$LINK\" \
+             \"$PREVIOUS_STATE\" \"$ADDRESSES\" \"$ROUTE_ACTION\" \"$ROUTE_DST\" \"$LINKINDEX\" \"{name}\" >> {}\n",
+            rec.display()
+        );
+        self.write(&format!("hooks/{state}.d/{name}"), &script, 0o755);
+    }
+
+    /// Recorders in every state directory and routes.d.
+    pub fn record_all(&self) {
+        for s in [
+            "off",
+            "no-carrier",
+            "dormant",
+            "carrier",
+            "degraded",
+            "routable",
+            "routes",
+        ] {
+            self.recorder(s, "50-record");
+        }
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        fs::read_to_string(self.join("records"))
+            .unwrap_or_default()
+            .lines()
+            .map(Record::parse)
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the records, or panics with them.
+    pub fn wait_for(&self, what: &str, secs: u64, pred: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.records();
+            if pred(&r) {
+                return r;
+            }
+            if Instant::now() > end {
+                let log = fs::read_to_string(self.join("log")).unwrap_or_default();
+                panic!("timed out waiting for {what}; records:\n{r:#?}\ndaemon log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub event: String,
+    pub state: String,
+    pub link: String,
+    pub previous: String,
+    pub addresses: String,
+    pub route_action: String,
+    pub route_dst: String,
+    pub index: String,
+    pub hook: String,
+}
+
+impl Record {
+    fn parse(l: &str) -> Record {
+        let f: Vec<&str> = l.split('|').collect();
+        let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+        Record {
+            id: g(0).parse().unwrap_or(0),
+            event: g(1),
+            state: g(2),
+            link: g(3),
+            previous: g(4),
+            addresses: g(5),
+            route_action: g(6),
+            route_dst: g(7),
+            index: g(8),
+            hook: g(9),
+        }
+    }
+}
+
+/// The daemon running in a namespace; killed and reaped on drop.
+pub struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts netevd in `ns` with `config` (YAML, script_dir is set to the
+    /// test's hooks), logging at debug to `<dir>/log`.
+    pub fn start(ns: &Ns, dir: &Dir, config: &str) -> Daemon {
+        let cfg = format!(
+            "system:\n  script_dir: {}\n{config}",
+            dir.join("hooks").display()
+        );
+        let cfg_path = dir.write("netevd.yaml", &cfg, 0o644);
+        let log = fs::File::create(dir.join("log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
+            .args(["--foreground", "-v", "--config", cfg_path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child };
+        // Ready once the start-up dump is done.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !dir.log().contains("running: backend kernel") {
+            assert!(Instant::now() < end, "daemon did not start:\n{}", dir.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        run("kill", &["-s", sig, &self.child.id().to_string()]);
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < end, "daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last record for `link`.
+pub fn last_for<'a>(r: &'a [Record], link: &str) -> Option<&'a Record> {
+    r.iter()
+        .rev()
+        .find(|x| x.link == link && x.event != "routes")
+}
