@@ -49,7 +49,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     if !COMMANDS.contains(&cmd.as_str()) {
-        eprintln!("netevctl: unknown command {cmd:?} (expected one of {})", COMMANDS.join(", "));
+        eprintln!(
+            "netevctl: unknown command {cmd:?} (expected one of {})",
+            COMMANDS.join(", ")
+        );
         return ExitCode::from(2);
     }
     let req = serde_json::json!({ "command": cmd, "args": &args.command[1..] });
@@ -68,7 +71,10 @@ fn main() -> ExitCode {
         // A closed stdout (netevctl ... | head) is not an error.
         Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netevctl: cannot reach netevd at {}: {e}", args.socket.display());
+            eprintln!(
+                "netevctl: cannot reach netevd at {}: {e}",
+                args.socket.display()
+            );
             ExitCode::from(1)
         }
     }
