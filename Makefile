@@ -53,7 +53,8 @@ install: build
 	install -m 644 contrib/netevd.yaml $(DESTDIR)$(SHAREDIR)/examples/netevd.yaml
 	install -m 755 contrib/hooks/print-event $(DESTDIR)$(SHAREDIR)/examples/hooks/print-event
 	install -d $(DESTDIR)$(UNITDIR)
-	install -m 644 contrib/netevd.service $(DESTDIR)$(UNITDIR)/netevd.service
+	sed 's|/usr/sbin/netevd|$(SBINDIR)/netevd|' contrib/netevd.service > $(DESTDIR)$(UNITDIR)/netevd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/netevd.service
 	install -d $(DESTDIR)$(SYSCONFDIR)/netevd
 	for s in $(STATES); do install -d $(DESTDIR)$(SYSCONFDIR)/netevd/$$s.d; done
 	@# never overwrite a configuration the administrator already has
