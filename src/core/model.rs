@@ -181,12 +181,30 @@ impl Core {
                         false
                     }
                 };
+                self.publish(index, Kind::State, now_ms, out);
                 if going_down {
                     // The kernel flushes a downed link's IPv4 routes without
-                    // telling anyone (fib_sync_down_dev); IPv6 reports its own.
-                    self.routes.retain(|r| !(r.oif == index && r.family == 2));
+                    // telling anyone (fib_sync_down_dev); IPv6 reports its
+                    // own. Route hooks learn of the flush from us.
+                    let mut flushed: Vec<RouteInfo> = self
+                        .routes
+                        .iter()
+                        .filter(|r| r.oif == index && r.family == 2)
+                        .cloned()
+                        .collect();
+                    flushed.sort();
+                    for route in flushed {
+                        self.routes.remove(&route);
+                        self.route_event(
+                            RouteChange {
+                                added: false,
+                                route,
+                            },
+                            now_ms,
+                            out,
+                        );
+                    }
                 }
-                self.publish(index, Kind::State, now_ms, out);
             }
             Input::DelLink(index) => {
                 if let Some(seen) = &mut self.resync {
@@ -823,7 +841,7 @@ mod tests {
         let mut c = synced(false);
         let mut r6 = route(2, None, 0, None, 254);
         r6.family = 10;
-        run(
+        let evs = run(
             &mut c,
             vec![
                 link(2, "va", UP, IF_OPER_UP),
@@ -839,6 +857,15 @@ mod tests {
             ],
         );
         assert_eq!(c.routes().cloned().collect::<Vec<_>>(), vec![r6]);
+        // the flushed IPv4 route reaches route hooks as a deletion, after
+        // the link's state change
+        let tail: Vec<_> = evs
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| (e.dir(), e.route.as_ref().map(|r| (r.added, r.route.family))))
+            .collect();
+        assert_eq!(tail, vec![("routes", Some((false, 2))), ("off", None)]);
         run(&mut c, vec![Input::DelLink(2)]);
         assert_eq!(c.routes().count(), 0);
     }
