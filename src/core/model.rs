@@ -186,24 +186,7 @@ impl Core {
                     // The kernel flushes a downed link's IPv4 routes without
                     // telling anyone (fib_sync_down_dev); IPv6 reports its
                     // own. Route hooks learn of the flush from us.
-                    let mut flushed: Vec<RouteInfo> = self
-                        .routes
-                        .iter()
-                        .filter(|r| r.oif == index && r.family == 2)
-                        .cloned()
-                        .collect();
-                    flushed.sort();
-                    for route in flushed {
-                        self.routes.remove(&route);
-                        self.route_event(
-                            RouteChange {
-                                added: false,
-                                route,
-                            },
-                            now_ms,
-                            out,
-                        );
-                    }
+                    self.drop_routes(|r| r.oif == index && r.family == 2, now_ms, out);
                 }
             }
             Input::DelLink(index) => {
@@ -331,23 +314,7 @@ impl Core {
                 }
             }
         }
-        let stale: Vec<RouteInfo> = self
-            .routes
-            .iter()
-            .filter(|r| !seen.routes.contains(r))
-            .cloned()
-            .collect();
-        for route in stale {
-            self.routes.remove(&route);
-            self.route_event(
-                RouteChange {
-                    added: false,
-                    route,
-                },
-                now_ms,
-                out,
-            );
-        }
+        self.drop_routes(|r| !seen.routes.contains(r), now_ms, out);
         self.rules.retain(|r| seen.rules.contains(r));
 
         let first = !self.synced;
@@ -373,6 +340,26 @@ impl Core {
             for (_, rc) in changes {
                 self.route_event(rc, now_ms, out);
             }
+        }
+    }
+
+    /// Removes the routes `pred` selects, in a stable order, each reported
+    /// to route hooks as a deletion.
+    fn drop_routes(
+        &mut self,
+        pred: impl Fn(&RouteInfo) -> bool,
+        now_ms: u64,
+        out: &mut Vec<HookEvent>,
+    ) {
+        let mut gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
+        gone.sort();
+        for route in gone {
+            self.routes.remove(&route);
+            let rc = RouteChange {
+                added: false,
+                route,
+            };
+            self.route_event(rc, now_ms, out);
         }
     }
 
