@@ -35,7 +35,7 @@ struct Args {
     /// watch and log events, but run no hooks
     #[argh(switch, short = 'n')]
     dry_run: bool,
-    /// more logging: -v debug, -vv trace
+    /// more logging: -v debug, -v -v trace
     #[argh(switch, short = 'v')]
     verbose: u8,
     /// print the version and exit
@@ -43,8 +43,31 @@ struct Args {
     version: bool,
 }
 
+/// Parses the command line; `--help` exits 0, bad flags exit 2 (argh's own
+/// `from_env` would exit 1, which means something else here).
+fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
+    let all: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let name = strs
+        .first()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or("netevd");
+    T::from_args(&[name], strs.get(1..).unwrap_or(&[])).map_err(|e| {
+        if e.status.is_ok() {
+            print!("{}", e.output);
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("{}", e.output.trim_end());
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args: Args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     if args.version {
         println!("netevd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;

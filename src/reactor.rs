@@ -115,6 +115,9 @@ impl Daemon {
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
         loop {
+            // Whatever the last turn queued (events, finished hooks, a
+            // reload) starts here, before the loop sleeps again.
+            self.dispatch(Instant::now());
             let timeout = self
                 .runner
                 .next_deadline()
@@ -131,7 +134,7 @@ impl Daemon {
                     Source::Signals => {
                         if self.on_signals() {
                             self.runner.terminate_all();
-                            log::info!("netevd stopping");
+                            self.log_summary();
                             return Ok(());
                         }
                     }
@@ -140,10 +143,27 @@ impl Daemon {
                     Source::Unknown => {}
                 }
             }
-            let now = Instant::now();
-            self.runner.expire(now);
-            self.dispatch(now);
+            self.runner.expire(Instant::now());
         }
+    }
+
+    fn log_summary(&self) {
+        let (n, h) = (self.netlink.stats, self.runner.stats);
+        log::info!(
+            "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start",
+            n.messages,
+            n.decode_errors,
+            n.overflows,
+            n.resyncs_started,
+            self.core.resyncs,
+            self.core.events_emitted,
+            self.sched.coalesced,
+            h.started,
+            h.failed,
+            h.timed_out,
+            h.spawn_errors
+        );
     }
 
     fn on_netlink(&mut self) {
@@ -178,7 +198,6 @@ impl Daemon {
             );
             self.sched.submit(ev);
         }
-        self.dispatch(Instant::now());
     }
 
     /// Returns true when the daemon should stop.

@@ -27,41 +27,37 @@ fn version() {
     assert_eq!(out.trim(), format!("netevd {}", env!("CARGO_PKG_VERSION")));
 }
 
+/// `netevd --validate` on a file holding `text`.
+fn validate(name: &str, text: &str) -> (Option<i32>, String, String) {
+    let p = temp(name, text);
+    let r = netevd(&["--validate", "--config", p.to_str().unwrap()]);
+    let _ = std::fs::remove_file(p);
+    r
+}
+
 #[test]
 fn validate_good_and_bad() {
-    let good = temp(
-        "good.yaml",
-        "system:\n  backend: kernel\nscripts:\n  timeout_seconds: 3\n",
-    );
-    let (code, out, _) = netevd(&["--validate", "--config", good.to_str().unwrap()]);
+    let good = "system:\n  backend: kernel\nscripts:\n  timeout_seconds: 3\n";
+    let (code, out, _) = validate("good.yaml", good);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("configuration is valid"));
 
-    let bad = temp(
-        "bad.yaml",
-        "system:\n  backend: kernel\nscripts:\n  timeout_secs: 3\n",
-    );
-    let (code, _, err) = netevd(&["--validate", "--config", bad.to_str().unwrap()]);
+    let bad = "system:\n  backend: kernel\nscripts:\n  timeout_secs: 3\n";
+    let (code, _, err) = validate("bad.yaml", bad);
     assert_eq!(code, Some(1));
     assert!(
         err.contains(":4:3: unknown key \"timeout_secs\" in scripts"),
         "{err}"
     );
 
-    let inactive = temp(
-        "inactive.yaml",
-        "routing:\n  policy_rules: [eth1]\naudit:\n  enabled: true\n",
-    );
-    let (code, out, _) = netevd(&["--validate", "--config", inactive.to_str().unwrap()]);
+    let inactive = "routing:\n  policy_rules: [eth1]\naudit:\n  enabled: true\n";
+    let (code, out, _) = validate("inactive.yaml", inactive);
     assert_eq!(code, Some(0));
     assert!(
         out.contains("not active: routing.policy_rules (eth1)"),
         "{out}"
     );
     assert!(out.contains("not active: audit"), "{out}");
-    for p in [good, bad, inactive] {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 #[test]
@@ -72,6 +68,10 @@ fn missing_config_means_defaults() {
 
 #[test]
 fn bad_flag_is_a_usage_error() {
-    let (code, _, _) = netevd(&["--no-such-flag"]);
-    assert_ne!(code, Some(0));
+    let (code, _, err) = netevd(&["--no-such-flag"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+    let (code, out, _) = netevd(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--dry-run"), "{out}");
 }

@@ -19,13 +19,15 @@ fn pair(a: &Ns, b: &Ns) {
     ]);
 }
 
-/// A veth pair in one namespace, with no kernel-made IPv6 link-local
-/// addresses: they finish DAD a second or two later and would add events
-/// at a time no test controls.
-fn quiet_pair(a: &Ns, x: &str, y: &str) {
+/// A veth pair in one namespace, both ends up, with no kernel-made IPv6
+/// link-local addresses: they finish DAD a second or two later and would
+/// add events at a time no test controls.
+fn quiet_pair_up(a: &Ns, x: &str, y: &str) {
     a.ip(&["link", "add", x, "type", "veth", "peer", "name", y]);
-    a.ip(&["link", "set", x, "addrgenmode", "none"]);
-    a.ip(&["link", "set", y, "addrgenmode", "none"]);
+    for l in [x, y] {
+        a.ip(&["link", "set", l, "addrgenmode", "none"]);
+        a.ip(&["link", "set", l, "up"]);
+    }
 }
 
 #[test]
@@ -63,9 +65,7 @@ fn carrier_loss_and_return() {
 fn addresses_v4_v6_add_and_remove() {
     let (a, d) = (Ns::new(), Dir::new());
     d.record_all();
-    quiet_pair(&a, "va", "vb");
-    a.ip(&["link", "set", "vb", "up"]);
-    a.ip(&["link", "set", "va", "up"]);
+    quiet_pair_up(&a, "va", "vb");
     a.ip(&["addr", "add", "fe80::1/64", "dev", "va", "nodad"]);
     let _n = Daemon::start(&a, &d, "");
     a.ip(&["addr", "add", "192.0.2.10/24", "dev", "va"]);
@@ -110,9 +110,7 @@ fn addresses_v4_v6_add_and_remove() {
 fn route_changes_run_routes_hooks() {
     let (a, d) = (Ns::new(), Dir::new());
     d.recorder("routes", "50-record");
-    quiet_pair(&a, "va", "vb");
-    a.ip(&["link", "set", "vb", "up"]);
-    a.ip(&["link", "set", "va", "up"]);
+    quiet_pair_up(&a, "va", "vb");
     a.ip(&["addr", "add", "192.0.2.10/24", "dev", "va"]);
     a.ip(&["addr", "add", "2001:db8::10/64", "dev", "va", "nodad"]);
     let _n = Daemon::start(&a, &d, "");
@@ -139,9 +137,7 @@ fn route_changes_run_routes_hooks() {
 fn startup_replays_current_state() {
     let (a, d) = (Ns::new(), Dir::new());
     d.record_all();
-    quiet_pair(&a, "va", "vb");
-    a.ip(&["link", "set", "va", "up"]);
-    a.ip(&["link", "set", "vb", "up"]);
+    quiet_pair_up(&a, "va", "vb");
     a.ip(&["addr", "add", "192.0.2.10/24", "dev", "va"]);
     let _n = Daemon::start(&a, &d, "");
     let r = d.wait_for("a startup hook per link", 5, |r| {
@@ -302,9 +298,7 @@ fn busy_link_coalesces_to_the_newest_state() {
         );
     }
     let _n = Daemon::start(&a, &d, "");
-    quiet_pair(&a, "va", "vb");
-    a.ip(&["link", "set", "vb", "up"]);
-    a.ip(&["link", "set", "va", "up"]);
+    quiet_pair_up(&a, "va", "vb");
     let mut batch = String::new();
     for i in 1..=50 {
         batch.push_str(&format!("addr add 10.0.0.{i}/32 dev va\n"));
@@ -342,12 +336,8 @@ fn busy_link_coalesces_to_the_newest_state() {
 fn overflow_resync_ends_in_the_right_state() {
     let (a, d) = (Ns::new(), Dir::new());
     d.record_all();
-    a.ip(&["link", "add", "la", "type", "veth", "peer", "name", "lb"]);
-    // no IPv6 link-local address arriving in the middle of the test
-    a.ip(&["link", "set", "la", "addrgenmode", "none"]);
-    a.ip(&["link", "set", "lb", "up"]);
-    a.ip(&["link", "set", "la", "up"]);
-    let _n = Daemon::start(&a, &d, "  netlink_receive_buffer: 4096\n");
+    quiet_pair_up(&a, "la", "lb");
+    let n = Daemon::start(&a, &d, "  netlink_receive_buffer: 4096\n");
     let mut batch = String::with_capacity(4 << 20);
     for i in 0..50_000u32 {
         let ip = format!("198.18.{}.{}/32", (i / 250) % 250, i % 250 + 1);
@@ -371,6 +361,14 @@ fn overflow_resync_ends_in_the_right_state() {
     // settled: nothing more runs for la after the final state
     sleep_ms(1000);
     assert_eq!(last_for(&d.records(), "la"), Some(last));
+    assert_eq!(n.stop(), Some(0));
+    let log = d.log();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("netevd stopping:"))
+        .expect("no summary");
+    assert!(!summary.contains(" 0 overruns"), "{summary}");
+    assert!(!summary.contains(", 0 completed"), "{summary}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! grow together.
 //!
 //! Exit status: 0 success, 1 daemon unreachable or request refused, 2 bad
-//! options (argh).
+//! options.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
@@ -42,8 +42,31 @@ const COMMANDS: [&str; 9] = [
     "history",
 ];
 
+/// Parses the command line; `--help` exits 0, bad flags exit 2 (argh's own
+/// `from_env` would exit 1, which means something else here).
+fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
+    let all: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let name = strs
+        .first()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or("netevctl");
+    T::from_args(&[name], strs.get(1..).unwrap_or(&[])).map_err(|e| {
+        if e.status.is_ok() {
+            print!("{}", e.output);
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("{}", e.output.trim_end());
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args: Args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let Some(cmd) = args.command.first() else {
         eprintln!("netevctl: a command is needed: {}", COMMANDS.join(", "));
         return ExitCode::from(2);

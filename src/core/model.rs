@@ -7,7 +7,7 @@
 //! the kernel dropped messages (ENOBUFS) ends in the same state, and the
 //! same last event per link, as the lost messages would have produced.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::event::{HookEvent, Kind, RouteChange};
@@ -91,7 +91,8 @@ struct Seen {
 
 pub struct Core {
     links: BTreeMap<u32, Link>,
-    routes: HashSet<RouteInfo>,
+    /// Ordered so that the routes one replaces sit next to each other.
+    routes: BTreeSet<RouteInfo>,
     rules: HashSet<RuleInfo>,
     settings: Settings,
     resync: Option<Seen>,
@@ -109,7 +110,7 @@ impl Core {
     pub fn new(settings: Settings) -> Self {
         Core {
             links: BTreeMap::new(),
-            routes: HashSet::new(),
+            routes: BTreeSet::new(),
             rules: HashSet::new(),
             settings,
             resync: None,
@@ -243,11 +244,10 @@ impl Core {
                     seen.routes.insert(route.clone());
                 }
                 if replace {
-                    let key = route.replace_key();
-                    self.routes
-                        .retain(|r| r.replace_key() != key || *r == route);
+                    self.remove_replaced(&route);
                 }
-                if self.routes.insert(route.clone()) {
+                if !self.routes.contains(&route) {
+                    self.routes.insert(route.clone());
                     self.route_event(RouteChange { added: true, route }, now_ms, out);
                 }
             }
@@ -343,7 +343,33 @@ impl Core {
         }
     }
 
-    /// Removes the routes `pred` selects, in a stable order, each reported
+    /// Drops the routes `route` replaces: those with its replace key and
+    /// another next hop. The key is a prefix of `RouteInfo`'s order, so they
+    /// sit together in the set and are found without a scan.
+    fn remove_replaced(&mut self, route: &RouteInfo) {
+        let key = route.replace_key();
+        let from = RouteInfo {
+            protocol: 0,
+            scope: 0,
+            kind: 0,
+            oif: 0,
+            gateway: None,
+            prefsrc: None,
+            ..route.clone()
+        };
+        let old: Vec<RouteInfo> = self
+            .routes
+            .range(from..)
+            .take_while(|r| r.replace_key() == key)
+            .filter(|r| *r != route)
+            .cloned()
+            .collect();
+        for r in old {
+            self.routes.remove(&r);
+        }
+    }
+
+    /// Removes the routes `pred` selects, in the set's order, each reported
     /// to route hooks as a deletion.
     fn drop_routes(
         &mut self,
@@ -351,8 +377,7 @@ impl Core {
         now_ms: u64,
         out: &mut Vec<HookEvent>,
     ) {
-        let mut gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
-        gone.sort();
+        let gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
         for route in gone {
             self.routes.remove(&route);
             let rc = RouteChange {
@@ -401,12 +426,11 @@ impl Core {
             }
             return;
         }
-        let now = Published {
-            state: link.state(),
-            name: link.info.name.clone(),
-            addr_gen: link.addr_gen,
-        };
-        if kind != Kind::Startup && link.published.as_ref() == Some(&now) {
+        let state = link.state();
+        let unchanged = link.published.as_ref().is_some_and(|p| {
+            p.state == state && p.addr_gen == link.addr_gen && p.name == link.info.name
+        });
+        if kind != Kind::Startup && unchanged {
             return;
         }
         let previous = link.published.as_ref().map(|p| p.state);
@@ -415,7 +439,11 @@ impl Core {
             return;
         };
         out.push(make_event(id, kind, link, previous, now_ms));
-        link.published = Some(now);
+        link.published = Some(Published {
+            state,
+            name: link.info.name.clone(),
+            addr_gen: link.addr_gen,
+        });
     }
 
     fn route_event(&mut self, rc: RouteChange, now_ms: u64, out: &mut Vec<HookEvent>) {
@@ -807,9 +835,26 @@ mod tests {
         let mut c = synced(false);
         let a = route(2, None, 0, Some("192.0.2.1"), 254);
         let b = route(2, None, 0, Some("192.0.2.2"), 254);
+        // neighbours in the set that a replace must leave alone
+        let mut other_metric = route(2, None, 0, Some("192.0.2.3"), 254);
+        other_metric.priority = 100;
+        let other_table = route(2, None, 0, Some("192.0.2.1"), 100);
+        let other_dst = route(2, Some("0.0.0.0"), 1, Some("192.0.2.1"), 254);
         run(
             &mut c,
             vec![
+                Input::NewRoute {
+                    route: other_metric.clone(),
+                    replace: false,
+                },
+                Input::NewRoute {
+                    route: other_table.clone(),
+                    replace: false,
+                },
+                Input::NewRoute {
+                    route: other_dst.clone(),
+                    replace: false,
+                },
                 Input::NewRoute {
                     route: a,
                     replace: false,
@@ -820,7 +865,9 @@ mod tests {
                 },
             ],
         );
-        assert_eq!(c.routes().cloned().collect::<Vec<_>>(), vec![b]);
+        let mut want = vec![b, other_metric, other_table, other_dst];
+        want.sort();
+        assert_eq!(c.routes().cloned().collect::<Vec<_>>(), want);
     }
 
     #[test]

@@ -60,6 +60,8 @@ impl AddrInfo {
     }
 }
 
+/// Field order matters: the replace key comes first, so routes that
+/// replace each other are neighbours in an ordered set.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteInfo {
     pub family: u8,

@@ -418,18 +418,16 @@ impl Netlink {
                     let n = n.min(RECV_BUF);
                     self.datagram(n, out)?;
                 }
-                Err(e) => {
-                    match e.raw_os_error() {
-                        Some(libc_enobufs) if libc_enobufs == nix::libc::ENOBUFS => {
-                            self.stats.overflows += 1;
-                            self.resync_wanted = true;
-                            log::warn!("netlink: receive buffer overrun, events were lost; resynchronising");
-                        }
-                        Some(e2) if e2 == nix::libc::EINTR => {}
-                        _ if e.kind() == io::ErrorKind::WouldBlock => break,
-                        _ => return Err(e),
-                    }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    self.stats.overflows += 1;
+                    self.resync_wanted = true;
+                    log::warn!(
+                        "netlink: receive buffer overrun, events were lost; resynchronising"
+                    );
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
             }
         }
         if (self.resync_wanted || self.dump_failed) && self.dumping.is_none() {
