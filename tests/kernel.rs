@@ -404,3 +404,64 @@ fn sighup_reloads_and_bad_config_keeps_the_old_one() {
     });
     assert_eq!(n.stop(), Some(0));
 }
+
+/// With stderr a socket nobody reads (journald stalled), the daemon keeps
+/// running hooks; once the reader reads again, it says how many log lines
+/// it had to drop.
+#[test]
+fn a_stalled_log_socket_never_stalls_the_daemon() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+    let (a, d) = (Ns::new(), Dir::new());
+    d.recorder("routable", "50-record");
+    let cfg = d.write(
+        "netevd.yaml",
+        &format!("system:\n  script_dir: {}\n", d.join("hooks").display()),
+        0o644,
+    );
+    quiet_pair_up(&a, "la", "lb");
+    let (mut reader, writer) = UnixStream::pair().unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &a.name, env!("CARGO_BIN_EXE_netevd")])
+        .args(["--foreground", "-v", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(writer)))
+        .spawn()
+        .unwrap();
+    sleep_ms(500);
+    // far more debug lines than the socket holds
+    let mut batch = String::new();
+    for i in 0..20_000u32 {
+        let ip = format!("198.18.{}.{}/32", i / 250, i % 250 + 1);
+        batch.push_str(&format!("addr add {ip} dev la\naddr del {ip} dev la\n"));
+    }
+    batch.push_str("addr add 203.0.113.5/32 dev la\n");
+    a.batch(&d.write("batch", &batch, 0o644));
+    let r = d.wait_for("the final state despite the full log", 20, |r| {
+        last_for(r, "la").is_some_and(|x| x.addresses == "203.0.113.5")
+    });
+    assert!(!r.is_empty());
+    // read what is there, then make one more event: its log line comes
+    // after the count of the dropped ones
+    reader.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    while reader.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+    a.ip(&["addr", "add", "203.0.113.6/32", "dev", "la"]);
+    d.wait_for("one more hook", 5, |r| {
+        last_for(r, "la").is_some_and(|x| x.addresses.contains("203.0.113.6"))
+    });
+    sleep_ms(200);
+    let mut text = Vec::new();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => text.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("log lines dropped"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
