@@ -175,9 +175,28 @@ impl Daemon {
         }
         let now = now_ms();
         let was_synced = self.core.synced();
-        for i in self.inputs.drain(..) {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for i in inputs.drain(..) {
             self.core.apply(i, now, &mut self.out);
+            if self.out.is_empty() {
+                continue;
+            }
+            for ev in self.out.drain(..) {
+                log::debug!(
+                    "event {} {} {}: {} (was {})",
+                    ev.id,
+                    ev.kind.as_str(),
+                    ev.name_lossy(),
+                    ev.dir(),
+                    ev.previous.map(|p| p.as_str()).unwrap_or("-")
+                );
+                self.sched.submit(ev);
+            }
+            // An idle link starts its hooks now; only what arrives while
+            // they run waits and coalesces, even within one read.
+            self.dispatch(Instant::now());
         }
+        self.inputs = inputs;
         if !was_synced && self.core.synced() {
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}",
@@ -186,17 +205,6 @@ impl Daemon {
                 self.config.script_dir.display(),
                 if self.opts.dry_run { " (dry run)" } else { "" }
             );
-        }
-        for ev in self.out.drain(..) {
-            log::debug!(
-                "event {} {} {}: {} (was {})",
-                ev.id,
-                ev.kind.as_str(),
-                ev.name_lossy(),
-                ev.dir(),
-                ev.previous.map(|p| p.as_str()).unwrap_or("-")
-            );
-            self.sched.submit(ev);
         }
     }
 
