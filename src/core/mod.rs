@@ -5,6 +5,7 @@
 pub mod event;
 pub mod glob;
 pub mod model;
+pub mod policy;
 pub mod sched;
 pub mod state;
 pub mod types;

@@ -80,6 +80,72 @@ impl Link {
     }
 }
 
+/// The routes, with an index of the default routes (policy routing learns
+/// gateways from them) and lookups by table.
+#[derive(Default)]
+pub struct Routes {
+    /// Ordered so that the routes one replaces sit next to each other, and
+    /// a table's routes of one family are one range.
+    all: BTreeSet<RouteInfo>,
+    defaults: BTreeSet<RouteInfo>,
+    /// Routes marked as netevd's own, in whatever table.
+    owned: BTreeSet<RouteInfo>,
+}
+
+impl Routes {
+    fn insert(&mut self, r: RouteInfo) -> bool {
+        if r.is_default() {
+            self.defaults.insert(r.clone());
+        }
+        if r.protocol == RTPROT_NETEVD {
+            self.owned.insert(r.clone());
+        }
+        self.all.insert(r)
+    }
+
+    fn remove(&mut self, r: &RouteInfo) -> bool {
+        self.defaults.remove(r);
+        self.owned.remove(r);
+        self.all.remove(r)
+    }
+
+    fn retain(&mut self, f: impl Fn(&RouteInfo) -> bool) {
+        self.all.retain(&f);
+        self.defaults.retain(&f);
+        self.owned.retain(f);
+    }
+
+    pub fn contains(&self, r: &RouteInfo) -> bool {
+        self.all.contains(r)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &RouteInfo> {
+        self.all.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Default routes of every table.
+    pub fn defaults(&self) -> impl Iterator<Item = &RouteInfo> {
+        self.defaults.iter()
+    }
+
+    /// The routes marked as netevd's own.
+    pub fn owned(&self) -> impl Iterator<Item = &RouteInfo> {
+        self.owned.iter()
+    }
+
+    /// The routes of one family in one table.
+    pub fn in_table(&self, family: u8, table: u32) -> impl Iterator<Item = &RouteInfo> {
+        let from = RouteInfo::table_start(family, table);
+        self.all
+            .range(from..)
+            .take_while(move |r| r.family == family && r.table == table)
+    }
+}
+
 /// Keys seen during a dump.
 #[derive(Default)]
 struct Seen {
@@ -91,8 +157,7 @@ struct Seen {
 
 pub struct Core {
     links: BTreeMap<u32, Link>,
-    /// Ordered so that the routes one replaces sit next to each other.
-    routes: BTreeSet<RouteInfo>,
+    routes: Routes,
     rules: HashSet<RuleInfo>,
     settings: Settings,
     resync: Option<Seen>,
@@ -104,13 +169,15 @@ pub struct Core {
     /// Events emitted since start, for status reports.
     pub events_emitted: u64,
     pub resyncs: u64,
+    /// Bumped by every change policy routing depends on.
+    pub policy_gen: u64,
 }
 
 impl Core {
     pub fn new(settings: Settings) -> Self {
         Core {
             links: BTreeMap::new(),
-            routes: BTreeSet::new(),
+            routes: Routes::default(),
             rules: HashSet::new(),
             settings,
             resync: None,
@@ -119,6 +186,7 @@ impl Core {
             next_id: 1,
             events_emitted: 0,
             resyncs: 0,
+            policy_gen: 0,
         }
     }
 
@@ -131,14 +199,18 @@ impl Core {
         self.links.get(&index)
     }
 
-    #[cfg(test)]
-    pub fn routes(&self) -> impl Iterator<Item = &RouteInfo> {
-        self.routes.iter()
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
-    #[cfg(test)]
     pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
         self.rules.iter()
+    }
+
+    /// True while a dump is being reconciled: the model is not yet the
+    /// kernel's state.
+    pub fn resyncing(&self) -> bool {
+        self.resync.is_some()
     }
 
     pub fn synced(&self) -> bool {
@@ -165,6 +237,17 @@ impl Core {
 
     /// Applies one kernel message; events for hooks are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<HookEvent>) {
+        // What policy routing is planned from: links, addresses, default
+        // routes, its own routes, rules.
+        let for_policy = match &input {
+            Input::NewRoute { route, .. } | Input::DelRoute(route) => {
+                route.is_default() || route.protocol == RTPROT_NETEVD
+            }
+            _ => true,
+        };
+        if for_policy {
+            self.policy_gen += 1;
+        }
         match input {
             Input::NewLink(info) => {
                 let index = info.index;
@@ -359,6 +442,7 @@ impl Core {
         };
         let old: Vec<RouteInfo> = self
             .routes
+            .all
             .range(from..)
             .take_while(|r| r.replace_key() == key)
             .filter(|r| *r != route)
@@ -827,7 +911,7 @@ mod tests {
             .collect();
         assert_eq!(acts, vec![("routes", true), ("routes", false)]);
         assert_eq!(evs[0].state, OperState::NoCarrier);
-        assert_eq!(c.routes().count(), 1); // the local route stays in the model
+        assert_eq!(c.routes().len(), 1); // the local route stays in the model
     }
 
     #[test]
@@ -867,7 +951,7 @@ mod tests {
         );
         let mut want = vec![b, other_metric, other_table, other_dst];
         want.sort();
-        assert_eq!(c.routes().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -890,7 +974,7 @@ mod tests {
                 link(2, "va", 0, 2),
             ],
         );
-        assert_eq!(c.routes().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
         // the flushed IPv4 route reaches route hooks as a deletion, after
         // the link's state change
         let tail: Vec<_> = evs
@@ -901,7 +985,7 @@ mod tests {
             .collect();
         assert_eq!(tail, vec![("routes", Some((false, 2))), ("off", None)]);
         run(&mut c, vec![Input::DelLink(2)]);
-        assert_eq!(c.routes().count(), 0);
+        assert_eq!(c.routes().len(), 0);
     }
 
     /// After an overflow the resync's dump is the truth: links, addresses
@@ -958,7 +1042,7 @@ mod tests {
             ]
         );
         assert_eq!(c.links().count(), 2);
-        assert_eq!(c.routes().count(), 2);
+        assert_eq!(c.routes().len(), 2);
         let va = c.link(2).unwrap();
         assert_eq!(va.addrs.len(), 1);
         assert_eq!(c.resyncs, 2);

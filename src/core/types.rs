@@ -25,7 +25,13 @@ pub const RT_SCOPE_SITE: u8 = 200;
 pub const RT_SCOPE_LINK: u8 = 253;
 pub const RT_SCOPE_HOST: u8 = 254;
 
+/// The route and rule protocol that marks what netevd installs, so a
+/// restart knows its own entries and never touches anyone else's.
+/// `ip` shows it as "proto netevd" with contrib/rt_protos.d/netevd.conf.
+pub const RTPROT_NETEVD: u8 = 148;
+
 /// The kernel's own tables.
+pub const RT_TABLE_MAIN: u32 = 254;
 pub const RT_TABLE_LOCAL: u32 = 255;
 
 /// A link as one `RTM_NEWLINK` describes it.
@@ -83,6 +89,30 @@ pub struct RouteInfo {
 impl RouteInfo {
     /// What the kernel itself uses to tell two routes apart when one
     /// replaces another (`NLM_F_REPLACE`): everything but the next hop.
+    pub fn is_default(&self) -> bool {
+        self.dst_len == 0 && self.src_len == 0
+    }
+
+    /// The smallest route of `family` in `table`, to start a range there.
+    pub fn table_start(family: u8, table: u32) -> RouteInfo {
+        RouteInfo {
+            family,
+            table,
+            dst: None,
+            dst_len: 0,
+            src: None,
+            src_len: 0,
+            tos: 0,
+            priority: 0,
+            protocol: 0,
+            scope: 0,
+            kind: 0,
+            oif: 0,
+            gateway: None,
+            prefsrc: None,
+        }
+    }
+
     pub fn replace_key(&self) -> (u8, u32, Option<IpAddr>, u8, Option<IpAddr>, u8, u8, u32) {
         (
             self.family,
