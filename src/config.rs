@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::core::policy;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -41,8 +42,8 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// `monitoring.interfaces`: glob patterns, empty for all links.
     pub interfaces: Vec<String>,
-    /// `routing.policy_rules`: interface names.
-    pub policy_rules: Vec<String>,
+    /// `routing`: per-interface policy routing.
+    pub policy: policy::Settings,
     pub control_socket: PathBuf,
     pub timeout: Duration,
     pub run_on_startup: bool,
@@ -61,7 +62,7 @@ impl Default for Config {
             backend: Backend::Kernel,
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
-            policy_rules: Vec::new(),
+            policy: policy::Settings::default(),
             control_socket: PathBuf::from("/run/netevd/netevd.sock"),
             timeout: Duration::from_secs(30),
             run_on_startup: true,
@@ -304,22 +305,7 @@ impl Config {
                         }
                     }
                 }
-                "routing" => {
-                    for (k2, v2) in cx.map(v, "routing")? {
-                        match cx.str(k2, "key")? {
-                            "policy_rules" => {
-                                c.policy_rules = cx.strings(v2, "routing.policy_rules")?;
-                                if !c.policy_rules.is_empty() {
-                                    c.inactive.push(format!(
-                                        "routing.policy_rules ({}): policy routing is not built yet; no rules are installed",
-                                        c.policy_rules.join(", ")
-                                    ));
-                                }
-                            }
-                            other => return Err(unknown(&cx, k2, "routing", other)),
-                        }
-                    }
-                }
+                "routing" => c.routing(&cx, v)?,
                 "backends" => c.backends(&cx, v)?,
                 "control" => {
                     for (k2, v2) in cx.map(v, "control")? {
@@ -419,6 +405,115 @@ impl Config {
         Ok(())
     }
 
+    fn routing(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
+        let p = &mut self.policy;
+        let mut list = None;
+        for (k, v) in cx.map(v, "routing")? {
+            match cx.str(k, "key")? {
+                "policy_rules" => list = Some(v),
+                "table_base" => {
+                    p.table_base = cx.uint(v, "routing.table_base", 256, 1 << 31)? as u32;
+                }
+                "from_priority" => p.from_priority = priority(cx, v, "routing.from_priority")?,
+                "to_priority" => p.to_priority = priority(cx, v, "routing.to_priority")?,
+                other => return Err(unknown(cx, k, "routing", other)),
+            }
+        }
+        let Some(list) = list else {
+            return Ok(());
+        };
+        let items: &[Node] = match &list.v {
+            Value::Seq(s) => s,
+            Value::Scalar(s, false) if s.is_empty() || s == "~" || s == "null" => &[],
+            _ => return Err(cx.err(list, "routing.policy_rules: expected a list")),
+        };
+        // Explicit values, with where they were given, to refuse clashes.
+        let mut tables: Vec<(u32, String)> = Vec::new();
+        let mut prios: Vec<(u32, String)> = Vec::new();
+        for item in items {
+            let mut iface = policy::Iface {
+                name: String::new(),
+                table: None,
+                from_priority: None,
+                to_priority: None,
+            };
+            match &item.v {
+                Value::Scalar(s, _) => iface.name = s.clone(),
+                Value::Map(m) => {
+                    for (k, v) in m {
+                        let what = |key: &str| format!("routing.policy_rules.{key}");
+                        match cx.str(k, "key")? {
+                            "interface" => iface.name = cx.str(v, &what("interface"))?.to_string(),
+                            "table" => {
+                                let t = cx.uint(v, &what("table"), 1, u32::MAX as u64)? as u32;
+                                if policy::reserved_table(t) {
+                                    return Err(cx.err(
+                                        v,
+                                        format!(
+                                            "{}: table {t} is reserved by the kernel (0, 252-255)",
+                                            what("table")
+                                        ),
+                                    ));
+                                }
+                                if let Some((_, who)) = tables.iter().find(|(x, _)| *x == t) {
+                                    return Err(cx.err(
+                                        v,
+                                        format!("{}: table {t} is already {who}'s", what("table")),
+                                    ));
+                                }
+                                iface.table = Some(t);
+                            }
+                            key @ ("from_priority" | "to_priority") => {
+                                let pr = priority(cx, v, &what(key))?;
+                                if let Some((_, who)) = prios.iter().find(|(x, _)| *x == pr) {
+                                    return Err(cx.err(
+                                        v,
+                                        format!("{}: priority {pr} is already {who}'s", what(key)),
+                                    ));
+                                }
+                                if key == "from_priority" {
+                                    iface.from_priority = Some(pr);
+                                } else {
+                                    iface.to_priority = Some(pr);
+                                }
+                            }
+                            other => return Err(unknown(cx, k, "routing.policy_rules", other)),
+                        }
+                    }
+                }
+                _ => {
+                    return Err(cx.err(
+                        item,
+                        "routing.policy_rules: expected an interface name or a mapping",
+                    ))
+                }
+            }
+            if iface.name.is_empty() {
+                return Err(cx.err(
+                    item,
+                    "routing.policy_rules: an entry without an interface name",
+                ));
+            }
+            if p.ifaces.iter().any(|i| i.name == iface.name) {
+                return Err(cx.err(
+                    item,
+                    format!("routing.policy_rules: {} is listed twice", iface.name),
+                ));
+            }
+            for pr in [iface.from_priority, iface.to_priority]
+                .into_iter()
+                .flatten()
+            {
+                prios.push((pr, iface.name.clone()));
+            }
+            if let Some(t) = iface.table {
+                tables.push((t, iface.name.clone()));
+            }
+            p.ifaces.push(iface);
+        }
+        Ok(())
+    }
+
     fn scripts(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
         for (k, v) in cx.map(v, "scripts")? {
             match cx.str(k, "key")? {
@@ -468,6 +563,17 @@ fn section_enabled(cx: &Ctx, m: &[(Node, Node)]) -> bool {
     !m.iter().any(|(k, v)| {
         matches!(cx.str(k, "key"), Ok("enabled")) && matches!(cx.bool(v, "enabled"), Ok(false))
     })
+}
+
+fn priority(cx: &Ctx, v: &Node, what: &str) -> Result<u32, Error> {
+    let p = cx.uint(v, what, 1, u32::MAX as u64)? as u32;
+    if policy::reserved_priority(p) {
+        return Err(cx.err(
+            v,
+            format!("{what}: priority {p} is the kernel's own (0, 32766, 32767)"),
+        ));
+    }
+    Ok(p)
 }
 
 fn unknown(cx: &Ctx, k: &Node, section: &str, key: &str) -> Error {
@@ -525,12 +631,14 @@ metrics:
         assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
         assert_eq!(c.backend, Backend::Networkd);
         assert_eq!(c.interfaces, vec!["eth0", "wg*"]);
-        assert_eq!(c.policy_rules, vec!["eth1"]);
-        // backend, policy rules and api are reported as not active; metrics
-        // is disabled, so it is not
-        assert_eq!(c.inactive.len(), 3, "{:?}", c.inactive);
+        assert_eq!(c.policy.ifaces.len(), 1);
+        assert_eq!(c.policy.ifaces[0].name, "eth1");
+        assert_eq!(c.policy.ifaces[0].table, None);
+        // backend and api are reported as not active; metrics is disabled,
+        // so it is not
+        assert_eq!(c.inactive.len(), 2, "{:?}", c.inactive);
         assert!(c.inactive[0].contains("systemd-networkd"));
-        assert!(c.inactive[2].starts_with("api"));
+        assert!(c.inactive[1].starts_with("api"));
     }
 
     #[test]
@@ -589,6 +697,49 @@ metrics:
             ("- 1\n", "t.yaml:1:1: top level: expected a mapping"),
         ];
         for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn routing_tables_and_priorities() {
+        let c = parse(
+            "routing:\n  table_base: 2000\n  from_priority: 100\n  to_priority: 101\n  policy_rules:\n    - eth1\n    - interface: eth2\n      table: 3000\n      from_priority: 200\n      to_priority: 201\n",
+        )
+        .unwrap();
+        let p = &c.policy;
+        assert_eq!(
+            (p.table_base, p.from_priority, p.to_priority),
+            (2000, 100, 101)
+        );
+        assert_eq!(
+            p.ifaces[1],
+            policy::Iface {
+                name: "eth2".into(),
+                table: Some(3000),
+                from_priority: Some(200),
+                to_priority: Some(201),
+            }
+        );
+        let refused = [
+            ("routing:\n  policy_rules:\n    - interface: eth1\n      table: 253\n", "t.yaml:4:14: routing.policy_rules.table: table 253 is reserved"),
+            ("routing:\n  policy_rules:\n    - interface: eth1\n      table: 0\n", "table: 0 is out of range"),
+            (
+                "routing:\n  policy_rules:\n    - interface: eth1\n      table: 1000\n    - interface: eth2\n      table: 1000\n",
+                "t.yaml:6:14: routing.policy_rules.table: table 1000 is already eth1's",
+            ),
+            ("routing:\n  from_priority: 32766\n", "t.yaml:2:18: routing.from_priority: priority 32766 is the kernel's own"),
+            (
+                "routing:\n  policy_rules:\n    - interface: eth1\n      from_priority: 50\n    - interface: eth2\n      to_priority: 50\n",
+                "t.yaml:6:20: routing.policy_rules.to_priority: priority 50 is already eth1's",
+            ),
+            ("routing:\n  policy_rules: [eth1, eth1]\n", "eth1 is listed twice"),
+            ("routing:\n  table_base: 200\n", "routing.table_base: 200 is out of range 256"),
+            ("routing:\n  policy_rules:\n    - table: 5000\n", "an entry without an interface name"),
+            ("routing:\n  policy_rules:\n    - interface: eth1\n      tabel: 5\n", "unknown key \"tabel\" in routing.policy_rules"),
+        ];
+        for (text, want) in refused {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }

@@ -14,10 +14,12 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::core::event::HookEvent;
+use crate::core::event::PolicyView;
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
+use crate::effect::policy::Policy;
 use crate::source::netlink::Netlink;
 
 const NETLINK: Token = Token(0);
@@ -46,6 +48,7 @@ pub struct Daemon {
     core: Core,
     sched: Scheduler,
     runner: Runner,
+    policy: Policy,
     config: Config,
     opts: Options,
     inputs: Vec<Input>,
@@ -92,6 +95,7 @@ impl Daemon {
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), HOOKS),
+            policy: Policy::new(config.policy.clone()),
             config,
             opts,
             inputs: Vec::with_capacity(256),
@@ -148,10 +152,11 @@ impl Daemon {
     }
 
     fn log_summary(&self) {
-        let (n, h) = (self.netlink.stats, self.runner.stats);
+        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
         log::info!(
             "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start",
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start; \
+             policy: {} requests, {} refused, {} rules restored",
             n.messages,
             n.decode_errors,
             n.overflows,
@@ -162,7 +167,10 @@ impl Daemon {
             h.started,
             h.failed,
             h.timed_out,
-            h.spawn_errors
+            h.spawn_errors,
+            p.requests,
+            p.refused,
+            p.restored
         );
     }
 
@@ -177,7 +185,17 @@ impl Daemon {
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
         for i in inputs.drain(..) {
+            let resync_end = i == Input::ResyncEnd;
+            if let Input::DelRule(r) = &i {
+                self.policy.rule_deleted(r);
+            }
             self.core.apply(i, now, &mut self.out);
+            if resync_end {
+                self.policy.resynced();
+            }
+            // Policy changes go out before hooks start, so a hook for a new
+            // address finds its rules in place.
+            self.policy.reconcile(&self.core, &mut self.netlink);
             if self.out.is_empty() {
                 continue;
             }
@@ -197,6 +215,11 @@ impl Daemon {
             self.dispatch(Instant::now());
         }
         self.inputs = inputs;
+        for (seq, code) in self.netlink.acks.drain(..) {
+            self.policy.ack(seq, code);
+        }
+        // A refused change may make another possible.
+        self.policy.reconcile(&self.core, &mut self.netlink);
         if !was_synced && self.core.synced() {
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}",
@@ -259,6 +282,7 @@ impl Daemon {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
         }
         self.sched.set_max_parallel(c.max_parallel);
+        self.policy.set_settings(c.policy.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
         self.core
@@ -266,14 +290,20 @@ impl Daemon {
         for ev in self.out.drain(..) {
             self.sched.submit(ev);
         }
+        self.policy.reconcile(&self.core, &mut self.netlink);
         log::info!("reloaded {}", self.opts.config_path.display());
         self.config = c;
     }
 
     /// Starts whatever the scheduler lets start.
     fn dispatch(&mut self, now: Instant) {
-        while let Some(ev) = self.sched.next() {
+        while let Some(mut ev) = self.sched.next() {
             let index = ev.index;
+            ev.policy = self.policy.plan.link(index).map(|l| PolicyView {
+                table: l.table,
+                rules: l.rule_strings(),
+                gateways: l.gateways.clone(),
+            });
             if !self.runner.start(ev, self.poll.registry(), now) {
                 self.sched.done(index);
             }

@@ -44,6 +44,15 @@ pub struct RouteChange {
     pub route: RouteInfo,
 }
 
+/// What policy routing installed for the link, when it is listed in
+/// `routing.policy_rules`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyView {
+    pub table: u32,
+    pub rules: Vec<String>,
+    pub gateways: Vec<std::net::IpAddr>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookEvent {
     pub id: u64,
@@ -62,6 +71,8 @@ pub struct HookEvent {
     /// Events for this link that were folded into this one while its hooks
     /// were busy.
     pub coalesced: u32,
+    /// Filled in when the hooks start, from the plan in force then.
+    pub policy: Option<PolicyView>,
 }
 
 impl HookEvent {
@@ -158,6 +169,13 @@ pub fn to_json(ev: &HookEvent, backend: &str) -> String {
         v["route"] = route_json(&rc.route);
         v["route"]["action"] = json!(if rc.added { "add" } else { "del" });
     }
+    if let Some(p) = &ev.policy {
+        v["policy"] = json!({
+            "table": p.table,
+            "rules": p.rules,
+            "gateways": p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+        });
+    }
     v.to_string()
 }
 
@@ -191,6 +209,10 @@ pub fn environment(ev: &HookEvent, backend: &str, json: &str) -> Vec<(&'static s
         ("ADDRESSES", s(addresses)),
         ("JSON", s(json.into())),
     ];
+    if let Some(p) = &ev.policy {
+        env.push(("POLICY_TABLE", s(p.table.to_string())));
+        env.push(("POLICY_RULES", s(p.rules.join(", "))));
+    }
     if let Some(rc) = &ev.route {
         let r = &rc.route;
         env.push((
@@ -244,6 +266,7 @@ mod tests {
             link_kind: Some("veth".into()),
             route: None,
             coalesced: 0,
+            policy: None,
         }
     }
 
@@ -264,7 +287,36 @@ mod tests {
         assert_eq!(get(&env, "EVENT_ID"), b"7");
         assert_eq!(get(&env, "BACKEND"), b"kernel");
         assert_eq!(get(&env, "ADDRESSES"), b"192.0.2.10 2001:db8::1");
-        assert!(env.iter().all(|(k, _)| !k.starts_with("ROUTE_")));
+        assert!(env
+            .iter()
+            .all(|(k, _)| !k.starts_with("ROUTE_") && !k.starts_with("POLICY_")));
+    }
+
+    #[test]
+    fn policy_view() {
+        let mut e = ev();
+        e.policy = Some(PolicyView {
+            table: 1003,
+            rules: vec![
+                "10000: from 192.0.2.10/32 lookup 1003".into(),
+                "10001: to 192.0.2.10/32 lookup 1003".into(),
+            ],
+            gateways: vec!["192.0.2.1".parse().unwrap()],
+        });
+        let json = to_json(&e, "kernel");
+        let env = environment(&e, "kernel", &json);
+        assert_eq!(get(&env, "POLICY_TABLE"), b"1003");
+        assert_eq!(
+            get(&env, "POLICY_RULES"),
+            b"10000: from 192.0.2.10/32 lookup 1003, 10001: to 192.0.2.10/32 lookup 1003"
+        );
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["policy"]["table"], 1003);
+        assert_eq!(v["policy"]["gateways"][0], "192.0.2.1");
+        assert_eq!(
+            v["policy"]["rules"][1],
+            "10001: to 192.0.2.10/32 lookup 1003"
+        );
     }
 
     #[test]

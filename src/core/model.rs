@@ -84,8 +84,7 @@ impl Link {
 /// gateways from them) and lookups by table.
 #[derive(Default)]
 pub struct Routes {
-    /// Ordered so that the routes one replaces sit next to each other, and
-    /// a table's routes of one family are one range.
+    /// Ordered so that the routes one replaces sit next to each other.
     all: BTreeSet<RouteInfo>,
     defaults: BTreeSet<RouteInfo>,
     /// Routes marked as netevd's own, in whatever table.
@@ -123,6 +122,7 @@ impl Routes {
         self.all.iter()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.all.len()
     }
@@ -135,14 +135,6 @@ impl Routes {
     /// The routes marked as netevd's own.
     pub fn owned(&self) -> impl Iterator<Item = &RouteInfo> {
         self.owned.iter()
-    }
-
-    /// The routes of one family in one table.
-    pub fn in_table(&self, family: u8, table: u32) -> impl Iterator<Item = &RouteInfo> {
-        let from = RouteInfo::table_start(family, table);
-        self.all
-            .range(from..)
-            .take_while(move |r| r.family == family && r.table == table)
     }
 }
 
@@ -317,7 +309,19 @@ impl Core {
                         link.addr_gen += 1;
                     }
                 }
+                let v4_left = link.addrs.keys().any(|(ip, _)| ip.is_ipv4());
                 self.publish(index, Kind::State, now_ms, out);
+                if a.ip.is_ipv4() {
+                    // More silent flushes (fib_inetaddr_event): routes whose
+                    // preferred source was this address, and every IPv4
+                    // route of a link left without an IPv4 address.
+                    let ip = Some(a.ip);
+                    self.drop_routes(
+                        |r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
+                        now_ms,
+                        out,
+                    );
+                }
             }
             Input::NewRoute { route, replace } => {
                 if route.family != 2 && route.family != 10 {
@@ -595,6 +599,7 @@ fn make_event(
         link_kind: link.info.kind.clone(),
         route: None,
         coalesced: 0,
+        policy: None,
     }
 }
 
@@ -986,6 +991,54 @@ mod tests {
         assert_eq!(tail, vec![("routes", Some((false, 2))), ("off", None)]);
         run(&mut c, vec![Input::DelLink(2)]);
         assert_eq!(c.routes().len(), 0);
+    }
+
+    #[test]
+    fn ipv4_address_removal_flushes_what_the_kernel_flushes() {
+        let mut c = synced(false);
+        let mut by_src = route(2, Some("198.51.100.0"), 24, Some("192.0.2.1"), 254);
+        by_src.prefsrc = Some("192.0.2.10".parse().unwrap());
+        let gw = route(2, None, 0, Some("192.0.2.1"), 254);
+        let mut r6 = route(2, None, 0, None, 254);
+        r6.family = 10;
+        run(
+            &mut c,
+            vec![
+                link(2, "va", UP, IF_OPER_UP),
+                Input::NewAddr(addr(2, "192.0.2.10", 24, 0, 0x80)),
+                Input::NewAddr(addr(2, "192.0.2.11", 24, 0, 0x80)),
+                Input::NewRoute {
+                    route: by_src,
+                    replace: false,
+                },
+                Input::NewRoute {
+                    route: gw.clone(),
+                    replace: false,
+                },
+                Input::NewRoute {
+                    route: r6.clone(),
+                    replace: false,
+                },
+            ],
+        );
+        // the preferred source goes: its route goes, the rest stays
+        run(
+            &mut c,
+            vec![Input::DelAddr(addr(2, "192.0.2.10", 24, 0, 0x80))],
+        );
+        let mut want = vec![gw, r6.clone()];
+        want.sort();
+        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
+        // the last IPv4 address goes: every IPv4 route of the link goes
+        let evs = run(
+            &mut c,
+            vec![Input::DelAddr(addr(2, "192.0.2.11", 24, 0, 0x80))],
+        );
+        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert!(evs.iter().any(|e| e
+            .route
+            .as_ref()
+            .is_some_and(|r| !r.added && r.route.dst.is_none())));
     }
 
     /// After an overflow the resync's dump is the truth: links, addresses

@@ -115,11 +115,19 @@ impl Plan {
 fn network(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix.min(32))
+            };
             IpAddr::from((u32::from(a) & m).to_be_bytes())
         }
         IpAddr::V6(a) => {
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix.min(128))
+            };
             IpAddr::from((u128::from(a) & m).to_be_bytes())
         }
     }
@@ -257,11 +265,15 @@ pub type RouteKey = (u8, u32, Option<IpAddr>, u8, u32, u32, Option<IpAddr>);
 pub type RuleKey = (u8, u32, u32, Option<IpAddr>, u8, Option<IpAddr>, u8);
 
 pub fn route_key(r: &RouteInfo) -> RouteKey {
-    (r.family, r.table, r.dst, r.dst_len, r.priority, r.oif, r.gateway)
+    (
+        r.family, r.table, r.dst, r.dst_len, r.priority, r.oif, r.gateway,
+    )
 }
 
 pub fn rule_key(r: &RuleInfo) -> RuleKey {
-    (r.family, r.priority, r.table, r.src, r.src_len, r.dst, r.dst_len)
+    (
+        r.family, r.priority, r.table, r.src, r.src_len, r.dst, r.dst_len,
+    )
 }
 
 impl Change {
@@ -281,10 +293,16 @@ impl Change {
 /// gateway changed must go before its successor comes), then additions,
 /// connected routes before default routes.
 pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
-    let want_routes: BTreeSet<RouteKey> =
-        plan.links.iter().flat_map(|l| l.routes.iter().map(route_key)).collect();
-    let want_rules: BTreeSet<RuleKey> =
-        plan.links.iter().flat_map(|l| l.rules.iter().map(rule_key)).collect();
+    let want_routes: BTreeSet<RouteKey> = plan
+        .links
+        .iter()
+        .flat_map(|l| l.routes.iter().map(route_key))
+        .collect();
+    let want_rules: BTreeSet<RuleKey> = plan
+        .links
+        .iter()
+        .flat_map(|l| l.rules.iter().map(rule_key))
+        .collect();
     let have_routes: BTreeSet<RouteKey> = core.routes().owned().map(route_key).collect();
     let have_rules: BTreeSet<RuleKey> = core
         .rules()
@@ -392,7 +410,10 @@ mod tests {
         let mut out = Vec::new();
         for ch in changes {
             let i = match ch.clone() {
-                Change::AddRoute(route) => Input::NewRoute { route, replace: false },
+                Change::AddRoute(route) => Input::NewRoute {
+                    route,
+                    replace: false,
+                },
                 Change::DelRoute(r) => Input::DelRoute(r),
                 Change::AddRule(r) => Input::NewRule(r),
                 Change::DelRule(r) => Input::DelRule(r),
@@ -406,7 +427,11 @@ mod tests {
             .map(|c| match c {
                 Change::AddRoute(r) | Change::DelRoute(r) => format!(
                     "{} route {} {:?}/{} via {:?} table {} metric {}",
-                    if matches!(c, Change::AddRoute(_)) { "add" } else { "del" },
+                    if matches!(c, Change::AddRoute(_)) {
+                        "add"
+                    } else {
+                        "del"
+                    },
                     r.family,
                     r.dst,
                     r.dst_len,
@@ -416,7 +441,11 @@ mod tests {
                 ),
                 Change::AddRule(r) | Change::DelRule(r) => format!(
                     "{} rule {} from {:?} to {:?} table {}",
-                    if matches!(c, Change::AddRule(_)) { "add" } else { "del" },
+                    if matches!(c, Change::AddRule(_)) {
+                        "add"
+                    } else {
+                        "del"
+                    },
                     r.priority,
                     r.src,
                     r.dst,
@@ -443,14 +472,30 @@ mod tests {
         let mut a = a;
         apply(&mut a, &first);
         let mut out = Vec::new();
-        a.apply(Input::NewRoute { route: gw.clone(), replace: false }, 0, &mut out);
+        a.apply(
+            Input::NewRoute {
+                route: gw.clone(),
+                replace: false,
+            },
+            0,
+            &mut out,
+        );
         let second = diff(&plan(&s, &a), &a);
-        assert_eq!(describe(&second), vec!["add route 2 None/0 via Some(10.2.0.1) table 1003 metric 0"]);
+        assert_eq!(
+            describe(&second),
+            vec!["add route 2 None/0 via Some(10.2.0.1) table 1003 metric 0"]
+        );
         apply(&mut a, &second);
         assert!(diff(&plan(&s, &a), &a).is_empty(), "converged");
 
         // the other order
-        let mut b = core_with(vec![link(3, "wan1"), Input::NewRoute { route: gw, replace: false }]);
+        let mut b = core_with(vec![
+            link(3, "wan1"),
+            Input::NewRoute {
+                route: gw,
+                replace: false,
+            },
+        ]);
         let ch = diff(&plan(&s, &b), &b);
         apply(&mut b, &ch);
         b.apply(addr(3, "10.2.0.2", 24), 0, &mut out);
@@ -459,7 +504,10 @@ mod tests {
         assert!(diff(&plan(&s, &b), &b).is_empty());
         let owned = |c: &Core| {
             (
-                c.rules().filter(|r| r.protocol == RTPROT_NETEVD).map(rule_key).collect::<BTreeSet<_>>(),
+                c.rules()
+                    .filter(|r| r.protocol == RTPROT_NETEVD)
+                    .map(rule_key)
+                    .collect::<BTreeSet<_>>(),
                 c.routes().owned().map(route_key).collect::<BTreeSet<_>>(),
             )
         };
@@ -479,7 +527,10 @@ mod tests {
                 scope: RT_SCOPE_LINK,
                 flags: 0x80,
             }),
-            Input::NewRoute { route: default_via(3, "fe80::1", 254, 1024), replace: false },
+            Input::NewRoute {
+                route: default_via(3, "fe80::1", 254, 1024),
+                replace: false,
+            },
         ]);
         let ch = diff(&plan(&s, &c), &c);
         assert_eq!(
@@ -518,7 +569,10 @@ mod tests {
         apply(&mut c, &ch);
         // dropped from the configuration: everything of its goes
         let ch = diff(&plan(&settings(&[]), &c), &c);
-        assert_eq!(describe(&ch), vec!["del route 10 None/0 via Some(fe80::1) table 1003 metric 1024"]);
+        assert_eq!(
+            describe(&ch),
+            vec!["del route 10 None/0 via Some(fe80::1) table 1003 metric 1024"]
+        );
     }
 
     #[test]
@@ -534,8 +588,14 @@ mod tests {
             Input::NewRule(stale),
         ]);
         let d = describe(&diff(&plan(&s, &c), &c));
-        assert_eq!(d[0], "del rule 10000 from Some(10.9.9.9) to None table 1003");
-        assert!(d.iter().filter(|x| x.starts_with("del")).count() == 1, "{d:?}");
+        assert_eq!(
+            d[0],
+            "del rule 10000 from Some(10.9.9.9) to None table 1003"
+        );
+        assert!(
+            d.iter().filter(|x| x.starts_with("del")).count() == 1,
+            "{d:?}"
+        );
         assert!(d.contains(&"add rule 10000 from Some(10.2.0.2) to None table 1003".to_string()));
     }
 
@@ -546,11 +606,17 @@ mod tests {
         let c = core_with(vec![link(3, "wan1"), link(4, "wan2")]);
         let p = plan(&s, &c);
         assert_eq!(p.links.len(), 1);
-        assert_eq!(p.errors, vec!["wan2: table 1003 is already wan1's; no policy routing for wan2"]);
+        assert_eq!(
+            p.errors,
+            vec!["wan2: table 1003 is already wan1's; no policy routing for wan2"]
+        );
         s.ifaces[1].table = Some(2000);
         s.ifaces[1].from_priority = Some(500);
         let p = plan(&s, &c);
-        assert_eq!(p.links.iter().map(|l| l.table).collect::<Vec<_>>(), vec![1003, 2000]);
+        assert_eq!(
+            p.links.iter().map(|l| l.table).collect::<Vec<_>>(),
+            vec![1003, 2000]
+        );
         assert!(p.errors.is_empty());
         // a listed interface that does not exist yet is simply not planned
         let p = plan(&settings(&["wan9"]), &c);
@@ -566,11 +632,23 @@ mod tests {
         own.protocol = RTPROT_NETEVD;
         let c = core_with(vec![
             link(3, "wan1"),
-            Input::NewRoute { route: default_via(3, "10.2.0.7", 50, 300), replace: false },
-            Input::NewRoute { route: default_via(3, "10.2.0.1", 254, 200), replace: false },
-            Input::NewRoute { route: own, replace: false },
+            Input::NewRoute {
+                route: default_via(3, "10.2.0.7", 50, 300),
+                replace: false,
+            },
+            Input::NewRoute {
+                route: default_via(3, "10.2.0.1", 254, 200),
+                replace: false,
+            },
+            Input::NewRoute {
+                route: own,
+                replace: false,
+            },
         ]);
-        assert_eq!(plan(&s, &c).links[0].gateways, vec!["10.2.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            plan(&s, &c).links[0].gateways,
+            vec!["10.2.0.1".parse::<IpAddr>().unwrap()]
+        );
         let mut down = core_with(vec![link(3, "wan1"), addr(3, "10.2.0.2", 24)]);
         let mut out = Vec::new();
         down.apply(
@@ -591,14 +669,26 @@ mod tests {
         assert_eq!(p.links[0].rules.len(), 2);
         assert_eq!(
             p.links[0].rule_strings(),
-            vec!["10000: from 10.2.0.2/32 lookup 1003", "10001: to 10.2.0.2/32 lookup 1003"]
+            vec![
+                "10000: from 10.2.0.2/32 lookup 1003",
+                "10001: to 10.2.0.2/32 lookup 1003"
+            ]
         );
     }
 
     #[test]
     fn networks() {
-        assert_eq!(network("10.2.0.77".parse().unwrap(), 24), "10.2.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(network("2001:db8::1".parse().unwrap(), 64), "2001:db8::".parse::<IpAddr>().unwrap());
-        assert_eq!(network("10.2.0.77".parse().unwrap(), 0), "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            network("10.2.0.77".parse().unwrap(), 24),
+            "10.2.0.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            network("2001:db8::1".parse().unwrap(), 64),
+            "2001:db8::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            network("10.2.0.77".parse().unwrap(), 0),
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -130,6 +130,7 @@ mod tests {
             link_kind: None,
             route: None,
             coalesced: 0,
+            policy: None,
         }
     }
 

@@ -1,3 +1,4 @@
 //! Effects: executing what the core decided.
 
 pub mod hooks;
+pub mod policy;

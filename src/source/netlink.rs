@@ -18,11 +18,18 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
-use netlink_packet_core::{NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_route::{
-    address::AddressMessage, link::LinkMessage, route::RouteMessage, rule::RuleMessage,
-    RouteNetlinkMessage,
+use netlink_packet_core::{
+    NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
+use netlink_packet_route::{
+    address::AddressMessage,
+    link::LinkMessage,
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+    AddressFamily, RouteNetlinkMessage,
+};
+
+use crate::core::policy::Change;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::core::types::*;
@@ -366,6 +373,8 @@ pub struct Netlink {
     /// A dump of the current resync failed: the bracket stays open and
     /// starts over, so the core never reconciles against a partial dump.
     dump_failed: bool,
+    /// Answers to our change requests: (sequence number, 0 or -errno).
+    pub acks: Vec<(u32, i32)>,
     pub stats: Stats,
 }
 
@@ -396,6 +405,7 @@ impl Netlink {
             queue: VecDeque::new(),
             resync_wanted: true,
             dump_failed: false,
+            acks: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -467,6 +477,11 @@ impl Netlink {
                     } else {
                         0
                     };
+                    if !ours && h.ty == NLMSG_ERROR && self.dumping.map(|(_, s)| s) != Some(h.seq) {
+                        // The answer to a change request.
+                        self.acks.push((h.seq, code));
+                        continue;
+                    }
                     if code != 0 {
                         // ENOBUFS here: the socket was too full to start the
                         // dump; EBUSY: an earlier dump still runs. Either way
@@ -535,6 +550,100 @@ impl Netlink {
         log::debug!("netlink: dumping {d:?} (seq {})", self.seq);
         Ok(())
     }
+}
+
+impl Netlink {
+    /// Sends one change to the kernel, asking for an answer; returns its
+    /// sequence number. The answer arrives in `acks`, after the
+    /// notification of what changed.
+    pub fn request(&mut self, ch: &Change) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let (payload, add) = match ch {
+            Change::AddRoute(r) => (RouteNetlinkMessage::NewRoute(route_msg(r)), true),
+            Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_msg(r)), false),
+            Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_msg(r)), true),
+            Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_msg(r)), false),
+        };
+        let mut msg = NetlinkMessage::from(payload);
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        if add {
+            // EXCL: a second add of the same entry is an error, never a
+            // duplicate.
+            msg.header.flags |= NLM_F_CREATE | NLM_F_EXCL;
+        }
+        msg.header.sequence_number = self.seq;
+        msg.finalize();
+        let mut req = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut req);
+        self.sock.send(&req, 0)?;
+        Ok(self.seq)
+    }
+}
+
+fn route_addr(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+/// Tables above 255 travel in RTA_TABLE; the header then says
+/// RT_TABLE_COMPAT.
+fn header_table(t: u32) -> u8 {
+    if t < 256 {
+        t as u8
+    } else {
+        252
+    }
+}
+
+fn route_msg(r: &RouteInfo) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::from(r.family);
+    m.header.destination_prefix_length = r.dst_len;
+    m.header.source_prefix_length = r.src_len;
+    m.header.tos = r.tos;
+    m.header.table = header_table(r.table);
+    m.header.protocol = RouteProtocol::from(r.protocol);
+    m.header.scope = RouteScope::from(r.scope);
+    m.header.kind = RouteType::from(r.kind);
+    m.attributes.push(RouteAttribute::Table(r.table));
+    if let Some(d) = r.dst {
+        m.attributes
+            .push(RouteAttribute::Destination(route_addr(d)));
+    }
+    if let Some(g) = r.gateway {
+        m.attributes.push(RouteAttribute::Gateway(route_addr(g)));
+    }
+    if let Some(p) = r.prefsrc {
+        m.attributes.push(RouteAttribute::PrefSource(route_addr(p)));
+    }
+    if r.oif != 0 {
+        m.attributes.push(RouteAttribute::Oif(r.oif));
+    }
+    m.attributes.push(RouteAttribute::Priority(r.priority));
+    m
+}
+
+fn rule_msg(r: &RuleInfo) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::from(r.family);
+    m.header.src_len = r.src_len;
+    m.header.dst_len = r.dst_len;
+    m.header.tos = r.tos;
+    m.header.table = header_table(r.table);
+    m.header.action = RuleAction::from(r.action);
+    m.attributes.push(RuleAttribute::Table(r.table));
+    m.attributes.push(RuleAttribute::Priority(r.priority));
+    if let Some(a) = r.src {
+        m.attributes.push(RuleAttribute::Source(a));
+    }
+    if let Some(a) = r.dst {
+        m.attributes.push(RuleAttribute::Destination(a));
+    }
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+    m
 }
 
 fn set_rcvbuf(fd: RawFd, size: usize) {
