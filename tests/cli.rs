@@ -53,11 +53,16 @@ fn validate_good_and_bad() {
     let inactive = "routing:\n  policy_rules: [eth1]\naudit:\n  enabled: true\n";
     let (code, out, _) = validate("inactive.yaml", inactive);
     assert_eq!(code, Some(0));
-    assert!(
-        out.contains("not active: routing.policy_rules (eth1)"),
-        "{out}"
-    );
+    assert!(!out.contains("routing"), "policy routing is built: {out}");
     assert!(out.contains("not active: audit"), "{out}");
+
+    let reserved = "routing:\n  policy_rules:\n    - interface: eth1\n      table: 254\n";
+    let (code, _, err) = validate("reserved.yaml", reserved);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(":4:14: routing.policy_rules.table: table 254 is reserved"),
+        "{err}"
+    );
 }
 
 #[test]
