@@ -52,6 +52,8 @@ install: build
 	install -d $(DESTDIR)$(SHAREDIR)/examples/hooks
 	install -m 644 contrib/netevd.yaml $(DESTDIR)$(SHAREDIR)/examples/netevd.yaml
 	install -m 755 contrib/hooks/print-event $(DESTDIR)$(SHAREDIR)/examples/hooks/print-event
+	install -d $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d
+	install -m 644 contrib/rt_protos.d/netevd.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/netevd.conf
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/sbin/netevd|$(SBINDIR)/netevd|' contrib/netevd.service > $(DESTDIR)$(UNITDIR)/netevd.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/netevd.service
