@@ -274,7 +274,14 @@ fn an_own_rule_deleted_by_hand_is_restored() {
         "{}",
         d.log()
     );
+    // routes of its own too
+    n.h.ip(&[
+        "route", "del", "default", "via", "10.2.0.1", "table", "1003",
+    ]);
+    n.h.ip(&["-6", "route", "del", "2001:db8:2::/64", "table", "1003"]);
+    wait("the routes restored", 5, || full_set(&n.h));
     assert!(ping(&n.h, false, "10.2.0.2", "198.51.100.1"));
+    assert!(ping(&n.h, true, "2001:db8:2::2", "2001:db8:99::1"));
 }
 
 #[test]
