@@ -147,6 +147,16 @@ fn full_set(h: &Ns) -> bool {
 
 const CONFIG: &str = "routing:\n  policy_rules: [wan1]\n";
 
+/// wan1 with its addresses and gateway, and the daemon once it has
+/// installed the full set.
+fn running(n: &Net, d: &Dir) -> Daemon {
+    wan1_address(&n.h);
+    wan1_gateway(&n.h);
+    let dm = Daemon::start(&n.h, d, CONFIG);
+    wait("the full set", 5, || full_set(&n.h));
+    dm
+}
+
 #[test]
 fn replies_leave_by_the_secondary_uplink_v4_and_v6() {
     let (n, d) = (net(), Dir::new());
@@ -185,10 +195,7 @@ fn gateway_after_address_ends_the_same() {
 #[test]
 fn restart_leaves_no_duplicates_and_removes_stale_own_entries_only() {
     let (n, d) = (net(), Dir::new());
-    wan1_address(&n.h);
-    wan1_gateway(&n.h);
-    let dm = Daemon::start(&n.h, &d, CONFIG);
-    wait("the full set", 5, || full_set(&n.h));
+    let dm = running(&n, &d);
     assert_eq!(dm.stop(), Some(0));
     // while it is down: a stale rule of its own, and a foreign rule that
     // looks like one of its own but for the protocol
@@ -229,10 +236,7 @@ fn restart_leaves_no_duplicates_and_removes_stale_own_entries_only() {
 #[test]
 fn cleanup_on_address_removal_link_deletion_and_reload() {
     let (n, d) = (net(), Dir::new());
-    wan1_address(&n.h);
-    wan1_gateway(&n.h);
-    let dm = Daemon::start(&n.h, &d, CONFIG);
-    wait("the full set", 5, || full_set(&n.h));
+    let dm = running(&n, &d);
     n.h.ip(&["addr", "del", "10.2.0.2/24", "dev", "wan1"]);
     wait("IPv4 entries gone", 5, || {
         !owned(&n.h).iter().any(|l| l.contains("10.2.0."))
@@ -262,10 +266,7 @@ fn cleanup_on_address_removal_link_deletion_and_reload() {
 #[test]
 fn an_own_rule_deleted_by_hand_is_restored() {
     let (n, d) = (net(), Dir::new());
-    wan1_address(&n.h);
-    wan1_gateway(&n.h);
-    let _dm = Daemon::start(&n.h, &d, CONFIG);
-    wait("the full set", 5, || full_set(&n.h));
+    let _dm = running(&n, &d);
     n.h.ip(&["rule", "del", "pref", "10000", "from", "10.2.0.2"]);
     wait("the rule restored", 5, || full_set(&n.h));
     assert!(

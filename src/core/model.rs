@@ -436,13 +436,13 @@ impl Core {
     fn remove_replaced(&mut self, route: &RouteInfo) {
         let key = route.replace_key();
         let from = RouteInfo {
-            protocol: 0,
-            scope: 0,
-            kind: 0,
-            oif: 0,
-            gateway: None,
-            prefsrc: None,
-            ..route.clone()
+            dst: route.dst,
+            dst_len: route.dst_len,
+            src: route.src,
+            src_len: route.src_len,
+            tos: route.tos,
+            priority: route.priority,
+            ..RouteInfo::table_start(route.family, route.table)
         };
         let old: Vec<RouteInfo> = self
             .routes

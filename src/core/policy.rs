@@ -14,6 +14,7 @@
 //! Pure: the model in, a plan and a change list out.
 
 use std::collections::{BTreeSet, HashSet};
+use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
@@ -83,19 +84,9 @@ impl LinkPlan {
         h.finish()
     }
 
-    /// The rules as `ip rule` shows them, for hooks.
+    /// The rules as hooks see them.
     pub fn rule_strings(&self) -> Vec<String> {
-        self.rules
-            .iter()
-            .map(|r| {
-                let (sel, a, l) = match (r.src, r.dst) {
-                    (Some(a), _) => ("from", a, r.src_len),
-                    (_, Some(a)) => ("to", a, r.dst_len),
-                    _ => ("from", IpAddr::from([0, 0, 0, 0]), 0),
-                };
-                format!("{}: {sel} {a}/{l} lookup {}", r.priority, r.table)
-            })
-            .collect()
+        self.rules.iter().map(rule_text).collect()
     }
 }
 
@@ -258,6 +249,39 @@ pub enum Change {
     DelRoute(RouteInfo),
     AddRule(RuleInfo),
     DelRule(RuleInfo),
+}
+
+/// A rule as the log and hooks show it: `10000: from 10.2.0.2/32 lookup 1003`.
+pub fn rule_text(r: &RuleInfo) -> String {
+    let sel = match (r.src, r.dst) {
+        (Some(a), _) => format!("from {a}/{}", r.src_len),
+        (_, Some(a)) => format!("to {a}/{}", r.dst_len),
+        _ => "from all".into(),
+    };
+    format!("{}: {sel} lookup {}", r.priority, r.table)
+}
+
+impl fmt::Display for Change {
+    /// As the log shows it: `add rule 10000: from 10.2.0.2/32 lookup 1003`.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let verb = match self {
+            Change::AddRoute(_) | Change::AddRule(_) => "add",
+            Change::DelRoute(_) | Change::DelRule(_) => "delete",
+        };
+        match self {
+            Change::AddRoute(r) | Change::DelRoute(r) => {
+                match r.dst {
+                    Some(d) => write!(f, "{verb} route {d}/{}", r.dst_len)?,
+                    None => write!(f, "{verb} route default")?,
+                }
+                if let Some(g) = r.gateway {
+                    write!(f, " via {g}")?;
+                }
+                write!(f, " dev #{} table {} metric {}", r.oif, r.table, r.priority)
+            }
+            Change::AddRule(r) | Change::DelRule(r) => write!(f, "{verb} rule {}", rule_text(r)),
+        }
+    }
 }
 
 /// What tells two routes apart for netevd: the fields it sets.
@@ -423,36 +447,7 @@ mod tests {
     }
 
     fn describe(ch: &[Change]) -> Vec<String> {
-        ch.iter()
-            .map(|c| match c {
-                Change::AddRoute(r) | Change::DelRoute(r) => format!(
-                    "{} route {} {:?}/{} via {:?} table {} metric {}",
-                    if matches!(c, Change::AddRoute(_)) {
-                        "add"
-                    } else {
-                        "del"
-                    },
-                    r.family,
-                    r.dst,
-                    r.dst_len,
-                    r.gateway,
-                    r.table,
-                    r.priority
-                ),
-                Change::AddRule(r) | Change::DelRule(r) => format!(
-                    "{} rule {} from {:?} to {:?} table {}",
-                    if matches!(c, Change::AddRule(_)) {
-                        "add"
-                    } else {
-                        "del"
-                    },
-                    r.priority,
-                    r.src,
-                    r.dst,
-                    r.table
-                ),
-            })
-            .collect()
+        ch.iter().map(Change::to_string).collect()
     }
 
     #[test]
@@ -464,9 +459,9 @@ mod tests {
         assert_eq!(
             describe(&first),
             vec![
-                "add rule 10000 from Some(10.2.0.2) to None table 1003",
-                "add rule 10001 from None to Some(10.2.0.2) table 1003",
-                "add route 2 Some(10.2.0.0)/24 via None table 1003 metric 0",
+                "add rule 10000: from 10.2.0.2/32 lookup 1003",
+                "add rule 10001: to 10.2.0.2/32 lookup 1003",
+                "add route 10.2.0.0/24 dev #3 table 1003 metric 0",
             ]
         );
         let mut a = a;
@@ -483,7 +478,7 @@ mod tests {
         let second = diff(&plan(&s, &a), &a);
         assert_eq!(
             describe(&second),
-            vec!["add route 2 None/0 via Some(10.2.0.1) table 1003 metric 0"]
+            vec!["add route default via 10.2.0.1 dev #3 table 1003 metric 0"]
         );
         apply(&mut a, &second);
         assert!(diff(&plan(&s, &a), &a).is_empty(), "converged");
@@ -536,10 +531,10 @@ mod tests {
         assert_eq!(
             describe(&ch),
             vec![
-                "add rule 10000 from Some(2001:db8:2::2) to None table 1003",
-                "add rule 10001 from None to Some(2001:db8:2::2) table 1003",
-                "add route 10 Some(2001:db8:2::)/64 via None table 1003 metric 1024",
-                "add route 10 None/0 via Some(fe80::1) table 1003 metric 1024",
+                "add rule 10000: from 2001:db8:2::2/128 lookup 1003",
+                "add rule 10001: to 2001:db8:2::2/128 lookup 1003",
+                "add route 2001:db8:2::/64 dev #3 table 1003 metric 1024",
+                "add route default via fe80::1 dev #3 table 1003 metric 1024",
             ]
         );
         apply(&mut c, &ch);
@@ -561,9 +556,9 @@ mod tests {
         assert_eq!(
             describe(&ch),
             vec![
-                "del rule 10000 from Some(2001:db8:2::2) to None table 1003",
-                "del rule 10001 from None to Some(2001:db8:2::2) table 1003",
-                "del route 10 Some(2001:db8:2::)/64 via None table 1003 metric 1024",
+                "delete rule 10000: from 2001:db8:2::2/128 lookup 1003",
+                "delete rule 10001: to 2001:db8:2::2/128 lookup 1003",
+                "delete route 2001:db8:2::/64 dev #3 table 1003 metric 1024",
             ]
         );
         apply(&mut c, &ch);
@@ -571,7 +566,7 @@ mod tests {
         let ch = diff(&plan(&settings(&[]), &c), &c);
         assert_eq!(
             describe(&ch),
-            vec!["del route 10 None/0 via Some(fe80::1) table 1003 metric 1024"]
+            vec!["delete route default via fe80::1 dev #3 table 1003 metric 1024"]
         );
     }
 
@@ -588,15 +583,12 @@ mod tests {
             Input::NewRule(stale),
         ]);
         let d = describe(&diff(&plan(&s, &c), &c));
-        assert_eq!(
-            d[0],
-            "del rule 10000 from Some(10.9.9.9) to None table 1003"
-        );
+        assert_eq!(d[0], "delete rule 10000: from 10.9.9.9/32 lookup 1003");
         assert!(
             d.iter().filter(|x| x.starts_with("del")).count() == 1,
             "{d:?}"
         );
-        assert!(d.contains(&"add rule 10000 from Some(10.2.0.2) to None table 1003".to_string()));
+        assert!(d.contains(&"add rule 10000: from 10.2.0.2/32 lookup 1003".to_string()));
     }
 
     #[test]

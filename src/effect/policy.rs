@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::core::model::Core;
 use crate::core::policy::{self, Change, Plan};
-use crate::core::types::RTPROT_NETEVD;
+use crate::core::types::{RuleInfo, RTPROT_NETEVD};
 use crate::source::netlink::Netlink;
 
 type Key = (bool, Option<policy::RouteKey>, Option<policy::RuleKey>);
@@ -32,43 +32,6 @@ pub struct Policy {
     last_gen: Option<u64>,
     pub plan: Plan,
     pub stats: Stats,
-}
-
-pub fn describe(ch: &Change) -> String {
-    let ip = |a: Option<std::net::IpAddr>, l: u8| match a {
-        Some(a) => format!("{a}/{l}"),
-        None => "default".to_string(),
-    };
-    match ch {
-        Change::AddRoute(r) | Change::DelRoute(r) => format!(
-            "{} route {}{} dev #{} table {} metric {}",
-            if matches!(ch, Change::AddRoute(_)) {
-                "add"
-            } else {
-                "delete"
-            },
-            ip(r.dst, r.dst_len),
-            r.gateway.map(|g| format!(" via {g}")).unwrap_or_default(),
-            r.oif,
-            r.table,
-            r.priority
-        ),
-        Change::AddRule(r) | Change::DelRule(r) => format!(
-            "{} rule {}: {} lookup {}",
-            if matches!(ch, Change::AddRule(_)) {
-                "add"
-            } else {
-                "delete"
-            },
-            r.priority,
-            match (r.src, r.dst) {
-                (Some(a), _) => format!("from {}", ip(Some(a), r.src_len)),
-                (_, Some(a)) => format!("to {}", ip(Some(a), r.dst_len)),
-                _ => "all".into(),
-            },
-            r.table
-        ),
-    }
 }
 
 impl Policy {
@@ -122,11 +85,11 @@ impl Policy {
             match nl.request(&ch) {
                 Ok(seq) => {
                     self.stats.requests += 1;
-                    log::info!("policy: {}", describe(&ch));
+                    log::info!("policy: {ch}");
                     self.pending.insert(seq, (ch, fp));
                     self.inflight.insert(key);
                 }
-                Err(e) => log::error!("policy: {}: {e}", describe(&ch)),
+                Err(e) => log::error!("policy: {}: {e}", ch),
             }
         }
         self.plan = plan;
@@ -150,7 +113,7 @@ impl Policy {
         self.stats.refused += 1;
         log::warn!(
             "policy: {} refused: {}; not retried until the interface changes",
-            describe(&ch),
+            ch,
             std::io::Error::from_raw_os_error(-code)
         );
         self.failed.insert(key, fp);
@@ -169,7 +132,7 @@ impl Policy {
 
     /// Called with a rule deletion before the model applies it: one of our
     /// own rules that we did not delete means another program removed it.
-    pub fn rule_deleted(&mut self, r: &crate::core::types::RuleInfo) {
+    pub fn rule_deleted(&mut self, r: &RuleInfo) {
         if r.protocol != RTPROT_NETEVD {
             return;
         }
@@ -179,9 +142,9 @@ impl Policy {
         }
         self.stats.restored += 1;
         log::warn!(
-            "policy: {} was deleted by another program; restoring it. systemd-networkd \
+            "policy: rule {} was deleted by another program; restoring it. systemd-networkd \
              does this unless ManageForeignRoutingPolicyRules=no is set in networkd.conf",
-            describe(&Change::AddRule(r.clone())).trim_start_matches("add ")
+            policy::rule_text(r)
         );
     }
 }
