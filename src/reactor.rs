@@ -26,6 +26,8 @@ const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// Hook output pipes take the tokens from here on.
 const HOOKS: usize = 16;
+/// How soon a dump request that could not be sent is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 enum Source {
     Netlink,
@@ -122,10 +124,13 @@ impl Daemon {
             // Whatever the last turn queued (events, finished hooks, a
             // reload) starts here, before the loop sleeps again.
             self.dispatch(Instant::now());
-            let timeout = self
+            let mut timeout = self
                 .runner
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
+            if self.netlink.wants_retry() {
+                timeout = Some(timeout.map_or(RETRY, |t| t.min(RETRY)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -148,6 +153,9 @@ impl Daemon {
                 }
             }
             self.runner.expire(Instant::now());
+            if self.netlink.wants_retry() {
+                self.on_netlink();
+            }
         }
     }
 

@@ -426,7 +426,7 @@ impl Netlink {
                         continue;
                     }
                     let n = n.min(RECV_BUF);
-                    self.datagram(n, out)?;
+                    self.datagram(n, out);
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                     self.stats.overflows += 1;
@@ -449,15 +449,21 @@ impl Netlink {
             self.stats.resyncs_started += 1;
             out.push(Input::ResyncBegin);
             self.queue = ALL_DUMPS.into_iter().collect();
-            self.next_dump()?;
+            self.next_dump();
         }
         Ok(())
     }
 
-    fn datagram(&mut self, n: usize, out: &mut Vec<Input>) -> io::Result<()> {
+    /// A resync is owed but no dump request is out (sending one failed):
+    /// the caller retries `read` after a short while, since no message may
+    /// come to wake it.
+    pub fn wants_retry(&self) -> bool {
+        self.dumping.is_none() && (self.resync_wanted || self.dump_failed)
+    }
+
+    fn datagram(&mut self, n: usize, out: &mut Vec<Input>) {
         // Borrow the buffer out so `self` stays usable for dump bookkeeping.
         let buf = std::mem::take(&mut self.buf);
-        let mut result = Ok(());
         for m in split(&buf[..n]) {
             let (h, p) = match m {
                 Ok(m) => m,
@@ -470,14 +476,14 @@ impl Netlink {
             match h.ty {
                 NLMSG_DONE | NLMSG_ERROR => {
                     let ours = self.dumping.map(|(_, s)| s) == Some(h.seq);
-                    let code = if h.ty == NLMSG_ERROR {
-                        p.get(..4)
-                            .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                            .unwrap_or(0)
-                    } else {
-                        0
-                    };
-                    if !ours && h.ty == NLMSG_ERROR && self.dumping.map(|(_, s)| s) != Some(h.seq) {
+                    // Both carry an errno: NLMSG_DONE says whether the dump
+                    // ended complete (a dump that failed part way ends with
+                    // DONE and a negative errno).
+                    let code = p
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                        .unwrap_or(0);
+                    if !ours && h.ty == NLMSG_ERROR {
                         // The answer to a change request.
                         self.acks.push((h.seq, code));
                         continue;
@@ -500,9 +506,8 @@ impl Netlink {
                         self.dumping = None;
                         if self.queue.is_empty() {
                             out.push(Input::ResyncEnd);
-                        } else if let Err(e) = self.next_dump() {
-                            result = Err(e);
-                            break;
+                        } else {
+                            self.next_dump();
                         }
                     }
                 }
@@ -525,12 +530,13 @@ impl Netlink {
             }
         }
         self.buf = buf;
-        result
     }
 
-    fn next_dump(&mut self) -> io::Result<()> {
+    /// Sends the next dump request of the resync. If it cannot be sent, the
+    /// resync starts over later (see `wants_retry`): the bracket stays open.
+    fn next_dump(&mut self) {
         let Some(d) = self.queue.pop_front() else {
-            return Ok(());
+            return;
         };
         self.seq = self.seq.wrapping_add(1);
         let payload = match d {
@@ -545,10 +551,14 @@ impl Netlink {
         msg.finalize();
         let mut req = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut req);
-        self.sock.send(&req, 0)?;
+        if let Err(e) = self.sock.send(&req, 0) {
+            log::warn!("netlink: cannot request a dump: {e}; retrying");
+            self.queue.clear();
+            self.dump_failed = true;
+            return;
+        }
         self.dumping = Some((d, self.seq));
         log::debug!("netlink: dumping {d:?} (seq {})", self.seq);
-        Ok(())
     }
 }
 
@@ -937,6 +947,51 @@ mod tests {
         // the header carries RT_TABLE_COMPAT above 255
         let m = rule_msg(&rule);
         assert_eq!(m.header.table, 252);
+    }
+
+    fn feed(nl: &mut Netlink, m: &[u8]) -> Vec<Input> {
+        let mut out = Vec::new();
+        nl.buf[..m.len()].copy_from_slice(m);
+        nl.datagram(m.len(), &mut out);
+        out
+    }
+
+    fn done(ty: u16, seq: u32, errno: i32) -> Vec<u8> {
+        let mut m = msg(ty, 0, &errno.to_ne_bytes(), &[]);
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        m
+    }
+
+    /// A dump that ends with an error, or is refused, never closes the
+    /// resync: the core must not reconcile against a partial dump. Answers
+    /// to change requests go to `acks`.
+    #[test]
+    fn dump_endings_and_acks() {
+        let mut nl = Netlink::open(1 << 16).unwrap();
+        nl.resync_wanted = false;
+        nl.dumping = Some((Dump::Rules, 9));
+        // DONE with an errno: failed part way
+        assert_eq!(feed(&mut nl, &done(NLMSG_DONE, 9, -4)), vec![]);
+        assert!(nl.dump_failed && nl.dumping.is_none() && nl.wants_retry());
+        // refused (EBUSY)
+        nl.dump_failed = false;
+        nl.dumping = Some((Dump::Rules, 10));
+        assert_eq!(feed(&mut nl, &done(NLMSG_ERROR, 10, -16)), vec![]);
+        assert!(nl.dump_failed);
+        // a clean end of the last dump closes the bracket
+        nl.dump_failed = false;
+        nl.dumping = Some((Dump::Rules, 11));
+        assert_eq!(
+            feed(&mut nl, &done(NLMSG_DONE, 11, 0)),
+            vec![Input::ResyncEnd]
+        );
+        assert!(!nl.wants_retry());
+        // answers to requests, good and bad; a late DONE of an old dump is
+        // ignored
+        feed(&mut nl, &done(NLMSG_ERROR, 12, 0));
+        feed(&mut nl, &done(NLMSG_ERROR, 13, -17));
+        assert_eq!(feed(&mut nl, &done(NLMSG_DONE, 3, 0)), vec![]);
+        assert_eq!(nl.acks, vec![(12, 0), (13, -17)]);
     }
 
     #[test]
