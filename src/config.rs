@@ -44,7 +44,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// `routing`: per-interface policy routing.
     pub policy: policy::Settings,
-    pub control_socket: PathBuf,
+    /// `control`: the JSON Lines control socket.
+    pub control: ControlSettings,
     pub timeout: Duration,
     pub run_on_startup: bool,
     pub max_parallel: usize,
@@ -63,12 +64,49 @@ impl Default for Config {
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
             policy: policy::Settings::default(),
-            control_socket: PathBuf::from("/run/netevd/netevd.sock"),
+            control: ControlSettings::default(),
             timeout: Duration::from_secs(30),
             run_on_startup: true,
             max_parallel: 4,
             netlink_rcvbuf: 4 << 20,
             inactive: Vec::new(),
+        }
+    }
+}
+
+/// `control.*`: where the control socket lives, who may change things
+/// through it, and the bounds on what it keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlSettings {
+    /// The socket's path; `enabled: false` serves none.
+    pub socket: PathBuf,
+    pub enabled: bool,
+    /// The socket's group (mode 0660): its members may reload and run
+    /// tests. None: root only.
+    pub group: Option<String>,
+    pub max_clients: usize,
+    /// A client that sends nothing for this long is closed (subscribers
+    /// are exempt). Zero: never.
+    pub idle_timeout: Duration,
+    /// Bytes queued for one client before it is dropped as too slow.
+    pub max_queue: usize,
+    /// Events kept for `events` queries.
+    pub event_history: usize,
+    /// Hook runs kept for `history` queries.
+    pub hook_history: usize,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            socket: PathBuf::from("/run/netevd/netevd.sock"),
+            enabled: true,
+            group: None,
+            max_clients: 32,
+            idle_timeout: Duration::from_secs(60),
+            max_queue: 256 << 10,
+            event_history: 256,
+            hook_history: 64,
         }
     }
 }
@@ -307,22 +345,7 @@ impl Config {
                 }
                 "routing" => c.routing(&cx, v)?,
                 "backends" => c.backends(&cx, v)?,
-                "control" => {
-                    for (k2, v2) in cx.map(v, "control")? {
-                        match cx.str(k2, "key")? {
-                            "socket" => {
-                                let s = cx.str(v2, "control.socket")?;
-                                if !s.starts_with('/') {
-                                    return Err(
-                                        cx.err(v2, "control.socket: expected an absolute path")
-                                    );
-                                }
-                                c.control_socket = PathBuf::from(s);
-                            }
-                            other => return Err(unknown(&cx, k2, "control", other)),
-                        }
-                    }
-                }
+                "control" => c.control(&cx, v)?,
                 "scripts" => c.scripts(&cx, v)?,
                 "api" | "metrics" | "audit" | "filters" => {
                     let m = cx.map(v, key)?;
@@ -559,6 +582,54 @@ impl Config {
 
 /// A section of a feature not built yet counts as asked for unless it says
 /// `enabled: false`.
+impl Config {
+    fn control(&mut self, cx: &Ctx, v: &Node) -> Result<(), Error> {
+        let c = &mut self.control;
+        for (k, v) in cx.map(v, "control")? {
+            match cx.str(k, "key")? {
+                "socket" => {
+                    let s = cx.str(v, "control.socket")?;
+                    if !s.starts_with('/') {
+                        return Err(cx.err(v, "control.socket: expected an absolute path"));
+                    }
+                    // sun_path holds 108 bytes with the terminating NUL.
+                    if s.len() > 107 {
+                        return Err(cx.err(v, "control.socket: longer than 107 bytes"));
+                    }
+                    c.socket = PathBuf::from(s);
+                }
+                "enabled" => c.enabled = cx.bool(v, "control.enabled")?,
+                "group" => {
+                    let s = cx.str(v, "control.group")?;
+                    c.group = if s.is_empty() {
+                        None
+                    } else {
+                        Some(s.to_string())
+                    };
+                }
+                "max_clients" => {
+                    c.max_clients = cx.uint(v, "control.max_clients", 1, 4096)? as usize
+                }
+                "idle_timeout_seconds" => {
+                    c.idle_timeout =
+                        Duration::from_secs(cx.uint(v, "control.idle_timeout_seconds", 0, 86400)?)
+                }
+                "max_queue_bytes" => {
+                    c.max_queue = cx.uint(v, "control.max_queue_bytes", 4096, 64 << 20)? as usize
+                }
+                "event_history" => {
+                    c.event_history = cx.uint(v, "control.event_history", 0, 100_000)? as usize
+                }
+                "hook_history" => {
+                    c.hook_history = cx.uint(v, "control.hook_history", 0, 100_000)? as usize
+                }
+                other => return Err(unknown(cx, k, "control", other)),
+            }
+        }
+        Ok(())
+    }
+}
+
 fn section_enabled(cx: &Ctx, m: &[(Node, Node)]) -> bool {
     !m.iter().any(|(k, v)| {
         matches!(cx.str(k, "key"), Ok("enabled")) && matches!(cx.bool(v, "enabled"), Ok(false))
@@ -648,7 +719,7 @@ metrics:
         )
         .unwrap();
         assert_eq!(c.script_dir, PathBuf::from("/tmp/h"));
-        assert_eq!(c.control_socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(c.control.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert!(!c.run_on_startup);
         assert_eq!(c.max_parallel, 2);
