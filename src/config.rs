@@ -84,6 +84,9 @@ pub struct ControlSettings {
     /// The socket's group (mode 0660): its members may reload and run
     /// tests. None: root only.
     pub group: Option<String>,
+    /// The socket's mode: 0660 lets root and the group connect; 0666 lets
+    /// anyone query while only root and the group may change things.
+    pub mode: u32,
     pub max_clients: usize,
     /// A client that sends nothing for this long is closed (subscribers
     /// are exempt). Zero: never.
@@ -102,6 +105,7 @@ impl Default for ControlSettings {
             socket: PathBuf::from("/run/netevd/netevd.sock"),
             enabled: true,
             group: None,
+            mode: 0o660,
             max_clients: 32,
             idle_timeout: Duration::from_secs(60),
             max_queue: 256 << 10,
@@ -605,6 +609,22 @@ impl Config {
                         None
                     } else {
                         Some(s.to_string())
+                    };
+                }
+                "mode" => {
+                    let s = cx.str(v, "control.mode")?;
+                    c.mode = match u32::from_str_radix(s, 8) {
+                        Ok(m) if s.len() == 4 && s.starts_with('0') && m & !0o666 == 0 => m,
+                        _ => {
+                            return Err(cx.err(
+                                v,
+                                format!(
+                                    "control.mode: expected an octal mode such as 0660 or 0666 \
+                                     (read and write bits only), \
+                                     not {s:?}"
+                                ),
+                            ))
+                        }
                     };
                 }
                 "max_clients" => {

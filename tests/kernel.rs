@@ -245,7 +245,7 @@ fn hook_order_skips_and_environment() {
     assert!(env.contains("BACKEND=kernel"));
     let json = env.lines().find_map(|l| l.strip_prefix("JSON=")).unwrap();
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     assert_eq!(v["link"], "va");
     assert_eq!(v["state"], "no-carrier");
     // nothing of the daemon's own environment leaks in

@@ -1,7 +1,13 @@
-//! Events as hooks see them: the value the core emits, and the pure
-//! functions that turn one into a hook's environment and its versioned
-//! JSON. Built once per hook run, never for an event that was coalesced
-//! away.
+//! The one immutable event: made by the core, sealed once with the policy
+//! view and its JSON, then shared (`Rc<Event>`) by every consumer: the
+//! hook scheduler, the control socket's subscribers and history, and
+//! later the audit log and the HTTP stream. No consumer changes it; what a
+//! hook run adds (the previous state that run's hooks last saw, how many
+//! events were folded into it) belongs to the run, and reaches hooks as
+//! environment variables, not as event fields.
+//!
+//! Also the pure function that turns an event and its run into a hook's
+//! environment.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -13,7 +19,9 @@ use super::state::OperState;
 use super::types::*;
 
 /// Bumped whenever a field of the JSON changes meaning or goes away.
-pub const JSON_VERSION: u32 = 1;
+/// 2: `coalesced` left the JSON (it is the run's, in `COALESCED`), and
+/// `previous_state` is what every consumer was told before this event.
+pub const JSON_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -25,6 +33,9 @@ pub enum Kind {
     Removed,
     /// A route through the link was added or deleted.
     Routes,
+    /// Asked for by `netevctl test`: the link's current state, run
+    /// through the hook directory the request named.
+    Test,
 }
 
 impl Kind {
@@ -34,6 +45,7 @@ impl Kind {
             Kind::State => "state",
             Kind::Removed => "removed",
             Kind::Routes => "routes",
+            Kind::Test => "test",
         }
     }
 }
@@ -53,43 +65,101 @@ pub struct PolicyView {
     pub gateways: Vec<std::net::IpAddr>,
 }
 
+/// Where an event came from: the source of the input that caused it.
+/// The network managers' DBus sources and the lease watcher add theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Kernel,
+    /// `netevctl test`.
+    Control,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Kernel => "kernel",
+            Origin::Control => "control",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookEvent {
+pub struct Event {
     pub id: u64,
     /// Milliseconds since the epoch, from the clock the caller passed.
     pub time_ms: u64,
     pub kind: Kind,
+    pub origin: Origin,
     pub index: u32,
     pub name: Vec<u8>,
     pub state: OperState,
+    /// What consumers were told of this link before this event.
     pub previous: Option<OperState>,
     pub addrs: Vec<AddrInfo>,
     pub mtu: u32,
     pub mac: Vec<u8>,
     pub link_kind: Option<String>,
     pub route: Option<RouteChange>,
-    /// Events for this link that were folded into this one while its hooks
-    /// were busy.
-    pub coalesced: u32,
-    /// Filled in when the hooks start, from the plan in force then.
+    /// For a `Test` event: the hook directory asked for.
+    pub test_dir: Option<&'static str>,
+    /// Policy routing's view of the link when the event was sealed.
     pub policy: Option<PolicyView>,
+    /// The versioned JSON, made once by `seal`.
+    json: String,
 }
 
-impl HookEvent {
-    /// The hook directory, `<state>.d`, without the suffix.
-    pub fn dir(&self) -> &'static str {
-        match self.kind {
-            Kind::Routes => "routes",
-            _ => self.state.as_str(),
+impl Event {
+    /// A new event with no policy view; `seal` completes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        time_ms: u64,
+        kind: Kind,
+        origin: Origin,
+        index: u32,
+        name: Vec<u8>,
+        state: OperState,
+        previous: Option<OperState>,
+    ) -> Self {
+        Event {
+            id,
+            time_ms,
+            kind,
+            origin,
+            index,
+            name,
+            state,
+            previous,
+            addrs: Vec::new(),
+            mtu: 0,
+            mac: Vec::new(),
+            link_kind: None,
+            route: None,
+            test_dir: None,
+            policy: None,
+            json: String::new(),
         }
     }
 
-    /// Events of one class replace each other while they wait; the classes
-    /// are the link's state and its routes.
-    pub fn class(&self) -> u8 {
-        match self.kind {
-            Kind::Routes => 1,
-            _ => 0,
+    /// Completes the event with policy routing's view and serialises it,
+    /// once; from here on it is shared and never changed.
+    pub fn seal(mut self, policy: Option<PolicyView>) -> std::rc::Rc<Event> {
+        self.policy = policy;
+        self.json = to_json(&self);
+        std::rc::Rc::new(self)
+    }
+
+    /// The versioned JSON (empty before `seal`).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The hook directory, `<state>.d`, without the suffix.
+    pub fn dir(&self) -> &'static str {
+        match (self.kind, self.test_dir) {
+            (Kind::Test, Some(d)) => d,
+            (Kind::Routes, _) => "routes",
+            _ => self.state.as_str(),
         }
     }
 
@@ -134,7 +204,7 @@ pub fn route_json(r: &RouteInfo) -> Value {
 
 /// The whole event, versioned. Field names are stable; new ones may be
 /// added within a version.
-pub fn to_json(ev: &HookEvent, backend: &str) -> String {
+fn to_json(ev: &Event) -> String {
     let addrs: Vec<Value> = ev
         .addrs
         .iter()
@@ -153,7 +223,7 @@ pub fn to_json(ev: &HookEvent, backend: &str) -> String {
         "id": ev.id,
         "time_ms": ev.time_ms,
         "event": ev.kind.as_str(),
-        "backend": backend,
+        "backend": ev.origin.as_str(),
         "link": ev.name_lossy(),
         "ifindex": ev.index,
         "state": ev.dir(),
@@ -163,7 +233,6 @@ pub fn to_json(ev: &HookEvent, backend: &str) -> String {
         "mtu": ev.mtu,
         "mac": mac_str(&ev.mac),
         "kind": ev.link_kind,
-        "coalesced": ev.coalesced,
     });
     if let Some(rc) = &ev.route {
         v["route"] = route_json(&rc.route);
@@ -179,10 +248,20 @@ pub fn to_json(ev: &HookEvent, backend: &str) -> String {
     v.to_string()
 }
 
+/// What one hook run adds to its event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    /// The state this link's hooks last saw (older than the event's own
+    /// `previous` when events were folded together while hooks ran).
+    pub previous: Option<OperState>,
+    /// Events folded into this run's event while the link was busy.
+    pub coalesced: u32,
+}
+
 /// The hook's whole environment. It starts empty: nothing of the daemon's
 /// own environment leaks into hooks but `PATH`. Values go through as
 /// bytes, unquoted and unfiltered; no shell ever sees them.
-pub fn environment(ev: &HookEvent, backend: &str, json: &str) -> Vec<(&'static str, OsString)> {
+pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
     let s = |v: String| OsString::from(v);
     let addresses = ev
         .addrs
@@ -201,13 +280,14 @@ pub fn environment(ev: &HookEvent, backend: &str, json: &str) -> Vec<(&'static s
         ("OPERSTATE", s(ev.state.as_str().into())),
         (
             "PREVIOUS_STATE",
-            s(ev.previous.map(OperState::as_str).unwrap_or("").into()),
+            s(run.previous.map(OperState::as_str).unwrap_or("").into()),
         ),
+        ("COALESCED", s(run.coalesced.to_string())),
         ("EVENT", s(ev.kind.as_str().into())),
         ("EVENT_ID", s(ev.id.to_string())),
-        ("BACKEND", s(backend.into())),
+        ("BACKEND", s(ev.origin.as_str().into())),
         ("ADDRESSES", s(addresses)),
-        ("JSON", s(json.into())),
+        ("JSON", s(ev.json().into())),
     ];
     if let Some(p) = &ev.policy {
         env.push(("POLICY_TABLE", s(p.table.to_string())));
@@ -236,15 +316,8 @@ mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
 
-    fn ev() -> HookEvent {
-        HookEvent {
-            id: 7,
-            time_ms: 1_000,
-            kind: Kind::State,
-            index: 3,
-            name: b"e$(id>q)".to_vec(),
-            state: OperState::Routable,
-            previous: Some(OperState::Carrier),
+    fn ev() -> Event {
+        Event {
             addrs: vec![
                 AddrInfo {
                     index: 3,
@@ -264,11 +337,23 @@ mod tests {
             mtu: 1500,
             mac: vec![2, 0, 0, 0, 0, 0x1a],
             link_kind: Some("veth".into()),
-            route: None,
-            coalesced: 0,
-            policy: None,
+            ..Event::new(
+                7,
+                1_000,
+                Kind::State,
+                Origin::Kernel,
+                3,
+                b"e$(id>q)".to_vec(),
+                OperState::Routable,
+                Some(OperState::Carrier),
+            )
         }
     }
+
+    const RUN: RunInfo = RunInfo {
+        previous: Some(OperState::Carrier),
+        coalesced: 0,
+    };
 
     fn get<'a>(env: &'a [(&str, OsString)], k: &str) -> &'a [u8] {
         env.iter().find(|(n, _)| *n == k).unwrap().1.as_bytes()
@@ -276,13 +361,13 @@ mod tests {
 
     #[test]
     fn environment_is_verbatim() {
-        let e = ev();
-        let json = to_json(&e, "kernel");
-        let env = environment(&e, "kernel", &json);
+        let e = ev().seal(None);
+        let env = environment(&e, &RUN);
         assert_eq!(get(&env, "LINK"), b"e$(id>q)");
         assert_eq!(get(&env, "LINKINDEX"), b"3");
         assert_eq!(get(&env, "STATE"), b"routable");
         assert_eq!(get(&env, "PREVIOUS_STATE"), b"carrier");
+        assert_eq!(get(&env, "COALESCED"), b"0");
         assert_eq!(get(&env, "EVENT"), b"state");
         assert_eq!(get(&env, "EVENT_ID"), b"7");
         assert_eq!(get(&env, "BACKEND"), b"kernel");
@@ -294,23 +379,22 @@ mod tests {
 
     #[test]
     fn policy_view() {
-        let mut e = ev();
-        e.policy = Some(PolicyView {
+        let e = ev().seal(Some(PolicyView {
             table: 1003,
             rules: vec![
                 "10000: from 192.0.2.10/32 lookup 1003".into(),
                 "10001: to 192.0.2.10/32 lookup 1003".into(),
             ],
             gateways: vec!["192.0.2.1".parse().unwrap()],
-        });
-        let json = to_json(&e, "kernel");
-        let env = environment(&e, "kernel", &json);
+        }));
+        let env = environment(&e, &RUN);
+        let json = e.json();
         assert_eq!(get(&env, "POLICY_TABLE"), b"1003");
         assert_eq!(
             get(&env, "POLICY_RULES"),
             b"10000: from 192.0.2.10/32 lookup 1003, 10001: to 192.0.2.10/32 lookup 1003"
         );
-        let v: Value = serde_json::from_str(&json).unwrap();
+        let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["policy"]["table"], 1003);
         assert_eq!(v["policy"]["gateways"][0], "192.0.2.1");
         assert_eq!(
@@ -323,14 +407,15 @@ mod tests {
     fn non_utf8_name_reaches_env_exactly() {
         let mut e = ev();
         e.name = vec![b'e', 0xff, b'x'];
-        let env = environment(&e, "kernel", "{}");
+        let env = environment(&e.seal(None), &RUN);
         assert_eq!(get(&env, "LINK"), &[b'e', 0xff, b'x']);
     }
 
     #[test]
     fn json_fields() {
-        let v: Value = serde_json::from_str(&to_json(&ev(), "kernel")).unwrap();
-        assert_eq!(v["version"], 1);
+        let v: Value = serde_json::from_str(ev().seal(None).json()).unwrap();
+        assert_eq!(v["version"], JSON_VERSION);
+        assert!(v.get("coalesced").is_none(), "the run's, not the event's");
         assert_eq!(v["link"], "e$(id>q)");
         assert_eq!(v["state"], "routable");
         assert_eq!(v["previous_state"], "carrier");
@@ -363,14 +448,15 @@ mod tests {
                 prefsrc: None,
             },
         });
-        let json = to_json(&e, "kernel");
-        let env = environment(&e, "kernel", &json);
+        let e = e.seal(None);
+        let env = environment(&e, &RUN);
+        let json = e.json();
         assert_eq!(get(&env, "STATE"), b"routes");
         assert_eq!(get(&env, "OPERSTATE"), b"routable");
         assert_eq!(get(&env, "ROUTE_ACTION"), b"del");
         assert_eq!(get(&env, "ROUTE_DST"), b"default");
         assert_eq!(get(&env, "ROUTE_GATEWAY"), b"192.0.2.1");
-        let v: Value = serde_json::from_str(&json).unwrap();
+        let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["route"]["action"], "del");
         assert_eq!(v["route"]["table"], 254);
     }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::event::{HookEvent, Kind, RouteChange};
+use super::event::{Event, Kind, Origin, RouteChange};
 use super::glob;
 use super::state::{address_class, derive, OperState};
 use super::types::*;
@@ -216,7 +216,7 @@ impl Core {
     /// New settings (on reload). Links that stop being monitored are
     /// forgotten by the diff; newly monitored ones get an event for their
     /// current state.
-    pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<HookEvent>) {
+    pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<Event>) {
         self.settings = settings;
         if !self.synced {
             return;
@@ -228,7 +228,7 @@ impl Core {
     }
 
     /// Applies one kernel message; events for hooks are appended to `out`.
-    pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<HookEvent>) {
+    pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
         // What policy routing is planned from: links, addresses, default
         // routes, its own routes, rules.
         let for_policy = match &input {
@@ -372,7 +372,7 @@ impl Core {
         }
     }
 
-    fn end_resync(&mut self, now_ms: u64, out: &mut Vec<HookEvent>) {
+    fn end_resync(&mut self, now_ms: u64, out: &mut Vec<Event>) {
         let Some(seen) = self.resync.take() else {
             return;
         };
@@ -463,7 +463,7 @@ impl Core {
         &mut self,
         pred: impl Fn(&RouteInfo) -> bool,
         now_ms: u64,
-        out: &mut Vec<HookEvent>,
+        out: &mut Vec<Event>,
     ) {
         let gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
         for route in gone {
@@ -476,7 +476,7 @@ impl Core {
         }
     }
 
-    fn remove_link(&mut self, index: u32, now_ms: u64, out: &mut Vec<HookEvent>) {
+    fn remove_link(&mut self, index: u32, now_ms: u64, out: &mut Vec<Event>) {
         let Some(link) = self.links.remove(&index) else {
             return;
         };
@@ -493,6 +493,17 @@ impl Core {
         }
     }
 
+    /// An event for `netevctl test`: the link's current state, run through
+    /// hook directory `dir`. None when no such link exists.
+    pub fn test_event(&mut self, index: u32, dir: &'static str, now_ms: u64) -> Option<Event> {
+        let previous = self.links.get(&index)?.published.as_ref().map(|p| p.state);
+        let id = self.alloc_id();
+        let mut ev = make_event(id, Kind::Test, &self.links[&index], previous, now_ms);
+        ev.origin = Origin::Control;
+        ev.test_dir = Some(dir);
+        Some(ev)
+    }
+
     fn alloc_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -501,7 +512,7 @@ impl Core {
     }
     /// Emits an event for the link when what hooks see of it (state, name,
     /// usable addresses) differs from what they last saw.
-    fn publish(&mut self, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<HookEvent>) {
+    fn publish(&mut self, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
         if self.resync.is_some() || !self.synced {
             return;
         }
@@ -534,7 +545,7 @@ impl Core {
         });
     }
 
-    fn route_event(&mut self, rc: RouteChange, now_ms: u64, out: &mut Vec<HookEvent>) {
+    fn route_event(&mut self, rc: RouteChange, now_ms: u64, out: &mut Vec<Event>) {
         // Local and broadcast routes come and go with every address; they
         // reach hooks as the address change, not as routes.
         if rc.route.table == RT_TABLE_LOCAL {
@@ -578,29 +589,22 @@ impl Core {
     }
 }
 
-fn make_event(
-    id: u64,
-    kind: Kind,
-    link: &Link,
-    previous: Option<OperState>,
-    now_ms: u64,
-) -> HookEvent {
-    HookEvent {
+fn make_event(id: u64, kind: Kind, link: &Link, previous: Option<OperState>, now_ms: u64) -> Event {
+    let mut ev = Event::new(
         id,
-        time_ms: now_ms,
+        now_ms,
         kind,
-        index: link.info.index,
-        name: link.info.name.clone(),
-        state: link.state(),
+        Origin::Kernel,
+        link.info.index,
+        link.info.name.clone(),
+        link.state(),
         previous,
-        addrs: link.usable_addrs(),
-        mtu: link.info.mtu,
-        mac: link.info.mac.clone(),
-        link_kind: link.info.kind.clone(),
-        route: None,
-        coalesced: 0,
-        policy: None,
-    }
+    );
+    ev.addrs = link.usable_addrs();
+    ev.mtu = link.info.mtu;
+    ev.mac = link.info.mac.clone();
+    ev.link_kind = link.info.kind.clone();
+    ev
 }
 
 #[cfg(test)]
@@ -657,7 +661,7 @@ mod tests {
         })
     }
 
-    fn run(c: &mut Core, inputs: Vec<Input>) -> Vec<HookEvent> {
+    fn run(c: &mut Core, inputs: Vec<Input>) -> Vec<Event> {
         let mut out = Vec::new();
         for (t, i) in inputs.into_iter().enumerate() {
             c.apply(i, 1000 + t as u64, &mut out);
@@ -666,7 +670,7 @@ mod tests {
     }
 
     fn summary(
-        evs: &[HookEvent],
+        evs: &[Event],
     ) -> Vec<(
         String,
         &'static str,

@@ -1,25 +1,69 @@
 //! Which hook run starts next: serialised per link, in parallel across
 //! links up to a limit, and coalescing what waits behind a busy link.
 //!
+//! What waits coalesces by class: the link's state is one class, each
+//! route (family, table, destination, metric) one of its own, and a test
+//! one more; a newer event of a class replaces the waiting one. So every
+//! route's last change reaches routes.d, even when a link going down
+//! flushes hundreds at once, while a flapping link runs its state hooks
+//! once for the newest state. A link's removal is a barrier: nothing that
+//! comes after it (a new link may reuse the index at once) folds into it
+//! or into what waited before it.
+//!
 //! Pure bookkeeping; the effects layer starts and reaps the processes and
 //! tells this module when a link's run is over.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::rc::Rc;
 
-use super::event::HookEvent;
+use super::event::{Event, Kind, RunInfo};
+
+/// One hook run to start: the shared event and what the run adds to it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub event: Rc<Event>,
+    pub run: RunInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Class {
+    State,
+    Route(u8, u32, Option<IpAddr>, u8, u32),
+    Test,
+}
+
+fn class(ev: &Event) -> Class {
+    match (ev.kind, &ev.route) {
+        (Kind::Routes, Some(rc)) => {
+            let r = &rc.route;
+            Class::Route(r.family, r.table, r.dst, r.dst_len, r.priority)
+        }
+        (Kind::Test, _) => Class::Test,
+        _ => Class::State,
+    }
+}
+
+/// The coalescing key: the class within the link's current incarnation.
+type Key = (u32, Class);
 
 #[derive(Default)]
 struct Slot {
     busy: bool,
-    /// Waiting events, at most one per class (state, routes), oldest first.
-    pending: Vec<HookEvent>,
+    /// Bumped by each removal queued, so later events never fold into
+    /// earlier ones.
+    epoch: u32,
+    /// Waiting jobs in arrival order, by sequence number.
+    waiting: BTreeMap<u64, (Key, Job)>,
+    by_key: HashMap<Key, u64>,
 }
 
 pub struct Scheduler {
     max_parallel: usize,
     running: usize,
+    seq: u64,
     slots: HashMap<u32, Slot>,
-    /// Links with pending events and no run in progress, in arrival order.
+    /// Links with waiting jobs and no run in progress, in arrival order.
     ready: VecDeque<u32>,
     /// Events folded into newer ones since start.
     pub coalesced: u64,
@@ -30,6 +74,7 @@ impl Scheduler {
         Scheduler {
             max_parallel: max_parallel.max(1),
             running: 0,
+            seq: 0,
             slots: HashMap::new(),
             ready: VecDeque::new(),
             coalesced: 0,
@@ -47,52 +92,64 @@ impl Scheduler {
 
     #[cfg(test)]
     pub fn queued(&self) -> usize {
-        self.slots.values().map(|s| s.pending.len()).sum()
+        self.slots.values().map(|s| s.waiting.len()).sum()
     }
 
     /// Queues an event. A waiting event of the same class for the same link
     /// is replaced by this newer one, which goes to the back of the link's
-    /// line (so hooks always see increasing event ids) and counts the
-    /// replaced one as coalesced.
-    pub fn submit(&mut self, mut ev: HookEvent) {
-        let link = ev.index;
+    /// line (so hooks always see increasing event ids); the run keeps the
+    /// state the link's hooks saw before the replaced one.
+    pub fn submit(&mut self, event: Rc<Event>) {
+        let link = event.index;
+        self.seq += 1;
+        let seq = self.seq;
         let slot = self.slots.entry(link).or_default();
-        if let Some(pos) = slot.pending.iter().position(|p| p.class() == ev.class()) {
-            let old = slot.pending.remove(pos);
-            ev.coalesced += old.coalesced + 1;
-            if ev.class() == 0 {
-                // Hooks last saw the state before the replaced event.
-                ev.previous = old.previous;
+        let key = (slot.epoch, class(&event));
+        let mut run = RunInfo {
+            previous: event.previous,
+            coalesced: 0,
+        };
+        if let Some(old_seq) = slot.by_key.remove(&key) {
+            if let Some((_, old)) = slot.waiting.remove(&old_seq) {
+                run.coalesced = old.run.coalesced + 1;
+                run.previous = old.run.previous;
+                self.coalesced += 1;
             }
-            self.coalesced += 1;
-            slot.pending.push(ev);
-            return;
         }
-        slot.pending.push(ev);
-        if !slot.busy && slot.pending.len() == 1 {
+        if event.kind == Kind::Removed {
+            slot.epoch = slot.epoch.wrapping_add(1);
+        }
+        let first = slot.waiting.is_empty();
+        slot.by_key.insert(key.clone(), seq);
+        slot.waiting.insert(seq, (key, Job { event, run }));
+        if !slot.busy && first {
             self.ready.push_back(link);
         }
     }
 
-    /// The next event whose hooks may start now, if any. Its link is busy
-    /// until `done` is called for it.
-    pub fn next(&mut self) -> Option<HookEvent> {
+    /// The next job that may start now, if any. Its link is busy until
+    /// `done` is called for it.
+    pub fn next(&mut self) -> Option<Job> {
         while self.running < self.max_parallel {
             let link = self.ready.pop_front()?;
             let Some(slot) = self.slots.get_mut(&link) else {
                 continue;
             };
-            if slot.busy || slot.pending.is_empty() {
+            if slot.busy {
                 continue;
             }
+            let Some((_, (key, job))) = slot.waiting.pop_first() else {
+                continue;
+            };
+            slot.by_key.remove(&key);
             slot.busy = true;
             self.running += 1;
-            return Some(slot.pending.remove(0));
+            return Some(job);
         }
         None
     }
 
-    /// The hooks for this link's current event are over.
+    /// The hooks for this link's current job are over.
     pub fn done(&mut self, link: u32) {
         let Some(slot) = self.slots.get_mut(&link) else {
             return;
@@ -101,7 +158,7 @@ impl Scheduler {
             slot.busy = false;
             self.running -= 1;
         }
-        if slot.pending.is_empty() {
+        if slot.waiting.is_empty() {
             self.slots.remove(&link);
         } else {
             self.ready.push_back(link);
@@ -112,26 +169,45 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::Kind;
+    use crate::core::event::{Origin, RouteChange};
     use crate::core::state::OperState;
+    use crate::core::types::RouteInfo;
 
-    fn ev(id: u64, link: u32, kind: Kind, state: OperState, prev: Option<OperState>) -> HookEvent {
-        HookEvent {
+    fn ev(id: u64, link: u32, kind: Kind, state: OperState, prev: Option<OperState>) -> Rc<Event> {
+        Event::new(
             id,
-            time_ms: 0,
+            0,
             kind,
-            index: link,
-            name: format!("l{link}").into_bytes(),
+            Origin::Kernel,
+            link,
+            format!("l{link}").into_bytes(),
             state,
-            previous: prev,
-            addrs: vec![],
-            mtu: 0,
-            mac: vec![],
-            link_kind: None,
-            route: None,
-            coalesced: 0,
-            policy: None,
-        }
+            prev,
+        )
+        .seal(None)
+    }
+
+    fn route_ev(id: u64, link: u32, dst: &str, added: bool) -> Rc<Event> {
+        let mut e = Event::new(
+            id,
+            0,
+            Kind::Routes,
+            Origin::Kernel,
+            link,
+            b"l".to_vec(),
+            Routable,
+            None,
+        );
+        e.route = Some(RouteChange {
+            added,
+            route: RouteInfo {
+                dst: Some(dst.parse().unwrap()),
+                dst_len: 32,
+                oif: link,
+                ..RouteInfo::table_start(2, 254)
+            },
+        });
+        e.seal(None)
     }
 
     use OperState::*;
@@ -142,15 +218,15 @@ mod tests {
         s.submit(ev(1, 1, Kind::State, Carrier, None));
         s.submit(ev(2, 2, Kind::State, Carrier, None));
         s.submit(ev(3, 3, Kind::State, Carrier, None));
-        assert_eq!(s.next().unwrap().id, 1);
-        assert_eq!(s.next().unwrap().id, 2);
+        assert_eq!(s.next().unwrap().event.id, 1);
+        assert_eq!(s.next().unwrap().event.id, 2);
         assert!(s.next().is_none(), "limit of 2 reached");
         s.submit(ev(4, 1, Kind::State, Routable, Some(Carrier)));
         assert!(s.next().is_none());
         s.done(2);
-        assert_eq!(s.next().unwrap().id, 3);
+        assert_eq!(s.next().unwrap().event.id, 3);
         s.done(1);
-        assert_eq!(s.next().unwrap().id, 4);
+        assert_eq!(s.next().unwrap().event.id, 4);
         assert!(s.next().is_none());
         s.done(3);
         s.done(1);
@@ -160,29 +236,82 @@ mod tests {
     }
 
     #[test]
-    fn busy_link_coalesces_to_newest_per_class() {
+    fn busy_link_coalesces_state_to_the_newest() {
         let mut s = Scheduler::new(4);
         s.submit(ev(1, 1, Kind::State, NoCarrier, Some(Carrier)));
-        assert_eq!(s.next().unwrap().id, 1);
+        assert_eq!(s.next().unwrap().event.id, 1);
         s.submit(ev(2, 1, Kind::State, Carrier, Some(NoCarrier)));
-        s.submit(ev(3, 1, Kind::Routes, Carrier, Some(Carrier)));
         s.submit(ev(4, 1, Kind::State, Degraded, Some(Carrier)));
         s.submit(ev(5, 1, Kind::State, Routable, Some(Degraded)));
-        s.submit(ev(6, 1, Kind::Routes, Routable, Some(Routable)));
         assert!(s.next().is_none());
-        assert_eq!(s.queued(), 2);
+        assert_eq!(s.queued(), 1);
         s.done(1);
         let a = s.next().unwrap();
         assert_eq!(
-            (a.id, a.state, a.previous, a.coalesced),
+            (a.event.id, a.event.state, a.run.previous, a.run.coalesced),
             (5, Routable, Some(NoCarrier), 2)
         );
-        s.done(1);
-        let b = s.next().unwrap();
-        assert_eq!((b.id, b.kind, b.coalesced), (6, Kind::Routes, 1));
+        // The event itself is untouched: it says what consumers were told.
+        assert_eq!(a.event.previous, Some(Degraded));
         s.done(1);
         assert!(s.next().is_none());
-        assert_eq!(s.coalesced, 3);
+        assert_eq!(s.coalesced, 2);
+    }
+
+    #[test]
+    fn routes_coalesce_per_route_so_each_last_change_runs() {
+        let mut s = Scheduler::new(4);
+        s.submit(ev(1, 1, Kind::State, Routable, None));
+        assert_eq!(s.next().unwrap().event.id, 1);
+        // A link going down flushes three routes; one of them flaps.
+        s.submit(route_ev(2, 1, "10.0.0.1", true));
+        s.submit(route_ev(3, 1, "10.0.0.2", false));
+        s.submit(route_ev(4, 1, "10.0.0.1", false));
+        s.submit(route_ev(5, 1, "10.0.0.3", false));
+        assert_eq!(s.queued(), 3);
+        s.done(1);
+        let mut seen = Vec::new();
+        while let Some(j) = s.next() {
+            let rc = j.event.route.as_ref().unwrap();
+            seen.push((j.event.id, rc.route.dst.unwrap().to_string(), rc.added));
+            s.done(1);
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (3, "10.0.0.2".to_string(), false),
+                (4, "10.0.0.1".to_string(), false),
+                (5, "10.0.0.3".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn removal_never_folds_into_a_link_that_reuses_the_index() {
+        let mut s = Scheduler::new(4);
+        s.submit(ev(1, 500, Kind::State, Off, None));
+        assert_eq!(s.next().unwrap().event.id, 1);
+        s.submit(ev(2, 500, Kind::Removed, Off, Some(Off)));
+        s.submit(ev(3, 500, Kind::State, Off, None));
+        s.submit(ev(4, 500, Kind::State, Carrier, Some(Off)));
+        s.done(500);
+        let a = s.next().unwrap();
+        assert_eq!((a.event.id, a.event.kind), (2, Kind::Removed));
+        s.done(500);
+        let b = s.next().unwrap();
+        assert_eq!((b.event.id, b.run.previous, b.run.coalesced), (4, None, 1));
+        s.done(500);
+        assert!(s.next().is_none());
+    }
+
+    #[test]
+    fn a_test_does_not_replace_a_state_event() {
+        let mut s = Scheduler::new(1);
+        s.submit(ev(1, 1, Kind::State, Carrier, None));
+        assert!(s.next().is_some());
+        s.submit(ev(2, 1, Kind::State, Routable, Some(Carrier)));
+        s.submit(ev(3, 1, Kind::Test, Routable, Some(Routable)));
+        assert_eq!(s.queued(), 2);
     }
 
     #[test]
@@ -190,7 +319,7 @@ mod tests {
         let mut s = Scheduler::new(1);
         s.done(9);
         s.submit(ev(1, 1, Kind::State, Carrier, None));
-        assert_eq!(s.next().unwrap().id, 1);
+        assert_eq!(s.next().unwrap().event.id, 1);
         s.done(1);
         s.done(1);
         assert_eq!(s.running(), 0);

@@ -25,7 +25,11 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::core::event::{environment, to_json, HookEvent};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::core::event::{environment, Event};
+use crate::core::sched::Job;
 
 /// Longest line kept whole in the log; longer output is split.
 const MAX_LINE: usize = 4096;
@@ -81,10 +85,11 @@ struct Proc {
     deadline: Instant,
     killed: bool,
     line: Vec<u8>,
+    record: HookRun,
 }
 
 struct Run {
-    event: HookEvent,
+    event: Rc<Event>,
     link: String,
     env: Vec<(&'static str, OsString)>,
     hooks: Vec<PathBuf>,
@@ -97,7 +102,28 @@ pub struct Settings {
     pub script_dir: PathBuf,
     pub timeout: Duration,
     pub dry_run: bool,
-    pub backend: &'static str,
+    /// Hook runs kept for `history` queries.
+    pub history: usize,
+}
+
+/// Output lines kept per hook run for `history`.
+const TAIL_LINES: usize = 10;
+
+/// One hook's run, as `history` reports it.
+#[derive(Clone, Debug)]
+pub struct HookRun {
+    pub hook: String,
+    pub link: String,
+    pub index: u32,
+    pub event_id: u64,
+    pub state: &'static str,
+    /// Milliseconds since the epoch.
+    pub started_ms: u64,
+    pub duration_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub output: VecDeque<String>,
 }
 
 /// Counters for status and metrics.
@@ -115,6 +141,8 @@ pub struct Runner {
     runs: Vec<Option<Run>>,
     base: usize,
     pub stats: Stats,
+    /// Finished runs, oldest first, at most `settings.history`.
+    history: VecDeque<HookRun>,
 }
 
 impl Runner {
@@ -124,11 +152,29 @@ impl Runner {
             runs: Vec::new(),
             base: token_base,
             stats: Stats::default(),
+            history: VecDeque::new(),
         }
     }
 
     pub fn set_settings(&mut self, s: Settings) {
         self.settings = s;
+        self.trim_history();
+    }
+
+    fn trim_history(&mut self) {
+        while self.history.len() > self.settings.history {
+            self.history.pop_front();
+        }
+    }
+
+    /// Finished runs (oldest first), then those still running.
+    pub fn history(&self) -> impl Iterator<Item = &HookRun> {
+        self.history.iter().chain(
+            self.runs
+                .iter()
+                .flatten()
+                .filter_map(|r| r.proc.as_ref().map(|p| &p.record)),
+        )
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -138,7 +184,8 @@ impl Runner {
     /// Starts the hooks for `ev`. Returns false when there is nothing to
     /// run (no hooks, dry run, or none could start): the link is free
     /// again at once.
-    pub fn start(&mut self, ev: HookEvent, reg: &Registry, now: Instant) -> bool {
+    pub fn start(&mut self, job: Job, reg: &Registry, now: Instant) -> bool {
+        let ev = job.event;
         let dir = self.settings.script_dir.join(format!("{}.d", ev.dir()));
         let hooks = list(&dir);
         let link = ev.name_lossy();
@@ -162,8 +209,7 @@ impl Runner {
             }
             return false;
         }
-        let json = to_json(&ev, self.settings.backend);
-        let env = environment(&ev, self.settings.backend, &json);
+        let env = environment(&ev, &job.run);
         let slot = match self.runs.iter().position(|r| r.is_none()) {
             Some(i) => i,
             None => {
@@ -214,6 +260,19 @@ impl Runner {
                         run.event.id,
                         run.event.dir()
                     );
+                    let record = HookRun {
+                        hook: hook.clone(),
+                        link: run.link.clone(),
+                        index: run.event.index,
+                        event_id: run.event.id,
+                        state: run.event.dir(),
+                        started_ms: wall_ms(),
+                        duration_ms: None,
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        output: VecDeque::new(),
+                    };
                     run.proc = Some(Proc {
                         child,
                         pipe: Some(pipe),
@@ -222,6 +281,7 @@ impl Runner {
                         deadline: now + timeout,
                         killed: false,
                         line: Vec::new(),
+                        record,
                     });
                     return true;
                 }
@@ -285,8 +345,17 @@ impl Runner {
                     _ => {}
                 }
             }
-            run.proc = None;
             let index = run.event.index;
+            if let Some(mut p) = run.proc.take() {
+                p.record.duration_ms = Some(ms as u64);
+                p.record.exit_code = status.code();
+                p.record.signal = status.signal();
+                p.record.timed_out = p.killed;
+                if self.settings.history > 0 {
+                    self.history.push_back(p.record);
+                    self.trim_history();
+                }
+            }
             if !self.advance(slot, reg, now) {
                 done.push(index);
             }
@@ -401,8 +470,66 @@ fn flush(p: &mut Proc, link: &str) {
     if p.line.is_empty() {
         return;
     }
-    log::info!("{}[{link}]: {}", p.hook, String::from_utf8_lossy(&p.line));
+    let text = String::from_utf8_lossy(&p.line).into_owned();
+    log::info!("{}[{link}]: {text}", p.hook);
+    if p.record.output.len() == TAIL_LINES {
+        p.record.output.pop_front();
+    }
+    p.record.output.push_back(text);
     p.line.clear();
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a hook directory holds, for the `hooks` query: the hooks that
+/// would run, in order, and every other entry with the reason it is
+/// skipped.
+pub struct Inspection {
+    pub exists: bool,
+    pub hooks: Vec<String>,
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Entries looked at per directory; a directory holding more is reported
+/// as cut short rather than read without a bound.
+const MAX_ENTRIES: usize = 4096;
+
+pub fn inspect(dir: &Path) -> Inspection {
+    let mut r = Inspection {
+        exists: false,
+        hooks: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return r;
+    };
+    r.exists = true;
+    for e in rd.filter_map(|e| e.ok()).take(MAX_ENTRIES) {
+        let name = e.file_name();
+        let shown = name.to_string_lossy().into_owned();
+        if !is_hook_name(name.as_bytes()) {
+            r.skipped
+                .push((shown, "hidden or a package manager's leftover"));
+            continue;
+        }
+        match std::fs::metadata(e.path()) {
+            Err(_) => r.skipped.push((shown, "dangling link or unreadable")),
+            Ok(m) if m.is_dir() => r.skipped.push((shown, "directory")),
+            Ok(m) if !m.is_file() => r.skipped.push((shown, "not a regular file")),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                r.skipped.push((shown, "not executable"))
+            }
+            Ok(_) => r.hooks.push(shown),
+        }
+    }
+    r.hooks.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    r.skipped.sort();
+    r
 }
 
 #[cfg(test)]

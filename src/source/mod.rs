@@ -1,3 +1,4 @@
 //! Event sources: I/O and decoding only, one module per source.
 
+pub mod control;
 pub mod netlink;

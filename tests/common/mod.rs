@@ -221,8 +221,15 @@ impl Daemon {
     /// Starts netevd in `ns` with `config` (YAML, script_dir is set to the
     /// test's hooks), logging at debug to `<dir>/log`.
     pub fn start(ns: &Ns, dir: &Dir, config: &str) -> Daemon {
+        // Each daemon serves its own control socket, unless the test
+        // configures one.
+        let control = if config.contains("control:") {
+            String::new()
+        } else {
+            format!("control:\n  socket: {}\n", dir.join("ctl.sock").display())
+        };
         let cfg = format!(
-            "system:\n  script_dir: {}\n{config}",
+            "system:\n  script_dir: {}\n{config}\n{control}",
             dir.join("hooks").display()
         );
         let cfg_path = dir.write("netevd.yaml", &cfg, 0o644);

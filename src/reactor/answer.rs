@@ -1,0 +1,339 @@
+//! Answers control requests inside the loop: queries borrow the core's
+//! state (no locks, no copies of the model), actions (reload, test) run
+//! through the same paths as SIGHUP and kernel events.
+
+use std::os::unix::ffi::OsStrExt;
+use std::time::Instant;
+
+use netevd_ctl::{
+    error_line, ok_line, parse_request, Code, Error, LinkRef, Request, Status, STATES,
+};
+use serde_json::{json, Map, Value};
+
+use super::{now_ms, Daemon};
+use crate::config::Config;
+use crate::core::event::{environment, RunInfo};
+use crate::core::query;
+use crate::effect::hooks;
+use crate::source::control::Line;
+
+/// Largest `limit` honoured for events and history; larger asks get this.
+const MAX_LIMIT: usize = 100_000;
+
+/// FNV-1a, for a short fingerprint of the configuration in force.
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// What a reload changes, in words, for the reply and the log.
+pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    let names =
+        |c: &Config| -> Vec<String> { c.policy.ifaces.iter().map(|i| i.name.clone()).collect() };
+    let (a, b) = (names(old), names(new));
+    for n in b.iter().filter(|n| !a.contains(n)) {
+        v.push(format!("policy routing added for {n}"));
+    }
+    for n in a.iter().filter(|n| !b.contains(n)) {
+        v.push(format!("policy routing removed from {n}"));
+    }
+    if old.policy != new.policy && v.is_empty() {
+        v.push("policy routing settings changed".into());
+    }
+    if old.interfaces != new.interfaces {
+        v.push(format!(
+            "monitored interfaces: {:?} -> {:?}",
+            old.interfaces, new.interfaces
+        ));
+    }
+    if old.script_dir != new.script_dir {
+        v.push(format!(
+            "script_dir: {} -> {}",
+            old.script_dir.display(),
+            new.script_dir.display()
+        ));
+    }
+    if old.timeout != new.timeout {
+        v.push(format!(
+            "hook timeout: {} s -> {} s",
+            old.timeout.as_secs(),
+            new.timeout.as_secs()
+        ));
+    }
+    if old.max_parallel != new.max_parallel {
+        v.push(format!(
+            "max_parallel: {} -> {}",
+            old.max_parallel, new.max_parallel
+        ));
+    }
+    if old.run_on_startup != new.run_on_startup {
+        v.push(format!(
+            "run_on_startup: {} -> {} (applies at the next start)",
+            old.run_on_startup, new.run_on_startup
+        ));
+    }
+    if old.log_level != new.log_level {
+        v.push(format!(
+            "log level: {:?} -> {:?}",
+            old.log_level, new.log_level
+        ));
+    }
+    if old.control != new.control {
+        v.push("control settings changed".into());
+    }
+    if old.netlink_rcvbuf != new.netlink_rcvbuf {
+        v.push("netlink_receive_buffer changed (applies at the next start)".into());
+    }
+    v
+}
+
+fn limit(n: Option<usize>) -> usize {
+    n.unwrap_or(MAX_LIMIT).min(MAX_LIMIT)
+}
+
+impl Daemon {
+    /// Answers one request line; a subscription turns the connection into
+    /// an event stream.
+    pub(super) fn answer(&mut self, line: Line) {
+        let parsed = parse_request(&line.bytes);
+        let reply = match parsed.request {
+            Err(e) => Err(e),
+            Ok(r) if r.privileged() && !line.privileged => Err(Error::new(
+                Code::PermissionDenied,
+                format!(
+                    "uid {} may query but not change netevd: run as root or join {}",
+                    line.uid,
+                    match &self.config.control.group {
+                        Some(g) => format!("group {g:?}"),
+                        None => "a group set as control.group".to_string(),
+                    }
+                ),
+            )),
+            Ok(Request::Subscribe(f)) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.subscribe(line.client, f);
+                }
+                Ok(json!({ "subscribed": true }))
+            }
+            Ok(r) => self.query(r),
+        };
+        let text = match &reply {
+            Ok(body) => ok_line(&parsed.id, body),
+            Err(e) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.stats.errors += 1;
+                }
+                error_line(&parsed.id, e)
+            }
+        };
+        if let Some(c) = self.control.as_mut() {
+            c.send(line.client, &text, self.poll.registry(), Instant::now());
+        }
+    }
+
+    fn link_index(&self, r: &LinkRef) -> Result<u32, Error> {
+        query::find(&self.core, r)
+            .map(|l| l.info.index)
+            .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {r}")))
+    }
+
+    fn query(&mut self, r: Request) -> Result<Value, Error> {
+        let plan = &self.policy.plan;
+        match r {
+            Request::Status => Ok(self.status()),
+            Request::Interfaces => Ok(query::interfaces(&self.core, plan)),
+            Request::Interface(l) => {
+                let link = query::find(&self.core, &l)
+                    .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {l}")))?;
+                Ok(query::interface_detail(&self.core, plan, link))
+            }
+            Request::Routes {
+                table,
+                link,
+                family,
+            } => {
+                let oif = link.map(|l| self.link_index(&l)).transpose()?;
+                Ok(query::routes(&self.core, table, oif, family.as_deref()))
+            }
+            Request::Rules { all } => Ok(query::rules(&self.core, all)),
+            Request::Events {
+                limit: n,
+                since,
+                filter,
+            } => {
+                let mut v: Vec<Value> = self
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(|e| since.map_or(true, |s| e.id > s))
+                    .filter(|e| filter.matches(&e.name_lossy(), e.index, e.kind.as_str(), e.dir()))
+                    .take(limit(n))
+                    .map(|e| serde_json::from_str(e.json()).unwrap_or(Value::Null))
+                    .collect();
+                v.reverse();
+                Ok(json!({ "events": v }))
+            }
+            Request::History { limit: n, link } => {
+                let index = link.map(|l| self.link_index(&l)).transpose()?;
+                let mut v: Vec<Value> = self
+                    .runner
+                    .history()
+                    .filter(|h| index.map_or(true, |i| h.index == i))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .take(limit(n))
+                    .map(|h| {
+                        json!({
+                            "hook": h.hook,
+                            "link": h.link,
+                            "ifindex": h.index,
+                            "event_id": h.event_id,
+                            "state": h.state,
+                            "started_ms": h.started_ms,
+                            "duration_ms": h.duration_ms,
+                            "exit_code": h.exit_code,
+                            "signal": h.signal,
+                            "timed_out": h.timed_out,
+                            "output": h.output,
+                        })
+                    })
+                    .collect();
+                v.reverse();
+                Ok(json!({ "runs": v }))
+            }
+            Request::Hooks => {
+                let root = &self.config.script_dir;
+                let dirs: Vec<Value> = STATES
+                    .iter()
+                    .map(|s| {
+                        let path = root.join(format!("{s}.d"));
+                        let i = hooks::inspect(&path);
+                        json!({
+                            "state": s,
+                            "path": path.display().to_string(),
+                            "exists": i.exists,
+                            "hooks": i.hooks,
+                            "skipped": i.skipped.iter().map(|(n, r)| json!({"name": n, "reason": r})).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                Ok(json!({ "script_dir": root.display().to_string(), "directories": dirs }))
+            }
+            Request::Reload => match self.reload() {
+                Ok(changes) => {
+                    log::info!(
+                        "reloaded {} on request: {}",
+                        self.opts.config_path.display(),
+                        if changes.is_empty() {
+                            "nothing changed".to_string()
+                        } else {
+                            changes.join("; ")
+                        }
+                    );
+                    Ok(json!({ "reloaded": true, "changes": changes }))
+                }
+                Err(e) => {
+                    log::error!("reload refused: {e}; keeping the current configuration");
+                    Err(Error::new(
+                        Code::InvalidConfig,
+                        format!("{e}; the running configuration is kept"),
+                    ))
+                }
+            },
+            Request::Test {
+                state,
+                link,
+                dry_run,
+            } => self.test(&state, &link, dry_run),
+            Request::Subscribe(_) => unreachable!("answered by the caller"),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let s = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            backend: self.config.backend.as_str().to_string(),
+            config: self.opts.config_path.display().to_string(),
+            config_hash: format!("{:016x}", fnv1a(format!("{:?}", self.config).as_bytes())),
+            synced: self.core.synced(),
+            links: self.core.links().count(),
+            routes: self.core.routes().iter().count(),
+            rules: self.core.rules().count(),
+            subscribers: self.control.as_ref().map_or(0, |c| c.subscribers()),
+            clients: self.control.as_ref().map_or(0, |c| c.clients()),
+            counters: self.counters(),
+            last_event: self
+                .last_event
+                .as_ref()
+                .and_then(|e| serde_json::from_str(e.json()).ok()),
+        };
+        serde_json::to_value(s).unwrap_or(Value::Null)
+    }
+
+    fn test(&mut self, state: &str, link: &LinkRef, dry_run: bool) -> Result<Value, Error> {
+        let dir = STATES
+            .iter()
+            .copied()
+            .find(|s| *s == state)
+            .ok_or_else(|| Error::new(Code::BadRequest, format!("no hook directory {state:?}")))?;
+        if !self.core.synced() {
+            return Err(Error::new(
+                Code::Unavailable,
+                "the start-up dump is not over yet",
+            ));
+        }
+        let index = self.link_index(link)?;
+        let ev = self
+            .core
+            .test_event(index, dir, now_ms())
+            .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {link}")))?;
+        let ev = self.seal(ev);
+        let path = self.config.script_dir.join(format!("{dir}.d"));
+        let found = hooks::list(&path);
+        let name = ev.name_lossy();
+        if dry_run {
+            let run = RunInfo {
+                previous: ev.previous,
+                coalesced: 0,
+            };
+            let hooks: Vec<Value> = found
+                .iter()
+                .map(|p| {
+                    let env: Map<String, Value> = environment(&ev, &run)
+                        .into_iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                            )
+                        })
+                        .collect();
+                    json!({
+                        "path": p.display().to_string(),
+                        "environment": env,
+                        "json": ev.json(),
+                    })
+                })
+                .collect();
+            return Ok(json!({
+                "event_id": Value::Null,
+                "state": dir,
+                "link": name,
+                "hooks": hooks,
+            }));
+        }
+        let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+        let id = ev.id;
+        log::info!("test: running {dir}.d for {name} (event {id}) on request");
+        self.publish(ev);
+        Ok(json!({ "event_id": id, "state": dir, "link": name, "hooks": names }))
+    }
+}

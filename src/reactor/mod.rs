@@ -1,0 +1,507 @@
+//! The one loop: a mio `Poll` over the netlink socket, the signal pipe,
+//! the control socket and its clients, and the hooks' output pipes, with
+//! one timer heap for everything that waits. One dispatch `match` turns a
+//! token into its source (token.rs); nothing here waits for anything but
+//! `poll`.
+//!
+//! Events flow one way: a source decodes, the core applies and emits
+//! events, policy routing's changes go out, then each event is sealed
+//! (made immutable, serialised once) and handed to every consumer at one
+//! fan-out point, `publish`: the history ring, the control socket's
+//! subscribers and the hook scheduler.
+
+mod answer;
+mod timers;
+mod token;
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::core::event::{Event, PolicyView};
+use crate::core::model::{Core, Settings as CoreSettings};
+use crate::core::sched::Scheduler;
+use crate::core::types::Input;
+use crate::effect::hooks::{Runner, Settings as HookSettings};
+use crate::effect::policy::Policy;
+use crate::source::control::{Control, Line, Settings as ControlSettings};
+use crate::source::netlink::Netlink;
+
+use timers::{Timer, Timers};
+use token::Source;
+
+/// How soon a dump request that could not be sent is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+pub struct Options {
+    pub config_path: PathBuf,
+    pub dry_run: bool,
+    /// The level `-v` asked for, which a reload must not lower.
+    pub cli_level: Option<log::LevelFilter>,
+}
+
+pub struct Daemon {
+    poll: Poll,
+    netlink: Netlink,
+    signals: Signals,
+    control: Option<Control>,
+    core: Core,
+    sched: Scheduler,
+    runner: Runner,
+    policy: Policy,
+    config: Config,
+    opts: Options,
+    timers: Timers,
+    started: Instant,
+    inputs: Vec<Input>,
+    out: Vec<Event>,
+    done: Vec<u32>,
+    lines: Vec<Line>,
+    /// The newest events, for `events` queries; the newest is last.
+    history: VecDeque<Rc<Event>>,
+    last_event: Option<Rc<Event>>,
+}
+
+pub fn core_settings(c: &Config) -> CoreSettings {
+    CoreSettings {
+        interfaces: c.interfaces.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        run_on_startup: c.run_on_startup,
+    }
+}
+
+fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
+    HookSettings {
+        script_dir: c.script_dir.clone(),
+        timeout: c.timeout,
+        dry_run,
+        history: c.control.hook_history,
+    }
+}
+
+fn control_settings(c: &Config) -> ControlSettings {
+    ControlSettings {
+        path: c.control.socket.clone(),
+        group: c.control.group.clone(),
+        mode: c.control.mode,
+        max_clients: c.control.max_clients,
+        idle_timeout: c.control.idle_timeout,
+        max_queue: c.control.max_queue,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    pub fn new(config: Config, opts: Options) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let netlink = Netlink::open(config.netlink_rcvbuf)?;
+        poll.registry().register(
+            &mut SourceFd(&netlink.fd()),
+            token::NETLINK,
+            Interest::READABLE,
+        )?;
+        let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+        let control = if config.control.enabled {
+            Some(Control::open(
+                control_settings(&config),
+                poll.registry(),
+                token::CONTROL,
+                token::CLIENTS,
+            )?)
+        } else {
+            None
+        };
+        Ok(Daemon {
+            poll,
+            netlink,
+            signals,
+            control,
+            core: Core::new(core_settings(&config)),
+            sched: Scheduler::new(config.max_parallel),
+            runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
+            policy: Policy::new(config.policy.clone()),
+            config,
+            opts,
+            timers: Timers::default(),
+            started: Instant::now(),
+            inputs: Vec::with_capacity(256),
+            out: Vec::with_capacity(64),
+            done: Vec::new(),
+            lines: Vec::new(),
+            history: VecDeque::new(),
+            last_event: None,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(64);
+        // The first resync (the start-up dump) is requested by opening.
+        self.on_netlink();
+        loop {
+            // Whatever the last turn queued (events, finished hooks, a
+            // reload) starts here, before the loop sleeps again.
+            let now = Instant::now();
+            self.dispatch(now);
+            self.arm_timers();
+            let timeout = self.timers.timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match token::source(ev.token()) {
+                    Source::Netlink => self.on_netlink(),
+                    Source::Signals => {
+                        if self.on_signals() {
+                            self.stop();
+                            return Ok(());
+                        }
+                    }
+                    Source::ControlListener => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.accept(self.poll.registry(), Instant::now());
+                        }
+                    }
+                    Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    Source::Hook(t) => {
+                        if self.runner.owns(t) {
+                            self.runner.output(t, self.poll.registry())
+                        }
+                    }
+                    // A pipe or client already closed can still report once.
+                    Source::Unknown => {}
+                }
+            }
+            let now = Instant::now();
+            while let Some(t) = self.timers.pop_due(now) {
+                match t {
+                    Timer::Hooks => self.runner.expire(now),
+                    Timer::NetlinkRetry => self.on_netlink(),
+                    Timer::Control => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.expire(self.poll.registry(), now);
+                        }
+                    }
+                    Timer::Again => self.on_leftovers(),
+                }
+            }
+        }
+    }
+
+    fn arm_timers(&mut self) {
+        let now = Instant::now();
+        self.timers.arm(Timer::Hooks, self.runner.next_deadline());
+        let retry = self.netlink.wants_retry().then(|| now + RETRY);
+        self.timers.arm(Timer::NetlinkRetry, retry);
+        let control = self.control.as_ref().and_then(Control::next_deadline);
+        self.timers.arm(Timer::Control, control);
+        let again = self
+            .control
+            .as_ref()
+            .is_some_and(|c| !c.more().is_empty())
+            .then_some(now);
+        self.timers.arm(Timer::Again, again);
+    }
+
+    /// Sources whose budget ran out last turn get another.
+    fn on_leftovers(&mut self) {
+        let more = self.control.as_ref().map(Control::more).unwrap_or_default();
+        for i in more {
+            self.on_client(i, true, false);
+        }
+    }
+
+    fn stop(&mut self) {
+        self.runner.terminate_all();
+        if let Some(c) = &self.control {
+            c.remove();
+        }
+        self.log_summary();
+    }
+
+    fn counters(&self) -> netevd_ctl::Counters {
+        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
+        let c = self.control.as_ref().map(|c| c.stats).unwrap_or_default();
+        netevd_ctl::Counters {
+            events: self.core.events_emitted,
+            coalesced: self.sched.coalesced,
+            hooks_started: h.started,
+            hooks_failed: h.failed,
+            hooks_timed_out: h.timed_out,
+            hooks_not_started: h.spawn_errors,
+            netlink_messages: n.messages,
+            netlink_undecodable: n.decode_errors,
+            netlink_overruns: n.overflows,
+            resyncs_started: n.resyncs_started,
+            resyncs_completed: self.core.resyncs,
+            policy_requests: p.requests,
+            policy_refused: p.refused,
+            policy_restored: p.restored,
+            control_requests: c.requests,
+            control_errors: c.errors,
+            subscribers_dropped: c.dropped_slow,
+        }
+    }
+
+    fn log_summary(&self) {
+        let c = self.counters();
+        log::info!(
+            "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start; \
+             policy: {} requests, {} refused, {} rules restored; control: {} requests, {} errors, {} subscribers dropped",
+            c.netlink_messages,
+            c.netlink_undecodable,
+            c.netlink_overruns,
+            c.resyncs_started,
+            c.resyncs_completed,
+            c.events,
+            c.coalesced,
+            c.hooks_started,
+            c.hooks_failed,
+            c.hooks_timed_out,
+            c.hooks_not_started,
+            c.policy_requests,
+            c.policy_refused,
+            c.policy_restored,
+            c.control_requests,
+            c.control_errors,
+            c.subscribers_dropped,
+        );
+    }
+
+    fn on_netlink(&mut self) {
+        if let Err(e) = self.netlink.read(&mut self.inputs) {
+            log::error!("netlink: {e}");
+        }
+        if self.inputs.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let was_synced = self.core.synced();
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for i in inputs.drain(..) {
+            let resync_end = i == Input::ResyncEnd;
+            if let Input::DelRule(r) = &i {
+                self.policy.rule_deleted(r);
+            }
+            self.core.apply(i, now, &mut self.out);
+            if resync_end {
+                self.policy.resynced();
+            }
+            // Policy changes go out before hooks start, so a hook for a new
+            // address finds its rules in place.
+            self.policy.reconcile(&self.core, &mut self.netlink);
+            if self.out.is_empty() {
+                continue;
+            }
+            self.publish_out();
+            // An idle link starts its hooks now; only what arrives while
+            // they run waits and coalesces, even within one read.
+            self.dispatch(Instant::now());
+        }
+        self.inputs = inputs;
+        for (seq, code) in self.netlink.acks.drain(..) {
+            self.policy.ack(seq, code);
+        }
+        // A refused change may make another possible.
+        self.policy.reconcile(&self.core, &mut self.netlink);
+        if !was_synced && self.core.synced() {
+            log::info!(
+                "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
+                env!("CARGO_PKG_VERSION"),
+                self.core.links().count(),
+                self.config.script_dir.display(),
+                match &self.control {
+                    Some(c) => format!(", control socket {}", c.path().display()),
+                    None => String::new(),
+                },
+                if self.opts.dry_run { " (dry run)" } else { "" }
+            );
+        }
+    }
+
+    /// Seals what the core emitted and hands it to every consumer.
+    fn publish_out(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for ev in out.drain(..) {
+            let ev = self.seal(ev);
+            self.publish(ev);
+        }
+        self.out = out;
+    }
+
+    fn seal(&self, ev: Event) -> Rc<Event> {
+        let view = self.policy.plan.link(ev.index).map(|l| PolicyView {
+            table: l.table,
+            rules: l.rule_strings(),
+            gateways: l.gateways.clone(),
+        });
+        ev.seal(view)
+    }
+
+    /// The one fan-out point: every consumer sees the same event, and none
+    /// changes it.
+    fn publish(&mut self, ev: Rc<Event>) {
+        log::debug!(
+            "event {} {} {}: {} (was {})",
+            ev.id,
+            ev.kind.as_str(),
+            ev.name_lossy(),
+            ev.dir(),
+            ev.previous.map(|p| p.as_str()).unwrap_or("-")
+        );
+        let keep = self.config.control.event_history;
+        if keep > 0 {
+            if self.history.len() >= keep {
+                self.history.pop_front();
+            }
+            self.history.push_back(ev.clone());
+        }
+        if let Some(c) = self.control.as_mut() {
+            if c.subscribers() > 0 {
+                let line = netevd_ctl::event_line(ev.json());
+                let name = ev.name_lossy();
+                let (index, kind, dir) = (ev.index, ev.kind.as_str(), ev.dir());
+                c.broadcast(
+                    &line,
+                    |f| f.matches(&name, index, kind, dir),
+                    self.poll.registry(),
+                    Instant::now(),
+                );
+            }
+        }
+        self.last_event = Some(ev.clone());
+        self.sched.submit(ev);
+    }
+
+    fn on_client(&mut self, i: usize, readable: bool, writable: bool) {
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        if c.owns(mio::Token(token::CLIENTS + i)).is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if writable {
+            c.writable(i, self.poll.registry(), now);
+        }
+        if !readable {
+            return;
+        }
+        let mut lines = std::mem::take(&mut self.lines);
+        c.read(i, self.poll.registry(), now, &mut lines);
+        for line in lines.drain(..) {
+            self.answer(line);
+        }
+        self.lines = lines;
+    }
+
+    /// Returns true when the daemon should stop.
+    fn on_signals(&mut self) -> bool {
+        let mut stop = false;
+        let mut reload = false;
+        let mut child = false;
+        for s in self.signals.pending() {
+            match s {
+                SIGCHLD => child = true,
+                SIGHUP => reload = true,
+                SIGINT | SIGTERM => stop = true,
+                _ => {}
+            }
+        }
+        if child {
+            self.reap();
+        }
+        if reload {
+            match self.reload() {
+                Ok(changes) if changes.is_empty() => log::info!(
+                    "reloaded {}: nothing changed",
+                    self.opts.config_path.display()
+                ),
+                Ok(changes) => log::info!(
+                    "reloaded {}: {}",
+                    self.opts.config_path.display(),
+                    changes.join("; ")
+                ),
+                Err(e) => log::error!("reload refused: {e}; keeping the current configuration"),
+            }
+        }
+        stop
+    }
+
+    fn reap(&mut self) {
+        self.runner
+            .reap(self.poll.registry(), Instant::now(), &mut self.done);
+        for l in self.done.drain(..) {
+            self.sched.done(l);
+        }
+    }
+
+    /// Reads and validates the file, then swaps it in with the model kept.
+    /// Returns what changed, or why the file was refused.
+    fn reload(&mut self) -> Result<Vec<String>, String> {
+        let c = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
+        let changes = answer::config_changes(&self.config, &c);
+        let level = self
+            .opts
+            .cli_level
+            .or(c.log_level)
+            .unwrap_or(log::LevelFilter::Info);
+        crate::logger::set_level(level);
+        for l in &c.inactive {
+            log::warn!("not active: {l}");
+        }
+        if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
+            log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
+        }
+        if c.control.socket != self.config.control.socket
+            || c.control.enabled != self.config.control.enabled
+        {
+            log::warn!("reload: control.socket and control.enabled take effect at the next start");
+        }
+        if let Some(ctl) = self.control.as_mut() {
+            ctl.set_settings(control_settings(&c));
+        }
+        while self.history.len() > c.control.event_history {
+            self.history.pop_front();
+        }
+        self.sched.set_max_parallel(c.max_parallel);
+        self.policy.set_settings(c.policy.clone());
+        self.runner
+            .set_settings(hook_settings(&c, self.opts.dry_run));
+        self.config = c;
+        self.core
+            .set_settings(core_settings(&self.config), now_ms(), &mut self.out);
+        self.policy.reconcile(&self.core, &mut self.netlink);
+        self.publish_out();
+        Ok(changes)
+    }
+
+    /// Starts whatever the scheduler lets start.
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(job) = self.sched.next() {
+            let index = job.event.index;
+            if !self.runner.start(job, self.poll.registry(), now) {
+                self.sched.done(index);
+            }
+        }
+    }
+}
