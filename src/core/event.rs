@@ -104,8 +104,9 @@ pub struct Event {
     pub test_dir: Option<&'static str>,
     /// Policy routing's view of the link when the event was sealed.
     pub policy: Option<PolicyView>,
-    /// The versioned JSON, made once by `seal`.
-    json: String,
+    /// The versioned JSON, made once, when the first consumer asks: an
+    /// event nobody reads (coalesced away, no subscriber) costs none.
+    json: std::cell::OnceCell<String>,
 }
 
 impl Event {
@@ -137,21 +138,27 @@ impl Event {
             route: None,
             test_dir: None,
             policy: None,
-            json: String::new(),
+            json: std::cell::OnceCell::new(),
         }
     }
 
-    /// Completes the event with policy routing's view and serialises it,
-    /// once; from here on it is shared and never changed.
+    /// Completes the event with policy routing's view; from here on it is
+    /// shared and never changed.
     pub fn seal(mut self, policy: Option<PolicyView>) -> std::rc::Rc<Event> {
         self.policy = policy;
-        self.json = to_json(&self);
         std::rc::Rc::new(self)
     }
 
-    /// The versioned JSON (empty before `seal`).
+    /// The versioned JSON, serialised on first use and kept.
     pub fn json(&self) -> &str {
-        &self.json
+        self.json.get_or_init(|| to_json(self))
+    }
+
+    /// About how many bytes the event holds with its JSON, for bounds on
+    /// what keeps events. The same whether or not the JSON was made yet.
+    pub fn weight(&self) -> usize {
+        // An address is about 80 bytes of JSON.
+        512 + self.name.len() * 2 + self.addrs.len() * (std::mem::size_of::<AddrInfo>() + 80)
     }
 
     /// The hook directory, `<state>.d`, without the suffix.

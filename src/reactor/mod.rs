@@ -38,6 +38,10 @@ use crate::source::netlink::Netlink;
 use timers::{Timer, Timers};
 use token::Source;
 
+/// The most the event history may hold, whatever its count: a link with
+/// thousands of addresses makes large events.
+const HISTORY_BYTES: usize = 1 << 20;
+
 /// How soon a dump request that could not be sent is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -67,6 +71,8 @@ pub struct Daemon {
     lines: Vec<Line>,
     /// The newest events, for `events` queries; the newest is last.
     history: VecDeque<Rc<Event>>,
+    /// What `history` holds, by `Event::weight`.
+    history_bytes: usize,
     last_event: Option<Rc<Event>>,
 }
 
@@ -144,6 +150,7 @@ impl Daemon {
             done: Vec::new(),
             lines: Vec::new(),
             history: VecDeque::new(),
+            history_bytes: 0,
             last_event: None,
         })
     }
@@ -368,20 +375,13 @@ impl Daemon {
             ev.dir(),
             ev.previous.map(|p| p.as_str()).unwrap_or("-")
         );
-        let keep = self.config.control.event_history;
-        if keep > 0 {
-            if self.history.len() >= keep {
-                self.history.pop_front();
-            }
-            self.history.push_back(ev.clone());
-        }
+        self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
             if c.subscribers() > 0 {
-                let line = netevd_ctl::event_line(ev.json());
                 let name = ev.name_lossy();
                 let (index, kind, dir) = (ev.index, ev.kind.as_str(), ev.dir());
                 c.broadcast(
-                    &line,
+                    || netevd_ctl::event_line(ev.json()),
                     |f| f.matches(&name, index, kind, dir),
                     self.poll.registry(),
                     Instant::now(),
@@ -390,6 +390,27 @@ impl Daemon {
         }
         self.last_event = Some(ev.clone());
         self.sched.submit(ev);
+    }
+
+    /// Keeps the event for `events` queries, within the count the config
+    /// gives and `HISTORY_BYTES`.
+    fn remember(&mut self, ev: &Rc<Event>) {
+        let keep = self.config.control.event_history;
+        if keep == 0 {
+            return;
+        }
+        self.history_bytes += ev.weight();
+        self.history.push_back(ev.clone());
+        self.trim_history(keep);
+    }
+
+    fn trim_history(&mut self, keep: usize) {
+        while self.history.len() > keep || self.history_bytes > HISTORY_BYTES {
+            match self.history.pop_front() {
+                Some(old) => self.history_bytes -= old.weight(),
+                None => break,
+            }
+        }
     }
 
     fn on_client(&mut self, i: usize, readable: bool, writable: bool) {
@@ -480,9 +501,7 @@ impl Daemon {
         if let Some(ctl) = self.control.as_mut() {
             ctl.set_settings(control_settings(&c));
         }
-        while self.history.len() > c.control.event_history {
-            self.history.pop_front();
-        }
+        self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
         self.policy.set_settings(c.policy.clone());
         self.runner

@@ -379,14 +379,17 @@ impl Control {
         }
     }
 
-    /// Queues an event line for every subscriber whose filter passes.
+    /// Queues an event line for every subscriber whose filter passes; the
+    /// line is made only if one does.
     pub fn broadcast(
         &mut self,
-        line: &str,
+        line: impl FnOnce() -> String,
         pass: impl Fn(&EventFilter) -> bool,
         reg: &Registry,
         now: Instant,
     ) {
+        let mut line = Some(line);
+        let mut made = String::new();
         for i in 0..self.clients.len() {
             let Some(c) = self.clients[i].as_mut() else {
                 continue;
@@ -394,7 +397,10 @@ impl Control {
             if c.closing.is_some() || !c.subscription.as_ref().is_some_and(&pass) {
                 continue;
             }
-            push(c, line.as_bytes());
+            if let Some(f) = line.take() {
+                made = f();
+            }
+            push(c, made.as_bytes());
             self.flush(i, reg, now);
         }
     }

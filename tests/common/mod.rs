@@ -287,3 +287,74 @@ pub fn last_for<'a>(r: &'a [Record], link: &str) -> Option<&'a Record> {
         .rev()
         .find(|x| x.link == link && x.event != "routes")
 }
+
+/// A raw client of the daemon's control socket (`<dir>/ctl.sock`).
+pub struct Ctl {
+    pub r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    pub w: std::os::unix::net::UnixStream,
+}
+
+impl Ctl {
+    pub fn connect(dir: &Dir) -> Ctl {
+        Ctl::connect_to(&dir.join("ctl.sock"))
+    }
+
+    pub fn connect_to(path: &Path) -> Ctl {
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Ctl {
+            w: s.try_clone().unwrap(),
+            r: std::io::BufReader::new(s),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// The next line from the daemon, parsed.
+    pub fn line(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut l = String::new();
+        let n = self
+            .r
+            .read_line(&mut l)
+            .expect("reading the daemon's reply");
+        assert!(n > 0, "the daemon closed the connection");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"))
+    }
+
+    /// Sends one request line and returns the reply.
+    pub fn req(&mut self, line: &str) -> serde_json::Value {
+        self.send_raw(format!("{line}\n").as_bytes());
+        self.line()
+    }
+
+    /// The `ok` body of a request that must succeed.
+    pub fn ok(&mut self, line: &str) -> serde_json::Value {
+        let r = self.req(line);
+        assert_eq!(r["v"], 1, "{r}");
+        assert!(r.get("ok").is_some(), "{line} failed: {r}");
+        r["ok"].clone()
+    }
+
+    /// The error code of a request that must fail.
+    pub fn err(&mut self, line: &str) -> String {
+        let r = self.req(line);
+        assert!(r.get("error").is_some(), "{line} did not fail: {r}");
+        r["error"]["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
