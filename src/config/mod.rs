@@ -960,6 +960,14 @@ metrics:
         let deep = format!("{}x\n", "- ".repeat(100_000));
         let e = parse(&format!("a:\n {deep}")).unwrap_err().to_string();
         assert!(e.contains("nested deeper than 32 levels"), "{e}");
+        // The top-level mapping, the key `filters`, its list: 3 nodes.
+        let items = |n: usize| format!("filters: [{}]\n", vec!["a"; n].join(", "));
+        parse(&items(yaml::MAX_NODES - 3)).unwrap();
+        let e = parse(&items(yaml::MAX_NODES - 2)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.yaml:1:30002: more than 10000 values"),
+            "{e}"
+        );
         // 32 levels are fine (the top level mapping is the first).
         let ok = format!("filters: {}1{}\n", "[".repeat(31), "]".repeat(31));
         let c = parse(&ok).unwrap();

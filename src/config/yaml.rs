@@ -9,6 +9,7 @@
 //! - at most [`MAX_DEPTH`] nested collections. yaml-rust2's own loader
 //!   recurses once per level and overflows the stack on deep input, so the
 //!   tree is built here from the parser's events, iteratively;
+//! - at most [`MAX_NODES`] nodes, so that the tree stays small;
 //! - scalars are typed by the getter, YAML 1.2 core schema and nothing
 //!   looser: `true`/`false` (also `True`, `TRUE`, ...), plain decimal
 //!   integers without sign or leading zeros; a quoted scalar is a string.
@@ -24,6 +25,12 @@ use super::Error;
 
 /// Nested sequences and mappings allowed; the schema needs five.
 pub const MAX_DEPTH: usize = 32;
+
+/// Nodes (scalars, keys included, sequences and mappings) in a file. A
+/// real configuration has hundreds; a million one-letter list items fit
+/// in [`super::MAX_SIZE`] and would take half a second and 80 MB to
+/// build, in the loop, at each reload.
+pub const MAX_NODES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -124,6 +131,7 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Error> {
     let mut stack: Vec<(Node, Option<Node>)> = Vec::new();
     let mut root = None;
     let mut documents = 0;
+    let mut nodes = 0;
     loop {
         let (ev, mark) = parser.next_token().map_err(|e| {
             // The scanner counts flow nesting (`[[[[`) in a u8 and refuses
@@ -137,6 +145,18 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Error> {
             err(*e.marker(), msg)
         })?;
         let (line, col) = (mark.line(), mark.col() + 1);
+        if matches!(
+            ev,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return Err(err(
+                    mark,
+                    format!("more than {MAX_NODES} values (keys, scalars, lists, mappings)"),
+                ));
+            }
+        }
         let node = match ev {
             Event::StreamEnd => break,
             Event::DocumentStart => {
@@ -307,17 +327,18 @@ impl Ctx<'_> {
     /// A plain decimal integer in `min..=max`: no quotes, sign, leading
     /// zeros, underscores or other bases.
     pub fn uint(&self, n: &Node, what: &str, min: u64, max: u64) -> Result<u64, Error> {
-        let s =
-            match &n.v {
-                Value::Scalar(s, true) => s,
-                Value::Scalar(s, false) => return Err(self.err(
+        let s = match &n.v {
+            Value::Scalar(s, true) => s,
+            Value::Scalar(s, false) => {
+                return Err(self.err(
                     n,
                     format!(
                         "{what}: expected a number, not the string {s:?} (write it without quotes)"
                     ),
-                )),
-                _ => return Err(self.err(n, format!("{what}: expected a number"))),
-            };
+                ))
+            }
+            _ => return Err(self.err(n, format!("{what}: expected a number"))),
+        };
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(self.err(
                 n,
