@@ -72,15 +72,28 @@ fn main() -> ExitCode {
         println!("netevd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let cfg = match config::Config::load(&args.config) {
+    // Absolute now: daemon(3) moves to / and a reload reads it again.
+    let config_path = match std::path::absolute(&args.config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("netevd: {}: {e}", args.config.display());
+            return ExitCode::from(1);
+        }
+    };
+    let (cfg, defaults) = match config::Config::load_start(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("netevd: {e}");
             return ExitCode::from(1);
         }
     };
+    let not_found = format!("{} not found: using the defaults", config_path.display());
     if args.validate {
-        println!("{}: configuration is valid", args.config.display());
+        if defaults {
+            println!("{not_found}");
+        } else {
+            println!("{}: configuration is valid", config_path.display());
+        }
         for l in &cfg.inactive {
             println!("not active: {l}");
         }
@@ -101,15 +114,15 @@ fn main() -> ExitCode {
         }
     }
     logger::init(args.foreground, level);
-    if !args.config.exists() {
-        log::info!("{} not found: using the defaults", args.config.display());
+    if defaults {
+        log::info!("{not_found}");
     }
     log::debug!("configured backend: {}", cfg.backend.as_str());
     for l in &cfg.inactive {
         log::warn!("not active: {l}");
     }
     let opts = reactor::Options {
-        config_path: args.config,
+        config_path,
         dry_run: args.dry_run,
         cli_level,
     };

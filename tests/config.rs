@@ -1,0 +1,257 @@
+//! The configuration file under hostile conditions, against the running
+//! daemon: a reload that cannot read the file keeps the running
+//! configuration and the rules it installed; nesting, FIFOs and empty
+//! files are refused without freezing or crashing the loop; a relative
+//! `--config` is made absolute; a missing CAP_NET_ADMIN is said once.
+//!
+//! Needs root, `ip` (iproute2), `mkfifo` (coreutils) and `setpriv`
+//! (util-linux).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const P: &str = "148"; // netevd's protocol number
+
+/// `h` has wan1 10.2.0.2/24 with a default route via r's 10.2.0.1.
+struct Net {
+    h: Ns,
+    _r: Ns,
+}
+
+fn net() -> Net {
+    let (h, r) = (Ns::new(), Ns::new());
+    h.ip(&[
+        "link", "add", "wan1", "type", "veth", "peer", "name", "up1", "netns", &r.name,
+    ]);
+    // No IPv6 link-local addresses: the set below is IPv4 only.
+    h.ip(&["link", "set", "wan1", "addrgenmode", "none"]);
+    h.ip(&["link", "set", "wan1", "up"]);
+    r.ip(&["link", "set", "up1", "up"]);
+    r.ip(&["addr", "add", "10.2.0.1/24", "dev", "up1"]);
+    h.ip(&["addr", "add", "10.2.0.2/24", "dev", "wan1"]);
+    h.ip(&[
+        "route", "add", "default", "via", "10.2.0.1", "dev", "wan1", "metric", "200",
+    ]);
+    Net { h, _r: r }
+}
+
+/// Rules and routes with our protocol, IPv4 and IPv6.
+fn owned(h: &Ns) -> Vec<String> {
+    let mut v = Vec::new();
+    for fam in ["-4", "-6"] {
+        for what in [&["rule"][..], &["route", "show", "table", "all"][..]] {
+            let mut args = vec![fam];
+            args.extend_from_slice(what);
+            v.extend(
+                h.output(&args)
+                    .lines()
+                    .filter(|l| l.contains(&format!("proto {P}")) || l.contains("proto netevd"))
+                    .map(|l| l.trim().to_string()),
+            );
+        }
+    }
+    v.sort();
+    v
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; daemon log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many reloads the log reports as refused.
+fn refusals(d: &Dir) -> usize {
+    d.log().matches("keeping the current configuration").count()
+}
+
+/// Sends SIGHUP and waits for the `n`th refusal, which must say `why`.
+fn refused(dm: &Daemon, d: &Dir, n: usize, why: &str) {
+    dm.signal("HUP");
+    wait(
+        "the reload to be refused",
+        5,
+        || refusals(d) >= n,
+        || d.log(),
+    );
+    let log = d.log();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("keeping the current configuration"))
+        .nth(n - 1)
+        .unwrap();
+    assert!(
+        line.contains(why),
+        "refusal {n} does not say {why:?}: {line}"
+    );
+    assert!(
+        line.contains("netevd.yaml"),
+        "refusal names no file: {line}"
+    );
+}
+
+#[test]
+fn reload_that_cannot_read_the_file_keeps_the_rules() {
+    let (n, d) = (net(), Dir::new());
+    let dm = Daemon::start(&n.h, &d, "routing:\n  policy_rules: [wan1]\n");
+    wait("the rules", 5, || owned(&n.h).len() == 4, || d.log());
+    let before = owned(&n.h);
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains("from 10.2.0.2 lookup 1002")),
+        "{before:#?}"
+    );
+    let cfg = d.join("netevd.yaml");
+    let away = d.join("away.yaml");
+
+    // missing
+    fs::rename(&cfg, &away).unwrap();
+    refused(&dm, &d, 1, "No such file");
+    // empty: an editor truncated it and has not written it yet
+    fs::write(&cfg, "").unwrap();
+    refused(&dm, &d, 2, "empty");
+    // a FIFO: open(2) must not block the loop
+    fs::remove_file(&cfg).unwrap();
+    run("mkfifo", &[cfg.to_str().unwrap()]);
+    refused(&dm, &d, 3, "not a regular file");
+    // a directory
+    fs::remove_file(&cfg).unwrap();
+    fs::create_dir(&cfg).unwrap();
+    refused(&dm, &d, 4, "not a regular file");
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(owned(&n.h), before, "a refused reload changed the rules");
+    assert!(!d.log().contains("reloaded"), "{}", d.log());
+
+    // The loop still answers: the file back, a reload takes it.
+    fs::remove_dir(&cfg).unwrap();
+    fs::rename(&away, &cfg).unwrap();
+    dm.signal("HUP");
+    wait("the reload", 5, || d.log().contains("reloaded"), || d.log());
+    assert_eq!(owned(&n.h), before);
+    assert_eq!(dm.stop(), Some(0));
+}
+
+#[test]
+fn deep_nesting_on_reload_is_refused_and_the_daemon_lives() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let dm = Daemon::start(&ns, &d, "");
+    let cfg = d.join("netevd.yaml");
+    // Deep enough to overflow a recursive parser's stack many times over.
+    fs::write(&cfg, format!("{}x\n", "- ".repeat(50_000))).unwrap();
+    refused(&dm, &d, 1, "nested deeper than");
+    fs::write(&cfg, format!("{}\n", "[".repeat(50_000))).unwrap();
+    refused(&dm, &d, 2, "nested deeper than");
+    // a second document is refused too, naming its line
+    fs::write(&cfg, "scripts: {}\n---\nscripts: {}\n").unwrap();
+    refused(&dm, &d, 3, ":2:1: a second YAML document");
+    assert_eq!(dm.stop(), Some(0));
+}
+
+/// The daemon started by hand, for what `Daemon::start` does not cover.
+struct Raw {
+    child: Child,
+}
+
+impl Raw {
+    fn start(ns: &Ns, d: &Dir, cwd: &Path, prefix: &[&str], args: &[&str]) -> Raw {
+        let log = fs::File::create(d.join("log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(prefix)
+            .arg(env!("CARGO_BIN_EXE_netevd"))
+            .args(["--foreground", "-v"])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let r = Raw { child };
+        wait(
+            "the daemon to start",
+            10,
+            || d.log().contains("running: backend kernel"),
+            || d.log(),
+        );
+        r
+    }
+
+    fn signal(&self, sig: &str) {
+        run("kill", &["-s", sig, &self.child.id().to_string()]);
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn relative_config_path_is_made_absolute() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    d.write(
+        "netevd.yaml",
+        &format!(
+            "system:\n  script_dir: {}\ncontrol:\n  socket: {}\n",
+            d.join("hooks").display(),
+            d.join("ctl.sock").display()
+        ),
+        0o644,
+    );
+    let dm = Raw::start(&ns, &d, &d.path, &[], &["--config", "netevd.yaml"]);
+    dm.signal("HUP");
+    let want = format!("reloaded {}", d.join("netevd.yaml").display());
+    wait("the reload", 5, || d.log().contains(&want), || d.log());
+}
+
+#[test]
+fn no_cap_net_admin_is_said_once_at_start() {
+    let (n, d) = (net(), Dir::new());
+    d.write(
+        "netevd.yaml",
+        &format!(
+            "system:\n  script_dir: {}\nrouting:\n  policy_rules: [wan1]\ncontrol:\n  socket: {}\n",
+            d.join("hooks").display(),
+            d.join("ctl.sock").display()
+        ),
+        0o644,
+    );
+    let cfg = d.join("netevd.yaml");
+    // Root keeps every capability in its bounding and inheritable sets
+    // across execve; dropping both leaves CAP_NET_ADMIN out of CapEff.
+    let drop = [
+        "setpriv",
+        "--inh-caps=-net_admin",
+        "--bounding-set=-net_admin",
+    ];
+    let _dm = Raw::start(
+        &n.h,
+        &d,
+        &d.path,
+        &drop,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = d.log();
+    let said = log.lines().filter(|l| l.contains("CAP_NET_ADMIN")).count();
+    assert_eq!(said, 1, "{log}");
+    assert!(!log.contains("refused"), "{log}");
+    assert!(!log.contains("policy: add"), "{log}");
+    assert!(owned(&n.h).is_empty());
+}
