@@ -208,7 +208,10 @@ mod tests {
     fn esc_makes_untrusted_bytes_one_unambiguous_line() {
         let cases: [(&[u8], &str); 9] = [
             (b"eth0", "eth0"),
-            (b"10-a\nnetevd: error: forged", "10-a\\nnetevd: error: forged"),
+            (
+                b"10-a\nnetevd: error: forged",
+                "10-a\\nnetevd: error: forged",
+            ),
             (b"a\rb\tc", "a\\rb\\tc"),
             (b"\x1b[31mred", "\\x1b[31mred"),
             (b"del\x7f", "del\\x7f"),

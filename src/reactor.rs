@@ -115,21 +115,31 @@ impl Daemon {
         }
     }
 
-    /// Runs until SIGTERM or SIGINT.
+    /// Runs until SIGTERM or SIGINT, then until the hooks still running
+    /// have exited or been killed (`Runner::shutdown`).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
+        let mut stopping = false;
+        self.runner.check_script_dir();
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
         loop {
             // Whatever the last turn queued (events, finished hooks, a
             // reload) starts here, before the loop sleeps again.
-            self.dispatch(Instant::now());
+            if !stopping {
+                self.dispatch(Instant::now());
+            }
             let mut timeout = self
                 .runner
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
-            if self.netlink.wants_retry() {
+            if self.netlink.wants_retry() && !stopping {
                 timeout = Some(timeout.map_or(RETRY, |t| t.min(RETRY)));
+            }
+            // A hook's pipe left unread for want of budget gives no new
+            // readiness (edge-triggered): look again at once.
+            if self.runner.pending_output() {
+                timeout = Some(std::time::Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -139,12 +149,12 @@ impl Daemon {
             }
             for ev in events.iter() {
                 match self.source(ev.token()) {
+                    Source::Netlink if stopping => {}
                     Source::Netlink => self.on_netlink(),
                     Source::Signals => {
                         if self.on_signals() {
-                            self.runner.terminate_all();
-                            self.log_summary();
-                            return Ok(());
+                            self.runner.shutdown(Instant::now());
+                            stopping = true;
                         }
                     }
                     Source::Hook(t) => self.runner.output(t, self.poll.registry()),
@@ -152,8 +162,17 @@ impl Daemon {
                     Source::Unknown => {}
                 }
             }
-            self.runner.expire(Instant::now());
-            if self.netlink.wants_retry() {
+            self.runner.read_pending(self.poll.registry());
+            self.runner
+                .on_timer(self.poll.registry(), Instant::now(), &mut self.done);
+            for l in self.done.drain(..) {
+                self.sched.done(l);
+            }
+            if stopping && self.runner.stopped(Instant::now()) {
+                self.log_summary();
+                return Ok(());
+            }
+            if self.netlink.wants_retry() && !stopping {
                 self.on_netlink();
             }
         }
@@ -163,7 +182,7 @@ impl Daemon {
         let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
         log::info!(
             "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start; \
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, {} starts retried; \
              policy: {} requests, {} refused, {} rules restored",
             n.messages,
             n.decode_errors,
@@ -176,6 +195,7 @@ impl Daemon {
             h.failed,
             h.timed_out,
             h.spawn_errors,
+            h.retries,
             p.requests,
             p.refused,
             p.restored
@@ -293,6 +313,7 @@ impl Daemon {
         self.policy.set_settings(c.policy.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
+        self.runner.check_script_dir();
         self.core
             .set_settings(core_settings(&c), now_ms(), &mut self.out);
         for ev in self.out.drain(..) {

@@ -410,7 +410,9 @@ mod tests {
         assert!(!json_in_file(&json));
         let env = environment(&e, "kernel", &json);
         assert_eq!(get(&env, "JSON"), json.as_bytes());
-        assert!(env.iter().all(|(k, _)| *k != "JSON_FILE" && *k != "TRUNCATED"));
+        assert!(env
+            .iter()
+            .all(|(k, _)| *k != "JSON_FILE" && *k != "TRUNCATED"));
     }
 
     #[test]
@@ -439,7 +441,11 @@ mod tests {
         }
         let rules = std::str::from_utf8(get(&env, "POLICY_RULES")).unwrap();
         assert!(rules.len() <= VALUE_MAX);
-        assert!(rules.ends_with("lookup 1003"), "{}", &rules[rules.len() - 30..]);
+        assert!(
+            rules.ends_with("lookup 1003"),
+            "{}",
+            &rules[rules.len() - 30..]
+        );
         // the kernel's limit for the whole environment is never reached
         let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         assert!(total < 128 * 1024, "{total}");
