@@ -1,7 +1,9 @@
 //! The one loop: a mio `Poll` over the netlink socket, the signal pipe and
 //! the hooks' output pipes; hook timeouts are the poll timeout. One
 //! dispatch `match` turns a token into its source. Every source is drained
-//! until it would block; nothing here waits for anything but `poll`.
+//! until it would block, except hook output, which is read within a budget
+//! per turn (a pipe left readable makes the next poll not wait); nothing
+//! here waits for anything but `poll`.
 
 use std::io;
 use std::path::PathBuf;
@@ -182,7 +184,7 @@ impl Daemon {
         let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
         log::info!(
             "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, {} starts retried; \
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, {} starts retried, {} output lines dropped; \
              policy: {} requests, {} refused, {} rules restored",
             n.messages,
             n.decode_errors,
@@ -196,6 +198,7 @@ impl Daemon {
             h.timed_out,
             h.spawn_errors,
             h.retries,
+            h.lines_dropped,
             p.requests,
             p.refused,
             p.restored

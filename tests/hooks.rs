@@ -252,6 +252,48 @@ fn hooks_wait_for_descriptors_instead_of_being_dropped() {
     assert_eq!(code, Some(0));
 }
 
+/// A storm of 10,000 address changes while no hook can start (the
+/// daemon's descriptors are used up): the first event waits, the rest
+/// coalesce behind it, and once descriptors are free again the link's
+/// hooks run twice, the last time with the final state.
+#[test]
+fn a_storm_while_hooks_cannot_start_coalesces_behind_the_waiting_event() {
+    let (a, d) = (Ns::new(), Dir::new());
+    holding_recorder(&d, "0");
+    pairs_up(&a, &d, "st", 1);
+    let mut n = Netevd::start(&a, &d, "scripts:\n  run_on_startup: false\n", &[]);
+    let pid = n.pid().to_string();
+    // one descriptor more than it has open: a hook's pipe needs two
+    let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = format!("--nofile={}:{}", open + 1, 1024);
+    run("prlimit", &["--pid", &pid, &limit]);
+    let mut batch = String::new();
+    for i in 0..5_000u32 {
+        let ip = format!("198.18.{}.{}/32", i / 250, i % 250 + 1);
+        batch.push_str(&format!("addr add {ip} dev sta0\naddr del {ip} dev sta0\n"));
+    }
+    batch.push_str("addr add 203.0.113.9/32 dev sta0\n");
+    a.batch(&d.write("storm", &batch, 0o644));
+    sleep_ms(1000);
+    assert!(
+        d.records().is_empty(),
+        "a hook started: the test proves nothing"
+    );
+    run("prlimit", &["--pid", &pid, "--nofile=1024:1024"]);
+    let t = Instant::now();
+    let r = d.wait_for("the final state", 15, |r| {
+        last_for(r, "sta0").is_some_and(|x| x.addresses == "203.0.113.9")
+    });
+    let took = t.elapsed();
+    let runs = r.iter().filter(|x| x.link == "sta0").count();
+    assert!(runs <= 3, "{runs} runs for one waiting link: not coalesced");
+    assert!(took < Duration::from_secs(7), "final hook {took:?} late");
+    sleep_ms(500);
+    assert_eq!(d.records().len(), r.len(), "runs after the final state");
+    let (_, code) = n.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+}
+
 /// A cgroup limiting the daemon and its hooks to 3 processes: forks fail
 /// with EAGAIN, are retried, and every link's final hook runs.
 #[test]
@@ -492,7 +534,7 @@ fn shutdown_kills_hooks_that_ignore_sigterm() {
             for x in &self.0 {
                 let cmd = fs::read(format!("/proc/{x}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd);
-                if alive(x) && (cmd.contains("10-stubborn") || cmd.contains("sleep\0300")) {
+                if alive(x) && (cmd.contains("10-stubborn") || cmd.contains("sleep\x00300")) {
                     let _ = Command::new("kill").args(["-KILL", x]).status();
                 }
             }

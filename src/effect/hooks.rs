@@ -356,8 +356,8 @@ impl Runner {
         let dir = self.dir_of(&ev);
         let link = Esc(&ev.name).to_string();
         let listed = list(&dir);
-        if let Ok(hooks) = &listed {
-            if hooks.is_empty() {
+        match &listed {
+            Ok(hooks) if hooks.is_empty() => {
                 log::debug!(
                     "event {} {} on {link}: no hooks in {}",
                     ev.id,
@@ -366,7 +366,7 @@ impl Runner {
                 );
                 return false;
             }
-            if self.settings.dry_run {
+            Ok(hooks) if self.settings.dry_run => {
                 for h in hooks {
                     log::info!(
                         "dry run: would run {} for {link} (event {}, {})",
@@ -377,6 +377,11 @@ impl Runner {
                 }
                 return false;
             }
+            Err(e) if self.settings.dry_run => {
+                log::info!("dry run: cannot list {}: {e}", dir.display());
+                return false;
+            }
+            _ => {}
         }
         let json = to_json(&ev, self.settings.backend);
         let env = environment(&ev, self.settings.backend, &json);
