@@ -262,6 +262,8 @@ struct Proc {
 struct Retry {
     at: Instant,
     wait: Duration,
+    /// The first failure.
+    since: Instant,
 }
 
 struct Run {
@@ -341,10 +343,6 @@ impl Runner {
         token.0 >= self.base && token.0 < self.base + self.runs.len()
     }
 
-    fn dir_of(&self, ev: &HookEvent) -> PathBuf {
-        self.settings.script_dir.join(format!("{}.d", ev.dir()))
-    }
-
     /// Starts the hooks for `ev`. Returns false when there is nothing to
     /// run (no hooks, dry run, shutting down): the link is free again at
     /// once. True means the link stays busy until `reap` or `on_timer`
@@ -353,7 +351,7 @@ impl Runner {
         if self.stopping.is_some() {
             return false;
         }
-        let dir = self.dir_of(&ev);
+        let dir = hook_dir(&self.settings.script_dir, &ev);
         let link = Esc(&ev.name).to_string();
         let listed = list(&dir);
         match &listed {
@@ -392,25 +390,24 @@ impl Runner {
                 self.runs.len() - 1
             }
         };
+        let (hooks, error) = match listed {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e)),
+        };
         self.runs[slot] = Some(Run {
             event: ev,
             link,
             env,
             json: json_in_file(&json).then_some(json),
             json_fd: None,
-            hooks: None,
+            hooks,
             next: 0,
             proc: None,
             retry: None,
         });
-        match listed {
-            Ok(hooks) => {
-                if let Some(r) = self.runs[slot].as_mut() {
-                    r.hooks = Some(hooks);
-                }
-                self.advance(slot, reg, now)
-            }
-            Err(e) => {
+        match error {
+            None => self.advance(slot, reg, now),
+            Some(e) => {
                 self.defer(slot, now, &format!("cannot list {}", dir.display()), &e);
                 true
             }
@@ -444,9 +441,11 @@ impl Runner {
                 wait.as_millis()
             );
         }
+        let since = run.retry.as_ref().map_or(now, |r| r.since);
         run.retry = Some(Retry {
             at: now + wait,
             wait,
+            since,
         });
     }
 
@@ -465,10 +464,7 @@ impl Runner {
                 return false;
             };
             if run.hooks.is_none() {
-                let dir = self
-                    .settings
-                    .script_dir
-                    .join(format!("{}.d", run.event.dir()));
+                let dir = hook_dir(&self.settings.script_dir, &run.event);
                 match list(&dir) {
                     Ok(h) => run.hooks = Some(h),
                     Err(e) => {
@@ -485,7 +481,10 @@ impl Runner {
             if run.json_fd.is_none() {
                 if let Some(json) = &run.json {
                     match json_file(json) {
-                        Ok(fd) => run.json_fd = Some(fd),
+                        Ok(fd) => {
+                            run.json_fd = Some(fd);
+                            run.json = None;
+                        }
                         Err(e) if transient(&e) => {
                             self.defer(slot, now, "cannot make the JSON file", &e);
                             return true;
@@ -512,7 +511,7 @@ impl Runner {
                         log::info!(
                             "hook {hook} for {} started after waiting {} ms for resources",
                             run.link,
-                            r.wait.as_millis()
+                            now.saturating_duration_since(r.since).as_millis()
                         );
                     }
                     let fd = pipe.as_raw_fd();
@@ -600,6 +599,7 @@ impl Runner {
     /// After SIGCHLD: reaps the hooks that exited, starts the next ones,
     /// and returns the links whose runs are over.
     pub fn reap(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+        let mut reaped = false;
         for slot in 0..self.runs.len() {
             let Some(run) = self.runs[slot].as_mut() else {
                 continue;
@@ -650,9 +650,20 @@ impl Runner {
                 }
             }
             run.proc = None;
+            reaped = true;
             let index = run.event.index;
             if !self.advance(slot, reg, now) {
                 done.push(index);
+            }
+        }
+        if reaped {
+            // What that hook held (a process, descriptors) is free now:
+            // waiting runs try again at the next `on_timer`, not at the end
+            // of their backoff, which keeps growing if they fail again.
+            for r in self.runs.iter_mut().flatten() {
+                if let Some(t) = r.retry.as_mut() {
+                    t.at = t.at.min(now);
+                }
             }
         }
     }
@@ -771,6 +782,10 @@ impl Runner {
         let running = self.runs.iter().flatten().any(|r| r.proc.is_some());
         !running || s.give_up.is_some_and(|t| now >= t)
     }
+}
+
+fn hook_dir(script_dir: &Path, ev: &HookEvent) -> PathBuf {
+    script_dir.join(format!("{}.d", ev.dir()))
 }
 
 fn kill_group(pid: u32, sig: Signal) {
@@ -981,6 +996,76 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["10-a", "20-b", "25-link", "B"]);
         assert!(list(&d.join("missing")).unwrap().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_resource_shortages_are_retried() {
+        for e in [libc::EAGAIN, libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            assert!(transient(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        for e in [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::ENOEXEC,
+            libc::E2BIG,
+            libc::ELOOP,
+        ] {
+            assert!(!transient(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+    }
+
+    #[test]
+    fn output_bucket_allows_a_burst_then_a_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(t0);
+        assert_eq!((0..1000).filter(|_| b.take()).count() as u64, LOG_BURST);
+        b.refill(t0 + Duration::from_millis(999));
+        assert_eq!((0..1000).filter(|_| b.take()).count(), 9);
+        // the 0.99 line left over counts too
+        b.refill(t0 + Duration::from_secs(2));
+        assert_eq!((0..1000).filter(|_| b.take()).count(), 11);
+        b.refill(t0 + Duration::from_secs(3600));
+        assert_eq!((0..1000).filter(|_| b.take()).count() as u64, LOG_BURST);
+    }
+
+    #[test]
+    fn json_file_holds_the_json_and_is_sealed() {
+        let json = "{\"x\":1}".repeat(10_000);
+        let fd = json_file(&json).unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), json);
+        // read twice: each open starts at the beginning
+        assert_eq!(std::fs::read_to_string(&path).unwrap().len(), json.len());
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(w.write_all(b"changed").is_err(), "not sealed");
+    }
+
+    #[test]
+    fn script_dir_problems_are_counted() {
+        let d = std::env::temp_dir().join(format!("netevd-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(check_script_dir(&d), 1, "missing");
+        std::fs::write(&d, "").unwrap();
+        assert_eq!(check_script_dir(&d), 1, "a file");
+        std::fs::remove_file(&d).unwrap();
+        std::os::unix::fs::symlink(&d, &d).unwrap();
+        assert_eq!(check_script_dir(&d), 1, "a loop");
+        std::fs::remove_file(&d).unwrap();
+        std::fs::create_dir_all(d.join("up.d")).unwrap();
+        assert_eq!(check_script_dir(&d), 0, "fine");
+        for (n, mode) in [("10-ok", 0o755), ("20-noexec", 0o644), ("30-x~", 0o644)] {
+            let p = d.join("up.d").join(n);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(d.join("nope"), d.join("up.d/40-dangling")).unwrap();
+        std::fs::create_dir(d.join("up.d/50-dir")).unwrap();
+        std::fs::write(d.join("routes.d"), "").unwrap();
+        std::fs::write(d.join("netevd.yaml"), "").unwrap();
+        // 20-noexec, 40-dangling, 50-dir, routes.d; not 30-x~ (not a hook
+        // name) nor netevd.yaml (not a *.d)
+        assert_eq!(check_script_dir(&d), 4);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
