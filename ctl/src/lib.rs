@@ -615,6 +615,8 @@ pub struct Counters {
     pub hooks_failed: u64,
     pub hooks_timed_out: u64,
     pub hooks_not_started: u64,
+    pub hook_starts_retried: u64,
+    pub hook_lines_dropped: u64,
     pub netlink_messages: u64,
     pub netlink_undecodable: u64,
     pub netlink_overruns: u64,

@@ -265,17 +265,60 @@ pub struct RunInfo {
     pub coalesced: u32,
 }
 
+/// Largest `JSON` passed in the environment. The kernel refuses an exec
+/// whose environment holds any one string over 128 KiB (MAX_ARG_STRLEN),
+/// which a link with about 1,500 addresses reaches; a larger JSON is
+/// passed in a sealed memory file on descriptor [`JSON_FD`] instead, named
+/// by `JSON_FILE`, and `JSON` is empty.
+pub const JSON_ENV_MAX: usize = 64 * 1024;
+
+/// Largest value of any other variable. Lists (`ADDRESSES`,
+/// `POLICY_RULES`) are cut after the last whole item that fits, anything
+/// else at this many bytes, and the variable is named in `TRUNCATED`. With
+/// `JSON` at most [`JSON_ENV_MAX`] the whole environment stays under the
+/// kernel's smallest limit for all of it (128 KiB).
+pub const VALUE_MAX: usize = 16 * 1024;
+
+/// The descriptor on which a hook inherits a JSON too large for `JSON`.
+pub const JSON_FD: i32 = 3;
+
+/// Whether this event's JSON goes to the hook in a file rather than in
+/// `JSON`.
+pub fn json_in_file(json: &str) -> bool {
+    json.len() > JSON_ENV_MAX
+}
+
+/// `items` joined by `sep`, as many whole items as fit in [`VALUE_MAX`]
+/// bytes; true when some were left out.
+fn bounded_list<I: IntoIterator<Item = String>>(items: I, sep: &str) -> (String, bool) {
+    let mut out = String::new();
+    for item in items {
+        let extra = if out.is_empty() { 0 } else { sep.len() };
+        if out.len() + extra + item.len() > VALUE_MAX {
+            return (out, true);
+        }
+        if extra > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&item);
+    }
+    (out, false)
+}
+
 /// The hook's whole environment. It starts empty: nothing of the daemon's
 /// own environment leaks into hooks but `PATH`. Values go through as
-/// bytes, unquoted and unfiltered; no shell ever sees them.
+/// bytes, unquoted and unfiltered; no shell ever sees them. Their size is
+/// bounded (see [`VALUE_MAX`], [`JSON_ENV_MAX`]) so that no event is too
+/// large to run its hooks; what was cut is named in `TRUNCATED`, and the
+/// JSON, which is never cut, says everything.
 pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
+    let json = ev.json();
     let s = |v: String| OsString::from(v);
-    let addresses = ev
-        .addrs
-        .iter()
-        .map(|a| a.ip.to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mut truncated: Vec<&'static str> = Vec::new();
+    let (addresses, cut) = bounded_list(ev.addrs.iter().map(|a| a.ip.to_string()), " ");
+    if cut {
+        truncated.push("ADDRESSES");
+    }
     let mut env = vec![
         (
             "PATH",
@@ -294,11 +337,20 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         ("EVENT_ID", s(ev.id.to_string())),
         ("BACKEND", s(ev.origin.as_str().into())),
         ("ADDRESSES", s(addresses)),
-        ("JSON", s(ev.json().into())),
     ];
+    if json_in_file(json) {
+        env.push(("JSON", OsString::new()));
+        env.push(("JSON_FILE", s(format!("/dev/fd/{JSON_FD}"))));
+    } else {
+        env.push(("JSON", s(json.into())));
+    }
     if let Some(p) = &ev.policy {
         env.push(("POLICY_TABLE", s(p.table.to_string())));
-        env.push(("POLICY_RULES", s(p.rules.join(", "))));
+        let (rules, cut) = bounded_list(p.rules.iter().cloned(), ", ");
+        if cut {
+            truncated.push("POLICY_RULES");
+        }
+        env.push(("POLICY_RULES", s(rules)));
     }
     if let Some(rc) = &ev.route {
         let r = &rc.route;
@@ -314,6 +366,18 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         ));
         env.push(("ROUTE_TABLE", s(r.table.to_string())));
         env.push(("ROUTE_METRIC", s(r.priority.to_string())));
+    }
+    // Whatever else grows one day is bounded too.
+    for (k, v) in env.iter_mut() {
+        if *k != "JSON" && v.len() > VALUE_MAX {
+            let mut b = std::mem::take(v).into_vec();
+            b.truncate(VALUE_MAX);
+            *v = OsString::from_vec(b);
+            truncated.push(k);
+        }
+    }
+    if !truncated.is_empty() {
+        env.push(("TRUNCATED", s(truncated.join(" "))));
     }
     env
 }
@@ -416,6 +480,77 @@ mod tests {
         e.name = vec![b'e', 0xff, b'x'];
         let env = environment(&e.seal(None), &RUN);
         assert_eq!(get(&env, "LINK"), &[b'e', 0xff, b'x']);
+    }
+
+    fn many_addrs(n: u32) -> Vec<AddrInfo> {
+        (0..n)
+            .map(|i| AddrInfo {
+                index: 3,
+                ip: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16)
+                    .into(),
+                prefix: 128,
+                scope: 0,
+                flags: 0x80,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_events_need_no_file_and_cut_nothing() {
+        let e = ev().seal(None);
+        let json = e.json();
+        assert!(!json_in_file(json));
+        let env = environment(&e, &RUN);
+        assert_eq!(get(&env, "JSON"), json.as_bytes());
+        assert!(env
+            .iter()
+            .all(|(k, _)| *k != "JSON_FILE" && *k != "TRUNCATED"));
+    }
+
+    #[test]
+    fn large_events_are_bounded_and_the_json_goes_to_a_file() {
+        let mut e = ev();
+        e.addrs = many_addrs(2000);
+        let e = e.seal(Some(PolicyView {
+            table: 1003,
+            rules: (0..2000)
+                .map(|i| format!("{}: from 2001:db8::{i:x}/128 lookup 1003", 10000 + i))
+                .collect(),
+            gateways: vec![],
+        }));
+        let json = e.json();
+        assert!(json.len() > JSON_ENV_MAX && json_in_file(json));
+        let env = environment(&e, &RUN);
+        assert_eq!(get(&env, "JSON"), b"");
+        assert_eq!(get(&env, "JSON_FILE"), b"/dev/fd/3");
+        assert_eq!(get(&env, "TRUNCATED"), b"ADDRESSES POLICY_RULES");
+        let addrs = std::str::from_utf8(get(&env, "ADDRESSES")).unwrap();
+        assert!(addrs.len() <= VALUE_MAX && addrs.len() > VALUE_MAX - 40);
+        // whole addresses only, in order
+        let listed: Vec<&str> = addrs.split(' ').collect();
+        for (i, a) in listed.iter().enumerate() {
+            assert_eq!(*a, e.addrs[i].ip.to_string());
+        }
+        let rules = std::str::from_utf8(get(&env, "POLICY_RULES")).unwrap();
+        assert!(rules.len() <= VALUE_MAX);
+        assert!(
+            rules.ends_with("lookup 1003"),
+            "{}",
+            &rules[rules.len() - 30..]
+        );
+        // the kernel's limit for the whole environment is never reached
+        let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        assert!(total < 128 * 1024, "{total}");
+    }
+
+    #[test]
+    fn a_list_that_just_fits_is_not_cut() {
+        let (l, cut) = bounded_list(["a".repeat(VALUE_MAX)], " ");
+        assert!(!cut && l.len() == VALUE_MAX);
+        let (l, cut) = bounded_list(["a".repeat(VALUE_MAX - 2), "b".into()], " ");
+        assert!(!cut && l.len() == VALUE_MAX);
+        let (l, cut) = bounded_list(["a".repeat(VALUE_MAX - 1), "b".into()], " ");
+        assert!(cut && l.len() == VALUE_MAX - 1);
     }
 
     #[test]

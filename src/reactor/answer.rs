@@ -297,7 +297,12 @@ impl Daemon {
             .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {link}")))?;
         let ev = self.seal(ev);
         let path = self.config.script_dir.join(format!("{dir}.d"));
-        let found = hooks::list(&path);
+        let found = hooks::list(&path).map_err(|e| {
+            Error::new(
+                Code::Unavailable,
+                format!("cannot list {}: {e}", path.display()),
+            )
+        })?;
         let name = ev.name_lossy();
         if dry_run {
             let run = RunInfo {

@@ -74,6 +74,9 @@ pub struct Daemon {
     /// What `history` holds, by `Event::weight`.
     history_bytes: usize,
     last_event: Option<Rc<Event>>,
+    /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
+    /// running ones exited or were killed (`Runner::shutdown`).
+    stopping: bool,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -152,19 +155,24 @@ impl Daemon {
             history: VecDeque::new(),
             history_bytes: 0,
             last_event: None,
+            stopping: false,
         })
     }
 
-    /// Runs until SIGTERM or SIGINT.
+    /// Runs until SIGTERM or SIGINT, then until the hooks still running
+    /// have exited or been killed.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
+        self.runner.check_script_dir();
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
         loop {
             // Whatever the last turn queued (events, finished hooks, a
             // reload) starts here, before the loop sleeps again.
             let now = Instant::now();
-            self.dispatch(now);
+            if !self.stopping {
+                self.dispatch(now);
+            }
             self.arm_timers();
             let timeout = self.timers.timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -175,11 +183,12 @@ impl Daemon {
             }
             for ev in events.iter() {
                 match token::source(ev.token()) {
+                    Source::Netlink if self.stopping => {}
                     Source::Netlink => self.on_netlink(),
                     Source::Signals => {
-                        if self.on_signals() {
-                            self.stop();
-                            return Ok(());
+                        if self.on_signals() && !self.stopping {
+                            self.stopping = true;
+                            self.runner.shutdown(Instant::now());
                         }
                     }
                     Source::ControlListener => {
@@ -200,7 +209,14 @@ impl Daemon {
             let now = Instant::now();
             while let Some(t) = self.timers.pop_due(now) {
                 match t {
-                    Timer::Hooks => self.runner.expire(now),
+                    Timer::Hooks => {
+                        self.runner
+                            .on_timer(self.poll.registry(), now, &mut self.done);
+                        for l in self.done.drain(..) {
+                            self.sched.done(l);
+                        }
+                    }
+                    Timer::NetlinkRetry if self.stopping => {}
                     Timer::NetlinkRetry => self.on_netlink(),
                     Timer::Control => {
                         if let Some(c) = self.control.as_mut() {
@@ -209,6 +225,10 @@ impl Daemon {
                     }
                     Timer::Again => self.on_leftovers(),
                 }
+            }
+            if self.stopping && self.runner.stopped(Instant::now()) {
+                self.stop();
+                return Ok(());
             }
         }
     }
@@ -220,16 +240,17 @@ impl Daemon {
         self.timers.arm(Timer::NetlinkRetry, retry);
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
-        let again = self
-            .control
-            .as_ref()
-            .is_some_and(|c| !c.more().is_empty())
-            .then_some(now);
+        // A source left readable for want of budget gives no new
+        // readiness (edge-triggered): look again without sleeping.
+        let again = (self.runner.pending_output()
+            || self.control.as_ref().is_some_and(|c| !c.more().is_empty()))
+        .then_some(now);
         self.timers.arm(Timer::Again, again);
     }
 
     /// Sources whose budget ran out last turn get another.
     fn on_leftovers(&mut self) {
+        self.runner.read_pending(self.poll.registry());
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
         for i in more {
             self.on_client(i, true, false);
@@ -237,7 +258,6 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        self.runner.terminate_all();
         if let Some(c) = &self.control {
             c.remove();
         }
@@ -254,6 +274,8 @@ impl Daemon {
             hooks_failed: h.failed,
             hooks_timed_out: h.timed_out,
             hooks_not_started: h.spawn_errors,
+            hook_starts_retried: h.retries,
+            hook_lines_dropped: h.lines_dropped,
             netlink_messages: n.messages,
             netlink_undecodable: n.decode_errors,
             netlink_overruns: n.overflows,
@@ -272,7 +294,8 @@ impl Daemon {
         let c = self.counters();
         log::info!(
             "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start; \
+             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, \
+             {} starts retried, {} output lines dropped; \
              policy: {} requests, {} refused, {} rules restored; control: {} requests, {} errors, {} subscribers dropped",
             c.netlink_messages,
             c.netlink_undecodable,
@@ -285,6 +308,8 @@ impl Daemon {
             c.hooks_failed,
             c.hooks_timed_out,
             c.hooks_not_started,
+            c.hook_starts_retried,
+            c.hook_lines_dropped,
             c.policy_requests,
             c.policy_refused,
             c.policy_restored,
@@ -506,6 +531,7 @@ impl Daemon {
         self.policy.set_settings(c.policy.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
+        self.runner.check_script_dir();
         self.config = c;
         self.core
             .set_settings(core_settings(&self.config), now_ms(), &mut self.out);

@@ -212,6 +212,20 @@ impl Record {
     }
 }
 
+/// A test's configuration: its hooks under `dir`, and its own control
+/// socket `<dir>/ctl.sock` unless `config` sets one.
+pub fn config_text(dir: &Dir, config: &str) -> String {
+    let control = if config.contains("control:") {
+        String::new()
+    } else {
+        format!("control:\n  socket: {}\n", dir.join("ctl.sock").display())
+    };
+    format!(
+        "system:\n  script_dir: {}\n{config}\n{control}",
+        dir.join("hooks").display()
+    )
+}
+
 /// The daemon running in a namespace; killed and reaped on drop.
 pub struct Daemon {
     child: Child,
@@ -221,17 +235,7 @@ impl Daemon {
     /// Starts netevd in `ns` with `config` (YAML, script_dir is set to the
     /// test's hooks), logging at debug to `<dir>/log`.
     pub fn start(ns: &Ns, dir: &Dir, config: &str) -> Daemon {
-        // Each daemon serves its own control socket, unless the test
-        // configures one.
-        let control = if config.contains("control:") {
-            String::new()
-        } else {
-            format!("control:\n  socket: {}\n", dir.join("ctl.sock").display())
-        };
-        let cfg = format!(
-            "system:\n  script_dir: {}\n{config}\n{control}",
-            dir.join("hooks").display()
-        );
+        let cfg = config_text(dir, config);
         let cfg_path = dir.write("netevd.yaml", &cfg, 0o644);
         let log = fs::File::create(dir.join("log")).unwrap();
         let child = Command::new("ip")
