@@ -43,28 +43,8 @@ struct Args {
     version: bool,
 }
 
-/// Parses the command line; `--help` exits 0, bad flags exit 2 (argh's own
-/// `from_env` would exit 1, which means something else here).
-fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
-    let all: Vec<String> = std::env::args().collect();
-    let strs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let name = strs
-        .first()
-        .map(|p| p.rsplit('/').next().unwrap_or(p))
-        .unwrap_or("netevd");
-    T::from_args(&[name], strs.get(1..).unwrap_or(&[])).map_err(|e| {
-        if e.status.is_ok() {
-            print!("{}", e.output);
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("{}", e.output.trim_end());
-            ExitCode::from(2)
-        }
-    })
-}
-
 fn main() -> ExitCode {
-    let args: Args = match parse_args() {
+    let args: Args = match netevd_ctl::parse_args("netevd") {
         Ok(a) => a,
         Err(code) => return code,
     };

@@ -465,3 +465,65 @@ fn a_stalled_log_socket_never_stalls_the_daemon() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A link going down flushes its IPv4 routes at once, silently; route
+/// hooks are slow, so the flush lands behind a running hook. Each route's
+/// last change still reaches routes.d: routes coalesce per route, not per
+/// link.
+#[test]
+fn every_flushed_route_reaches_route_hooks() {
+    let (a, d) = (Ns::new(), Dir::new());
+    d.recorder("routes", "10-record");
+    d.write("hooks/routes.d/20-slow", "#!/bin/sh\nsleep 0.3\n", 0o755);
+    quiet_pair_up(&a, "va", "vb");
+    a.ip(&["addr", "add", "192.0.2.10/24", "dev", "va"]);
+    let _n = Daemon::start(&a, &d, "scripts:\n  run_on_startup: false\n");
+    let mut batch = String::new();
+    for i in 1..=20 {
+        batch.push_str(&format!("route add 198.51.100.{i}/32 via 192.0.2.1\n"));
+    }
+    a.batch(&d.write("batch", &batch, 0o644));
+    a.ip(&["link", "set", "va", "down"]);
+    let r = d.wait_for("a deletion for each of the 20 routes", 30, |r| {
+        (1..=20).all(|i| {
+            r.iter()
+                .any(|x| x.route_action == "del" && x.route_dst == format!("198.51.100.{i}/32"))
+        })
+    });
+    // The last word on each route is its deletion.
+    for i in 1..=20 {
+        let dst = format!("198.51.100.{i}/32");
+        let last = r.iter().rev().find(|x| x.route_dst == dst).unwrap();
+        assert_eq!(last.route_action, "del", "{dst}: {r:#?}");
+    }
+}
+
+/// A link deleted while its hooks run, and a new link that takes its index
+/// at once: the hooks still hear of the old link's removal, by its name.
+#[test]
+fn a_removal_never_folds_into_a_link_reusing_the_index() {
+    let (a, d) = (Ns::new(), Dir::new());
+    d.record_all();
+    for s in ["off", "no-carrier", "carrier", "degraded", "routable"] {
+        d.write(
+            &format!("hooks/{s}.d/20-slow"),
+            "#!/bin/sh\nsleep 1\n",
+            0o755,
+        );
+    }
+    let _n = Daemon::start(&a, &d, "");
+    a.ip(&["link", "add", "rx", "index", "500", "type", "ifb"]);
+    sleep_ms(200);
+    a.ip(&["link", "del", "rx"]);
+    a.ip(&["link", "add", "ry", "index", "500", "type", "ifb"]);
+    let r = d.wait_for("rx removed and ry seen", 10, |r| {
+        r.iter().any(|x| x.link == "rx" && x.event == "removed") && r.iter().any(|x| x.link == "ry")
+    });
+    let rx_removed = r
+        .iter()
+        .position(|x| x.link == "rx" && x.event == "removed")
+        .unwrap();
+    let ry_first = r.iter().position(|x| x.link == "ry").unwrap();
+    assert!(rx_removed < ry_first, "{r:#?}");
+    assert_eq!(r[rx_removed].index, "500");
+}
