@@ -793,4 +793,70 @@ mod tests {
         assert!(!f.matches("wan", 3, "state", "carrier"));
         assert!(!f.matches("lan", 3, "state", "routable"));
     }
+
+    /// A stable stand-in for cargo-fuzz (no nightly toolchain here): the
+    /// parser is fed a corpus of valid lines, their mutations and random
+    /// bytes for a bounded time, and must answer every one without
+    /// panicking; a line that parses must say the same thing when written
+    /// back.
+    #[test]
+    fn fuzz_request_parser() {
+        let corpus: Vec<Vec<u8>> = [
+            r#"{"command":"status"}"#,
+            r#"{"command":"interface","link":"eth0","id":7}"#,
+            r#"{"command":"routes","table":254,"family":"inet6","link":3}"#,
+            r#"{"command":"events","limit":10,"since":4,"kind":"state","state":"routable"}"#,
+            r#"{"command":"test","state":"routable","link":"wan","dry_run":true}"#,
+            r#"{"command":"subscribe","link":"x"}"#,
+            r#"{"command":"rules","all":false}"#,
+            r#"{"command":"history","limit":1}"#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = br#"{}[]":,0123456789-.eE truefalsnl\u"#;
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let mut n = 0u64;
+        while std::time::Instant::now() < end {
+            let mut line = corpus[(rnd() % corpus.len() as u64) as usize].clone();
+            match rnd() % 4 {
+                0 => {
+                    let len = (rnd() % 64) as usize;
+                    line = (0..len).map(|_| rnd() as u8).collect();
+                }
+                1 => {
+                    for _ in 0..1 + rnd() % 4 {
+                        let i = (rnd() % (line.len() as u64 + 1)) as usize;
+                        let c = alphabet[(rnd() % alphabet.len() as u64) as usize];
+                        line.insert(i, c);
+                    }
+                }
+                2 => {
+                    for _ in 0..1 + rnd() % 4 {
+                        if !line.is_empty() {
+                            let i = (rnd() % line.len() as u64) as usize;
+                            line[i] = rnd() as u8;
+                        }
+                    }
+                }
+                _ => {
+                    let cut = (rnd() % (line.len() as u64 + 1)) as usize;
+                    line.truncate(cut);
+                }
+            }
+            let p = parse_request(&line);
+            if let Ok(r) = p.request {
+                assert_eq!(req(&r.to_line()).as_ref(), Ok(&r), "{line:?}");
+            }
+            n += 1;
+        }
+        assert!(n > 1000, "only {n} inputs in the time given");
+    }
 }
