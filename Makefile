@@ -21,12 +21,14 @@ build:
 	$(CARGO) build --release --workspace
 
 # A private hook tree under target/run with the example hook in every
-# state directory, and a config that points at it.
+# state directory, and a config that points at it and serves the control
+# socket at target/run/netevd.sock (netevctl --socket target/run/netevd.sock).
 run: build
 	@mkdir -p $(RUNDIR)
 	@for s in $(STATES); do mkdir -p $(RUNDIR)/hooks/$$s.d; \
 	  cp contrib/hooks/print-event $(RUNDIR)/hooks/$$s.d/50-print-event; done
-	@sed 's|^  script_dir: .*|  script_dir: $(CURDIR)/$(RUNDIR)/hooks|' contrib/netevd.yaml > $(RUNDIR)/netevd.yaml
+	@sed -e 's|^  script_dir: .*|  script_dir: $(CURDIR)/$(RUNDIR)/hooks|' \
+	  -e 's|^  socket: .*|  socket: $(CURDIR)/$(RUNDIR)/netevd.sock|' contrib/netevd.yaml > $(RUNDIR)/netevd.yaml
 	./target/release/netevd --foreground --config $(RUNDIR)/netevd.yaml
 
 test:
