@@ -696,6 +696,8 @@ fn access_hint(path: &Path) -> String {
     if mode & 0o020 != 0 {
         let group = name_of("/etc/group", md.gid());
         format!("mode {mode:04o}, group {group}: join group {group} or run as root")
+    } else if md.uid() == 0 {
+        format!("mode {mode:04o}, owner {owner}: only root may connect")
     } else {
         format!("mode {mode:04o}, owner {owner}: only {owner} and root may connect")
     }
