@@ -885,3 +885,69 @@ fn validate_runs_the_daemon_binary() {
         assert!(r.err.contains("cannot find the netevd binary"), "{r:?}");
     }
 }
+
+#[test]
+fn the_man_page_documents_every_command_option_and_error_code() {
+    let page = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/netevctl.1")).unwrap();
+    let help = |args: &[&str]| -> String {
+        let o = Command::new(netevctl_bin()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // The long options in argh's help: "  --name ..." lines.
+    let options = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim_start().strip_prefix("--"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    for o in options(&help(&["--help"])) {
+        assert!(
+            page.contains(&format!(".It Fl Fl {o}")),
+            "--{o} is not described in netevctl(1)"
+        );
+    }
+    let top = help(&["--help"]);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(commands.len(), 11, "{top}");
+    for c in commands {
+        assert!(
+            page.contains(&format!(".It Ic {c}")),
+            "{c} is not described in netevctl(1)"
+        );
+        for o in options(&help(&[c, "--help"])) {
+            assert!(
+                o == "json" || page.contains(&format!("Fl Fl {o}")),
+                "{c} --{o} is not described in netevctl(1)"
+            );
+        }
+    }
+    for code in [
+        "bad_request",
+        "unknown_command",
+        "too_long",
+        "not_found",
+        "permission_denied",
+        "invalid_config",
+        "unavailable",
+    ] {
+        assert!(
+            page.contains(&format!(".It Li {code}")),
+            "error code {code} is not in netevctl(1) PROTOCOL"
+        );
+    }
+    for key in [
+        "control.max_queue_bytes",
+        "control.idle_timeout_seconds",
+        "control.max_clients",
+        "control.group",
+    ] {
+        assert!(page.contains(key), "{key} is not in netevctl(1)");
+    }
+}
