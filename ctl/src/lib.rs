@@ -170,8 +170,8 @@ impl EventFilter {
             Some(LinkRef::Index(i)) => *i == index,
         };
         link_ok
-            && self.kind.as_deref().is_none_or(|k| k == kind)
-            && self.state.as_deref().is_none_or(|s| s == state)
+            && self.kind.as_deref().map_or(true, |k| k == kind)
+            && self.state.as_deref().map_or(true, |s| s == state)
     }
 }
 

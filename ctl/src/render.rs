@@ -55,7 +55,7 @@ impl Table {
                 }
                 l.push_str(c);
                 if i + 1 < w.len() {
-                    l.extend(std::iter::repeat_n(' ', w[i] - width(c)));
+                    l.extend(std::iter::repeat(' ').take(w[i] - width(c)));
                 }
             }
             out.push_str(l.trim_end());
@@ -476,7 +476,7 @@ fn run_result(r: &Value) -> String {
     }
     match r.get("exit_code") {
         Some(c) if !c.is_null() => format!("exit {}", cell(Some(c))),
-        _ if r.get("duration_ms").is_none_or(Value::is_null) => "running".into(),
+        _ if r.get("duration_ms").map_or(true, Value::is_null) => "running".into(),
         _ => NONE.into(),
     }
 }
@@ -617,7 +617,7 @@ pub fn test(body: &Value) -> String {
         }
         // The JSON is in the environment as JSON already; show it only
         // when it is not.
-        if env.is_none_or(|e| !e.contains_key("JSON")) {
+        if env.map_or(true, |e| !e.contains_key("JSON")) {
             if let Some(j) = obj.get("json").filter(|j| !j.is_null()) {
                 let j = match j {
                     Value::String(s) => s.clone(),
