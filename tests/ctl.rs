@@ -269,7 +269,7 @@ fn canned() -> Vec<(Vec<&'static str>, Value, Vec<&'static str>)> {
                 "config": "/etc/netevd/netevd.yaml", "config_hash": "0123456789abcdef",
                 "synced": true, "links": 2, "routes": 5, "rules": 0, "subscribers": 0,
                 "clients": 1, "counters": {"events": 3}, "last_event": null}),
-            vec!["pid: 42", "uptime_seconds: 1m 1s", "synced: yes", "  events: 3"],
+            vec!["pid: 42", "uptime: 1m 1s", "synced: yes", "  events: 3"],
         ),
         (
             vec!["interfaces"],

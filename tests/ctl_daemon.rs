@@ -487,11 +487,13 @@ fn events_follow_sees_a_link_change() {
     let mut json = s
         .cmd(&["events", "--follow", "--link", "ve0", "--json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut human = s
         .cmd(&["events", "--follow", "--link", "ve0"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let json_lines = lines_of(&mut json);

@@ -118,6 +118,82 @@ fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// A number the daemon passes on from rtnetlink, shown by the name
+/// `ip route` and `ip rule` give it; a number without one stays a number.
+/// `--json` keeps the numbers.
+fn named(v: Option<&Value>, name: fn(u64) -> Option<&'static str>) -> String {
+    match v.and_then(Value::as_u64).and_then(name) {
+        Some(n) => n.to_string(),
+        None => cell(v),
+    }
+}
+
+/// RTPROT_* (linux/rtnetlink.h), and netevd's own 148
+/// (contrib/rt_protos.d/netevd.conf).
+fn protocol_name(n: u64) -> Option<&'static str> {
+    Some(match n {
+        0 => "unspec",
+        1 => "redirect",
+        2 => "kernel",
+        3 => "boot",
+        4 => "static",
+        9 => "ra",
+        11 => "zebra",
+        12 => "bird",
+        16 => "dhcp",
+        18 => "keepalived",
+        42 => "babel",
+        148 => "netevd",
+        186 => "bgp",
+        187 => "isis",
+        188 => "ospf",
+        189 => "rip",
+        _ => return None,
+    })
+}
+
+/// RT_SCOPE_* as /etc/iproute2/rt_scopes names them.
+fn scope_name(n: u64) -> Option<&'static str> {
+    Some(match n {
+        0 => "global",
+        200 => "site",
+        253 => "link",
+        254 => "host",
+        255 => "nowhere",
+        _ => return None,
+    })
+}
+
+/// RTN_* route types.
+fn type_name(n: u64) -> Option<&'static str> {
+    Some(match n {
+        1 => "unicast",
+        2 => "local",
+        3 => "broadcast",
+        4 => "anycast",
+        5 => "multicast",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        9 => "throw",
+        10 => "nat",
+        _ => return None,
+    })
+}
+
+/// FR_ACT_* rule actions (linux/fib_rules.h).
+fn action_name(n: u64) -> Option<&'static str> {
+    Some(match n {
+        1 => "lookup",
+        2 => "goto",
+        3 => "nop",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        _ => return None,
+    })
+}
+
 /// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC:
 /// the client has no time zone database and must not guess one).
 pub fn time_ms(ms: u64) -> String {
@@ -210,13 +286,14 @@ pub fn status(body: &Value) -> String {
     // People read uptime and the last event better as text than as raw
     // numbers and a JSON object.
     if let Some(s) = obj.get("uptime_seconds").and_then(Value::as_u64) {
-        obj.insert("uptime_seconds".into(), Value::from(duration(s)));
+        obj.remove("uptime_seconds");
+        obj.insert("uptime".into(), Value::from(duration(s)));
     }
     let last = obj.remove("last_event");
     let order = [
         "version",
         "pid",
-        "uptime_seconds",
+        "uptime",
         "backend",
         "config",
         "config_hash",
@@ -380,9 +457,14 @@ fn route_table(routes: &[Value], with_link: bool) -> Table {
                 },
             });
         }
-        for k in ["table", "metric", "protocol", "scope", "type", "prefsrc"] {
-            row.push(field(r, k));
-        }
+        row.extend([
+            field(r, "table"),
+            field(r, "metric"),
+            named(r.get("protocol"), protocol_name),
+            named(r.get("scope"), scope_name),
+            named(r.get("type"), type_name),
+            field(r, "prefsrc"),
+        ]);
         t.row(row);
     }
     t
@@ -409,8 +491,8 @@ pub fn rules(body: &Value) -> String {
             field(r, "oif"),
             field(r, "fwmark"),
             field(r, "table"),
-            field(r, "action"),
-            field(r, "protocol"),
+            named(r.get("action"), action_name),
+            named(r.get("protocol"), protocol_name),
             field(r, "own"),
         ]);
     }
@@ -690,7 +772,7 @@ mod tests {
         }));
         assert_eq!(
             s,
-            "version: 0.1.0\npid: 42\nuptime_seconds: 1h 2m 5s\nbackend: kernel\n\
+            "version: 0.1.0\npid: 42\nuptime: 1h 2m 5s\nbackend: kernel\n\
              config: /etc/netevd/netevd.yaml\nconfig_hash: 00ff\nsynced: yes\nlinks: 3\n\
              routes: 9\nrules: 4\nclients: 2\nsubscribers: 1\nfuture_field: x\n\
              last_event: 1970-01-01T00:00:00.000Z #5 state eth0 carrier->routable 192.0.2.1/24\n\
@@ -766,6 +848,35 @@ mod tests {
             s,
             "PRIORITY  FAMILY  FROM           TO  IIF  OIF  FWMARK  TABLE  ACTION  PROTOCOL  OWN\n\
              10000     inet    192.0.2.10/32  -   -    -    -       1003   lookup  netevd    yes\n"
+        );
+    }
+
+    #[test]
+    fn rtnetlink_numbers_get_their_names() {
+        let s = routes(&json!({"routes": [
+            {"family": "inet", "dst": "192.0.2.0/24", "gateway": null, "table": 1003,
+             "metric": 0, "protocol": 148, "scope": 253, "type": 1, "prefsrc": "192.0.2.1",
+             "ifindex": 3, "link": "ve0"},
+            {"family": "inet", "dst": "198.51.100.0/24", "gateway": null, "table": 254,
+             "metric": 0, "protocol": 77, "scope": 0, "type": 6, "prefsrc": null,
+             "ifindex": null, "link": null}
+        ]}));
+        assert_eq!(
+            s,
+            "FAMILY  DST              GATEWAY  LINK  TABLE  METRIC  PROTOCOL  SCOPE   TYPE       PREFSRC\n\
+             inet    192.0.2.0/24     -        ve0   1003   0       netevd    link    unicast    192.0.2.1\n\
+             inet    198.51.100.0/24  -        -     254    0       77        global  blackhole  -\n"
+        );
+        let s = rules(
+            &json!({"rules": [{"family": "inet6", "priority": 32766, "table": 254,
+            "from": "all", "to": "all", "iif": null, "oif": null, "fwmark": 0, "protocol": 2,
+            "action": 1, "own": false}]}),
+        );
+        assert!(
+            s.ends_with(
+                "32766     inet6   all   all  -    -    0       254    lookup  kernel    no\n"
+            ),
+            "{s}"
         );
     }
 
