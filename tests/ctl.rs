@@ -463,8 +463,11 @@ fn a_trickling_or_silent_server_hits_the_deadline() {
             "took {took:?}"
         );
     }
-    let r = ctl(Path::new("/nonexistent"), &["--timeout", "0", "status"]);
-    assert_eq!(r.code, Some(2), "{r:?}");
+    for t in ["0", "86401", "18446744073709551615"] {
+        let r = ctl(Path::new("/nonexistent"), &["--timeout", t, "status"]);
+        assert_eq!(r.code, Some(2), "{t}: {r:?}");
+        assert!(r.err.contains("--timeout: 1 to 86400 seconds"), "{r:?}");
+    }
 }
 
 #[test]

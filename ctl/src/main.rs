@@ -39,6 +39,10 @@ const DEFAULT_SOCKET: &str = "/run/netevd/netevd.sock";
 /// broken server must not make the client eat memory.
 const MAX_REPLY: usize = 64 << 20;
 
+/// The longest `--timeout`, a day: longer is a mistake, and a deadline
+/// must not overflow the clock.
+const MAX_TIMEOUT: u64 = 86400;
+
 /// Query and control netevd through its control socket.
 #[derive(FromArgs)]
 #[argh(help_triggers("-h", "--help", "help"))]
@@ -287,8 +291,11 @@ fn run(args: &Args) -> Result<(), Fail> {
             "a command is needed: {COMMAND_LIST} (netevctl --help says more)"
         )));
     };
-    if args.timeout == 0 {
-        return Err(Fail::Usage("--timeout: at least 1 second".into()));
+    if !(1..=MAX_TIMEOUT).contains(&args.timeout) {
+        return Err(Fail::Usage(format!(
+            "--timeout: 1 to {MAX_TIMEOUT} seconds, not {}",
+            args.timeout
+        )));
     }
     let json = args.json || cmd.json();
     if let Command::Validate(v) = cmd {
