@@ -950,6 +950,7 @@ fn the_man_page_documents_every_command_option_and_error_code() {
         "control.idle_timeout_seconds",
         "control.max_clients",
         "control.group",
+        "control.mode",
     ] {
         assert!(page.contains(key), "{key} is not in netevctl(1)");
     }
