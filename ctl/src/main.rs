@@ -454,6 +454,8 @@ struct Conn {
     buf: Vec<u8>,
     /// How much of `buf` is known to hold no newline.
     scanned: usize,
+    /// What each read fills, reused for every line of a stream.
+    chunk: Box<[u8]>,
     timeout_secs: u64,
 }
 
@@ -492,6 +494,7 @@ impl Conn {
             stream,
             buf: Vec::new(),
             scanned: 0,
+            chunk: vec![0; 64 << 10].into_boxed_slice(),
             timeout_secs,
         })
     }
@@ -577,7 +580,6 @@ impl Conn {
     /// not each read, so a server that trickles a byte at a time cannot
     /// hold the client forever.
     fn line(&mut self, deadline: Option<Instant>) -> Result<String, ReadError> {
-        let mut chunk = vec![0u8; 64 << 10];
         loop {
             if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
                 let end = self.scanned + i;
@@ -605,13 +607,13 @@ impl Conn {
             self.stream
                 .set_read_timeout(timeout)
                 .map_err(ReadError::Io)?;
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.chunk) {
                 Ok(0) => {
                     return Err(ReadError::Closed {
                         partial: !self.buf.is_empty(),
                     })
                 }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
