@@ -632,8 +632,11 @@ pub struct Counters {
 
 /// Parses the command line; `--help` exits 0, bad flags exit 2 (argh's
 /// own `from_env` exits 1, which means something else for both
-/// programs).
+/// programs). The help is written without `print!`, which panics on a
+/// full disk: a closed pipe (`--help | head -1`) still exits 0, another
+/// write error exits 1.
 pub fn parse_args<T: argh::FromArgs>(default_name: &str) -> Result<T, ExitCode> {
+    use std::io::Write;
     let all: Vec<String> = std::env::args().collect();
     let strs: Vec<&str> = all.iter().map(String::as_str).collect();
     let name = strs
@@ -642,10 +645,16 @@ pub fn parse_args<T: argh::FromArgs>(default_name: &str) -> Result<T, ExitCode> 
         .unwrap_or(default_name);
     T::from_args(&[name], strs.get(1..).unwrap_or(&[])).map_err(|e| {
         if e.status.is_ok() {
-            print!("{}", e.output);
-            ExitCode::SUCCESS
+            let mut o = std::io::stdout().lock();
+            match o.write_all(e.output.as_bytes()).and_then(|()| o.flush()) {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                    let _ = writeln!(std::io::stderr(), "{name}: standard output: {err}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         } else {
-            eprintln!("{}", e.output.trim_end());
+            let _ = writeln!(std::io::stderr(), "{}", e.output.trim_end());
             ExitCode::from(2)
         }
     })
