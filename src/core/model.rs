@@ -494,10 +494,17 @@ impl Core {
     }
 
     /// An event for `netevctl test`: the link's current state, run through
-    /// hook directory `dir`. None when no such link exists.
-    pub fn test_event(&mut self, index: u32, dir: &'static str, now_ms: u64) -> Option<Event> {
+    /// hook directory `dir`. None when no such link exists. A dry run
+    /// shows the id the next event will have without taking it.
+    pub fn test_event(
+        &mut self,
+        index: u32,
+        dir: &'static str,
+        dry_run: bool,
+        now_ms: u64,
+    ) -> Option<Event> {
         let previous = self.links.get(&index)?.published.as_ref().map(|p| p.state);
-        let id = self.alloc_id();
+        let id = if dry_run { self.next_id } else { self.alloc_id() };
         let mut ev = make_event(id, Kind::Test, &self.links[&index], previous, now_ms);
         ev.origin = Origin::Control;
         ev.test_dir = Some(dir);

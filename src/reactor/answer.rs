@@ -293,7 +293,7 @@ impl Daemon {
         let index = self.link_index(link)?;
         let ev = self
             .core
-            .test_event(index, dir, now_ms())
+            .test_event(index, dir, dry_run, now_ms())
             .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {link}")))?;
         let ev = self.seal(ev);
         let path = self.config.script_dir.join(format!("{dir}.d"));
