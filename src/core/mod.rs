@@ -4,8 +4,10 @@
 
 pub mod event;
 pub mod glob;
+pub mod mirror;
 pub mod model;
 pub mod policy;
+pub mod publish;
 pub mod query;
 pub mod sched;
 pub mod state;

@@ -1,5 +1,7 @@
-//! The model of the kernel's network state (links, addresses, routes,
-//! rules) and the diff that turns changes into hook events.
+//! The core's state: the mirror of the kernel's tables (mirror.rs) and
+//! the publisher of what consumers were last told (publish.rs), fed
+//! together. `apply` runs one kernel message through both: the mirror
+//! says what changed, the publisher which events that makes.
 //!
 //! Fed with decoded kernel messages and a clock value by the caller; no I/O
 //! and no clock reads here. After a dump bracketed by `ResyncBegin` and
@@ -7,157 +9,18 @@
 //! the kernel dropped messages (ENOBUFS) ends in the same state, and the
 //! same last event per link, as the lost messages would have produced.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
-
-use super::event::{Event, Kind, Origin, RouteChange};
-use super::glob;
-use super::state::{address_class, derive, OperState};
+use super::event::{Event, Kind, Origin};
+use super::mirror::{Change, Mirror, Routes};
+use super::publish::{make_event, Publisher};
 use super::types::*;
 
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    /// `monitoring.interfaces`: glob patterns; empty means every link.
-    pub interfaces: Vec<Vec<u8>>,
-    /// `scripts.run_on_startup`.
-    pub run_on_startup: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Published {
-    state: OperState,
-    name: Vec<u8>,
-    addr_gen: u64,
-}
-
-#[derive(Clone, Debug)]
-pub struct Link {
-    pub info: LinkInfo,
-    pub addrs: BTreeMap<(IpAddr, u8), AddrInfo>,
-    n_routable: u32,
-    n_degraded: u32,
-    /// Bumped whenever the set of usable addresses changes.
-    addr_gen: u64,
-    published: Option<Published>,
-}
-
-impl Link {
-    fn new(info: LinkInfo) -> Self {
-        Link {
-            info,
-            addrs: BTreeMap::new(),
-            n_routable: 0,
-            n_degraded: 0,
-            addr_gen: 0,
-            published: None,
-        }
-    }
-
-    pub fn state(&self) -> OperState {
-        derive(
-            self.info.flags,
-            self.info.operstate,
-            self.n_routable,
-            self.n_degraded,
-        )
-    }
-
-    pub fn usable_addrs(&self) -> Vec<AddrInfo> {
-        self.addrs
-            .values()
-            .filter(|a| a.usable())
-            .cloned()
-            .collect()
-    }
-
-    fn count(&mut self, a: &AddrInfo, delta: i32) {
-        let n = match address_class(a) {
-            Some(true) => &mut self.n_routable,
-            Some(false) => &mut self.n_degraded,
-            None => return,
-        };
-        *n = n.wrapping_add_signed(delta);
-    }
-}
-
-/// The routes, with an index of the default routes (policy routing learns
-/// gateways from them) and lookups by table.
-#[derive(Default)]
-pub struct Routes {
-    /// Ordered so that the routes one replaces sit next to each other.
-    all: BTreeSet<RouteInfo>,
-    defaults: BTreeSet<RouteInfo>,
-    /// Routes marked as netevd's own, in whatever table.
-    owned: BTreeSet<RouteInfo>,
-}
-
-impl Routes {
-    fn insert(&mut self, r: RouteInfo) -> bool {
-        if r.is_default() {
-            self.defaults.insert(r.clone());
-        }
-        if r.protocol == RTPROT_NETEVD {
-            self.owned.insert(r.clone());
-        }
-        self.all.insert(r)
-    }
-
-    fn remove(&mut self, r: &RouteInfo) -> bool {
-        self.defaults.remove(r);
-        self.owned.remove(r);
-        self.all.remove(r)
-    }
-
-    fn retain(&mut self, f: impl Fn(&RouteInfo) -> bool) {
-        self.all.retain(&f);
-        self.defaults.retain(&f);
-        self.owned.retain(f);
-    }
-
-    pub fn contains(&self, r: &RouteInfo) -> bool {
-        self.all.contains(r)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &RouteInfo> {
-        self.all.iter()
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.all.len()
-    }
-
-    /// Default routes of every table.
-    pub fn defaults(&self) -> impl Iterator<Item = &RouteInfo> {
-        self.defaults.iter()
-    }
-
-    /// The routes marked as netevd's own.
-    pub fn owned(&self) -> impl Iterator<Item = &RouteInfo> {
-        self.owned.iter()
-    }
-}
-
-/// Keys seen during a dump.
-#[derive(Default)]
-struct Seen {
-    links: HashSet<u32>,
-    addrs: HashSet<(u32, IpAddr, u8)>,
-    routes: HashSet<RouteInfo>,
-    rules: HashSet<RuleInfo>,
-}
+pub use super::mirror::Link;
+pub use super::publish::Settings;
 
 pub struct Core {
-    links: BTreeMap<u32, Link>,
-    routes: Routes,
-    rules: HashSet<RuleInfo>,
-    settings: Settings,
-    resync: Option<Seen>,
-    /// The first full dump is done.
-    synced: bool,
-    /// Route changes found while a dump was in progress, last one per link.
-    route_changes: HashMap<u32, RouteChange>,
-    next_id: u64,
+    mirror: Mirror,
+    publisher: Publisher,
+    changes: Vec<Change>,
     /// Events emitted since start, for status reports.
     pub events_emitted: u64,
     pub resyncs: u64,
@@ -168,14 +31,9 @@ pub struct Core {
 impl Core {
     pub fn new(settings: Settings) -> Self {
         Core {
-            links: BTreeMap::new(),
-            routes: Routes::default(),
-            rules: HashSet::new(),
-            settings,
-            resync: None,
-            synced: false,
-            route_changes: HashMap::new(),
-            next_id: 1,
+            mirror: Mirror::default(),
+            publisher: Publisher::new(settings),
+            changes: Vec::new(),
             events_emitted: 0,
             resyncs: 0,
             policy_gen: 0,
@@ -183,314 +41,56 @@ impl Core {
     }
 
     pub fn links(&self) -> impl Iterator<Item = &Link> {
-        self.links.values()
+        self.mirror.links()
     }
 
     #[cfg(test)]
     pub fn link(&self, index: u32) -> Option<&Link> {
-        self.links.get(&index)
+        self.mirror.link(index)
     }
 
     pub fn routes(&self) -> &Routes {
-        &self.routes
+        self.mirror.routes()
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
-        self.rules.iter()
+        self.mirror.rules()
     }
 
     /// True while a dump is being reconciled: the model is not yet the
     /// kernel's state.
     pub fn resyncing(&self) -> bool {
-        self.resync.is_some()
+        self.mirror.resyncing()
     }
 
     pub fn synced(&self) -> bool {
-        self.synced
+        self.mirror.synced()
     }
 
-    pub fn monitored(&self, name: &[u8]) -> bool {
-        glob::any(&self.settings.interfaces, name)
+    fn sync_counters(&mut self) {
+        self.events_emitted = self.publisher.emitted;
+        self.resyncs = self.mirror.resyncs;
+        self.policy_gen = self.mirror.policy_gen;
     }
 
     /// New settings (on reload). Links that stop being monitored are
-    /// forgotten by the diff; newly monitored ones get an event for their
-    /// current state.
+    /// forgotten; newly monitored ones get an event for their current
+    /// state.
     pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<Event>) {
-        self.settings = settings;
-        if !self.synced {
-            return;
-        }
-        let idx: Vec<u32> = self.links.keys().copied().collect();
-        for i in idx {
-            self.publish(i, Kind::State, now_ms, out);
-        }
+        self.publisher
+            .set_settings(settings, &self.mirror, now_ms, out);
+        self.sync_counters();
     }
 
-    /// Applies one kernel message; events for hooks are appended to `out`.
+    /// Applies one kernel message; events are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
-        // What policy routing is planned from: links, addresses, default
-        // routes, its own routes, rules.
-        let for_policy = match &input {
-            Input::NewRoute { route, .. } | Input::DelRoute(route) => {
-                route.is_default() || route.protocol == RTPROT_NETEVD
-            }
-            _ => true,
-        };
-        if for_policy {
-            self.policy_gen += 1;
+        let mut changes = std::mem::take(&mut self.changes);
+        self.mirror.apply(input, &mut changes);
+        for c in changes.drain(..) {
+            self.publisher.on(&self.mirror, c, now_ms, out);
         }
-        match input {
-            Input::NewLink(info) => {
-                let index = info.index;
-                if let Some(seen) = &mut self.resync {
-                    seen.links.insert(index);
-                }
-                let going_down = match self.links.get_mut(&index) {
-                    Some(l) => {
-                        let was_up = l.info.flags & IFF_UP != 0;
-                        l.info = info;
-                        was_up && l.info.flags & IFF_UP == 0
-                    }
-                    None => {
-                        self.links.insert(index, Link::new(info));
-                        false
-                    }
-                };
-                self.publish(index, Kind::State, now_ms, out);
-                if going_down {
-                    // The kernel flushes a downed link's IPv4 routes without
-                    // telling anyone (fib_sync_down_dev); IPv6 reports its
-                    // own. Route hooks learn of the flush from us.
-                    self.drop_routes(|r| r.oif == index && r.family == 2, now_ms, out);
-                }
-            }
-            Input::DelLink(index) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.links.remove(&index);
-                }
-                self.remove_link(index, now_ms, out);
-            }
-            Input::NewAddr(a) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.addrs.insert((a.index, a.ip, a.prefix));
-                }
-                let index = a.index;
-                let Some(link) = self.links.get_mut(&index) else {
-                    log::debug!("address {} for unknown link {index}", a.ip);
-                    return;
-                };
-                let usable = a.usable();
-                let old = link.addrs.insert((a.ip, a.prefix), a.clone());
-                let changed = match &old {
-                    Some(o) => {
-                        link.count(o, -1);
-                        o.usable() != usable || (usable && o.scope != a.scope)
-                    }
-                    None => usable,
-                };
-                link.count(&a, 1);
-                if changed {
-                    link.addr_gen += 1;
-                }
-                self.publish(index, Kind::State, now_ms, out);
-            }
-            Input::DelAddr(a) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.addrs.remove(&(a.index, a.ip, a.prefix));
-                }
-                let index = a.index;
-                let Some(link) = self.links.get_mut(&index) else {
-                    return;
-                };
-                if let Some(o) = link.addrs.remove(&(a.ip, a.prefix)) {
-                    link.count(&o, -1);
-                    if o.usable() {
-                        link.addr_gen += 1;
-                    }
-                }
-                let v4_left = link.addrs.keys().any(|(ip, _)| ip.is_ipv4());
-                self.publish(index, Kind::State, now_ms, out);
-                if a.ip.is_ipv4() {
-                    // More silent flushes (fib_inetaddr_event): routes whose
-                    // preferred source was this address, and every IPv4
-                    // route of a link left without an IPv4 address.
-                    let ip = Some(a.ip);
-                    self.drop_routes(
-                        |r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
-                        now_ms,
-                        out,
-                    );
-                }
-            }
-            Input::NewRoute { route, replace } => {
-                if route.family != 2 && route.family != 10 {
-                    return;
-                }
-                if let Some(seen) = &mut self.resync {
-                    seen.routes.insert(route.clone());
-                }
-                if replace {
-                    self.remove_replaced(&route);
-                }
-                if !self.routes.contains(&route) {
-                    self.routes.insert(route.clone());
-                    self.route_event(RouteChange { added: true, route }, now_ms, out);
-                }
-            }
-            Input::DelRoute(route) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.routes.remove(&route);
-                }
-                if self.routes.remove(&route) {
-                    self.route_event(
-                        RouteChange {
-                            added: false,
-                            route,
-                        },
-                        now_ms,
-                        out,
-                    );
-                }
-            }
-            Input::NewRule(rule) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.rules.insert(rule.clone());
-                }
-                self.rules.insert(rule);
-            }
-            Input::DelRule(rule) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.rules.remove(&rule);
-                }
-                self.rules.remove(&rule);
-            }
-            Input::ResyncBegin => {
-                self.resync = Some(Seen::default());
-            }
-            Input::ResyncEnd => self.end_resync(now_ms, out),
-        }
-    }
-
-    fn end_resync(&mut self, now_ms: u64, out: &mut Vec<Event>) {
-        let Some(seen) = self.resync.take() else {
-            return;
-        };
-        self.resyncs += 1;
-        let gone: Vec<u32> = self
-            .links
-            .keys()
-            .filter(|i| !seen.links.contains(i))
-            .copied()
-            .collect();
-        for i in gone {
-            self.remove_link(i, now_ms, out);
-        }
-        for (index, link) in self.links.iter_mut() {
-            let stale: Vec<AddrInfo> = link
-                .addrs
-                .values()
-                .filter(|a| !seen.addrs.contains(&(*index, a.ip, a.prefix)))
-                .cloned()
-                .collect();
-            for a in stale {
-                link.addrs.remove(&(a.ip, a.prefix));
-                link.count(&a, -1);
-                if a.usable() {
-                    link.addr_gen += 1;
-                }
-            }
-        }
-        self.drop_routes(|r| !seen.routes.contains(r), now_ms, out);
-        self.rules.retain(|r| seen.rules.contains(r));
-
-        let first = !self.synced;
-        self.synced = true;
-        let idx: Vec<u32> = self.links.keys().copied().collect();
-        for i in idx {
-            if first && !self.settings.run_on_startup {
-                if let Some(l) = self.links.get_mut(&i) {
-                    l.published = Some(Published {
-                        state: l.state(),
-                        name: l.info.name.clone(),
-                        addr_gen: l.addr_gen,
-                    });
-                }
-                continue;
-            }
-            let kind = if first { Kind::Startup } else { Kind::State };
-            self.publish(i, kind, now_ms, out);
-        }
-        let mut changes: Vec<(u32, RouteChange)> = self.route_changes.drain().collect();
-        changes.sort_by_key(|(i, _)| *i);
-        if !first {
-            for (_, rc) in changes {
-                self.route_event(rc, now_ms, out);
-            }
-        }
-    }
-
-    /// Drops the routes `route` replaces: those with its replace key and
-    /// another next hop. The key is a prefix of `RouteInfo`'s order, so they
-    /// sit together in the set and are found without a scan.
-    fn remove_replaced(&mut self, route: &RouteInfo) {
-        let key = route.replace_key();
-        let from = RouteInfo {
-            dst: route.dst,
-            dst_len: route.dst_len,
-            src: route.src,
-            src_len: route.src_len,
-            tos: route.tos,
-            priority: route.priority,
-            ..RouteInfo::table_start(route.family, route.table)
-        };
-        let old: Vec<RouteInfo> = self
-            .routes
-            .all
-            .range(from..)
-            .take_while(|r| r.replace_key() == key)
-            .filter(|r| *r != route)
-            .cloned()
-            .collect();
-        for r in old {
-            self.routes.remove(&r);
-        }
-    }
-
-    /// Removes the routes `pred` selects, in the set's order, each reported
-    /// to route hooks as a deletion.
-    fn drop_routes(
-        &mut self,
-        pred: impl Fn(&RouteInfo) -> bool,
-        now_ms: u64,
-        out: &mut Vec<Event>,
-    ) {
-        let gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
-        for route in gone {
-            self.routes.remove(&route);
-            let rc = RouteChange {
-                added: false,
-                route,
-            };
-            self.route_event(rc, now_ms, out);
-        }
-    }
-
-    fn remove_link(&mut self, index: u32, now_ms: u64, out: &mut Vec<Event>) {
-        let Some(link) = self.links.remove(&index) else {
-            return;
-        };
-        self.routes.retain(|r| r.oif != index);
-        self.route_changes.remove(&index);
-        if let Some(p) = &link.published {
-            if self.synced && self.monitored(&link.info.name) {
-                let id = self.alloc_id();
-                let mut ev = make_event(id, Kind::Removed, &link, Some(p.state), now_ms);
-                ev.state = OperState::Off;
-                ev.addrs.clear();
-                out.push(ev);
-            }
-        }
+        self.changes = changes;
+        self.sync_counters();
     }
 
     /// An event for `netevctl test`: the link's current state, run through
@@ -503,120 +103,26 @@ impl Core {
         dry_run: bool,
         now_ms: u64,
     ) -> Option<Event> {
-        let previous = self.links.get(&index)?.published.as_ref().map(|p| p.state);
-        let id = if dry_run { self.next_id } else { self.alloc_id() };
-        let mut ev = make_event(id, Kind::Test, &self.links[&index], previous, now_ms);
+        self.mirror.link(index)?;
+        let previous = self.publisher.previous(index);
+        let id = if dry_run {
+            self.publisher.next_id()
+        } else {
+            self.publisher.alloc_id()
+        };
+        let link = self.mirror.link(index)?;
+        let mut ev = make_event(id, Kind::Test, link, previous, now_ms);
         ev.origin = Origin::Control;
         ev.test_dir = Some(dir);
+        self.sync_counters();
         Some(ev)
     }
-
-    fn alloc_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.events_emitted += 1;
-        id
-    }
-    /// Emits an event for the link when what hooks see of it (state, name,
-    /// usable addresses) differs from what they last saw.
-    fn publish(&mut self, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
-        if self.resync.is_some() || !self.synced {
-            return;
-        }
-        let Some(link) = self.links.get(&index) else {
-            return;
-        };
-        if !self.monitored(&link.info.name) {
-            if let Some(l) = self.links.get_mut(&index) {
-                l.published = None;
-            }
-            return;
-        }
-        let state = link.state();
-        let unchanged = link.published.as_ref().is_some_and(|p| {
-            p.state == state && p.addr_gen == link.addr_gen && p.name == link.info.name
-        });
-        if kind != Kind::Startup && unchanged {
-            return;
-        }
-        let previous = link.published.as_ref().map(|p| p.state);
-        let id = self.alloc_id();
-        let Some(link) = self.links.get_mut(&index) else {
-            return;
-        };
-        out.push(make_event(id, kind, link, previous, now_ms));
-        link.published = Some(Published {
-            state,
-            name: link.info.name.clone(),
-            addr_gen: link.addr_gen,
-        });
-    }
-
-    fn route_event(&mut self, rc: RouteChange, now_ms: u64, out: &mut Vec<Event>) {
-        // Local and broadcast routes come and go with every address; they
-        // reach hooks as the address change, not as routes.
-        if rc.route.table == RT_TABLE_LOCAL {
-            return;
-        }
-        let oif = rc.route.oif;
-        if !self.synced {
-            return;
-        }
-        if self.resync.is_some() {
-            self.route_changes.insert(oif, rc);
-            return;
-        }
-        let mut ev = match self.links.get(&oif) {
-            Some(l) => {
-                if !self.monitored(&l.info.name) {
-                    return;
-                }
-                let id = self.alloc_id();
-                let l = &self.links[&oif];
-                make_event(id, Kind::Routes, l, None, now_ms)
-            }
-            None => {
-                if !self.settings.interfaces.is_empty() {
-                    return;
-                }
-                let l = Link::new(LinkInfo {
-                    index: oif,
-                    name: Vec::new(),
-                    flags: 0,
-                    operstate: 0,
-                    mtu: 0,
-                    kind: None,
-                    mac: Vec::new(),
-                });
-                make_event(self.alloc_id(), Kind::Routes, &l, None, now_ms)
-            }
-        };
-        ev.route = Some(rc);
-        out.push(ev);
-    }
-}
-
-fn make_event(id: u64, kind: Kind, link: &Link, previous: Option<OperState>, now_ms: u64) -> Event {
-    let mut ev = Event::new(
-        id,
-        now_ms,
-        kind,
-        Origin::Kernel,
-        link.info.index,
-        link.info.name.clone(),
-        link.state(),
-        previous,
-    );
-    ev.addrs = link.usable_addrs();
-    ev.mtu = link.info.mtu;
-    ev.mac = link.info.mac.clone();
-    ev.link_kind = link.info.kind.clone();
-    ev
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::state::OperState;
 
     const UP: u32 = IFF_UP | IFF_RUNNING | IFF_LOWER_UP;
 
