@@ -442,7 +442,7 @@ fn as_nobody(sock: &std::path::Path, line: &str) -> String {
     let py = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
               s.sendall(sys.argv[2].encode()+b'\\n')\nprint(s.makefile().readline(),end='')\n";
     let o = unsafe {
-        Command::new("python3")
+        Command::new("/usr/bin/python3")
             .args(["-c", py, sock.to_str().unwrap(), line])
             .pre_exec(|| {
                 if nix_setid() {
@@ -453,7 +453,7 @@ fn as_nobody(sock: &std::path::Path, line: &str) -> String {
             })
             .output()
     }
-    .expect("python3 is needed for this test (apt-get install python3)");
+    .expect("/usr/bin/python3 is needed for this test (apt-get install python3)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
