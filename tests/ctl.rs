@@ -13,67 +13,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Dir;
+use common::{netevctl_bin, Dir, Run};
 use netevd_ctl::{parse_request, EventFilter, LinkRef, Request};
 use serde_json::{json, Value};
-
-/// netevctl is a binary of the `ctl` workspace member, so cargo gives
-/// this package no `CARGO_BIN_EXE_netevctl`: build it once into the same
-/// target directory as netevd (cargo has released its lock by the time
-/// tests run), so the test never runs a stale binary.
-fn netevctl_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let netevd = Path::new(env!("CARGO_BIN_EXE_netevd"));
-        let profile = netevd.parent().unwrap();
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "--offline", "-p", "netevctl", "--bin", "netevctl"])
-            .arg("--target-dir")
-            .arg(profile.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        let o = c.output().expect("running cargo to build netevctl");
-        assert!(
-            o.status.success(),
-            "building netevctl failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        profile.join("netevctl")
-    })
-}
-
-struct Run {
-    code: Option<i32>,
-    out: String,
-    err: String,
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Run {
-        Run {
-            code: o.status.code(),
-            out: String::from_utf8_lossy(&o.stdout).into_owned(),
-            err: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.out, self.err
-        )
-    }
-}
 
 fn cmd(sock: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(netevctl_bin());

@@ -9,66 +9,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Dir, Ns};
+use common::{netevctl_bin, Daemon, Dir, Ns, Run};
 use serde_json::Value;
-
-/// netevctl belongs to the `ctl` workspace member, so this package has no
-/// `CARGO_BIN_EXE_netevctl`: build it once into netevd's target directory
-/// (cargo has released its lock while tests run).
-fn netevctl_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let netevd = Path::new(env!("CARGO_BIN_EXE_netevd"));
-        let profile = netevd.parent().unwrap();
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "--offline", "-p", "netevctl", "--bin", "netevctl"])
-            .arg("--target-dir")
-            .arg(profile.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        let o = c.output().expect("running cargo to build netevctl");
-        assert!(
-            o.status.success(),
-            "building netevctl failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        profile.join("netevctl")
-    })
-}
-
-struct Run {
-    code: Option<i32>,
-    out: String,
-    err: String,
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Run {
-        Run {
-            code: o.status.code(),
-            out: String::from_utf8_lossy(&o.stdout).into_owned(),
-            err: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.out, self.err
-        )
-    }
-}
 
 impl Run {
     #[track_caller]

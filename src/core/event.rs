@@ -175,7 +175,7 @@ impl Event {
     }
 }
 
-fn mac_str(mac: &[u8]) -> String {
+pub fn mac_str(mac: &[u8]) -> String {
     let mut s = String::with_capacity(mac.len() * 3);
     for (i, b) in mac.iter().enumerate() {
         if i > 0 {

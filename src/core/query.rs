@@ -3,13 +3,12 @@
 //! Pure: borrowed state in, JSON values out (the shapes netevctl(1)
 //! documents and ctl/src/lib.rs lists). No copies of the model are kept.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use netevd_ctl::LinkRef;
 use serde_json::{json, Value};
 
-use super::event::route_json;
+use super::event::{mac_str, route_json};
 use super::model::{Core, Link};
 use super::policy::{rule_text, Plan};
 use super::types::*;
@@ -72,17 +71,6 @@ pub fn operstate_name(o: u8) -> &'static str {
     }
 }
 
-fn mac(m: &[u8]) -> String {
-    let mut s = String::with_capacity(m.len() * 3);
-    for (i, b) in m.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 fn prefix(ip: Option<IpAddr>, len: u8) -> Value {
     match ip {
         Some(ip) => Value::from(format!("{ip}/{len}")),
@@ -127,7 +115,7 @@ pub fn interface(l: &Link, plan: &Plan) -> Value {
         "kind": l.info.kind,
         "state": l.state().as_str(),
         "operstate": operstate_name(l.info.operstate),
-        "mac": mac(&l.info.mac),
+        "mac": mac_str(&l.info.mac),
         "mtu": l.info.mtu,
         "flags": flag_names(l.info.flags, &LINK_FLAGS),
         "addresses": addrs,

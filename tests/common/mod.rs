@@ -362,3 +362,56 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// netevctl is a binary of the `ctl` workspace member, so cargo gives
+/// this package no `CARGO_BIN_EXE_netevctl`: build it once into the same
+/// target directory as netevd (cargo has released its lock by the time
+/// tests run), so the test never runs a stale binary.
+pub fn netevctl_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let netevd = Path::new(env!("CARGO_BIN_EXE_netevd"));
+        let profile = netevd.parent().unwrap();
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "--offline", "-p", "netevctl", "--bin", "netevctl"])
+            .arg("--target-dir")
+            .arg(profile.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let o = c.output().expect("running cargo to build netevctl");
+        assert!(
+            o.status.success(),
+            "building netevctl failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        profile.join("netevctl")
+    })
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub out: String,
+    pub err: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(o: std::process::Output) -> Run {
+        Run {
+            code: o.status.code(),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.out, self.err
+        )
+    }
+}
