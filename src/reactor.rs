@@ -19,7 +19,7 @@ use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
-use crate::effect::policy::Policy;
+use crate::effect::policy::{self, Policy};
 use crate::source::netlink::Netlink;
 
 const NETLINK: Token = Token(0);
@@ -131,6 +131,10 @@ impl Daemon {
             if self.netlink.wants_retry() {
                 timeout = Some(timeout.map_or(RETRY, |t| t.min(RETRY)));
             }
+            if let Some(d) = self.policy.next_deadline() {
+                let t = d.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(t, |u| u.min(t)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -156,11 +160,13 @@ impl Daemon {
             if self.netlink.wants_retry() {
                 self.on_netlink();
             }
+            // A restore or retry that was held back may be due.
+            self.reconcile(Instant::now());
         }
     }
 
     fn log_summary(&self) {
-        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
+        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats());
         log::info!(
             "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
              {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start; \
@@ -190,20 +196,15 @@ impl Daemon {
             return;
         }
         let now = now_ms();
+        let instant = Instant::now();
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
         for i in inputs.drain(..) {
-            let resync_end = i == Input::ResyncEnd;
-            if let Input::DelRule(r) = &i {
-                self.policy.rule_deleted(r);
-            }
+            self.policy.observe(&i, instant);
             self.core.apply(i, now, &mut self.out);
-            if resync_end {
-                self.policy.resynced();
-            }
             // Policy changes go out before hooks start, so a hook for a new
             // address finds its rules in place.
-            self.policy.reconcile(&self.core, &mut self.netlink);
+            self.reconcile(instant);
             if self.out.is_empty() {
                 continue;
             }
@@ -224,10 +225,10 @@ impl Daemon {
         }
         self.inputs = inputs;
         for (seq, code) in self.netlink.acks.drain(..) {
-            self.policy.ack(seq, code);
+            self.policy.answer(seq, code, instant);
         }
-        // A refused change may make another possible.
-        self.policy.reconcile(&self.core, &mut self.netlink);
+        // An answer may make a change due (the next in line for its entry).
+        self.reconcile(instant);
         if !was_synced && self.core.synced() {
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}",
@@ -298,16 +299,26 @@ impl Daemon {
         for ev in self.out.drain(..) {
             self.sched.submit(ev);
         }
-        self.policy.reconcile(&self.core, &mut self.netlink);
+        self.reconcile(Instant::now());
         log::info!("reloaded {}", self.opts.config_path.display());
         self.config = c;
+    }
+
+    /// Sends the policy-routing changes that are due.
+    fn reconcile(&mut self, now: Instant) {
+        for ch in self.policy.reconcile(&self.core, now) {
+            match self.netlink.send(&mut policy::encode(&ch)) {
+                Ok(seq) => self.policy.sent(seq, ch),
+                Err(e) => self.policy.send_failed(ch, e, now),
+            }
+        }
     }
 
     /// Starts whatever the scheduler lets start.
     fn dispatch(&mut self, now: Instant) {
         while let Some(mut ev) = self.sched.next() {
             let index = ev.index;
-            ev.policy = self.policy.plan.link(index).map(|l| PolicyView {
+            ev.policy = self.policy.plan().link(index).map(|l| PolicyView {
                 table: l.table,
                 rules: l.rule_strings(),
                 gateways: l.gateways.clone(),

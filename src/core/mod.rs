@@ -6,6 +6,7 @@ pub mod event;
 pub mod glob;
 pub mod model;
 pub mod policy;
+pub mod requests;
 pub mod sched;
 pub mod state;
 pub mod types;

@@ -1,6 +1,6 @@
-//! Policy routing for multi-homed hosts: what netevd wants in the kernel
-//! for each interface of `routing.policy_rules`, and the changes that get
-//! the kernel there.
+//! The planner: what netevd wants in the kernel for each interface of
+//! `routing.policy_rules`, and the full diff from the kernel's state (as
+//! the model has it) to that plan.
 //!
 //! For an interface with index `i` and table `T` (its own, or
 //! `table_base + i`): rules `from <addr> lookup T` and `to <addr> lookup T`
@@ -8,61 +8,26 @@
 //! each address and a default route via the interface's gateway. The
 //! gateway is learnt from a default route through the interface in a table
 //! netevd does not own, so address first or gateway first ends the same.
-//! Everything planned carries `RTPROT_NETEVD`; only entries with it are
-//! ever deleted.
+//!
+//! Cost: a plan and a diff are O(n log n) in the addresses, routes and
+//! rules; nothing here is computed per change (a per-change fingerprint
+//! of the link's plan made one reconcile quadratic).
 //!
 //! Pure: the model in, a plan and a change list out.
 
-use std::collections::{BTreeSet, HashSet};
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use super::model::Core;
-use super::types::*;
+use super::super::model::Core;
+use super::super::types::*;
+use super::{route_key, rule_key, rule_text, Change, Iface, Key, Settings};
 
 /// IPv6 routes without a metric get 1024 from the kernel; say it, so what
 /// the kernel reports back equals the plan.
 const IP6_RT_PRIO_USER: u32 = 1024;
 const FR_ACT_TO_TBL: u8 = 1;
 const RTN_UNICAST: u8 = 1;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Iface {
-    pub name: String,
-    pub table: Option<u32>,
-    pub from_priority: Option<u32>,
-    pub to_priority: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub ifaces: Vec<Iface>,
-    pub table_base: u32,
-    pub from_priority: u32,
-    pub to_priority: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            ifaces: Vec::new(),
-            table_base: 1000,
-            from_priority: 10000,
-            to_priority: 10001,
-        }
-    }
-}
-
-/// Tables the kernel reserves: unspec, compat, default, main, local.
-pub fn reserved_table(t: u32) -> bool {
-    t == 0 || (252..=255).contains(&t)
-}
-
-/// Rule priorities the kernel's own rules use: local, main, default.
-pub fn reserved_priority(p: u32) -> bool {
-    p == 0 || p == 32766 || p == 32767
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkPlan {
@@ -242,130 +207,83 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
     p
 }
 
-/// One change to the kernel's state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Change {
-    AddRoute(RouteInfo),
-    DelRoute(RouteInfo),
-    AddRule(RuleInfo),
-    DelRule(RuleInfo),
-}
+/// What the plan wants, by key: the change that adds the entry and the
+/// fingerprint of its link's plan (the context a refusal is tied to).
+pub type Wanted = BTreeMap<Key, (Change, u64)>;
 
-/// A rule as the log and hooks show it: `10000: from 10.2.0.2/32 lookup 1003`.
-pub fn rule_text(r: &RuleInfo) -> String {
-    let sel = match (r.src, r.dst) {
-        (Some(a), _) => format!("from {a}/{}", r.src_len),
-        (_, Some(a)) => format!("to {a}/{}", r.dst_len),
-        _ => "from all".into(),
-    };
-    format!("{}: {sel} lookup {}", r.priority, r.table)
-}
+/// netevd's own entries in the kernel, by key: the change that deletes
+/// each as the kernel has it.
+pub type Have = BTreeMap<Key, Change>;
 
-impl fmt::Display for Change {
-    /// As the log shows it: `add rule 10000: from 10.2.0.2/32 lookup 1003`.
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let verb = match self {
-            Change::AddRoute(_) | Change::AddRule(_) => "add",
-            Change::DelRoute(_) | Change::DelRule(_) => "delete",
-        };
-        match self {
-            Change::AddRoute(r) | Change::DelRoute(r) => {
-                match r.dst {
-                    Some(d) => write!(f, "{verb} route {d}/{}", r.dst_len)?,
-                    None => write!(f, "{verb} route default")?,
-                }
-                if let Some(g) = r.gateway {
-                    write!(f, " via {g}")?;
-                }
-                write!(f, " dev #{} table {} metric {}", r.oif, r.table, r.priority)
-            }
-            Change::AddRule(r) | Change::DelRule(r) => write!(f, "{verb} rule {}", rule_text(r)),
-        }
-    }
-}
-
-/// What tells two routes apart for netevd: the fields it sets.
-pub type RouteKey = (u8, u32, Option<IpAddr>, u8, u32, u32, Option<IpAddr>);
-pub type RuleKey = (u8, u32, u32, Option<IpAddr>, u8, Option<IpAddr>, u8);
-
-pub fn route_key(r: &RouteInfo) -> RouteKey {
-    (
-        r.family, r.table, r.dst, r.dst_len, r.priority, r.oif, r.gateway,
-    )
-}
-
-pub fn rule_key(r: &RuleInfo) -> RuleKey {
-    (
-        r.family, r.priority, r.table, r.src, r.src_len, r.dst, r.dst_len,
-    )
-}
-
-impl Change {
-    /// The entry a change is about, as a comparable key.
-    pub fn key(&self) -> (bool, Option<RouteKey>, Option<RuleKey>) {
-        match self {
-            Change::AddRoute(r) => (true, Some(route_key(r)), None),
-            Change::DelRoute(r) => (false, Some(route_key(r)), None),
-            Change::AddRule(r) => (true, None, Some(rule_key(r))),
-            Change::DelRule(r) => (false, None, Some(rule_key(r))),
-        }
-    }
-}
-
-/// The changes from the kernel's state (as the model has it) to the plan:
-/// deletions of netevd's own stale entries first (a default route whose
-/// gateway changed must go before its successor comes), then additions,
-/// connected routes before default routes.
-pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
-    let want_routes: BTreeSet<RouteKey> = plan
-        .links
-        .iter()
-        .flat_map(|l| l.routes.iter().map(route_key))
-        .collect();
-    let want_rules: BTreeSet<RuleKey> = plan
-        .links
-        .iter()
-        .flat_map(|l| l.rules.iter().map(rule_key))
-        .collect();
-    let have_routes: BTreeSet<RouteKey> = core.routes().owned().map(route_key).collect();
-    let have_rules: BTreeSet<RuleKey> = core
-        .rules()
-        .filter(|r| r.protocol == RTPROT_NETEVD)
-        .map(rule_key)
-        .collect();
-    let mut out = Vec::new();
-    let mut stale_rules: Vec<&RuleInfo> = core
-        .rules()
-        .filter(|r| r.protocol == RTPROT_NETEVD && !want_rules.contains(&rule_key(r)))
-        .collect();
-    stale_rules.sort();
-    out.extend(stale_rules.into_iter().cloned().map(Change::DelRule));
-    out.extend(
-        core.routes()
-            .owned()
-            .filter(|r| !want_routes.contains(&route_key(r)))
-            .cloned()
-            .map(Change::DelRoute),
-    );
+pub fn wanted(plan: &Plan) -> Wanted {
+    let mut w = Wanted::new();
     for l in &plan.links {
+        let fp = l.fingerprint();
         for r in &l.rules {
-            if !have_rules.contains(&rule_key(r)) {
-                out.push(Change::AddRule(r.clone()));
-            }
+            w.entry(Key::Rule(rule_key(r)))
+                .or_insert_with(|| (Change::AddRule(r.clone()), fp));
         }
         for r in &l.routes {
-            if !have_routes.contains(&route_key(r)) {
-                out.push(Change::AddRoute(r.clone()));
+            w.entry(Key::Route(route_key(r)))
+                .or_insert_with(|| (Change::AddRoute(r.clone()), fp));
+        }
+    }
+    w
+}
+
+pub fn have(core: &Core) -> Have {
+    let mut h = Have::new();
+    for r in core.rules().filter(|r| r.protocol == RTPROT_NETEVD) {
+        h.insert(Key::Rule(rule_key(r)), Change::DelRule(r.clone()));
+    }
+    for r in core.routes().owned() {
+        h.insert(Key::Route(route_key(r)), Change::DelRoute(r.clone()));
+    }
+    h
+}
+
+/// The changes from `have` to `want`, in the order of `Change::rank`,
+/// each with its context: deletions of netevd's own stale entries, then
+/// additions in the plan's order.
+pub fn diff_keyed(plan: &Plan, want: &Wanted, have: &Have) -> Vec<(Change, u64)> {
+    let mut out: Vec<(Change, u64)> = have
+        .iter()
+        .filter(|(k, _)| !want.contains_key(k))
+        .map(|(_, del)| (del.clone(), 0))
+        .collect();
+    for l in &plan.links {
+        let fp = l.fingerprint();
+        let rules = l.rules.iter().map(|r| Change::AddRule(r.clone()));
+        let routes = l.routes.iter().map(|r| Change::AddRoute(r.clone()));
+        for ch in rules.chain(routes) {
+            let k = ch.key();
+            // Two addresses in one subnet plan one connected route: the
+            // first planned is the one wanted.
+            if !have.contains_key(&k) && want.get(&k).is_some_and(|(w, _)| *w == ch) {
+                out.push((ch, fp));
             }
         }
     }
+    // Stable: within a rank the plan's order stays.
+    out.sort_by_key(|(ch, _)| ch.rank());
     out
+}
+
+/// The changes from the kernel's state (as the model has it) to the plan.
+#[cfg(test)]
+pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
+    diff_keyed(plan, &wanted(plan), &have(core))
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{reserved_priority, reserved_table};
     use super::*;
     use crate::core::model::Settings as CoreSettings;
+    use std::collections::BTreeSet;
 
     const UP: u32 = IFF_UP | IFF_RUNNING | IFF_LOWER_UP;
 
