@@ -326,3 +326,51 @@ fn an_interface_that_appears_later_is_picked_up_and_hooks_see_the_table() {
         "{env}"
     );
 }
+
+/// The reported bug: a program that deletes netevd's entries the moment
+/// they appear (systemd-networkd does this to foreign rules and routes)
+/// left them missing for good once it stopped, while the log said
+/// "restoring". The restores back off while it runs, say so, and the
+/// entries come back once it stops; one more deletion by hand after it is
+/// restored too.
+#[test]
+fn entries_deleted_as_fast_as_they_appear_come_back_once_the_deleter_stops() {
+    let (n, d) = (net(), Dir::new());
+    let _dm = running(&n, &d);
+    let deleter = format!(
+        "end=$(( $(date +%s%N) + 1500000000 )); n=0; \
+         while [ $(date +%s%N) -lt $end ]; do \
+           ip rule flush protocol {P}; ip -6 rule flush protocol {P}; \
+           ip route flush table all proto {P}; ip -6 route flush table all proto {P}; \
+           n=$((n+1)); \
+         done; echo $n"
+    );
+    let o = Command::new("ip")
+        .args(["netns", "exec", &n.h.name, "sh", "-c", &deleter])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let passes: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(passes > 10, "the deleter ran only {passes} passes");
+    wait("the full set after the deleter", 15, || full_set(&n.h));
+    // and once more by hand, as in the report
+    n.h.ip(&["rule", "del", "pref", "10000", "from", "10.2.0.2"]);
+    n.h.ip(&[
+        "route", "del", "default", "via", "10.2.0.1", "table", "1003",
+    ]);
+    wait("the rule and the default route back", 15, || full_set(&n.h));
+    assert!(ping(&n.h, false, "10.2.0.2", "198.51.100.1"));
+    let log = d.log();
+    assert!(
+        log.contains("was deleted by another program")
+            && log.contains("times in a row; still restoring it"),
+        "no warning about the repeated deletes:\n{log}"
+    );
+    // backed off: far fewer requests than the deleter's passes times the
+    // eight entries
+    let requests = log.lines().filter(|l| l.contains("policy: add ")).count();
+    assert!(
+        requests < 8 * 12,
+        "{requests} add requests against {passes} deleter passes"
+    );
+}
