@@ -11,7 +11,10 @@
 //!
 //! Cost: a plan and a diff are O(n log n) in the addresses, routes and
 //! rules; nothing here is computed per change (a per-change fingerprint
-//! of the link's plan made one reconcile quadratic).
+//! of the link's plan made one reconcile quadratic). An address added or
+//! removed changes a link's plan in O(log n) (`insert_addr`,
+//! `remove_addr`), so a burst of addresses does not replan per address;
+//! the rules' text for hooks is made once per rule.
 //!
 //! Pure: the model in, a plan and a change list out.
 
@@ -29,29 +32,147 @@ const IP6_RT_PRIO_USER: u32 = 1024;
 const FR_ACT_TO_TBL: u8 = 1;
 const RTN_UNICAST: u8 = 1;
 
+/// What an entry is planned for: an address of the link, or its gateway
+/// of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    Addr(IpAddr, u8),
+    Gateway(u8),
+}
+
+/// A planned rule: how many sources plan it (one IP with two prefixes
+/// plans its rules twice), and its text for hooks, made once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub refs: u32,
+    pub text: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkPlan {
     pub index: u32,
     pub name: String,
     pub table: u32,
+    pub from_priority: u32,
+    pub to_priority: u32,
+    pub up: bool,
     pub gateways: Vec<IpAddr>,
-    pub rules: Vec<RuleInfo>,
-    /// Connected routes first: a gateway must be reachable when its default
-    /// route goes in.
-    pub routes: Vec<RouteInfo>,
+    /// The addresses entries are planned for: usable and global.
+    pub addrs: BTreeMap<(IpAddr, u8), AddrInfo>,
+    pub rules: BTreeMap<RuleInfo, Planned>,
+    /// Each with the number of sources planning it.
+    pub routes: BTreeMap<RouteInfo, u32>,
+}
+
+/// Whether an address gets rules and a connected route.
+pub fn plans_for(a: &AddrInfo) -> bool {
+    a.usable() && a.scope == RT_SCOPE_UNIVERSE
 }
 
 impl LinkPlan {
     /// Changes whenever anything planned for the link changes.
     pub fn fingerprint(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        (self.table, &self.rules, &self.routes).hash(&mut h);
+        self.table.hash(&mut h);
+        self.rules.keys().for_each(|r| r.hash(&mut h));
+        self.routes.keys().for_each(|r| r.hash(&mut h));
         h.finish()
     }
 
     /// The rules as hooks see them.
     pub fn rule_strings(&self) -> Vec<String> {
-        self.rules.iter().map(rule_text).collect()
+        self.rules.values().map(|p| p.text.clone()).collect()
+    }
+
+    /// What an address plans: its two rules, and while the link is up its
+    /// connected route (none for a /32 or /128).
+    pub fn addr_changes(&self, a: &AddrInfo) -> Vec<Change> {
+        let mut v = vec![
+            Change::AddRule(rule(a.ip, self.table, self.from_priority, true)),
+            Change::AddRule(rule(a.ip, self.table, self.to_priority, false)),
+        ];
+        let max = if a.ip.is_ipv4() { 32 } else { 128 };
+        if self.up && a.prefix < max {
+            let family = if a.ip.is_ipv4() { 2 } else { 10 };
+            let mut r = route(family, self.table, self.index);
+            r.dst = Some(network(a.ip, a.prefix));
+            r.dst_len = a.prefix;
+            if family == 2 {
+                r.scope = RT_SCOPE_LINK;
+                r.prefsrc = Some(a.ip);
+            }
+            v.push(Change::AddRoute(r));
+        }
+        v
+    }
+
+    fn count(&mut self, ch: &Change, add: bool) {
+        match ch {
+            Change::AddRule(r) if add => {
+                self.rules
+                    .entry(r.clone())
+                    .or_insert_with(|| Planned {
+                        refs: 0,
+                        text: rule_text(r),
+                    })
+                    .refs += 1;
+            }
+            Change::AddRule(r) => {
+                if let Some(p) = self.rules.get_mut(r) {
+                    p.refs -= 1;
+                    if p.refs == 0 {
+                        self.rules.remove(r);
+                    }
+                }
+            }
+            Change::AddRoute(r) if add => *self.routes.entry(r.clone()).or_default() += 1,
+            Change::AddRoute(r) => {
+                if let Some(n) = self.routes.get_mut(r) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.routes.remove(r);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Plans for a new or changed address; returns what it plans.
+    /// O(log n).
+    pub fn insert_addr(&mut self, a: AddrInfo) -> Vec<Change> {
+        let v = self.addr_changes(&a);
+        v.iter().for_each(|ch| self.count(ch, true));
+        self.addrs.insert((a.ip, a.prefix), a);
+        v
+    }
+
+    /// Takes back what an address planned, and returns it. O(log n).
+    pub fn remove_addr(&mut self, ip: IpAddr, prefix: u8) -> Vec<Change> {
+        let Some(a) = self.addrs.remove(&(ip, prefix)) else {
+            return Vec::new();
+        };
+        let v = self.addr_changes(&a);
+        v.iter().for_each(|ch| self.count(ch, false));
+        v
+    }
+
+    /// Every planned change with its source.
+    pub fn changes(&self) -> Vec<(Source, Change)> {
+        let mut v = Vec::with_capacity(self.rules.len() + self.routes.len());
+        for a in self.addrs.values() {
+            let src = Source::Addr(a.ip, a.prefix);
+            v.extend(self.addr_changes(a).into_iter().map(|c| (src, c)));
+        }
+        if self.up {
+            for gw in &self.gateways {
+                let family = if gw.is_ipv4() { 2 } else { 10 };
+                let mut r = route(family, self.table, self.index);
+                r.gateway = Some(*gw);
+                v.push((Source::Gateway(family), Change::AddRoute(r)));
+            }
+        }
+        v
     }
 }
 
@@ -65,6 +186,10 @@ pub struct Plan {
 impl Plan {
     pub fn link(&self, index: u32) -> Option<&LinkPlan> {
         self.links.iter().find(|l| l.index == index)
+    }
+
+    pub fn link_mut(&mut self, index: u32) -> Option<&mut LinkPlan> {
+        self.links.iter_mut().find(|l| l.index == index)
     }
 }
 
@@ -144,38 +269,23 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
     }
     let owned: HashSet<u32> = found.iter().map(|f| f.2).collect();
     for (iface, index, table) in found {
-        let link = core.links().find(|l| l.info.index == index).unwrap();
-        let from_pri = iface.from_priority.unwrap_or(s.from_priority);
-        let to_pri = iface.to_priority.unwrap_or(s.to_priority);
+        let Some(link) = core.links().find(|l| l.info.index == index) else {
+            continue;
+        };
         let mut lp = LinkPlan {
             index,
             name: iface.name.clone(),
             table,
+            from_priority: iface.from_priority.unwrap_or(s.from_priority),
+            to_priority: iface.to_priority.unwrap_or(s.to_priority),
+            up: link.info.flags & IFF_UP != 0,
             gateways: Vec::new(),
-            rules: Vec::new(),
-            routes: Vec::new(),
+            addrs: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            routes: BTreeMap::new(),
         };
-        let up = link.info.flags & IFF_UP != 0;
-        let addrs: Vec<&AddrInfo> = link
-            .addrs
-            .values()
-            .filter(|a| a.usable() && a.scope == RT_SCOPE_UNIVERSE)
-            .collect();
-        for a in &addrs {
-            lp.rules.push(rule(a.ip, table, from_pri, true));
-            lp.rules.push(rule(a.ip, table, to_pri, false));
-            let max = if a.ip.is_ipv4() { 32 } else { 128 };
-            if up && a.prefix < max {
-                let family = if a.ip.is_ipv4() { 2 } else { 10 };
-                let mut r = route(family, table, index);
-                r.dst = Some(network(a.ip, a.prefix));
-                r.dst_len = a.prefix;
-                if family == 2 {
-                    r.scope = RT_SCOPE_LINK;
-                    r.prefsrc = Some(a.ip);
-                }
-                lp.routes.push(r);
-            }
+        for a in link.addrs.values().filter(|a| plans_for(a)) {
+            lp.insert_addr(a.clone());
         }
         for family in [2u8, 10] {
             let gw = core
@@ -192,44 +302,76 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
                 .and_then(|r| r.gateway);
             if let Some(gw) = gw {
                 lp.gateways.push(gw);
-                if up {
+                if lp.up {
                     let mut r = route(family, table, index);
                     r.gateway = Some(gw);
-                    lp.routes.push(r);
+                    lp.count(&Change::AddRoute(r), true);
                 }
             }
         }
-        lp.rules.sort();
-        lp.rules.dedup();
-        lp.routes.dedup();
         p.links.push(lp);
     }
     p
 }
 
-/// What the plan wants, by key: the change that adds the entry and the
-/// fingerprint of its link's plan (the context a refusal is tied to).
-pub type Wanted = BTreeMap<Key, (Change, u64)>;
+/// A planned entry: the link it is planned for, and each source's version
+/// of it (two addresses in one subnet plan one connected route with
+/// different preferred sources); the first source's is the one sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub link: u32,
+    pub by: BTreeMap<Source, Change>,
+}
 
-/// netevd's own entries in the kernel, by key: the change that deletes
-/// each as the kernel has it.
-pub type Have = BTreeMap<Key, Change>;
+impl Want {
+    pub fn change(&self) -> &Change {
+        // Never empty: `unwant` drops an entry with its last source.
+        self.by
+            .values()
+            .next()
+            .expect("a wanted entry has a source")
+    }
+}
+
+/// What the plan wants, by key.
+pub type Wanted = BTreeMap<Key, Want>;
+
+pub fn want(w: &mut Wanted, link: u32, src: Source, ch: Change) -> Key {
+    let k = ch.key();
+    w.entry(k.clone())
+        .or_insert_with(|| Want {
+            link,
+            by: BTreeMap::new(),
+        })
+        .by
+        .insert(src, ch);
+    k
+}
+
+pub fn unwant(w: &mut Wanted, src: Source, ch: &Change) -> Key {
+    let k = ch.key();
+    if let Some(e) = w.get_mut(&k) {
+        e.by.remove(&src);
+        if e.by.is_empty() {
+            w.remove(&k);
+        }
+    }
+    k
+}
 
 pub fn wanted(plan: &Plan) -> Wanted {
     let mut w = Wanted::new();
     for l in &plan.links {
-        let fp = l.fingerprint();
-        for r in &l.rules {
-            w.entry(Key::Rule(rule_key(r)))
-                .or_insert_with(|| (Change::AddRule(r.clone()), fp));
-        }
-        for r in &l.routes {
-            w.entry(Key::Route(route_key(r)))
-                .or_insert_with(|| (Change::AddRoute(r.clone()), fp));
+        for (src, ch) in l.changes() {
+            want(&mut w, l.index, src, ch);
         }
     }
     w
 }
+
+/// netevd's own entries in the kernel, by key: the change that deletes
+/// each as the kernel has it.
+pub type Have = BTreeMap<Key, Change>;
 
 pub fn have(core: &Core) -> Have {
     let mut h = Have::new();
@@ -242,29 +384,21 @@ pub fn have(core: &Core) -> Have {
     h
 }
 
-/// The changes from `have` to `want`, in the order of `Change::rank`,
-/// each with its context: deletions of netevd's own stale entries, then
-/// additions in the plan's order.
-pub fn diff_keyed(plan: &Plan, want: &Wanted, have: &Have) -> Vec<(Change, u64)> {
-    let mut out: Vec<(Change, u64)> = have
+/// The changes from `have` to `want`, in the order of `Change::rank`:
+/// deletions of netevd's own stale entries, then additions. Each addition
+/// comes with the link it is for.
+pub fn diff_keyed(want: &Wanted, have: &Have) -> Vec<(Change, Option<u32>)> {
+    let mut out: Vec<(Change, Option<u32>)> = have
         .iter()
         .filter(|(k, _)| !want.contains_key(k))
-        .map(|(_, del)| (del.clone(), 0))
+        .map(|(_, del)| (del.clone(), None))
         .collect();
-    for l in &plan.links {
-        let fp = l.fingerprint();
-        let rules = l.rules.iter().map(|r| Change::AddRule(r.clone()));
-        let routes = l.routes.iter().map(|r| Change::AddRoute(r.clone()));
-        for ch in rules.chain(routes) {
-            let k = ch.key();
-            // Two addresses in one subnet plan one connected route: the
-            // first planned is the one wanted.
-            if !have.contains_key(&k) && want.get(&k).is_some_and(|(w, _)| *w == ch) {
-                out.push((ch, fp));
-            }
-        }
-    }
-    // Stable: within a rank the plan's order stays.
+    out.extend(
+        want.iter()
+            .filter(|(k, _)| !have.contains_key(k))
+            .map(|(_, w)| (w.change().clone(), Some(w.link))),
+    );
+    // Stable: within a rank the keys' order stays.
     out.sort_by_key(|(ch, _)| ch.rank());
     out
 }
@@ -272,7 +406,7 @@ pub fn diff_keyed(plan: &Plan, want: &Wanted, have: &Have) -> Vec<(Change, u64)>
 /// The changes from the kernel's state (as the model has it) to the plan.
 #[cfg(test)]
 pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
-    diff_keyed(plan, &wanted(plan), &have(core))
+    diff_keyed(&wanted(plan), &have(core))
         .into_iter()
         .map(|(c, _)| c)
         .collect()

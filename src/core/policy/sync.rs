@@ -6,11 +6,12 @@
 //! foreign delete, a resync, a hold running out), the next `reconcile`
 //! diffs again everything it may have changed against the model, so the
 //! kernel converges to the plan after any interleaving. What it diffs
-//! again is kept small: an input the plan depends on (links, addresses,
-//! gateways) replans in full, O(n log n); the notification of one of
-//! netevd's own entries, an answer or an expired hold rechecks that one
-//! key, O(log n). So the echo of 10,000 requests does not cost 10,000
-//! full replans.
+//! again is kept small: an address added or removed changes what it plans
+//! and rechecks those keys; the notification of one of netevd's own
+//! entries, an answer or an expired hold rechecks that one key; all
+//! O(log n). Only the rarer inputs (links, gateways, a resync, a reload)
+//! replan in full, O(n log n). So neither 10,000 addresses nor the echo
+//! of the requests they cause cost a full replan each.
 //!
 //! Every input must go through `observe` before the model applies it:
 //! that is how own entries are indexed and foreign deletes are told from
@@ -19,13 +20,14 @@
 //! Pure: no I/O, no clock reads, no logging; the caller sends, passes the
 //! time in and logs what the return values say.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::super::model::Core;
 use super::super::requests::{Answered, Foreign, Outcome, Requests, Timing};
 use super::super::types::*;
-use super::plan::{self, Have, Plan, Wanted};
+use super::plan::{self, Have, Plan, Source, Wanted};
 use super::{Change, Key, Settings};
 
 const EEXIST: i32 = 17;
@@ -59,13 +61,23 @@ pub fn outcome(ch: &Change, code: i32) -> Outcome {
 pub struct Sync {
     settings: Settings,
     requests: Requests<Key, Change>,
-    /// The last full plan, for hooks and for the log.
+    /// The plan, for hooks and for the log; kept current between full
+    /// replans by address changes.
     pub plan: Plan,
     want: Wanted,
     have: Have,
-    /// An input the plan depends on came: replan in full.
+    /// Own IPv4 routes by preferred source: the kernel drops them without
+    /// a word when that address goes (the model follows; so must `have`).
+    by_prefsrc: BTreeMap<IpAddr, BTreeSet<Key>>,
+    /// Per link, the context a refusal is tied to: it changes whenever
+    /// anything planned for the link changes.
+    ctx: HashMap<u32, u64>,
+    next_ctx: u64,
+    /// An input the plan depends on came, other than an address: replan
+    /// in full.
     full: bool,
-    /// Own entries whose notification came since the last reconcile.
+    resyncing: bool,
+    /// Keys whose wanted or actual state changed since the last reconcile.
     touched: BTreeSet<Key>,
     pub stats: Stats,
 }
@@ -82,7 +94,11 @@ impl Sync {
             plan: Plan::default(),
             want: Wanted::new(),
             have: Have::new(),
+            by_prefsrc: BTreeMap::new(),
+            ctx: HashMap::new(),
+            next_ctx: 0,
             full: true,
+            resyncing: false,
             touched: BTreeSet::new(),
             stats: Stats::default(),
         }
@@ -100,18 +116,16 @@ impl Sync {
     /// entry someone else deleted while it was wanted, the change that
     /// restores it and how long the restore waits.
     pub fn observe(&mut self, input: &Input, now: Instant) -> Option<(Change, Foreign)> {
-        let (key, entry) = match input {
+        let entry = match input {
             Input::NewRule(r) | Input::DelRule(r) if r.protocol == RTPROT_NETEVD => {
-                (Change::DelRule(r.clone()).key(), Change::DelRule(r.clone()))
+                Change::DelRule(r.clone())
             }
-            Input::NewRoute { route, replace } if route.protocol == RTPROT_NETEVD && !replace => (
-                Change::DelRoute(route.clone()).key(),
-                Change::DelRoute(route.clone()),
-            ),
-            Input::DelRoute(route) if route.protocol == RTPROT_NETEVD => (
-                Change::DelRoute(route.clone()).key(),
-                Change::DelRoute(route.clone()),
-            ),
+            Input::NewRoute { route, replace } if route.protocol == RTPROT_NETEVD && !replace => {
+                Change::DelRoute(route.clone())
+            }
+            Input::DelRoute(route) if route.protocol == RTPROT_NETEVD => {
+                Change::DelRoute(route.clone())
+            }
             // A replacing route may silently push out one of ours.
             Input::NewRoute { replace: true, .. } => {
                 self.full = true;
@@ -126,34 +140,155 @@ impl Sync {
                 }
                 return None;
             }
-            Input::ResyncBegin => return None,
+            Input::ResyncBegin => {
+                self.resyncing = true;
+                return None;
+            }
             Input::ResyncEnd => {
                 // Answers may have been lost with the notifications.
                 self.requests.resynced();
+                self.resyncing = false;
                 self.full = true;
                 return None;
             }
-            Input::NewLink(_) | Input::DelLink(_) | Input::NewAddr(_) | Input::DelAddr(_) => {
+            Input::NewAddr(a) => {
+                self.address(a, true);
+                return None;
+            }
+            Input::DelAddr(a) => {
+                self.address(a, false);
+                return None;
+            }
+            Input::NewLink(_) | Input::DelLink(_) => {
                 self.full = true;
                 return None;
             }
         };
+        let key = entry.key();
         self.touched.insert(key.clone());
         let added = matches!(input, Input::NewRule(_) | Input::NewRoute { .. });
         if added {
-            self.have.insert(key, entry);
+            self.have_insert(key, entry);
             return None;
         }
-        self.have.remove(&key);
+        self.have_remove(&key);
         let ours = self.requests.in_flight(&key).is_some_and(|c| !c.is_add());
-        let (restore, _) = self.want.get(&key)?;
+        let restore = self.want.get(&key)?.change().clone();
         if ours {
             return None;
         }
         self.stats.restored += 1;
-        let restore = restore.clone();
         let f = self.requests.foreign_delete(key, now);
         Some((restore, f))
+    }
+
+    /// An address added, changed or removed: the plan of its link changes
+    /// by what that address plans, O(log n), instead of a full replan.
+    fn address(&mut self, a: &AddrInfo, added: bool) {
+        if self.full || self.resyncing {
+            return; // the full replan to come reads the model
+        }
+        if !added && a.ip.is_ipv4() {
+            // The kernel's silent flush (fib_inetaddr_event), as the model
+            // does it: own routes whose preferred source this was.
+            for k in self.by_prefsrc.remove(&a.ip).unwrap_or_default() {
+                self.have.remove(&k);
+                self.touched.insert(k);
+            }
+        }
+        let Some(lp) = self.plan.link_mut(a.index) else {
+            return; // not a policy link
+        };
+        if !added
+            && a.ip.is_ipv4()
+            && !lp
+                .addrs
+                .keys()
+                .any(|(ip, p)| ip.is_ipv4() && (*ip, *p) != (a.ip, a.prefix))
+        {
+            // Perhaps the last IPv4 address: the kernel then drops every
+            // IPv4 route of the link. Rare; replan from the model.
+            self.full = true;
+            return;
+        }
+        let src = Source::Addr(a.ip, a.prefix);
+        let index = lp.index;
+        let gone = lp.remove_addr(a.ip, a.prefix);
+        let new = if added && plan::plans_for(a) {
+            lp.insert_addr(a.clone())
+        } else {
+            Vec::new()
+        };
+        if gone == new {
+            return; // flags or lifetimes changed, nothing planned did
+        }
+        for ch in &gone {
+            let k = plan::unwant(&mut self.want, src, ch);
+            self.touched.insert(k);
+        }
+        for ch in new {
+            let k = plan::want(&mut self.want, index, src, ch);
+            self.touched.insert(k);
+        }
+        self.next_ctx += 1;
+        self.ctx.insert(index, self.next_ctx);
+    }
+
+    fn have_insert(&mut self, key: Key, del: Change) {
+        if let Change::DelRoute(RouteInfo {
+            prefsrc: Some(p), ..
+        }) = &del
+        {
+            self.by_prefsrc.entry(*p).or_default().insert(key.clone());
+        }
+        if let Some(old) = self.have.insert(key.clone(), del) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    fn have_remove(&mut self, key: &Key) {
+        if let Some(old) = self.have.remove(key) {
+            self.unindex(key, &old);
+        }
+    }
+
+    fn unindex(&mut self, key: &Key, old: &Change) {
+        if let Change::DelRoute(RouteInfo {
+            prefsrc: Some(p), ..
+        }) = old
+        {
+            if let Some(s) = self.by_prefsrc.get_mut(p) {
+                s.remove(key);
+                if s.is_empty() {
+                    self.by_prefsrc.remove(p);
+                }
+            }
+        }
+    }
+
+    fn replan(&mut self, core: &Core) {
+        let old: HashMap<u32, u64> = self
+            .plan
+            .links
+            .iter()
+            .map(|l| (l.index, l.fingerprint()))
+            .collect();
+        self.plan = plan::plan(&self.settings, core);
+        for l in &self.plan.links {
+            let fp = l.fingerprint();
+            if old.get(&l.index) != Some(&fp) || !self.ctx.contains_key(&l.index) {
+                self.next_ctx += 1;
+                self.ctx.insert(l.index, self.next_ctx);
+            }
+        }
+        let planned: HashSet<u32> = self.plan.links.iter().map(|l| l.index).collect();
+        self.ctx.retain(|i, _| planned.contains(i));
+        self.want = plan::wanted(&self.plan);
+        self.have.clear();
+        self.by_prefsrc.clear();
+        for (k, del) in plan::have(core) {
+            self.have_insert(k, del);
+        }
     }
 
     /// The changes to send now. Nothing while the model is not the
@@ -167,26 +302,28 @@ impl Sync {
         keys.append(&mut self.touched);
         let candidates = if self.full {
             self.full = false;
-            self.plan = plan::plan(&self.settings, core);
-            self.want = plan::wanted(&self.plan);
-            self.have = plan::have(core);
-            plan::diff_keyed(&self.plan, &self.want, &self.have)
+            self.replan(core);
+            plan::diff_keyed(&self.want, &self.have)
         } else {
-            let mut c: Vec<(Change, u64)> = keys.iter().filter_map(|k| self.candidate(k)).collect();
+            let mut c: Vec<(Change, Option<u32>)> =
+                keys.iter().filter_map(|k| self.candidate(k)).collect();
             c.sort_by_key(|(ch, _)| ch.rank());
             c
         };
         candidates
             .into_iter()
-            .filter(|(ch, ctx)| self.requests.may_send(&ch.key(), *ctx, now))
+            .filter(|(ch, link)| {
+                let ctx = link.and_then(|l| self.ctx.get(&l).copied()).unwrap_or(0);
+                self.requests.may_send(&ch.key(), ctx, now)
+            })
             .map(|(ch, _)| ch)
             .collect()
     }
 
-    fn candidate(&self, k: &Key) -> Option<(Change, u64)> {
+    fn candidate(&self, k: &Key) -> Option<(Change, Option<u32>)> {
         match (self.want.get(k), self.have.get(k)) {
-            (Some((add, ctx)), None) => Some((add.clone(), *ctx)),
-            (None, Some(del)) => Some((del.clone(), 0)),
+            (Some(w), None) => Some((w.change().clone(), Some(w.link))),
+            (None, Some(del)) => Some((del.clone(), None)),
             _ => None,
         }
     }
@@ -196,7 +333,7 @@ impl Sync {
         self.stats.requests += 1;
         let key = ch.key();
         let ctx = match self.want.get(&key) {
-            Some((_, ctx)) if ch.is_add() => *ctx,
+            Some(w) if ch.is_add() => self.ctx.get(&w.link).copied().unwrap_or(0),
             _ => 0,
         };
         self.requests.sent(seq, key, ch, ctx);
