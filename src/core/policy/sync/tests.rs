@@ -210,6 +210,22 @@ impl Kernel {
         self.notify(Input::ResyncEnd);
     }
 
+    /// What the kernel does, silently, when an IPv4 address goes
+    /// (fib_inetaddr_event): routes whose preferred source it was go, and
+    /// every IPv4 route of a link left without an IPv4 address.
+    fn del_addr(&mut self, a: &AddrInfo) {
+        if !a.ip.is_ipv4() {
+            return;
+        }
+        let v4_left = self
+            .addrs
+            .iter()
+            .any(|x| x.index == a.index && x.ip.is_ipv4());
+        self.routes.retain(|r| {
+            !(r.family == 2 && (r.prefsrc == Some(a.ip) || (!v4_left && r.oif == a.index)))
+        });
+    }
+
     /// Deletes one of netevd's entries, as systemd-networkd does.
     fn delete_own(&mut self, rng: &mut Rng) {
         let rules: Vec<RuleInfo> = self
@@ -343,8 +359,10 @@ fn run(seed: u64, secs: u64) -> Daemon {
     };
     // Seeds differ in what the adversary does: 0, everything; 1, mostly
     // reflex deletes; 2, deletes, refusals, overflows and stale entries, the plan never
-    // changing (no full replan to paper over a key forgotten).
-    let mix = seed % 3;
+    // changing (no full replan to paper over a key forgotten); 3,
+    // addresses coming and going with reflex deletes, no full replan
+    // either.
+    let mix = seed % 4;
     if mix == 1 {
         k.transient = 0;
         k.refuse = 0;
@@ -361,7 +379,17 @@ fn run(seed: u64, secs: u64) -> Daemon {
     };
     // Start-up: the first dump.
     k.overflow();
-    let pool = ["2001:db8:2::10", "2001:db8:2::11", "2001:db8:3::12"];
+    // Addresses that come and go: one sharing wan1's IPv4 subnet and
+    // sorting first (its connected route's preferred source takes over),
+    // one in a subnet of its own, a /32, and IPv6 alike.
+    let pool = [
+        ("2001:db8:2::10", 64),
+        ("2001:db8:2::11", 64),
+        ("2001:db8:3::12", 64),
+        ("10.2.0.1", 24),
+        ("10.3.0.7", 24),
+        ("10.2.0.9", 32),
+    ];
     let gateways = ["2001:db8:2::1", "2001:db8:2::99"];
     let end = t0 + Duration::from_secs(secs);
     while now < end {
@@ -371,7 +399,12 @@ fn run(seed: u64, secs: u64) -> Daemon {
             // now and then a delete by hand, to set the reflex off
             1 if rng.chance(3) => 0,
             1 => 100,
-            _ => rng.below(44),
+            2 => rng.below(44),
+            // addresses come and go, reflexes strike, nothing else:
+            // every plan change goes the incremental way
+            _ if rng.chance(10) => 44,
+            _ if rng.chance(5) => 0,
+            _ => 100,
         };
         match pick {
             0..=39 => k.delete_own(&mut rng),
@@ -383,8 +416,10 @@ fn run(seed: u64, secs: u64) -> Daemon {
                 }
             }
             44..=45 => {
-                let a = addr(pool[rng.below(3) as usize], 64);
+                let (ip, prefix) = pool[rng.below(pool.len() as u64) as usize];
+                let a = addr(ip, prefix);
                 if k.addrs.remove(&a) {
+                    k.del_addr(&a);
                     k.notify(Input::DelAddr(a));
                 } else {
                     k.addrs.insert(a.clone());
@@ -462,7 +497,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
 
 #[test]
 fn any_interleaving_converges_to_the_plan_and_backoff_bounds_requests() {
-    for seed in 0..60 {
+    for seed in 0..80 {
         let secs = 60;
         let d = run(seed, secs);
         // Foreign deletes hold the restore back up to 5 s, refusals 30 s,
