@@ -721,6 +721,58 @@ mod tests {
     }
 
     #[test]
+    fn sources_are_counted_and_the_first_source_is_sent() {
+        let s = settings(&["wan1"]);
+        let c = core_with(vec![link(3, "wan1"), addr(3, "10.2.0.5", 24)]);
+        let mut p = plan(&s, &c);
+        let mut w = wanted(&p);
+        let lp = &mut p.links[0];
+        let a = |ip: &str, prefix| AddrInfo {
+            index: 3,
+            ip: ip.parse().unwrap(),
+            prefix,
+            scope: 0,
+            flags: 0x80,
+        };
+        // one IP with two prefixes: its rules are planned twice, kept once
+        let v = lp.insert_addr(a("10.2.0.5", 16));
+        v.into_iter()
+            .for_each(|ch| drop(want(&mut w, 3, Source::Addr(a("10.2.0.5", 16).ip, 16), ch)));
+        assert_eq!(lp.rules.len(), 2);
+        assert_eq!(
+            lp.rules.values().map(|p| p.refs).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+        for ch in lp.remove_addr("10.2.0.5".parse().unwrap(), 16) {
+            unwant(&mut w, Source::Addr("10.2.0.5".parse().unwrap(), 16), &ch);
+        }
+        assert_eq!(lp.rule_strings().len(), 2, "the /24 still plans them");
+        assert_eq!(w, wanted(&p), "incremental equals planned from scratch");
+        // two addresses in one subnet: one connected route, the first
+        // address's preferred source
+        let lp = &mut p.links[0];
+        let src = Source::Addr("10.2.0.3".parse().unwrap(), 24);
+        for ch in lp.insert_addr(a("10.2.0.3", 24)) {
+            want(&mut w, 3, src, ch);
+        }
+        let conn = |w: &Wanted| {
+            w.values()
+                .find_map(|x| match x.change() {
+                    Change::AddRoute(r) if r.dst.is_some() => r.prefsrc,
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(conn(&w), "10.2.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(w, wanted(&p));
+        for ch in p.links[0].remove_addr("10.2.0.3".parse().unwrap(), 24) {
+            unwant(&mut w, src, &ch);
+        }
+        assert_eq!(conn(&w), "10.2.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(w, wanted(&p));
+    }
+
+    #[test]
     fn networks() {
         assert_eq!(
             network("10.2.0.77".parse().unwrap(), 24),
