@@ -735,16 +735,17 @@ mod tests {
             flags: 0x80,
         };
         // one IP with two prefixes: its rules are planned twice, kept once
-        let v = lp.insert_addr(a("10.2.0.5", 16));
-        v.into_iter()
-            .for_each(|ch| drop(want(&mut w, 3, Source::Addr(a("10.2.0.5", 16).ip, 16), ch)));
+        let src16 = Source::Addr("10.2.0.5".parse().unwrap(), 16);
+        for ch in lp.insert_addr(a("10.2.0.5", 16)) {
+            want(&mut w, 3, src16, ch);
+        }
         assert_eq!(lp.rules.len(), 2);
         assert_eq!(
             lp.rules.values().map(|p| p.refs).collect::<Vec<_>>(),
             vec![2, 2]
         );
         for ch in lp.remove_addr("10.2.0.5".parse().unwrap(), 16) {
-            unwant(&mut w, Source::Addr("10.2.0.5".parse().unwrap(), 16), &ch);
+            unwant(&mut w, src16, &ch);
         }
         assert_eq!(lp.rule_strings().len(), 2, "the /24 still plans them");
         assert_eq!(w, wanted(&p), "incremental equals planned from scratch");
