@@ -85,7 +85,8 @@ struct Kernel {
     addrs: BTreeSet<AddrInfo>,
     routes: BTreeSet<RouteInfo>,
     rules: BTreeSet<RuleInfo>,
-    queue: VecDeque<Msg>,
+    /// Per daemon: what it has still to read.
+    queues: Vec<VecDeque<Msg>>,
     /// Percent of requests refused transiently / for good.
     transient: u64,
     refuse: u64,
@@ -110,11 +111,13 @@ impl Kernel {
     }
 
     fn notify(&mut self, i: Input) {
-        self.queue.push_back(Msg::Input(i));
+        for q in &mut self.queues {
+            q.push_back(Msg::Input(i.clone()));
+        }
     }
 
     /// Carries out a request and queues its notification and answer.
-    fn request(&mut self, seq: u32, ch: &Change, rng: &mut Rng) {
+    fn request(&mut self, who: usize, seq: u32, ch: &Change, rng: &mut Rng) {
         let code = if rng.chance(self.transient) {
             -16 // EBUSY
         } else if rng.chance(self.refuse) {
@@ -174,7 +177,7 @@ impl Kernel {
                 }
             }
         };
-        self.queue.push_back(Msg::Ack(seq, code));
+        self.queues[who].push_back(Msg::Ack(seq, code));
         if code == 0 && ch.is_add() && rng.chance(self.react) {
             match ch {
                 Change::AddRule(r) => {
@@ -190,24 +193,18 @@ impl Kernel {
         }
     }
 
-    /// The socket overflowed: everything queued is lost, a dump follows.
-    fn overflow(&mut self) {
-        self.queue.clear();
-        self.notify(Input::ResyncBegin);
-        self.notify(Input::NewLink(self.link.clone()));
-        for a in self.addrs.clone() {
-            self.notify(Input::NewAddr(a));
-        }
-        for route in self.routes.clone() {
-            self.notify(Input::NewRoute {
-                route,
-                replace: false,
-            });
-        }
-        for r in self.rules.clone() {
-            self.notify(Input::NewRule(r));
-        }
-        self.notify(Input::ResyncEnd);
+    /// A daemon's socket overflowed: what it had queued is lost, a dump
+    /// follows.
+    fn overflow(&mut self, who: usize) {
+        let mut dump = vec![Input::ResyncBegin, Input::NewLink(self.link.clone())];
+        dump.extend(self.addrs.iter().cloned().map(Input::NewAddr));
+        dump.extend(self.routes.iter().map(|route| Input::NewRoute {
+            route: route.clone(),
+            replace: false,
+        }));
+        dump.extend(self.rules.iter().cloned().map(Input::NewRule));
+        dump.push(Input::ResyncEnd);
+        self.queues[who] = dump.into_iter().map(Msg::Input).collect();
     }
 
     /// What the kernel does, silently, when an IPv4 address goes
@@ -259,6 +256,7 @@ impl Kernel {
 /// The daemon's side: the model and the sync, fed the way the reactor
 /// feeds them.
 struct Daemon {
+    id: usize,
     core: Core,
     sync: Sync,
     seq: u32,
@@ -279,7 +277,7 @@ impl Daemon {
             if self.counting && ch.is_add() {
                 *self.adds.entry(ch.key()).or_default() += 1;
             }
-            k.request(self.seq, &ch, rng);
+            k.request(self.id, self.seq, &ch, rng);
             self.sync.sent(self.seq, ch);
         }
     }
@@ -289,7 +287,9 @@ impl Daemon {
         let acks_last = rng.chance(70);
         let mut acks = Vec::new();
         for _ in 0..n {
-            let Some(m) = k.queue.pop_front() else { break };
+            let Some(m) = k.queues[self.id].pop_front() else {
+                break;
+            };
             match m {
                 Msg::Input(i) => {
                     self.sync.observe(&i, now);
@@ -352,7 +352,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
         addrs: [addr("10.2.0.2", 24), addr("2001:db8:2::2", 64)].into(),
         routes: [default_via("10.2.0.1"), default_via("2001:db8:2::1")].into(),
         rules: BTreeSet::new(),
-        queue: VecDeque::new(),
+        queues: vec![VecDeque::new()],
         transient: 5,
         refuse: 3,
         react: 0,
@@ -371,6 +371,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
         k.react = 60;
     }
     let mut d = Daemon {
+        id: 0,
         core: Core::new(CoreSettings::default()),
         sync: Sync::new(settings()),
         seq: 0,
@@ -378,7 +379,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
         counting: true,
     };
     // Start-up: the first dump.
-    k.overflow();
+    k.overflow(0);
     // Addresses that come and go: one sharing wan1's IPv4 subnet and
     // sorting first (its connected route's preferred source takes over),
     // one in a subnet of its own, a /32, and IPv6 alike.
@@ -408,7 +409,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
         };
         match pick {
             0..=39 => k.delete_own(&mut rng),
-            40..=41 => k.overflow(),
+            40..=41 => k.overflow(0),
             42..=43 => {
                 let r = stale_rule(rng.below(4));
                 if k.rules.insert(r.clone()) {
@@ -469,7 +470,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
     k.refuse = 0;
     k.react = 0;
     for _ in 0..100_000 {
-        if !k.queue.is_empty() {
+        if !k.queues[0].is_empty() {
             let n = 1 + rng.below(8) as usize;
             d.batch(&mut k, &mut rng, n, now);
         } else if let Some(t) = d.sync.next_deadline() {
@@ -479,7 +480,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
             break;
         }
     }
-    assert!(k.queue.is_empty(), "seed {seed}: never went quiet");
+    assert!(k.queues[0].is_empty(), "seed {seed}: never went quiet");
     // The model is the kernel's state, and the kernel is the plan.
     let model: BTreeSet<Key> = plan::have(&d.core).into_keys().collect();
     assert_eq!(model, k.own_keys(), "seed {seed}: model and kernel differ");
@@ -518,6 +519,90 @@ fn any_interleaving_converges_to_the_plan_and_backoff_bounds_requests() {
     }
 }
 
+/// Two daemons on one host, told different tables for wan1: each takes
+/// the other's entries for stale ones of its own and deletes them, and
+/// restores its own. They disagree for good; neither may stop
+/// reconciling (the reported pair stopped after about 15 swaps), and the
+/// backoff bounds the fight. Once one stops, the other converges.
+#[test]
+fn two_daemons_that_disagree_never_stop_and_stay_bounded() {
+    let mut rng = Rng(99);
+    let t0 = Instant::now();
+    let mut k = Kernel {
+        link: wan1(),
+        addrs: [addr("10.2.0.2", 24), addr("2001:db8:2::2", 64)].into(),
+        routes: [default_via("10.2.0.1"), default_via("2001:db8:2::1")].into(),
+        rules: BTreeSet::new(),
+        queues: vec![VecDeque::new(), VecDeque::new()],
+        transient: 0,
+        refuse: 0,
+        react: 0,
+    };
+    let mut other = settings();
+    other.ifaces[0].table = Some(2000);
+    let daemon = |id, s| Daemon {
+        id,
+        core: Core::new(CoreSettings::default()),
+        sync: Sync::new(s),
+        seq: 0,
+        adds: BTreeMap::new(),
+        counting: true,
+    };
+    let mut ds = [daemon(0, settings()), daemon(1, other)];
+    k.overflow(0);
+    k.overflow(1);
+    let mut now = t0;
+    let mut last_add = [t0; 2];
+    let end = t0 + Duration::from_secs(120);
+    while now < end {
+        now += Duration::from_millis(1 + rng.below(20));
+        for d in ds.iter_mut() {
+            let before: u32 = d.adds.values().sum();
+            let n = rng.below(6) as usize;
+            d.batch(&mut k, &mut rng, n, now);
+            if d.sync.next_deadline().is_some_and(|t| t <= now) {
+                d.reconcile(&mut k, &mut rng, now);
+            }
+            if d.adds.values().sum::<u32>() > before {
+                last_add[d.id] = now;
+            }
+        }
+    }
+    for d in &ds {
+        // still restoring at the end, at most every 5 s per entry
+        assert!(
+            end.duration_since(last_add[d.id]) < Duration::from_secs(6),
+            "daemon {} stopped reconciling",
+            d.id
+        );
+        let worst = d.adds.values().copied().max().unwrap_or(0);
+        assert!(
+            (10..=40).contains(&worst),
+            "daemon {}: {worst} adds of one entry in 120 s: {:?}",
+            d.id,
+            d.adds
+        );
+        assert!(d.sync.stats.restored >= 10);
+    }
+    // The second stops; the first cleans up after it and converges.
+    let [mut a, _] = ds;
+    k.queues.truncate(1);
+    for _ in 0..100_000 {
+        if !k.queues[0].is_empty() {
+            a.batch(&mut k, &mut rng, 8, now);
+        } else if let Some(t) = a.sync.next_deadline() {
+            now = now.max(t);
+            a.reconcile(&mut k, &mut rng, now);
+        } else {
+            break;
+        }
+    }
+    let want: BTreeSet<Key> = wanted(&plan::plan(&settings(), &a.core))
+        .into_keys()
+        .collect();
+    assert_eq!(k.own_keys(), want);
+}
+
 /// The reported bug, as a script: the ack of a restore arrives in the
 /// same batch as the next foreign delete. The old code marked the
 /// generation done while the key was in flight and never looked again.
@@ -530,19 +615,20 @@ fn a_delete_seen_while_the_restore_is_in_flight_is_restored_after_the_ack() {
         addrs: [addr("10.2.0.2", 24)].into(),
         routes: [default_via("10.2.0.1")].into(),
         rules: BTreeSet::new(),
-        queue: VecDeque::new(),
+        queues: vec![VecDeque::new()],
         transient: 0,
         refuse: 0,
         react: 0,
     };
     let mut d = Daemon {
+        id: 0,
         core: Core::new(CoreSettings::default()),
         sync: Sync::new(settings()),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
     };
-    k.overflow();
+    k.overflow(0);
     d.batch(&mut k, &mut rng, 1000, t0);
     d.batch(&mut k, &mut rng, 1000, t0);
     assert_eq!(k.own_keys().len(), 4, "two rules, two routes");
