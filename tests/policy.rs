@@ -326,3 +326,62 @@ fn an_interface_that_appears_later_is_picked_up_and_hooks_see_the_table() {
         "{env}"
     );
 }
+
+/// The reported bug: a program that deletes netevd's entries the moment
+/// they appear (systemd-networkd does this to foreign rules and routes)
+/// left them missing for good once it stopped, while the log said
+/// "restoring". The restores back off while it runs, say so, and the
+/// entries come back once it stops; one more deletion by hand after it is
+/// restored too.
+#[test]
+fn entries_deleted_as_fast_as_they_appear_come_back_once_the_deleter_stops() {
+    let (n, d) = (net(), Dir::new());
+    let _dm = running(&n, &d);
+    // Reacts to every notification of an entry of ours, as networkd does,
+    // for 1.5 s, starting with one rule deleted by hand; prints how many
+    // times it struck.
+    let deleter = format!(
+        "(sleep 0.2; ip rule del pref 10001 to 10.2.0.2) & \
+         n=0; timeout 1.5 ip monitor rule route | {{ \
+           while read -r l; do \
+             case \"$l\" in Deleted*) ;; *\"proto {P}\"*|*\"proto netevd\"*) \
+               ip rule flush protocol {P}; ip -6 rule flush protocol {P}; \
+               ip route flush table all proto {P}; ip -6 route flush table all proto {P}; \
+               n=$((n+1));; esac; \
+           done; echo $n; }}"
+    );
+    let o = Command::new("ip")
+        .args(["netns", "exec", &n.h.name, "sh", "-c", &deleter])
+        .output()
+        .unwrap();
+    let passes: u32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        passes > 5,
+        "the deleter struck {passes} times: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait("the full set after the deleter", 15, || full_set(&n.h));
+    // and once more by hand, as in the report
+    n.h.ip(&["rule", "del", "pref", "10000", "from", "10.2.0.2"]);
+    n.h.ip(&[
+        "route", "del", "default", "via", "10.2.0.1", "table", "1003",
+    ]);
+    wait("the rule and the default route back", 15, || full_set(&n.h));
+    assert!(ping(&n.h, false, "10.2.0.2", "198.51.100.1"));
+    let log = d.log();
+    // backed off: far fewer requests than the deleter's passes times the
+    // eight entries
+    let requests = log.lines().filter(|l| l.contains("policy: add ")).count();
+    assert!(
+        requests < 8 * 15,
+        "{requests} add requests against {passes} deleter passes"
+    );
+    assert!(
+        log.contains("was deleted by another program")
+            && log.contains("times in a row; still restoring it"),
+        "no warning about the repeated deletes:\n{log}"
+    );
+}

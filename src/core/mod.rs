@@ -9,6 +9,7 @@ pub mod model;
 pub mod policy;
 pub mod publish;
 pub mod query;
+pub mod requests;
 pub mod sched;
 pub mod state;
 pub mod types;

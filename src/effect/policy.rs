@@ -1,150 +1,159 @@
-//! Carries out the policy-routing plan over the daemon's own netlink
-//! socket: sends the changes the core's diff asks for, remembers which are
-//! in flight so none is sent twice, and matches the kernel's answers.
+//! Carries out policy routing: the thin shell around the pure
+//! `core::policy::sync::Sync` that encodes its changes for the netlink
+//! socket and logs what it decided. The reactor does the sending:
 //!
-//! A change the kernel refused is not retried until what is planned for
-//! its interface changes, so a bad gateway cannot make a request storm.
+//! ```text
+//! for ch in policy.reconcile(&core, now) {
+//!     match netlink.send(&mut policy::encode(&ch)) {
+//!         Ok(seq) => policy.sent(seq, ch),
+//!         Err(e) => policy.send_failed(ch, e, now),
+//!     }
+//! }
+//! ```
+//!
+//! No request storms: a refused change waits until its interface's plan
+//! changes or a long backoff runs out; an entry someone else keeps
+//! deleting is restored after a growing delay, with a warning, and never
+//! given up.
 
-use std::collections::{HashMap, HashSet};
+use std::io;
+use std::time::{Duration, Instant};
 
 use crate::core::model::Core;
+use crate::core::policy::sync::{Stats, Sync};
 use crate::core::policy::{self, Change, Plan};
-use crate::core::types::{RuleInfo, RTPROT_NETEVD};
-use crate::source::netlink::Netlink;
+use crate::core::requests::Outcome;
+use crate::core::types::Input;
+use crate::source::netlink::wire::{self, Op};
 
-type Key = (bool, Option<policy::RouteKey>, Option<policy::RuleKey>);
-
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Stats {
-    pub requests: u64,
-    pub refused: u64,
-    /// Own rules deleted by someone else and put back.
-    pub restored: u64,
+/// The request bytes for `ch` (sequence number 0; the socket sets it).
+pub fn encode(ch: &Change) -> Vec<u8> {
+    match ch {
+        Change::AddRoute(r) => wire::route_request(Op::Add, r),
+        Change::DelRoute(r) => wire::route_request(Op::Delete, r),
+        Change::AddRule(r) => wire::rule_request(Op::Add, r),
+        Change::DelRule(r) => wire::rule_request(Op::Delete, r),
+    }
 }
 
 pub struct Policy {
-    settings: policy::Settings,
-    /// Sequence number -> the change and the fingerprint of its
-    /// interface's plan when it was sent.
-    pending: HashMap<u32, (Change, u64)>,
-    inflight: HashSet<Key>,
-    failed: HashMap<Key, u64>,
-    last_gen: Option<u64>,
-    pub plan: Plan,
-    pub stats: Stats,
+    sync: Sync,
 }
 
 impl Policy {
     pub fn new(settings: policy::Settings) -> Self {
         Policy {
-            settings,
-            pending: HashMap::new(),
-            inflight: HashSet::new(),
-            failed: HashMap::new(),
-            last_gen: None,
-            plan: Plan::default(),
-            stats: Stats::default(),
+            sync: Sync::new(settings),
         }
     }
 
     pub fn set_settings(&mut self, s: policy::Settings) {
-        self.settings = s;
-        self.failed.clear();
-        self.last_gen = None;
+        self.sync.set_settings(s);
     }
 
-    /// Brings the kernel towards the plan, when anything the plan depends
-    /// on changed since the last call. Only while the model is the
-    /// kernel's state: never in the middle of a resync.
-    pub fn reconcile(&mut self, core: &Core, nl: &mut Netlink) {
-        if !core.synced() || core.resyncing() || self.last_gen == Some(core.policy_gen) {
+    /// The last plan, for hooks.
+    pub fn plan(&self) -> &Plan {
+        &self.sync.plan
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sync.stats
+    }
+
+    /// Every input, before the model applies it.
+    pub fn observe(&mut self, input: &Input, now: Instant) {
+        let Some((ch, f)) = self.sync.observe(input, now) else {
             return;
+        };
+        let what = match &ch {
+            Change::AddRule(r) => format!("rule {}", policy::rule_text(r)),
+            Change::AddRoute(r) => policy::route_text(r),
+            other => other.to_string(),
+        };
+        if f.streak == 1 {
+            let rule = matches!(ch, Change::AddRule(_));
+            // Routes also go with a link going down, before the link says
+            // so; rules only ever go by someone's request.
+            let msg = format!(
+                "policy: {what} was deleted by another program; restoring it. systemd-networkd \
+                 does this unless ManageForeignRoutingPolicyRules=no (rules) and \
+                 ManageForeignRoutes=no (routes) are set in networkd.conf"
+            );
+            if rule {
+                log::warn!("{msg}");
+            } else {
+                log::info!("{msg}");
+            }
+        } else if f.streak.is_power_of_two() {
+            // Logged at 2, 4, 8, ... deletes in a row: it goes on, and so
+            // do the restores, without flooding the log.
+            log::warn!(
+                "policy: {what} was deleted by another program {} times in a row; still \
+                 restoring it, each time later (now after {})",
+                f.streak,
+                secs(f.delay)
+            );
+        } else {
+            log::debug!(
+                "policy: {what} deleted again ({} in a row); restoring it after {}",
+                f.streak,
+                secs(f.delay)
+            );
         }
-        self.last_gen = Some(core.policy_gen);
-        let plan = policy::plan(&self.settings, core);
-        for e in &plan.errors {
-            if !self.plan.errors.contains(e) {
+    }
+
+    /// The changes to send now (nothing when nothing is due).
+    pub fn reconcile(&mut self, core: &Core, now: Instant) -> Vec<Change> {
+        let before = self.sync.plan.errors.clone();
+        let out = self.sync.reconcile(core, now);
+        for e in &self.sync.plan.errors {
+            if !before.contains(e) {
                 log::error!("policy: {e}");
             }
         }
-        for ch in policy::diff(&plan, core) {
-            let key = ch.key();
-            if self.inflight.contains(&key) {
-                continue;
-            }
-            let fp = match &ch {
-                Change::AddRoute(r) => plan.links.iter().find(|l| l.index == r.oif),
-                Change::AddRule(r) => plan.links.iter().find(|l| l.table == r.table),
-                _ => None,
-            }
-            .map(|l| l.fingerprint())
-            .unwrap_or(0);
-            if self.failed.get(&key) == Some(&fp) {
-                continue;
-            }
-            match nl.request(&ch) {
-                Ok(seq) => {
-                    self.stats.requests += 1;
-                    log::info!("policy: {ch}");
-                    self.pending.insert(seq, (ch, fp));
-                    self.inflight.insert(key);
-                }
-                Err(e) => log::error!("policy: {}: {e}", ch),
-            }
-        }
-        self.plan = plan;
+        out
     }
 
-    /// The kernel answered a request.
-    pub fn ack(&mut self, seq: u32, code: i32) {
-        let Some((ch, fp)) = self.pending.remove(&seq) else {
+    pub fn sent(&mut self, seq: u32, ch: Change) {
+        log::info!("policy: {ch}");
+        self.sync.sent(seq, ch);
+    }
+
+    pub fn send_failed(&mut self, ch: Change, e: io::Error, now: Instant) {
+        let d = self.sync.send_failed(&ch, now);
+        log::error!("policy: {ch}: {e}; retrying in {}", secs(d));
+    }
+
+    /// The kernel answered request `seq` with `code` (0 or -errno).
+    pub fn answer(&mut self, seq: u32, code: i32, now: Instant) {
+        let Some((a, o)) = self.sync.answer(seq, code, now) else {
             return;
         };
-        let key = ch.key();
-        self.inflight.remove(&key);
-        let add = key.0;
-        let fine = code == 0
-            || (add && code == -nix::libc::EEXIST)
-            || (!add && (code == -nix::libc::ESRCH || code == -nix::libc::ENOENT));
-        if fine {
-            self.failed.remove(&key);
-            return;
+        let err = io::Error::from_raw_os_error(-code);
+        let delay = a.delay.map(secs).unwrap_or_default();
+        match o {
+            Outcome::Done => {}
+            Outcome::AlreadySo => log::debug!("policy: {}: {err}; nothing to do", a.change),
+            Outcome::Transient if a.failures.is_power_of_two() => log::warn!(
+                "policy: {} failed: {err}; retrying in {delay} ({} in a row)",
+                a.change,
+                a.failures
+            ),
+            Outcome::Transient => {}
+            Outcome::Refused => log::warn!(
+                "policy: {} refused: {err}; retried when the interface changes, or in {delay}",
+                a.change
+            ),
         }
-        self.stats.refused += 1;
-        log::warn!(
-            "policy: {} refused: {}; not retried until the interface changes",
-            ch,
-            std::io::Error::from_raw_os_error(-code)
-        );
-        self.failed.insert(key, fp);
-        // The model did not change, but the next change must retry what
-        // became possible.
-        self.last_gen = None;
     }
 
-    /// Answers may have been lost with the notifications: forget what was
-    /// in flight and plan from the dump.
-    pub fn resynced(&mut self) {
-        self.pending.clear();
-        self.inflight.clear();
-        self.last_gen = None;
+    /// When `reconcile` is due even if nothing happens (a restore or a
+    /// retry held back).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sync.next_deadline()
     }
+}
 
-    /// Called with a rule deletion before the model applies it: one of our
-    /// own rules that we did not delete means another program removed it.
-    pub fn rule_deleted(&mut self, r: &RuleInfo) {
-        if r.protocol != RTPROT_NETEVD {
-            return;
-        }
-        let key = Change::DelRule(r.clone()).key();
-        if self.inflight.contains(&key) {
-            return;
-        }
-        self.stats.restored += 1;
-        log::warn!(
-            "policy: rule {} was deleted by another program; restoring it. systemd-networkd \
-             does this unless ManageForeignRoutingPolicyRules=no is set in networkd.conf",
-            policy::rule_text(r)
-        );
-    }
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }

@@ -143,7 +143,7 @@ impl Daemon {
     }
 
     fn query(&mut self, r: Request) -> Result<Value, Error> {
-        let plan = &self.policy.plan;
+        let plan = self.policy.plan();
         match r {
             Request::Status => Ok(self.status()),
             Request::Interfaces => Ok(query::interfaces(&self.core, plan)),

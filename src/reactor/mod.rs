@@ -31,7 +31,7 @@ use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
-use crate::effect::policy::Policy;
+use crate::effect::policy::{self, Policy};
 use crate::source::control::{Control, Line, Settings as ControlSettings};
 use crate::source::netlink::Netlink;
 
@@ -216,6 +216,8 @@ impl Daemon {
                             self.sched.done(l);
                         }
                     }
+                    // A restore or retry that was held back is due.
+                    Timer::Policy => self.reconcile(now),
                     Timer::NetlinkRetry if self.stopping => {}
                     Timer::NetlinkRetry => self.on_netlink(),
                     Timer::Control => {
@@ -238,6 +240,7 @@ impl Daemon {
         self.timers.arm(Timer::Hooks, self.runner.next_deadline());
         let retry = self.netlink.wants_retry().then(|| now + RETRY);
         self.timers.arm(Timer::NetlinkRetry, retry);
+        self.timers.arm(Timer::Policy, self.policy.next_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -265,7 +268,7 @@ impl Daemon {
     }
 
     fn counters(&self) -> netevd_ctl::Counters {
-        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats);
+        let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats());
         let c = self.control.as_ref().map(|c| c.stats).unwrap_or_default();
         netevd_ctl::Counters {
             events: self.core.events_emitted,
@@ -327,20 +330,15 @@ impl Daemon {
             return;
         }
         let now = now_ms();
+        let instant = Instant::now();
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
         for i in inputs.drain(..) {
-            let resync_end = i == Input::ResyncEnd;
-            if let Input::DelRule(r) = &i {
-                self.policy.rule_deleted(r);
-            }
+            self.policy.observe(&i, instant);
             self.core.apply(i, now, &mut self.out);
-            if resync_end {
-                self.policy.resynced();
-            }
             // Policy changes go out before hooks start, so a hook for a new
             // address finds its rules in place.
-            self.policy.reconcile(&self.core, &mut self.netlink);
+            self.reconcile(instant);
             if self.out.is_empty() {
                 continue;
             }
@@ -351,10 +349,10 @@ impl Daemon {
         }
         self.inputs = inputs;
         for (seq, code) in self.netlink.acks.drain(..) {
-            self.policy.ack(seq, code);
+            self.policy.answer(seq, code, instant);
         }
-        // A refused change may make another possible.
-        self.policy.reconcile(&self.core, &mut self.netlink);
+        // An answer may make a change due (the next in line for its entry).
+        self.reconcile(instant);
         if !was_synced && self.core.synced() {
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
@@ -381,7 +379,7 @@ impl Daemon {
     }
 
     fn seal(&self, ev: Event) -> Rc<Event> {
-        let view = self.policy.plan.link(ev.index).map(|l| PolicyView {
+        let view = self.policy.plan().link(ev.index).map(|l| PolicyView {
             table: l.table,
             rules: l.rule_strings(),
             gateways: l.gateways.clone(),
@@ -535,9 +533,19 @@ impl Daemon {
         self.config = c;
         self.core
             .set_settings(core_settings(&self.config), now_ms(), &mut self.out);
-        self.policy.reconcile(&self.core, &mut self.netlink);
+        self.reconcile(Instant::now());
         self.publish_out();
         Ok(changes)
+    }
+
+    /// Sends the policy-routing changes that are due.
+    fn reconcile(&mut self, now: Instant) {
+        for ch in self.policy.reconcile(&self.core, now) {
+            match self.netlink.send(&mut policy::encode(&ch)) {
+                Ok(seq) => self.policy.sent(seq, ch),
+                Err(e) => self.policy.send_failed(ch, e, now),
+            }
+        }
     }
 
     /// Starts whatever the scheduler lets start.

@@ -14,6 +14,8 @@ pub enum Timer {
     Hooks,
     /// A netlink dump request that could not be sent.
     NetlinkRetry,
+    /// Policy routing's held-back restores and retries.
+    Policy,
     /// Idle and dropped control clients.
     Control,
     /// Work left over from a turn whose budget ran out: poll without
@@ -21,7 +23,7 @@ pub enum Timer {
     Again,
 }
 
-const N: usize = 4;
+const N: usize = 5;
 
 fn slot(t: Timer) -> usize {
     match t {
@@ -29,6 +31,7 @@ fn slot(t: Timer) -> usize {
         Timer::NetlinkRetry => 1,
         Timer::Control => 2,
         Timer::Again => 3,
+        Timer::Policy => 4,
     }
 }
 

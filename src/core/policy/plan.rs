@@ -1,6 +1,6 @@
-//! Policy routing for multi-homed hosts: what netevd wants in the kernel
-//! for each interface of `routing.policy_rules`, and the changes that get
-//! the kernel there.
+//! The planner: what netevd wants in the kernel for each interface of
+//! `routing.policy_rules`, and the full diff from the kernel's state (as
+//! the model has it) to that plan.
 //!
 //! For an interface with index `i` and table `T` (its own, or
 //! `table_base + i`): rules `from <addr> lookup T` and `to <addr> lookup T`
@@ -8,18 +8,23 @@
 //! each address and a default route via the interface's gateway. The
 //! gateway is learnt from a default route through the interface in a table
 //! netevd does not own, so address first or gateway first ends the same.
-//! Everything planned carries `RTPROT_NETEVD`; only entries with it are
-//! ever deleted.
+//!
+//! Cost: a plan and a diff are O(n log n) in the addresses, routes and
+//! rules; nothing here is computed per change (a per-change fingerprint
+//! of the link's plan made one reconcile quadratic). An address added or
+//! removed changes a link's plan in O(log n) (`insert_addr`,
+//! `remove_addr`), so a burst of addresses does not replan per address;
+//! the rules' text for hooks is made once per rule.
 //!
 //! Pure: the model in, a plan and a change list out.
 
-use std::collections::{BTreeSet, HashSet};
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use super::model::Core;
-use super::types::*;
+use super::super::model::Core;
+use super::super::types::*;
+use super::{route_key, rule_key, rule_text, Change, Iface, Key, Settings};
 
 /// IPv6 routes without a metric get 1024 from the kernel; say it, so what
 /// the kernel reports back equals the plan.
@@ -27,41 +32,20 @@ const IP6_RT_PRIO_USER: u32 = 1024;
 const FR_ACT_TO_TBL: u8 = 1;
 const RTN_UNICAST: u8 = 1;
 
+/// What an entry is planned for: an address of the link, or its gateway
+/// of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    Addr(IpAddr, u8),
+    Gateway(u8),
+}
+
+/// A planned rule: how many sources plan it (one IP with two prefixes
+/// plans its rules twice), and its text for hooks, made once.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Iface {
-    pub name: String,
-    pub table: Option<u32>,
-    pub from_priority: Option<u32>,
-    pub to_priority: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub ifaces: Vec<Iface>,
-    pub table_base: u32,
-    pub from_priority: u32,
-    pub to_priority: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            ifaces: Vec::new(),
-            table_base: 1000,
-            from_priority: 10000,
-            to_priority: 10001,
-        }
-    }
-}
-
-/// Tables the kernel reserves: unspec, compat, default, main, local.
-pub fn reserved_table(t: u32) -> bool {
-    t == 0 || (252..=255).contains(&t)
-}
-
-/// Rule priorities the kernel's own rules use: local, main, default.
-pub fn reserved_priority(p: u32) -> bool {
-    p == 0 || p == 32766 || p == 32767
+pub struct Planned {
+    pub refs: u32,
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,24 +53,126 @@ pub struct LinkPlan {
     pub index: u32,
     pub name: String,
     pub table: u32,
+    pub from_priority: u32,
+    pub to_priority: u32,
+    pub up: bool,
     pub gateways: Vec<IpAddr>,
-    pub rules: Vec<RuleInfo>,
-    /// Connected routes first: a gateway must be reachable when its default
-    /// route goes in.
-    pub routes: Vec<RouteInfo>,
+    /// The addresses entries are planned for: usable and global.
+    pub addrs: BTreeMap<(IpAddr, u8), AddrInfo>,
+    pub rules: BTreeMap<RuleInfo, Planned>,
+    /// Each with the number of sources planning it.
+    pub routes: BTreeMap<RouteInfo, u32>,
+}
+
+/// Whether an address gets rules and a connected route.
+pub fn plans_for(a: &AddrInfo) -> bool {
+    a.usable() && a.scope == RT_SCOPE_UNIVERSE
 }
 
 impl LinkPlan {
     /// Changes whenever anything planned for the link changes.
     pub fn fingerprint(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        (self.table, &self.rules, &self.routes).hash(&mut h);
+        self.table.hash(&mut h);
+        self.rules.keys().for_each(|r| r.hash(&mut h));
+        self.routes.keys().for_each(|r| r.hash(&mut h));
         h.finish()
     }
 
     /// The rules as hooks see them.
     pub fn rule_strings(&self) -> Vec<String> {
-        self.rules.iter().map(rule_text).collect()
+        self.rules.values().map(|p| p.text.clone()).collect()
+    }
+
+    /// What an address plans: its two rules, and while the link is up its
+    /// connected route (none for a /32 or /128).
+    pub fn addr_changes(&self, a: &AddrInfo) -> Vec<Change> {
+        let mut v = vec![
+            Change::AddRule(rule(a.ip, self.table, self.from_priority, true)),
+            Change::AddRule(rule(a.ip, self.table, self.to_priority, false)),
+        ];
+        let max = if a.ip.is_ipv4() { 32 } else { 128 };
+        if self.up && a.prefix < max {
+            let family = if a.ip.is_ipv4() { 2 } else { 10 };
+            let mut r = route(family, self.table, self.index);
+            r.dst = Some(network(a.ip, a.prefix));
+            r.dst_len = a.prefix;
+            if family == 2 {
+                r.scope = RT_SCOPE_LINK;
+                r.prefsrc = Some(a.ip);
+            }
+            v.push(Change::AddRoute(r));
+        }
+        v
+    }
+
+    fn count(&mut self, ch: &Change, add: bool) {
+        match ch {
+            Change::AddRule(r) if add => {
+                self.rules
+                    .entry(r.clone())
+                    .or_insert_with(|| Planned {
+                        refs: 0,
+                        text: rule_text(r),
+                    })
+                    .refs += 1;
+            }
+            Change::AddRule(r) => {
+                if let Some(p) = self.rules.get_mut(r) {
+                    p.refs -= 1;
+                    if p.refs == 0 {
+                        self.rules.remove(r);
+                    }
+                }
+            }
+            Change::AddRoute(r) if add => *self.routes.entry(r.clone()).or_default() += 1,
+            Change::AddRoute(r) => {
+                if let Some(n) = self.routes.get_mut(r) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.routes.remove(r);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Plans for a new or changed address; returns what it plans.
+    /// O(log n).
+    pub fn insert_addr(&mut self, a: AddrInfo) -> Vec<Change> {
+        let v = self.addr_changes(&a);
+        v.iter().for_each(|ch| self.count(ch, true));
+        self.addrs.insert((a.ip, a.prefix), a);
+        v
+    }
+
+    /// Takes back what an address planned, and returns it. O(log n).
+    pub fn remove_addr(&mut self, ip: IpAddr, prefix: u8) -> Vec<Change> {
+        let Some(a) = self.addrs.remove(&(ip, prefix)) else {
+            return Vec::new();
+        };
+        let v = self.addr_changes(&a);
+        v.iter().for_each(|ch| self.count(ch, false));
+        v
+    }
+
+    /// Every planned change with its source.
+    pub fn changes(&self) -> Vec<(Source, Change)> {
+        let mut v = Vec::with_capacity(self.rules.len() + self.routes.len());
+        for a in self.addrs.values() {
+            let src = Source::Addr(a.ip, a.prefix);
+            v.extend(self.addr_changes(a).into_iter().map(|c| (src, c)));
+        }
+        if self.up {
+            for gw in &self.gateways {
+                let family = if gw.is_ipv4() { 2 } else { 10 };
+                let mut r = route(family, self.table, self.index);
+                r.gateway = Some(*gw);
+                v.push((Source::Gateway(family), Change::AddRoute(r)));
+            }
+        }
+        v
     }
 }
 
@@ -100,6 +186,10 @@ pub struct Plan {
 impl Plan {
     pub fn link(&self, index: u32) -> Option<&LinkPlan> {
         self.links.iter().find(|l| l.index == index)
+    }
+
+    pub fn link_mut(&mut self, index: u32) -> Option<&mut LinkPlan> {
+        self.links.iter_mut().find(|l| l.index == index)
     }
 }
 
@@ -179,38 +269,23 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
     }
     let owned: HashSet<u32> = found.iter().map(|f| f.2).collect();
     for (iface, index, table) in found {
-        let link = core.links().find(|l| l.info.index == index).unwrap();
-        let from_pri = iface.from_priority.unwrap_or(s.from_priority);
-        let to_pri = iface.to_priority.unwrap_or(s.to_priority);
+        let Some(link) = core.links().find(|l| l.info.index == index) else {
+            continue;
+        };
         let mut lp = LinkPlan {
             index,
             name: iface.name.clone(),
             table,
+            from_priority: iface.from_priority.unwrap_or(s.from_priority),
+            to_priority: iface.to_priority.unwrap_or(s.to_priority),
+            up: link.info.flags & IFF_UP != 0,
             gateways: Vec::new(),
-            rules: Vec::new(),
-            routes: Vec::new(),
+            addrs: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            routes: BTreeMap::new(),
         };
-        let up = link.info.flags & IFF_UP != 0;
-        let addrs: Vec<&AddrInfo> = link
-            .addrs
-            .values()
-            .filter(|a| a.usable() && a.scope == RT_SCOPE_UNIVERSE)
-            .collect();
-        for a in &addrs {
-            lp.rules.push(rule(a.ip, table, from_pri, true));
-            lp.rules.push(rule(a.ip, table, to_pri, false));
-            let max = if a.ip.is_ipv4() { 32 } else { 128 };
-            if up && a.prefix < max {
-                let family = if a.ip.is_ipv4() { 2 } else { 10 };
-                let mut r = route(family, table, index);
-                r.dst = Some(network(a.ip, a.prefix));
-                r.dst_len = a.prefix;
-                if family == 2 {
-                    r.scope = RT_SCOPE_LINK;
-                    r.prefsrc = Some(a.ip);
-                }
-                lp.routes.push(r);
-            }
+        for a in link.addrs.values().filter(|a| plans_for(a)) {
+            lp.insert_addr(a.clone());
         }
         for family in [2u8, 10] {
             let gw = core
@@ -227,145 +302,122 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
                 .and_then(|r| r.gateway);
             if let Some(gw) = gw {
                 lp.gateways.push(gw);
-                if up {
+                if lp.up {
                     let mut r = route(family, table, index);
                     r.gateway = Some(gw);
-                    lp.routes.push(r);
+                    lp.count(&Change::AddRoute(r), true);
                 }
             }
         }
-        lp.rules.sort();
-        lp.rules.dedup();
-        lp.routes.dedup();
         p.links.push(lp);
     }
     p
 }
 
-/// One change to the kernel's state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Change {
-    AddRoute(RouteInfo),
-    DelRoute(RouteInfo),
-    AddRule(RuleInfo),
-    DelRule(RuleInfo),
+/// A planned entry: the link it is planned for, and each source's version
+/// of it (two addresses in one subnet plan one connected route with
+/// different preferred sources); the first source's is the one sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub link: u32,
+    pub by: BTreeMap<Source, Change>,
 }
 
-/// A rule as the log and hooks show it: `10000: from 10.2.0.2/32 lookup 1003`.
-pub fn rule_text(r: &RuleInfo) -> String {
-    let sel = match (r.src, r.dst) {
-        (Some(a), _) => format!("from {a}/{}", r.src_len),
-        (_, Some(a)) => format!("to {a}/{}", r.dst_len),
-        _ => "from all".into(),
-    };
-    format!("{}: {sel} lookup {}", r.priority, r.table)
-}
-
-impl fmt::Display for Change {
-    /// As the log shows it: `add rule 10000: from 10.2.0.2/32 lookup 1003`.
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let verb = match self {
-            Change::AddRoute(_) | Change::AddRule(_) => "add",
-            Change::DelRoute(_) | Change::DelRule(_) => "delete",
-        };
-        match self {
-            Change::AddRoute(r) | Change::DelRoute(r) => {
-                match r.dst {
-                    Some(d) => write!(f, "{verb} route {d}/{}", r.dst_len)?,
-                    None => write!(f, "{verb} route default")?,
-                }
-                if let Some(g) = r.gateway {
-                    write!(f, " via {g}")?;
-                }
-                write!(f, " dev #{} table {} metric {}", r.oif, r.table, r.priority)
-            }
-            Change::AddRule(r) | Change::DelRule(r) => write!(f, "{verb} rule {}", rule_text(r)),
-        }
+impl Want {
+    pub fn change(&self) -> &Change {
+        // Never empty: `unwant` drops an entry with its last source.
+        self.by
+            .values()
+            .next()
+            .expect("a wanted entry has a source")
     }
 }
 
-/// What tells two routes apart for netevd: the fields it sets.
-pub type RouteKey = (u8, u32, Option<IpAddr>, u8, u32, u32, Option<IpAddr>);
-pub type RuleKey = (u8, u32, u32, Option<IpAddr>, u8, Option<IpAddr>, u8);
+/// What the plan wants, by key.
+pub type Wanted = BTreeMap<Key, Want>;
 
-pub fn route_key(r: &RouteInfo) -> RouteKey {
-    (
-        r.family, r.table, r.dst, r.dst_len, r.priority, r.oif, r.gateway,
-    )
+pub fn want(w: &mut Wanted, link: u32, src: Source, ch: Change) -> Key {
+    let k = ch.key();
+    w.entry(k.clone())
+        .or_insert_with(|| Want {
+            link,
+            by: BTreeMap::new(),
+        })
+        .by
+        .insert(src, ch);
+    k
 }
 
-pub fn rule_key(r: &RuleInfo) -> RuleKey {
-    (
-        r.family, r.priority, r.table, r.src, r.src_len, r.dst, r.dst_len,
-    )
-}
-
-impl Change {
-    /// The entry a change is about, as a comparable key.
-    pub fn key(&self) -> (bool, Option<RouteKey>, Option<RuleKey>) {
-        match self {
-            Change::AddRoute(r) => (true, Some(route_key(r)), None),
-            Change::DelRoute(r) => (false, Some(route_key(r)), None),
-            Change::AddRule(r) => (true, None, Some(rule_key(r))),
-            Change::DelRule(r) => (false, None, Some(rule_key(r))),
+pub fn unwant(w: &mut Wanted, src: Source, ch: &Change) -> Key {
+    let k = ch.key();
+    if let Some(e) = w.get_mut(&k) {
+        e.by.remove(&src);
+        if e.by.is_empty() {
+            w.remove(&k);
         }
     }
+    k
 }
 
-/// The changes from the kernel's state (as the model has it) to the plan:
-/// deletions of netevd's own stale entries first (a default route whose
-/// gateway changed must go before its successor comes), then additions,
-/// connected routes before default routes.
-pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
-    let want_routes: BTreeSet<RouteKey> = plan
-        .links
-        .iter()
-        .flat_map(|l| l.routes.iter().map(route_key))
-        .collect();
-    let want_rules: BTreeSet<RuleKey> = plan
-        .links
-        .iter()
-        .flat_map(|l| l.rules.iter().map(rule_key))
-        .collect();
-    let have_routes: BTreeSet<RouteKey> = core.routes().owned().map(route_key).collect();
-    let have_rules: BTreeSet<RuleKey> = core
-        .rules()
-        .filter(|r| r.protocol == RTPROT_NETEVD)
-        .map(rule_key)
-        .collect();
-    let mut out = Vec::new();
-    let mut stale_rules: Vec<&RuleInfo> = core
-        .rules()
-        .filter(|r| r.protocol == RTPROT_NETEVD && !want_rules.contains(&rule_key(r)))
-        .collect();
-    stale_rules.sort();
-    out.extend(stale_rules.into_iter().cloned().map(Change::DelRule));
-    out.extend(
-        core.routes()
-            .owned()
-            .filter(|r| !want_routes.contains(&route_key(r)))
-            .cloned()
-            .map(Change::DelRoute),
-    );
+pub fn wanted(plan: &Plan) -> Wanted {
+    let mut w = Wanted::new();
     for l in &plan.links {
-        for r in &l.rules {
-            if !have_rules.contains(&rule_key(r)) {
-                out.push(Change::AddRule(r.clone()));
-            }
-        }
-        for r in &l.routes {
-            if !have_routes.contains(&route_key(r)) {
-                out.push(Change::AddRoute(r.clone()));
-            }
+        for (src, ch) in l.changes() {
+            want(&mut w, l.index, src, ch);
         }
     }
+    w
+}
+
+/// netevd's own entries in the kernel, by key: the change that deletes
+/// each as the kernel has it.
+pub type Have = BTreeMap<Key, Change>;
+
+pub fn have(core: &Core) -> Have {
+    let mut h = Have::new();
+    for r in core.rules().filter(|r| r.protocol == RTPROT_NETEVD) {
+        h.insert(Key::Rule(rule_key(r)), Change::DelRule(r.clone()));
+    }
+    for r in core.routes().owned() {
+        h.insert(Key::Route(route_key(r)), Change::DelRoute(r.clone()));
+    }
+    h
+}
+
+/// The changes from `have` to `want`, in the order of `Change::rank`:
+/// deletions of netevd's own stale entries, then additions. Each addition
+/// comes with the link it is for.
+pub fn diff_keyed(want: &Wanted, have: &Have) -> Vec<(Change, Option<u32>)> {
+    let mut out: Vec<(Change, Option<u32>)> = have
+        .iter()
+        .filter(|(k, _)| !want.contains_key(k))
+        .map(|(_, del)| (del.clone(), None))
+        .collect();
+    out.extend(
+        want.iter()
+            .filter(|(k, _)| !have.contains_key(k))
+            .map(|(_, w)| (w.change().clone(), Some(w.link))),
+    );
+    // Stable: within a rank the keys' order stays.
+    out.sort_by_key(|(ch, _)| ch.rank());
     out
+}
+
+/// The changes from the kernel's state (as the model has it) to the plan.
+#[cfg(test)]
+pub fn diff(plan: &Plan, core: &Core) -> Vec<Change> {
+    diff_keyed(&wanted(plan), &have(core))
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{reserved_priority, reserved_table};
     use super::*;
     use crate::core::model::Settings as CoreSettings;
+    use std::collections::BTreeSet;
 
     const UP: u32 = IFF_UP | IFF_RUNNING | IFF_LOWER_UP;
 
@@ -666,6 +718,59 @@ mod tests {
                 "10001: to 10.2.0.2/32 lookup 1003"
             ]
         );
+    }
+
+    #[test]
+    fn sources_are_counted_and_the_first_source_is_sent() {
+        let s = settings(&["wan1"]);
+        let c = core_with(vec![link(3, "wan1"), addr(3, "10.2.0.5", 24)]);
+        let mut p = plan(&s, &c);
+        let mut w = wanted(&p);
+        let lp = &mut p.links[0];
+        let a = |ip: &str, prefix| AddrInfo {
+            index: 3,
+            ip: ip.parse().unwrap(),
+            prefix,
+            scope: 0,
+            flags: 0x80,
+        };
+        // one IP with two prefixes: its rules are planned twice, kept once
+        let src16 = Source::Addr("10.2.0.5".parse().unwrap(), 16);
+        for ch in lp.insert_addr(a("10.2.0.5", 16)) {
+            want(&mut w, 3, src16, ch);
+        }
+        assert_eq!(lp.rules.len(), 2);
+        assert_eq!(
+            lp.rules.values().map(|p| p.refs).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+        for ch in lp.remove_addr("10.2.0.5".parse().unwrap(), 16) {
+            unwant(&mut w, src16, &ch);
+        }
+        assert_eq!(lp.rule_strings().len(), 2, "the /24 still plans them");
+        assert_eq!(w, wanted(&p), "incremental equals planned from scratch");
+        // two addresses in one subnet: one connected route, the first
+        // address's preferred source
+        let lp = &mut p.links[0];
+        let src = Source::Addr("10.2.0.3".parse().unwrap(), 24);
+        for ch in lp.insert_addr(a("10.2.0.3", 24)) {
+            want(&mut w, 3, src, ch);
+        }
+        let conn = |w: &Wanted| {
+            w.values()
+                .find_map(|x| match x.change() {
+                    Change::AddRoute(r) if r.dst.is_some() => r.prefsrc,
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(conn(&w), "10.2.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(w, wanted(&p));
+        for ch in p.links[0].remove_addr("10.2.0.3".parse().unwrap(), 24) {
+            unwant(&mut w, src, &ch);
+        }
+        assert_eq!(conn(&w), "10.2.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(w, wanted(&p));
     }
 
     #[test]
