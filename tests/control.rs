@@ -552,3 +552,46 @@ fn the_socket_goes_away_with_the_daemon() {
     assert!(!d.join("ctl.sock").exists());
     let _ = std::io::stdout().flush();
 }
+
+/// A flood of kernel messages is read within a budget per turn: queries
+/// are answered while it lasts, not after.
+#[test]
+fn queries_are_answered_during_a_netlink_flood() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "  netlink_receive_buffer: 33554432\n");
+    let mut c = Ctl::connect(&d);
+    let script: String = (0..60_000)
+        .map(|i| {
+            let a = format!("10.{}.{}.{}/32", i / 62_500, (i / 250) % 250, i % 250 + 1);
+            format!("address add {a} dev lo\naddress del {a} dev lo\n")
+        })
+        .collect();
+    let f = d.write("flood", &script, 0o644);
+    let t = std::thread::spawn({
+        let ns_name = ns.name.clone();
+        move || {
+            Command::new("ip")
+                .args(["-n", &ns_name, "-batch", f.to_str().unwrap()])
+                .output()
+                .unwrap()
+        }
+    });
+    sleep_ms(300);
+    let mut worst = Duration::ZERO;
+    let mut during = 0;
+    while !t.is_finished() {
+        let t0 = Instant::now();
+        let s = c.ok(r#"{"command":"status"}"#);
+        worst = worst.max(t0.elapsed());
+        if s["counters"]["netlink_messages"].as_u64().unwrap() < 200_000 {
+            during += 1;
+        }
+        sleep_ms(20);
+    }
+    assert!(t.join().unwrap().status.success());
+    assert!(during > 0, "the flood was over before the first query");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a status took {worst:?} during the flood"
+    );
+}

@@ -246,6 +246,7 @@ impl Daemon {
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
+            || (self.netlink.more() && !self.stopping)
             || self.control.as_ref().is_some_and(|c| !c.more().is_empty()))
         .then_some(now);
         self.timers.arm(Timer::Again, again);
@@ -254,6 +255,9 @@ impl Daemon {
     /// Sources whose budget ran out last turn get another.
     fn on_leftovers(&mut self) {
         self.runner.read_pending(self.poll.registry());
+        if self.netlink.more() && !self.stopping {
+            self.on_netlink();
+        }
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
         for i in more {
             self.on_client(i, true, false);

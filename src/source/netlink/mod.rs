@@ -35,6 +35,11 @@ const RTNLGRP_IPV6_RULE: u32 = 19;
 /// One receive buffer, reused: a dump part is at most 32 KiB in practice.
 const RECV_BUF: usize = 64 * 1024;
 
+/// Datagrams read per turn of the loop: a flood of kernel messages must
+/// not keep signals, timers and other sources waiting. What is left is
+/// read on the next turn (`more`).
+const READ_BUDGET: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dump {
     Links,
@@ -64,6 +69,8 @@ pub struct Netlink {
     queue: VecDeque<Dump>,
     /// Notifications were lost, or a dump was interrupted: resync again.
     resync_wanted: bool,
+    /// The read budget ran out before the socket was empty.
+    more: bool,
     /// A dump of the current resync failed: the bracket stays open and
     /// starts over, so the core never reconciles against a partial dump.
     dump_failed: bool,
@@ -98,6 +105,7 @@ impl Netlink {
             dumping: None,
             queue: VecDeque::new(),
             resync_wanted: true,
+            more: false,
             dump_failed: false,
             acks: Vec::new(),
             stats: Stats::default(),
@@ -111,7 +119,8 @@ impl Netlink {
     /// Reads until the socket is empty; decoded inputs are appended to
     /// `out`. Starts a resync when one is wanted and none is running.
     pub fn read(&mut self, out: &mut Vec<Input>) -> io::Result<()> {
-        loop {
+        self.more = true;
+        for _ in 0..READ_BUDGET {
             let mut slice = &mut self.buf[..];
             match self.sock.recv_from(&mut slice, 0) {
                 Ok((n, from)) => {
@@ -130,9 +139,18 @@ impl Netlink {
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.more = false;
+                    break;
+                }
+                Err(e) => {
+                    self.more = false;
+                    return Err(e);
+                }
             }
+        }
+        if self.more {
+            return Ok(());
         }
         if (self.resync_wanted || self.dump_failed) && self.dumping.is_none() {
             // Everything queued before this point has been read, so nothing
@@ -146,6 +164,12 @@ impl Netlink {
             self.next_dump();
         }
         Ok(())
+    }
+
+    /// The last `read` stopped at its budget: call it again soon, since
+    /// the socket will not report readiness for what it already holds.
+    pub fn more(&self) -> bool {
+        self.more
     }
 
     /// A resync is owed but no dump request is out (sending one failed):
