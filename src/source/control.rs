@@ -352,6 +352,11 @@ impl Control {
         self.flush(i, reg, now);
     }
 
+    /// Whether a client's read budget ran out last turn.
+    pub fn has_more(&self) -> bool {
+        self.clients.iter().flatten().any(|c| c.more)
+    }
+
     /// Clients whose read budget ran out and that may have more.
     pub fn more(&self) -> Vec<usize> {
         self.clients
