@@ -247,7 +247,7 @@ impl Daemon {
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
-            || self.control.as_ref().is_some_and(|c| !c.more().is_empty()))
+            || self.control.as_ref().is_some_and(Control::has_more))
         .then_some(now);
         self.timers.arm(Timer::Again, again);
     }
