@@ -404,7 +404,7 @@ impl Daemon {
         );
         self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
-            if c.subscribers() > 0 {
+            if c.listening() {
                 let name = ev.name_lossy();
                 let (index, kind, dir) = (ev.index, ev.kind.as_str(), ev.dir());
                 c.broadcast(

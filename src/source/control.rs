@@ -92,6 +92,9 @@ pub struct Control {
     group_gid: Option<u32>,
     clients: Vec<Option<Client>>,
     base: usize,
+    /// Clients that subscribed, dropped ones included until closed: a
+    /// count, so each event costs nothing when nobody listens.
+    listening: usize,
     pub stats: Stats,
 }
 
@@ -166,6 +169,7 @@ impl Control {
             group_gid,
             clients: Vec::new(),
             base: client_base,
+            listening: 0,
             stats: Stats::default(),
         })
     }
@@ -380,8 +384,16 @@ impl Control {
     /// Makes client `i` a subscriber.
     pub fn subscribe(&mut self, i: usize, f: EventFilter) {
         if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
+            if c.subscription.is_none() {
+                self.listening += 1;
+            }
             c.subscription = Some(f);
         }
+    }
+
+    /// Whether any client subscribed.
+    pub fn listening(&self) -> bool {
+        self.listening > 0
     }
 
     /// Queues an event line for every subscriber whose filter passes; the
@@ -481,6 +493,9 @@ impl Control {
 
     fn close(&mut self, i: usize, reg: &Registry) {
         if let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) {
+            if c.subscription.is_some() {
+                self.listening -= 1;
+            }
             let _ = reg.deregister(&mut c.stream);
             log::debug!("control: client {i} closed");
         }
