@@ -58,7 +58,7 @@ pub fn outcome(ch: &Change, code: i32) -> Outcome {
     }
 }
 
-pub struct Sync {
+pub struct Reconciler {
     settings: Settings,
     requests: Requests<Key, Change>,
     /// The plan, for hooks and for the log; kept current between full
@@ -82,13 +82,13 @@ pub struct Sync {
     pub stats: Stats,
 }
 
-impl Sync {
+impl Reconciler {
     pub fn new(settings: Settings) -> Self {
         Self::with_timing(settings, Timing::default())
     }
 
     pub fn with_timing(settings: Settings, timing: Timing) -> Self {
-        Sync {
+        Reconciler {
             settings,
             requests: Requests::new(timing),
             plan: Plan::default(),

@@ -258,7 +258,7 @@ impl Kernel {
 struct Daemon {
     id: usize,
     core: Core,
-    sync: Sync,
+    sync: Reconciler,
     seq: u32,
     /// Add requests sent per key while the adversary ran.
     adds: BTreeMap<Key, u32>,
@@ -373,7 +373,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
     let mut d = Daemon {
         id: 0,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(settings()),
+        sync: Reconciler::new(settings()),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -543,7 +543,7 @@ fn two_daemons_that_disagree_never_stop_and_stay_bounded() {
     let daemon = |id, s| Daemon {
         id,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(s),
+        sync: Reconciler::new(s),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -623,7 +623,7 @@ fn a_delete_seen_while_the_restore_is_in_flight_is_restored_after_the_ack() {
     let mut d = Daemon {
         id: 0,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(settings()),
+        sync: Reconciler::new(settings()),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -685,7 +685,7 @@ fn nth(i: u32, v6: bool) -> AddrInfo {
 /// (not in the model) to `busy`.
 fn step(
     core: &mut Core,
-    sync: &mut Sync,
+    sync: &mut Reconciler,
     seq: &mut u32,
     busy: &mut Duration,
     i: Input,
@@ -747,7 +747,7 @@ fn ten_thousand_addresses_cost_n_log_n() {
         interfaces: vec![b"none".to_vec()],
         run_on_startup: false,
     });
-    let mut sync = Sync::new(settings());
+    let mut sync = Reconciler::new(settings());
     let mut seq = 0;
     let mut busy = Duration::ZERO;
     let (s, b) = (&mut seq, &mut busy);
