@@ -230,6 +230,14 @@ impl Reconciler {
             let k = plan::want(&mut self.want, index, src, ch);
             self.touched.insert(k);
         }
+        // A default route refused for an unreachable gateway may go in
+        // now that the link's addresses changed: look at it again.
+        if let Some(lp) = self.plan.link(index) {
+            for (src, ch) in lp.gateway_changes() {
+                debug_assert!(matches!(src, Source::Gateway(_)));
+                self.touched.insert(ch.key());
+            }
+        }
         self.next_ctx += 1;
         self.ctx.insert(index, self.next_ctx);
     }

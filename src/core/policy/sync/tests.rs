@@ -792,3 +792,57 @@ fn ten_thousand_addresses_cost_n_log_n() {
     assert_eq!(want, have);
     assert_eq!(sync.requests.pending(), 0);
 }
+
+/// A default route the kernel refused (its gateway unreachable) waits for
+/// its link's plan to change, not for the 30 s backoff: an address coming
+/// is such a change, though it goes the incremental way.
+#[test]
+fn a_refused_default_route_is_retried_when_an_address_comes() {
+    let t0 = Instant::now();
+    let mut core = Core::new(CoreSettings::default());
+    let mut sync = Reconciler::new(settings());
+    let mut out = Vec::new();
+    let mut feed = |core: &mut Core, sync: &mut Reconciler, i: Input| {
+        sync.observe(&i, t0);
+        core.apply(i, 0, &mut out);
+    };
+    feed(&mut core, &mut sync, Input::ResyncBegin);
+    feed(&mut core, &mut sync, Input::NewLink(wan1()));
+    feed(
+        &mut core,
+        &mut sync,
+        Input::NewRoute {
+            route: default_via("10.2.0.1"),
+            replace: false,
+        },
+    );
+    feed(&mut core, &mut sync, Input::ResyncEnd);
+    let ch = sync.reconcile(&core, t0);
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert!(ch[0]
+        .to_string()
+        .starts_with("add route default via 10.2.0.1"));
+    sync.sent(1, ch[0].clone());
+    let (a, o) = sync.answer(1, -101, t0).unwrap(); // ENETUNREACH
+    assert_eq!(
+        (o, a.delay),
+        (Outcome::Refused, Some(Duration::from_secs(30)))
+    );
+    assert!(sync.reconcile(&core, t0).is_empty(), "held back");
+    feed(&mut core, &mut sync, Input::NewAddr(addr("10.2.0.2", 24)));
+    let t1 = t0 + Duration::from_millis(10);
+    let again: Vec<String> = sync
+        .reconcile(&core, t1)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        again,
+        vec![
+            "add rule 10000: from 10.2.0.2/32 lookup 1003",
+            "add rule 10001: to 10.2.0.2/32 lookup 1003",
+            "add route 10.2.0.0/24 dev #3 table 1003 metric 0",
+            "add route default via 10.2.0.1 dev #3 table 1003 metric 0",
+        ]
+    );
+}
