@@ -1,5 +1,5 @@
 //! Carries out policy routing: the thin shell around the pure
-//! `core::policy::sync::Sync` that encodes its changes for the netlink
+//! `core::policy::sync::Reconciler` that encodes its changes for the netlink
 //! socket and logs what it decided. The reactor does the sending:
 //!
 //! ```text
@@ -20,7 +20,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::core::model::Core;
-use crate::core::policy::sync::{Stats, Sync};
+use crate::core::policy::sync::{Reconciler, Stats};
 use crate::core::policy::{self, Change, Plan};
 use crate::core::requests::Outcome;
 use crate::core::types::Input;
@@ -37,13 +37,13 @@ pub fn encode(ch: &Change) -> Vec<u8> {
 }
 
 pub struct Policy {
-    sync: Sync,
+    sync: Reconciler,
 }
 
 impl Policy {
     pub fn new(settings: policy::Settings) -> Self {
         Policy {
-            sync: Sync::new(settings),
+            sync: Reconciler::new(settings),
         }
     }
 

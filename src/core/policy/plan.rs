@@ -164,15 +164,24 @@ impl LinkPlan {
             let src = Source::Addr(a.ip, a.prefix);
             v.extend(self.addr_changes(a).into_iter().map(|c| (src, c)));
         }
-        if self.up {
-            for gw in &self.gateways {
+        v.extend(self.gateway_changes());
+        v
+    }
+
+    /// The default routes, while the link is up.
+    pub fn gateway_changes(&self) -> Vec<(Source, Change)> {
+        if !self.up {
+            return Vec::new();
+        }
+        self.gateways
+            .iter()
+            .map(|gw| {
                 let family = if gw.is_ipv4() { 2 } else { 10 };
                 let mut r = route(family, self.table, self.index);
                 r.gateway = Some(*gw);
-                v.push((Source::Gateway(family), Change::AddRoute(r)));
-            }
-        }
-        v
+                (Source::Gateway(family), Change::AddRoute(r))
+            })
+            .collect()
     }
 }
 

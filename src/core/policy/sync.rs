@@ -58,7 +58,7 @@ pub fn outcome(ch: &Change, code: i32) -> Outcome {
     }
 }
 
-pub struct Sync {
+pub struct Reconciler {
     settings: Settings,
     requests: Requests<Key, Change>,
     /// The plan, for hooks and for the log; kept current between full
@@ -82,13 +82,13 @@ pub struct Sync {
     pub stats: Stats,
 }
 
-impl Sync {
+impl Reconciler {
     pub fn new(settings: Settings) -> Self {
         Self::with_timing(settings, Timing::default())
     }
 
     pub fn with_timing(settings: Settings, timing: Timing) -> Self {
-        Sync {
+        Reconciler {
             settings,
             requests: Requests::new(timing),
             plan: Plan::default(),
@@ -229,6 +229,14 @@ impl Sync {
         for ch in new {
             let k = plan::want(&mut self.want, index, src, ch);
             self.touched.insert(k);
+        }
+        // A default route refused for an unreachable gateway may go in
+        // now that the link's addresses changed: look at it again.
+        if let Some(lp) = self.plan.link(index) {
+            for (src, ch) in lp.gateway_changes() {
+                debug_assert!(matches!(src, Source::Gateway(_)));
+                self.touched.insert(ch.key());
+            }
         }
         self.next_ctx += 1;
         self.ctx.insert(index, self.next_ctx);

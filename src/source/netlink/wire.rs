@@ -960,10 +960,48 @@ pub(crate) mod tests {
         }
     }
 
+    /// Real kernel messages: the datagrams of a dump of this host's links,
+    /// addresses, routes and rules (read only; none if the socket cannot
+    /// be had).
+    fn recorded() -> Vec<Vec<u8>> {
+        use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+        let mut out = Vec::new();
+        let Ok(mut sock) = Socket::new(NETLINK_ROUTE) else {
+            return out;
+        };
+        // Non-blocking: the kernel makes each dump part inside send and
+        // recv, so nothing read here is ever waited for.
+        if sock.bind(&SocketAddr::new(0, 0)).is_err() || sock.set_non_blocking(true).is_err() {
+            return out;
+        }
+        for ty in [RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_GETRULE] {
+            if sock.send(&dump_request(ty), 0).is_err() {
+                continue;
+            }
+            // A dump ends with NLMSG_DONE; a few datagrams per table are
+            // plenty of seeds.
+            for _ in 0..16 {
+                let mut buf = vec![0u8; 64 * 1024];
+                let Ok(n) = sock.recv(&mut &mut buf[..], 0) else {
+                    break;
+                };
+                buf.truncate(n);
+                let done = split(&buf).flatten().any(|(h, _)| h.ty == NLMSG_DONE);
+                out.push(buf);
+                if done {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The corpus: every fixture above, each request kind, an error and a
-    /// done message, and a datagram of several messages.
+    /// done message, a datagram of several messages, and real messages
+    /// from a dump of this host.
     fn corpus() -> Vec<Vec<u8>> {
-        let mut c = Vec::new();
+        let mut c = recorded();
+        assert!(!c.is_empty(), "no dump of this host to seed from");
         let mut linkinfo = Vec::new();
         linkinfo.extend_from_slice(&9u16.to_ne_bytes());
         linkinfo.extend_from_slice(&1u16.to_ne_bytes());

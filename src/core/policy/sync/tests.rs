@@ -258,7 +258,7 @@ impl Kernel {
 struct Daemon {
     id: usize,
     core: Core,
-    sync: Sync,
+    sync: Reconciler,
     seq: u32,
     /// Add requests sent per key while the adversary ran.
     adds: BTreeMap<Key, u32>,
@@ -373,7 +373,7 @@ fn run(seed: u64, secs: u64) -> Daemon {
     let mut d = Daemon {
         id: 0,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(settings()),
+        sync: Reconciler::new(settings()),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -543,7 +543,7 @@ fn two_daemons_that_disagree_never_stop_and_stay_bounded() {
     let daemon = |id, s| Daemon {
         id,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(s),
+        sync: Reconciler::new(s),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -623,7 +623,7 @@ fn a_delete_seen_while_the_restore_is_in_flight_is_restored_after_the_ack() {
     let mut d = Daemon {
         id: 0,
         core: Core::new(CoreSettings::default()),
-        sync: Sync::new(settings()),
+        sync: Reconciler::new(settings()),
         seq: 0,
         adds: BTreeMap::new(),
         counting: true,
@@ -685,7 +685,7 @@ fn nth(i: u32, v6: bool) -> AddrInfo {
 /// (not in the model) to `busy`.
 fn step(
     core: &mut Core,
-    sync: &mut Sync,
+    sync: &mut Reconciler,
     seq: &mut u32,
     busy: &mut Duration,
     i: Input,
@@ -747,7 +747,7 @@ fn ten_thousand_addresses_cost_n_log_n() {
         interfaces: vec![b"none".to_vec()],
         run_on_startup: false,
     });
-    let mut sync = Sync::new(settings());
+    let mut sync = Reconciler::new(settings());
     let mut seq = 0;
     let mut busy = Duration::ZERO;
     let (s, b) = (&mut seq, &mut busy);
@@ -791,4 +791,58 @@ fn ten_thousand_addresses_cost_n_log_n() {
     assert_eq!(want.len(), 4002);
     assert_eq!(want, have);
     assert_eq!(sync.requests.pending(), 0);
+}
+
+/// A default route the kernel refused (its gateway unreachable) waits for
+/// its link's plan to change, not for the 30 s backoff: an address coming
+/// is such a change, though it goes the incremental way.
+#[test]
+fn a_refused_default_route_is_retried_when_an_address_comes() {
+    let t0 = Instant::now();
+    let mut core = Core::new(CoreSettings::default());
+    let mut sync = Reconciler::new(settings());
+    let mut out = Vec::new();
+    let mut feed = |core: &mut Core, sync: &mut Reconciler, i: Input| {
+        sync.observe(&i, t0);
+        core.apply(i, 0, &mut out);
+    };
+    feed(&mut core, &mut sync, Input::ResyncBegin);
+    feed(&mut core, &mut sync, Input::NewLink(wan1()));
+    feed(
+        &mut core,
+        &mut sync,
+        Input::NewRoute {
+            route: default_via("10.2.0.1"),
+            replace: false,
+        },
+    );
+    feed(&mut core, &mut sync, Input::ResyncEnd);
+    let ch = sync.reconcile(&core, t0);
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert!(ch[0]
+        .to_string()
+        .starts_with("add route default via 10.2.0.1"));
+    sync.sent(1, ch[0].clone());
+    let (a, o) = sync.answer(1, -101, t0).unwrap(); // ENETUNREACH
+    assert_eq!(
+        (o, a.delay),
+        (Outcome::Refused, Some(Duration::from_secs(30)))
+    );
+    assert!(sync.reconcile(&core, t0).is_empty(), "held back");
+    feed(&mut core, &mut sync, Input::NewAddr(addr("10.2.0.2", 24)));
+    let t1 = t0 + Duration::from_millis(10);
+    let again: Vec<String> = sync
+        .reconcile(&core, t1)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        again,
+        vec![
+            "add rule 10000: from 10.2.0.2/32 lookup 1003",
+            "add rule 10001: to 10.2.0.2/32 lookup 1003",
+            "add route 10.2.0.0/24 dev #3 table 1003 metric 0",
+            "add route default via 10.2.0.1 dev #3 table 1003 metric 0",
+        ]
+    );
 }
