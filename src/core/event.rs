@@ -61,7 +61,7 @@ pub struct RouteChange {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyView {
     pub table: u32,
-    pub rules: Vec<String>,
+    pub rules: std::rc::Rc<[String]>,
     pub gateways: Vec<std::net::IpAddr>,
 }
 
@@ -248,7 +248,7 @@ fn to_json(ev: &Event) -> String {
     if let Some(p) = &ev.policy {
         v["policy"] = json!({
             "table": p.table,
-            "rules": p.rules,
+            "rules": &*p.rules,
             "gateways": p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
         });
     }
@@ -455,7 +455,8 @@ mod tests {
             rules: vec![
                 "10000: from 192.0.2.10/32 lookup 1003".into(),
                 "10001: to 192.0.2.10/32 lookup 1003".into(),
-            ],
+            ]
+            .into(),
             gateways: vec!["192.0.2.1".parse().unwrap()],
         }));
         let env = environment(&e, &RUN);

@@ -153,8 +153,6 @@ pub struct Mirror {
     /// The first full dump is done.
     synced: bool,
     pub resyncs: u64,
-    /// Bumped by every change policy routing depends on.
-    pub policy_gen: u64,
 }
 
 impl Mirror {
@@ -186,17 +184,6 @@ impl Mirror {
 
     /// Applies one kernel message; what it changed is appended to `out`.
     pub fn apply(&mut self, input: Input, out: &mut Vec<Change>) {
-        // What policy routing is planned from: links, addresses, default
-        // routes, its own routes, rules.
-        let for_policy = match &input {
-            Input::NewRoute { route, .. } | Input::DelRoute(route) => {
-                route.is_default() || route.protocol == RTPROT_NETEVD
-            }
-            _ => true,
-        };
-        if for_policy {
-            self.policy_gen += 1;
-        }
         match input {
             Input::NewLink(info) => self.new_link(info, out),
             Input::DelLink(index) => {

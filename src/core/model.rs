@@ -24,8 +24,6 @@ pub struct Core {
     /// Events emitted since start, for status reports.
     pub events_emitted: u64,
     pub resyncs: u64,
-    /// Bumped by every change policy routing depends on.
-    pub policy_gen: u64,
 }
 
 impl Core {
@@ -36,7 +34,6 @@ impl Core {
             changes: Vec::new(),
             events_emitted: 0,
             resyncs: 0,
-            policy_gen: 0,
         }
     }
 
@@ -70,7 +67,6 @@ impl Core {
     fn sync_counters(&mut self) {
         self.events_emitted = self.publisher.emitted;
         self.resyncs = self.mirror.resyncs;
-        self.policy_gen = self.mirror.policy_gen;
     }
 
     /// New settings (on reload). Links that stop being monitored are

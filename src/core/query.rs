@@ -105,7 +105,7 @@ pub fn interface(l: &Link, plan: &Plan) -> Value {
     let policy = plan.link(l.info.index).map(|p| {
         json!({
             "table": p.table,
-            "rules": p.rule_strings(),
+            "rules": &*p.rule_strings(),
             "gateways": p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
         })
     });

@@ -62,7 +62,22 @@ pub struct LinkPlan {
     pub rules: BTreeMap<RuleInfo, Planned>,
     /// Each with the number of sources planning it.
     pub routes: BTreeMap<RouteInfo, u32>,
+    /// The rules' texts as one shared list, made when first asked for
+    /// after the rules changed: every event of the link shares it.
+    texts: TextCache,
 }
+
+/// A cache that takes no part in a plan's equality.
+#[derive(Clone, Debug, Default)]
+struct TextCache(std::cell::OnceCell<std::rc::Rc<[String]>>);
+
+impl PartialEq for TextCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TextCache {}
 
 /// Whether an address gets rules and a connected route.
 pub fn plans_for(a: &AddrInfo) -> bool {
@@ -79,9 +94,12 @@ impl LinkPlan {
         h.finish()
     }
 
-    /// The rules as hooks see them.
-    pub fn rule_strings(&self) -> Vec<String> {
-        self.rules.values().map(|p| p.text.clone()).collect()
+    /// The rules as hooks see them, shared.
+    pub fn rule_strings(&self) -> std::rc::Rc<[String]> {
+        self.texts
+            .0
+            .get_or_init(|| self.rules.values().map(|p| p.text.clone()).collect())
+            .clone()
     }
 
     /// What an address plans: its two rules, and while the link is up its
@@ -107,6 +125,9 @@ impl LinkPlan {
     }
 
     fn count(&mut self, ch: &Change, add: bool) {
+        if matches!(ch, Change::AddRule(_)) {
+            self.texts = TextCache::default();
+        }
         match ch {
             Change::AddRule(r) if add => {
                 self.rules
@@ -292,6 +313,7 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
             addrs: BTreeMap::new(),
             rules: BTreeMap::new(),
             routes: BTreeMap::new(),
+            texts: TextCache::default(),
         };
         for a in link.addrs.values().filter(|a| plans_for(a)) {
             lp.insert_addr(a.clone());
@@ -721,8 +743,8 @@ mod tests {
         assert!(p.links[0].routes.is_empty());
         assert_eq!(p.links[0].rules.len(), 2);
         assert_eq!(
-            p.links[0].rule_strings(),
-            vec![
+            &*p.links[0].rule_strings(),
+            [
                 "10000: from 10.2.0.2/32 lookup 1003",
                 "10001: to 10.2.0.2/32 lookup 1003"
             ]
