@@ -33,6 +33,17 @@ fn every_query_answers_from_the_model() {
     ns.ip(&["link", "set", "cb", "up"]);
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "ca"]);
     ns.ip(&[
+        "addr",
+        "add",
+        "203.0.113.5/24",
+        "dev",
+        "ca",
+        "valid_lft",
+        "300",
+        "preferred_lft",
+        "200",
+    ]);
+    ns.ip(&[
         "route",
         "add",
         "198.51.100.0/24",
@@ -71,6 +82,17 @@ fn every_query_answers_from_the_model() {
     assert!(one["flags"].as_array().unwrap().contains(&"UP".into()));
     assert_eq!(one["addresses"][0]["address"], "192.0.2.1");
     assert_eq!(one["addresses"][0]["prefixlen"], 24);
+    assert_eq!(one["addresses"][0]["valid_lft"], serde_json::Value::Null);
+    let timed = &one["addresses"][1];
+    assert_eq!(timed["address"], "203.0.113.5");
+    let (valid, preferred) = (
+        timed["valid_lft"].as_u64().unwrap(),
+        timed["preferred_lft"].as_u64().unwrap(),
+    );
+    assert!(
+        valid <= 300 && valid > 250 && preferred <= 200 && preferred > 150,
+        "{timed}"
+    );
     let idx = one["index"].as_u64().unwrap();
     let by_index = c.ok(&format!(r#"{{"command":"interface","link":{idx}}}"#));
     assert_eq!(by_index["interface"]["name"], "ca");
@@ -137,7 +159,7 @@ fn every_query_answers_from_the_model() {
     assert_eq!(env["LINK"], "ca");
     assert_eq!(env["STATE"], "routable");
     assert_eq!(env["EVENT"], "test");
-    assert_eq!(env["ADDRESSES"], "192.0.2.1");
+    assert_eq!(env["ADDRESSES"], "192.0.2.1 203.0.113.5");
     let json: serde_json::Value =
         serde_json::from_str(dry["hooks"][0]["json"].as_str().unwrap()).unwrap();
     assert_eq!(json["link"], "ca");

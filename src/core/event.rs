@@ -396,6 +396,8 @@ mod tests {
                     prefix: 24,
                     scope: 0,
                     flags: 0,
+                    valid_lft: u32::MAX,
+                    preferred_lft: u32::MAX,
                 },
                 AddrInfo {
                     index: 3,
@@ -403,6 +405,8 @@ mod tests {
                     prefix: 64,
                     scope: 0,
                     flags: 0x80,
+                    valid_lft: u32::MAX,
+                    preferred_lft: u32::MAX,
                 },
             ],
             mtu: 1500,
@@ -492,6 +496,8 @@ mod tests {
                 prefix: 128,
                 scope: 0,
                 flags: 0x80,
+                valid_lft: u32::MAX,
+                preferred_lft: u32::MAX,
             })
             .collect()
     }

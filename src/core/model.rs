@@ -141,6 +141,8 @@ mod tests {
             prefix,
             scope,
             flags,
+            valid_lft: u32::MAX,
+            preferred_lft: u32::MAX,
         }
     }
 

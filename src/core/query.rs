@@ -87,6 +87,15 @@ pub fn find<'a>(core: &'a Core, r: &LinkRef) -> Option<&'a Link> {
     })
 }
 
+/// Seconds as of the last kernel message; null for forever.
+fn lifetime(v: u32) -> Value {
+    if v == u32::MAX {
+        Value::Null
+    } else {
+        Value::from(v)
+    }
+}
+
 /// One interface, as `interfaces` and `interface` report it.
 pub fn interface(l: &Link, plan: &Plan) -> Value {
     let addrs: Vec<Value> = l
@@ -99,6 +108,8 @@ pub fn interface(l: &Link, plan: &Plan) -> Value {
                 "family": if a.ip.is_ipv4() { "inet" } else { "inet6" },
                 "scope": scope_name(a.scope),
                 "flags": flag_names(a.flags, &ADDR_FLAGS),
+                "valid_lft": lifetime(a.valid_lft),
+                "preferred_lft": lifetime(a.preferred_lft),
             })
         })
         .collect();
@@ -222,6 +233,8 @@ mod tests {
                 prefix: 24,
                 scope: 0,
                 flags: 0x80,
+                valid_lft: u32::MAX,
+                preferred_lft: u32::MAX,
             }),
             Input::NewRoute {
                 route: RouteInfo {
@@ -262,6 +275,7 @@ mod tests {
         assert_eq!(i["flags"], json!(["UP", "RUNNING", "LOWER_UP"]));
         assert_eq!(i["addresses"][0]["address"], "192.0.2.2");
         assert_eq!(i["addresses"][0]["flags"], json!(["permanent"]));
+        assert_eq!(i["addresses"][0]["valid_lft"], Value::Null);
         assert_eq!(i["routes"].as_array().unwrap().len(), 2);
         assert_eq!(i["routes"][0]["link"], "wan");
         assert_eq!(i["policy"], Value::Null);

@@ -140,6 +140,8 @@ mod tests {
             prefix: 24,
             scope: RT_SCOPE_UNIVERSE,
             flags: 0,
+            valid_lft: u32::MAX,
+            preferred_lft: u32::MAX,
         };
         assert_eq!(address_class(&a), Some(true));
         a.flags = IFA_F_TENTATIVE;

@@ -55,6 +55,11 @@ pub struct AddrInfo {
     pub prefix: u8,
     pub scope: u8,
     pub flags: u32,
+    /// Seconds left as of the message (`IFA_CACHEINFO`); `u32::MAX` for
+    /// forever. They change without the address changing, so they take no
+    /// part in whether hooks hear of it.
+    pub valid_lft: u32,
+    pub preferred_lft: u32,
 }
 
 impl AddrInfo {

@@ -471,6 +471,8 @@ mod tests {
             prefix,
             scope: 0,
             flags: 0x80,
+            valid_lft: u32::MAX,
+            preferred_lft: u32::MAX,
         })
     }
 
@@ -604,6 +606,8 @@ mod tests {
                 prefix: 64,
                 scope: RT_SCOPE_LINK,
                 flags: 0x80,
+                valid_lft: u32::MAX,
+                preferred_lft: u32::MAX,
             }),
             Input::NewRoute {
                 route: default_via(3, "fe80::1", 254, 1024),
@@ -631,6 +635,8 @@ mod tests {
                 prefix: 64,
                 scope: 0,
                 flags: 0x80,
+                valid_lft: u32::MAX,
+                preferred_lft: u32::MAX,
             }),
             0,
             &mut out,
@@ -764,6 +770,8 @@ mod tests {
             prefix,
             scope: 0,
             flags: 0x80,
+            valid_lft: u32::MAX,
+            preferred_lft: u32::MAX,
         };
         // one IP with two prefixes: its rules are planned twice, kept once
         let src16 = Source::Addr("10.2.0.5".parse().unwrap(), 16);

@@ -172,11 +172,18 @@ fn decode_addr(p: &[u8]) -> Result<Option<AddrInfo>, String> {
     }
     let (mut local, mut address) = (None, None);
     let mut flags = p[2] as u32;
+    let (mut preferred_lft, mut valid_lft) = (u32::MAX, u32::MAX);
     for (ty, v) in attrs(&p[8..]) {
         match ty {
             1 => address = ip_of(family, v),         // IFA_ADDRESS
             2 => local = ip_of(family, v),           // IFA_LOCAL
             8 => flags = u32_of(v).unwrap_or(flags), // IFA_FLAGS
+            // IFA_CACHEINFO: struct ifa_cacheinfo { ifa_prefered,
+            // ifa_valid, cstamp, tstamp }.
+            6 if v.len() >= 8 => {
+                preferred_lft = u32_of(&v[0..4]).unwrap_or(u32::MAX);
+                valid_lft = u32_of(&v[4..8]).unwrap_or(u32::MAX);
+            }
             _ => {}
         }
     }
@@ -190,6 +197,8 @@ fn decode_addr(p: &[u8]) -> Result<Option<AddrInfo>, String> {
         prefix: p[1],
         scope: p[3],
         flags,
+        valid_lft,
+        preferred_lft,
     }))
 }
 
@@ -589,11 +598,15 @@ pub(crate) mod tests {
         let mut fixed = vec![AF_INET6, 64, 0, 0];
         fixed.extend_from_slice(&3u32.to_ne_bytes());
         let ip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let mut cache = Vec::new();
+        for v in [1800u32, 3600, 7, 9] {
+            cache.extend_from_slice(&v.to_ne_bytes());
+        }
         let m = msg(
             RTM_NEWADDR,
             0,
             &fixed,
-            &[(1, &ip.octets()), (8, &0x40u32.to_ne_bytes())],
+            &[(1, &ip.octets()), (8, &0x40u32.to_ne_bytes()), (6, &cache)],
         );
         assert_eq!(
             one(&m),
@@ -603,8 +616,21 @@ pub(crate) mod tests {
                 prefix: 64,
                 scope: 0,
                 flags: 0x40,
+                valid_lft: 3600,
+                preferred_lft: 1800,
             }))
         );
+        // a short IFA_CACHEINFO is ignored, not read past its end
+        let m = msg(
+            RTM_NEWADDR,
+            0,
+            &fixed,
+            &[(1, &ip.octets()), (6, &cache[..6])],
+        );
+        match one(&m) {
+            Some(Input::NewAddr(a)) => assert_eq!(a.valid_lft, u32::MAX),
+            other => panic!("{other:?}"),
+        }
         // IPv4 point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer
         let mut fixed = vec![AF_INET, 32, 0x80, 0];
         fixed.extend_from_slice(&4u32.to_ne_bytes());

@@ -63,6 +63,8 @@ fn addr(ip: &str, prefix: u8) -> AddrInfo {
         prefix,
         scope: 0,
         flags: 0x80,
+        valid_lft: u32::MAX,
+        preferred_lft: u32::MAX,
     }
 }
 
@@ -676,6 +678,8 @@ fn nth(i: u32, v6: bool) -> AddrInfo {
         prefix: if v6 { 64 } else { 16 },
         scope: 0,
         flags: 0x80,
+        valid_lft: u32::MAX,
+        preferred_lft: u32::MAX,
     }
 }
 
