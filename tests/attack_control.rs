@@ -155,3 +155,159 @@ fn a_client_trickling_a_line_forever_is_closed_at_the_idle_timeout() {
          forever; root's status meanwhile got {root:?}"
     );
 }
+
+/// A client running as uid 65534 with primary group `gid` and the
+/// supplementary `groups`: python3 forwards each stdin line to the socket
+/// and prints each reply line.
+struct Nobody {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Nobody {
+    fn connect(sock: &std::path::Path, gid: u32, groups: &[u32]) -> Nobody {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let py = [
+            "import socket,sys",
+            "s=socket.socket(socket.AF_UNIX)",
+            "s.connect(sys.argv[1])",
+            "f=s.makefile('rb')",
+            "for l in sys.stdin:",
+            "  s.sendall(l.encode())",
+            "  sys.stdout.write(f.readline().decode() or 'EOF\\n')",
+            "  sys.stdout.flush()",
+        ]
+        .join("\n");
+        let groups = groups.to_vec();
+        let mut child = unsafe {
+            Command::new("/usr/bin/python3")
+                .args(["-c", &py, sock.to_str().unwrap()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .pre_exec(move || {
+                    extern "C" {
+                        fn setgroups(n: usize, g: *const u32) -> i32;
+                        fn setgid(g: u32) -> i32;
+                        fn setuid(u: u32) -> i32;
+                    }
+                    if setgroups(groups.len(), groups.as_ptr()) == 0
+                        && setgid(gid) == 0
+                        && setuid(65534) == 0
+                    {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                })
+                .spawn()
+        }
+        .expect("/usr/bin/python3 is needed for this test (apt-get install python3)");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Nobody { child, out }
+    }
+
+    fn req(&mut self, line: &str) -> String {
+        let i = self.child.stdin.as_mut().unwrap();
+        writeln!(i, "{line}").unwrap();
+        i.flush().unwrap();
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l
+    }
+}
+
+impl Drop for Nobody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The scratch directory reachable for uid 65534, the socket 0666 and
+/// owned by `group`.
+fn open_to_all(d: &Dir, group: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    control(d, &format!("  mode: \"0666\"\n  group: {group}\n"))
+}
+
+#[test]
+fn group_members_by_primary_or_supplementary_gid_may_change_others_may_not() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    // daemon is gid 1 on Debian.
+    let _n = Daemon::start(&ns, &d, &open_to_all(&d, "daemon"));
+    let sock = d.join("ctl.sock");
+    let mut primary = Nobody::connect(&sock, 1, &[]);
+    let mut supplementary = Nobody::connect(&sock, 65534, &[1]);
+    let mut outsider = Nobody::connect(&sock, 65534, &[]);
+    let reload = r#"{"command":"reload"}"#;
+    let r = primary.req(reload);
+    assert!(
+        r.contains("\"reloaded\":true"),
+        "primary gid in the group: {r}"
+    );
+    let r = supplementary.req(reload);
+    assert!(r.contains("\"reloaded\":true"), "supplementary group: {r}");
+    let r = outsider.req(reload);
+    assert!(r.contains("permission_denied"), "not in the group: {r}");
+    // Duplicate keys: the last wins, and the privilege check sees it.
+    let r = outsider.req(r#"{"command":"status","command":"reload"}"#);
+    assert!(
+        r.contains("permission_denied"),
+        "duplicate command key: {r}"
+    );
+    let r = outsider.req(r#"{"command":"test","state":"off","link":"lo","dry_run":true}"#);
+    assert!(r.contains("permission_denied"), "a dry-run test: {r}");
+}
+
+#[test]
+fn a_reload_that_removes_control_group_takes_the_privilege_from_connected_members() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, &open_to_all(&d, "daemon"));
+    let sock = d.join("ctl.sock");
+    let mut member = Nobody::connect(&sock, 1, &[]);
+    assert!(member.req(r#"{"command":"status"}"#).contains("\"ok\""));
+    // The administrator revokes the group.
+    let cfg = d.join("netevd.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("  group: daemon\n", "")).unwrap();
+    let mut root = Ctl::connect(&d);
+    root.ok(r#"{"command":"reload"}"#);
+    let fresh = Nobody::connect(&sock, 1, &[]).req(r#"{"command":"reload"}"#);
+    assert!(
+        fresh.contains("permission_denied"),
+        "a new connection: {fresh}"
+    );
+    let r = member.req(r#"{"command":"reload"}"#);
+    assert!(
+        r.contains("permission_denied"),
+        "after a reload removed control.group, a connection made while the group was \
+         privileged still may reload (and run test hooks): the privilege must follow the \
+         configuration in force when the request arrives, not the one at connect time; got {r}"
+    );
+}
+
+#[test]
+fn a_reload_naming_a_group_that_does_not_exist_is_refused_and_the_old_group_loses_nothing_silently()
+{
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, &open_to_all(&d, "daemon"));
+    let sock = d.join("ctl.sock");
+    let cfg = d.join("netevd.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("  group: daemon\n", "  group: netevd-no-such-group\n"),
+    )
+    .unwrap();
+    let mut root = Ctl::connect(&d);
+    let r = root.req(r#"{"command":"reload"}"#);
+    let old_group_still = Nobody::connect(&sock, 1, &[]).req(r#"{"command":"reload"}"#);
+    assert!(
+        r["error"]["code"] == "invalid_config",
+        "a reload to control.group \"netevd-no-such-group\" must be refused as the start \
+         would refuse it (\"no group\"), not accepted while the daemon silently keeps \
+         the old group privileged; reload said {r}; a member of the old group then got {old_group_still}"
+    );
+}
