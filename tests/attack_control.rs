@@ -311,3 +311,171 @@ fn a_reload_naming_a_group_that_does_not_exist_is_refused_and_the_old_group_lose
          the old group privileged; reload said {r}; a member of the old group then got {old_group_still}"
     );
 }
+
+/// A subscriber on its own thread: counts event lines until `stop`, and
+/// pauses reading while `hold` is set. Returns (events, last line).
+fn subscriber(
+    d: &Dir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, String)> {
+    use std::sync::atomic::Ordering;
+    let mut c = Ctl::connect(d);
+    c.ok(r#"{"command":"subscribe"}"#);
+    c.r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let (mut n, mut last) = (0u64, String::new());
+        let mut l = String::new();
+        while !stop.load(Ordering::SeqCst) {
+            if hold.load(Ordering::SeqCst) {
+                sleep_ms(20);
+                continue;
+            }
+            match c.r.read_line(&mut l) {
+                Ok(0) => break,
+                Ok(_) if l.ends_with('\n') => {
+                    n += 1;
+                    last = std::mem::take(&mut l);
+                }
+                _ => {}
+            }
+        }
+        (n, last)
+    })
+}
+
+#[test]
+fn subscriber_queues_give_their_memory_back_once_drained() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (ns, d) = (Ns::new(), Dir::new());
+    let cfg = control(&d, "  max_queue_bytes: 4194304\n");
+    let n = Daemon::start(&ns, &d, &cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hold = Arc::new(AtomicBool::new(false));
+    let subs: Vec<_> = (0..16)
+        .map(|_| subscriber(&d, stop.clone(), hold.clone()))
+        .collect();
+    sleep_ms(200);
+    let base = rss_kib(n.pid());
+    // The subscribers stop reading for a burst of 5,000 small events
+    // (about 2 MB each, within their 4 MiB bound), then catch up.
+    hold.store(true, Ordering::SeqCst);
+    let script: String = (0..2500)
+        .map(|_| "address add 10.9.0.1/32 dev lo\naddress del 10.9.0.1/32 dev lo\n")
+        .collect();
+    ns.batch(&d.write("flood", &script, 0o644));
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let rtt = answer_within(&d, r#"{"command":"status"}"#, Duration::from_secs(10))
+            .map_or(Duration::from_secs(99), |x| x.1);
+        worst = worst.max(rtt);
+        sleep_ms(100);
+    }
+    let during = rss_kib(n.pid());
+    hold.store(false, Ordering::SeqCst);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = answer_within(&d, r#"{"command":"status"}"#, Duration::from_secs(10))
+            .unwrap()
+            .0;
+        if s["ok"]["counters"]["events"].as_u64().unwrap() >= 5000 {
+            break;
+        }
+        assert!(Instant::now() < end, "the events never came: {s}");
+        sleep_ms(100);
+    }
+    sleep_ms(2000);
+    let caught_up = rss_kib(n.pid());
+    stop.store(true, Ordering::SeqCst);
+    let counts: Vec<u64> = subs.into_iter().map(|s| s.join().unwrap().0).collect();
+    sleep_ms(300);
+    let closed = rss_kib(n.pid());
+    assert!(
+        counts.iter().all(|&c| c >= 5000),
+        "every subscriber within its bound gets every event: {counts:?}"
+    );
+    assert!(
+        caught_up < base * 12 / 10 + 2048,
+        "RSS was {base} KiB idle, {during} KiB while 16 subscribers were behind, and \
+         still {caught_up} KiB once every subscriber had read everything ({closed} KiB \
+         after they closed): a subscriber's queue must give its memory back once it is \
+         drained (RSS back within 1.2x of idle after a burst)"
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "status took {worst:?} during the burst"
+    );
+}
+
+/// Adds `k` addresses to lo, waiting for their events; returns the
+/// longest `status` round trip seen meanwhile.
+fn add_addresses(ns: &Ns, d: &Dir, k: usize) -> Duration {
+    let add: String = (0..k)
+        .map(|i| format!("address add 10.9.{}.{}/32 dev lo\n", i / 250, i % 250 + 1))
+        .collect();
+    ns.batch(&d.write("add", &add, 0o644));
+    let mut worst = Duration::ZERO;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, rtt) =
+            answer_within(d, r#"{"command":"status"}"#, Duration::from_secs(30)).unwrap();
+        worst = worst.max(rtt);
+        if s["ok"]["counters"]["events"].as_u64().unwrap() as usize >= k {
+            return worst;
+        }
+        assert!(Instant::now() < end, "the events never came: {s}");
+        sleep_ms(50);
+    }
+}
+
+#[test]
+fn thousands_of_addresses_on_one_link_do_not_block_the_loop() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "");
+    let worst = add_addresses(&ns, &d, 8000);
+    assert!(
+        worst < Duration::from_secs(1),
+        "status took {worst:?} while 8,000 addresses were added to one link: each \
+         address event copies (and may serialise) every address of the link, so the work \
+         grows with the square of the count and the loop stops answering; it should stay \
+         well under a second"
+    );
+}
+
+#[test]
+fn rss_comes_back_after_thousands_of_addresses_come_and_go() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let n = Daemon::start(&ns, &d, "");
+    sleep_ms(200);
+    let base = rss_kib(n.pid());
+    add_addresses(&ns, &d, 3000);
+    let peak = rss_kib(n.pid());
+    let del: String = (0..3000)
+        .map(|i| format!("address del 10.9.{}.{}/32 dev lo\n", i / 250, i % 250 + 1))
+        .collect();
+    ns.batch(&d.write("del", &del, 0o644));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = answer_within(
+            &d,
+            r#"{"command":"interface","link":"lo"}"#,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        if s["ok"]["interface"]["addresses"].as_array().unwrap().len() <= 2 {
+            break;
+        }
+        assert!(Instant::now() < end, "the addresses never went: {s:.300}");
+        sleep_ms(100);
+    }
+    sleep_ms(1000);
+    let after = rss_kib(n.pid());
+    assert!(
+        after < base * 12 / 10 + 1024,
+        "RSS was {base} KiB idle, {peak} KiB with 3,000 addresses on lo, and {after} KiB \
+         once they were all gone again: it should come back within 1.2x of idle"
+    );
+}
