@@ -479,3 +479,62 @@ fn rss_comes_back_after_thousands_of_addresses_come_and_go() {
          once they were all gone again: it should come back within 1.2x of idle"
     );
 }
+
+#[test]
+fn connections_waiting_while_the_daemon_is_out_of_descriptors_are_served_once_some_close() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let cfg = control(&d, "  max_clients: 1000\n");
+    let n = Daemon::start(&ns, &d, &cfg);
+    // A low descriptor limit (util-linux prlimit), so clients run out
+    // of descriptors before max_clients.
+    run(
+        "prlimit",
+        &["--pid", &n.pid().to_string(), "--nofile=48:48"],
+    );
+    let mut all: Vec<Ctl> = (0..80).map(|_| Ctl::connect(&d)).collect();
+    for c in all.iter_mut() {
+        c.send_raw(b"{\"command\":\"status\"}\n");
+        c.r.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+    }
+    sleep_ms(500);
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for mut c in all {
+        let mut l = String::new();
+        match c.r.read_line(&mut l) {
+            Ok(n) if n > 0 => served.push(c),
+            _ => waiting.push(c),
+        }
+    }
+    assert!(
+        !waiting.is_empty() && !served.is_empty(),
+        "the limit should leave some waiting: {} served",
+        served.len()
+    );
+    let (nserved, nwaiting) = (served.len(), waiting.len());
+    drop(served);
+    // No new connection comes: the daemon must find the waiting ones
+    // by itself once descriptors are free.
+    let mut late = 0;
+    let end = Instant::now() + Duration::from_secs(3);
+    for c in waiting.iter_mut() {
+        let left = end.saturating_duration_since(Instant::now());
+        c.r.get_ref()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut l = String::new();
+        if matches!(c.r.read_line(&mut l), Ok(n) if n > 0) {
+            late += 1;
+        }
+    }
+    assert_eq!(
+        late, nwaiting,
+        "{nserved} clients were served and {nwaiting} waited in the backlog while the \
+         daemon had no descriptors (EMFILE); after the served ones closed, only {late} of \
+         the waiting ones were answered within 3 s: accept must be retried once \
+         descriptors free up (the listener is edge-triggered, so no new readiness comes \
+         by itself)"
+    );
+}
