@@ -538,3 +538,109 @@ fn connections_waiting_while_the_daemon_is_out_of_descriptors_are_served_once_so
          by itself)"
     );
 }
+
+#[test]
+fn malformed_lines_at_every_edge_get_one_clear_answer_each() {
+    use netevd_ctl::MAX_REQUEST;
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "");
+    let mut c = Ctl::connect(&d);
+    // Deep nesting past serde_json's recursion limit, in objects too.
+    let deep = format!("{}1{}", "{\"a\":".repeat(2000), "}".repeat(2000));
+    for (line, code) in [
+        (deep.as_str(), "bad_request"),
+        (r#"{"command":"events","limit":1e400}"#, "bad_request"),
+        (r#"{"command":"events","limit":-1}"#, "bad_request"),
+        (r#"{"command":"events","limit":1.5}"#, "bad_request"),
+        (
+            r#"{"command":"events","since":18446744073709551616}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"command":"interface","link":4294967296}"#,
+            "bad_request",
+        ),
+        (r#"{"command":"interface","link":""}"#, "bad_request"),
+        ("{\"command\":\"sta\u{0}tus\"}", "bad_request"),
+        (r#"{"command":"sta\u0000tus"}"#, "unknown_command"),
+        (r#"{"command":"status","id":"\ud800"}"#, "bad_request"),
+        (r#"{"command":null}"#, "bad_request"),
+        (
+            r#"{"command":"status"} {"command":"status"}"#,
+            "bad_request",
+        ),
+        ("\"status\"", "bad_request"),
+        ("null", "bad_request"),
+    ] {
+        let r = c.req(line);
+        assert_eq!(r["error"]["code"], code, "{:.60}: {r}", line);
+        assert!(!r["error"]["message"].as_str().unwrap().is_empty(), "{r}");
+    }
+    // CR LF endings and blank lines: CR is JSON whitespace; blank lines
+    // get no reply at all.
+    c.send_raw(b"\n\r\n  \n{\"command\":\"status\",\"id\":7}\r\n");
+    assert_eq!(c.line()["id"], 7);
+    // A line of exactly MAX_REQUEST bytes is read; one byte more is not.
+    let fit = |n: usize| {
+        let head = "{\"command\":\"status\",\"id\":\"";
+        let tail = "\"}";
+        format!("{head}{}{tail}", "x".repeat(n - head.len() - tail.len()))
+    };
+    let exact = fit(MAX_REQUEST);
+    assert_eq!(exact.len(), MAX_REQUEST);
+    let r = c.req(&exact);
+    assert!(
+        r.get("ok").is_some(),
+        "a line of exactly {MAX_REQUEST} bytes: {r:.80}"
+    );
+    let over = fit(MAX_REQUEST + 1);
+    assert_eq!(c.req(&over)["error"]["code"], "too_long");
+    // The same two, written one byte at a time.
+    for (line, ok) in [(&exact, true), (&over, false)] {
+        let bytes = format!("{line}\n");
+        for b in bytes.as_bytes().chunks(1) {
+            c.send_raw(b);
+        }
+        let r = c.line();
+        assert_eq!(
+            r.get("ok").is_some(),
+            ok,
+            "{} bytes in pieces: {r:.80}",
+            line.len()
+        );
+    }
+    // A request split at every byte boundary is one request.
+    let req = b"{\"command\":\"interface\",\"link\":\"lo\",\"id\":3}\n";
+    for cut in 1..req.len() {
+        c.send_raw(&req[..cut]);
+        sleep_ms(1);
+        c.send_raw(&req[cut..]);
+        let r = c.line();
+        assert_eq!(r["ok"]["interface"]["name"], "lo", "cut at {cut}: {r}");
+    }
+    // After all that, the connection and the daemon are fine.
+    let s = c.ok(r#"{"command":"status"}"#);
+    assert_eq!(s["synced"], true);
+}
+
+#[test]
+fn a_big_integer_id_is_echoed_exactly() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "");
+    let mut c = Ctl::connect(&d);
+    for id in [
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+    ] {
+        c.send_raw(format!("{{\"command\":\"status\",\"id\":{id}}}\n").as_bytes());
+        let mut l = String::new();
+        c.r.read_line(&mut l).unwrap();
+        assert!(
+            l.contains(&format!("\"id\":{id},")),
+            "the id {id} must come back as sent, so a client can match its reply; the \
+             reply began {:.60}",
+            l
+        );
+    }
+}
