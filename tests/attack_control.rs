@@ -644,3 +644,164 @@ fn a_big_integer_id_is_echoed_exactly() {
         );
     }
 }
+
+#[test]
+fn sigterm_with_every_kind_of_client_connected_stops_at_once_and_removes_the_socket() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let n = Daemon::start(&ns, &d, "");
+    // A subscriber that never reads, behind by a full socket.
+    let mut stuck = Ctl::connect(&d);
+    stuck.ok(r#"{"command":"subscribe"}"#);
+    let script: String = (0..300)
+        .map(|_| "address add 10.9.0.1/32 dev lo\naddress del 10.9.0.1/32 dev lo\n")
+        .collect();
+    ns.batch(&d.write("flood", &script, 0o644));
+    // Half a line; a reader; one that pipelined without reading.
+    let mut half = Ctl::connect(&d);
+    half.send_raw(b"{\"command\":\"sta");
+    let mut reader = Ctl::connect(&d);
+    reader.ok(r#"{"command":"status"}"#);
+    let mut piped = Ctl::connect(&d);
+    piped.send_raw("{\"command\":\"interfaces\"}\n".repeat(500).as_bytes());
+    sleep_ms(300);
+    let t0 = Instant::now();
+    assert_eq!(n.stop(), Some(0), "exit status after SIGTERM");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "stopping took {:?} with clients connected",
+        t0.elapsed()
+    );
+    assert!(!d.join("ctl.sock").exists(), "the socket file must go");
+    // Every client sees the end of the stream.
+    for c in [&mut half, &mut reader] {
+        let mut l = String::new();
+        assert_eq!(c.r.read_line(&mut l).unwrap_or(0), 0, "{l}");
+    }
+}
+
+#[test]
+fn subscribe_and_close_at_once_many_times_leaves_no_subscriber_behind() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let n = Daemon::start(&ns, &d, "");
+    let base = rss_kib(n.pid());
+    for i in 0..500 {
+        let s = std::os::unix::net::UnixStream::connect(d.join("ctl.sock")).unwrap();
+        let mut w = &s;
+        // Sent and gone in one go; every other one half-closes first.
+        let _ = w.write_all(b"{\"command\":\"subscribe\"}\n{\"command\":\"subscribe\"}\n");
+        if i % 2 == 0 {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+    ns.ip(&["link", "set", "lo", "down"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    let mut c = Ctl::connect(&d);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = c.ok(r#"{"command":"status"}"#);
+        if s["subscribers"] == 0 && s["clients"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "left over: {s}");
+        sleep_ms(50);
+    }
+    assert!(rss_kib(n.pid()) < base + 2048);
+}
+
+#[test]
+fn sighup_and_control_reloads_at_once_while_hooks_run_and_subscribers_stream() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    d.record_all();
+    d.write("hooks/routable.d/60-slow", "#!/bin/sh\nsleep 0.05\n", 0o755);
+    let n = Daemon::start(&ns, &d, "scripts:\n  timeout_seconds: 5\n");
+    let mut sub = Ctl::connect(&d);
+    sub.ok(r#"{"command":"subscribe"}"#);
+    let script: String = (0..60)
+        .map(|i| {
+            format!(
+                "link add ra{i} type veth peer name rb{i}\nlink set ra{i} up\n\
+                 link set rb{i} up\naddress add 10.7.{i}.1/24 dev ra{i}\n"
+            )
+        })
+        .collect();
+    let f = d.write("batch", &script, 0o644);
+    let nsname = ns.name.clone();
+    let t = std::thread::spawn(move || {
+        run("ip", &["-n", &nsname, "-batch", f.to_str().unwrap()]);
+    });
+    let mut admin = Ctl::connect(&d);
+    let cfg = d.join("netevd.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for i in 0..30 {
+        // The file changes under both kinds of reload.
+        let t = if i % 2 == 0 { "5" } else { "6" };
+        std::fs::write(
+            &cfg,
+            text.replace("timeout_seconds: 5", &format!("timeout_seconds: {t}")),
+        )
+        .unwrap();
+        n.signal("HUP");
+        let r = admin.req(r#"{"command":"reload"}"#);
+        assert_eq!(r["ok"]["reloaded"], true, "{r}");
+    }
+    t.join().unwrap();
+    // Every link's last hook saw it routable, the stream is gapless.
+    let recs = d.wait_for("every link routable", 15, |r| {
+        (0..60).all(|i| last_for(r, &format!("ra{i}")).is_some_and(|x| x.state == "routable"))
+    });
+    assert!(!recs.is_empty());
+    let mut ids = Vec::new();
+    sub.r
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    loop {
+        let mut l = String::new();
+        match sub.r.read_line(&mut l) {
+            Ok(n) if n > 0 => {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                ids.push(v["event"]["id"].as_u64().expect("an event line"));
+            }
+            _ => break,
+        }
+    }
+    assert!(ids.len() >= 240, "{} events", ids.len());
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "gap in {ids:?}");
+    assert!(admin.ok(r#"{"command":"status"}"#)["synced"] == true);
+}
+
+#[test]
+fn test_on_a_link_being_deleted_answers_not_found_or_runs_but_never_breaks() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    d.recorder("carrier", "50-rec");
+    let _n = Daemon::start(&ns, &d, "");
+    let mut c = Ctl::connect(&d);
+    let nsname = ns.name.clone();
+    let script: String = (0..100)
+        .map(|i| format!("link add tx{i} type veth peer name ty{i}\nlink del tx{i}\n"))
+        .collect();
+    let f = d.write("batch", &script, 0o644);
+    let t = std::thread::spawn(move || {
+        run("ip", &["-n", &nsname, "-batch", f.to_str().unwrap()]);
+    });
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..300 {
+        let i = round % 100;
+        let dry = round % 2 == 0;
+        let r = c.req(&format!(
+            r#"{{"command":"test","state":"carrier","link":"tx{i}","dry_run":{dry}}}"#
+        ));
+        let k = if r.get("ok").is_some() {
+            "ok".to_string()
+        } else {
+            r["error"]["code"].as_str().unwrap().to_string()
+        };
+        assert!(k == "ok" || k == "not_found", "{r}");
+        *seen.entry(k).or_insert(0) += 1;
+    }
+    t.join().unwrap();
+    assert!(
+        c.ok(r#"{"command":"status"}"#)["synced"] == true,
+        "{seen:?}"
+    );
+}
