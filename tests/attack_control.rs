@@ -805,3 +805,57 @@ fn test_on_a_link_being_deleted_answers_not_found_or_runs_but_never_breaks() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_client_that_never_reads_its_reply_is_closed_at_the_idle_timeout() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    many_routes(&ns, &d, 10_000);
+    let cfg = control(
+        &d,
+        "  idle_timeout_seconds: 1\n  max_queue_bytes: 16777216\n",
+    );
+    let n = Daemon::start(&ns, &d, &cfg);
+    let base = rss_kib(n.pid());
+    // Each asks for a reply of about 2 MB, more than the socket takes,
+    // less than max_queue_bytes, and never reads a byte of it.
+    let mut held: Vec<Ctl> = (0..8).map(|_| Ctl::connect(&d)).collect();
+    for h in held.iter_mut() {
+        h.send_raw(b"{\"command\":\"routes\"}\n");
+    }
+    sleep_ms(4000);
+    let mut c = Ctl::connect(&d);
+    let s = c.ok(r#"{"command":"status"}"#);
+    let rss = rss_kib(n.pid());
+    assert_eq!(
+        s["clients"],
+        1,
+        "8 clients that have read nothing for 4 s (idle_timeout_seconds: 1) still hold \
+         their slots and {} KiB of queued replies (RSS {base} -> {rss} KiB): a client \
+         whose output does not move for idle_timeout must be closed like one that sends \
+         nothing, or max_clients of them lock everyone out for good",
+        rss.saturating_sub(base)
+    );
+}
+
+#[test]
+fn unprivileged_subscribers_filling_max_clients_do_not_lock_root_out() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = control(&d, "  mode: \"0666\"\n  max_clients: 4\n");
+    let _n = Daemon::start(&ns, &d, &cfg);
+    let sock = d.join("ctl.sock");
+    // uid 65534 may subscribe, and subscribers never time out.
+    let mut subs: Vec<Nobody> = (0..4).map(|_| Nobody::connect(&sock, 65534, &[])).collect();
+    for s in subs.iter_mut() {
+        assert!(s.req(r#"{"command":"subscribe"}"#).contains("subscribed"));
+    }
+    let r = answer_within(&d, r#"{"command":"reload"}"#, Duration::from_secs(2));
+    assert!(
+        r.as_ref().is_some_and(|(v, _)| v.get("ok").is_some()),
+        "uid 65534 holds every one of max_clients slots with subscriptions (which never \
+         time out), and root is refused: {:?}; a privileged peer (root or control.group) \
+         must still get in (a reserved slot, or a per-uid share of max_clients)",
+        r.map(|x| x.0)
+    );
+}
