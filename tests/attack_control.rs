@@ -705,7 +705,11 @@ fn subscribe_and_close_at_once_many_times_leaves_no_subscriber_behind() {
         assert!(Instant::now() < end, "left over: {s}");
         sleep_ms(50);
     }
-    assert!(rss_kib(n.pid()) < base + 2048);
+    let after = rss_kib(n.pid());
+    assert!(
+        after < base + 2048,
+        "RSS grew from {base} KiB to {after} KiB"
+    );
 }
 
 #[test]
