@@ -863,3 +863,45 @@ fn unprivileged_subscribers_filling_max_clients_do_not_lock_root_out() {
         r.map(|x| x.0)
     );
 }
+
+/// How many times `pid` has gone to sleep (voluntary context switches):
+/// each wait in `poll` with a timeout is one.
+fn wakeups(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_dropped_flooding_client_does_not_make_the_loop_spin() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let n = Daemon::start(&ns, &d, "");
+    // More than one read budget (64 KiB) of requests in one go, never
+    // reading: the replies pass max_queue_bytes and the client is
+    // dropped while more of its input waits.
+    let mut hostile = Ctl::connect(&d);
+    hostile.w.set_nonblocking(true).unwrap();
+    let flood = "{\"command\":\"interfaces\"}\n".repeat(8000);
+    let _ = hostile.w.write(flood.as_bytes());
+    sleep_ms(300);
+    let w0 = wakeups(n.pid());
+    let t0 = Instant::now();
+    sleep_ms(1000);
+    let woke = wakeups(n.pid()) - w0;
+    let wall = t0.elapsed();
+    let mut c = Ctl::connect(&d);
+    let s = c.ok(r#"{"command":"status"}"#);
+    assert_eq!(s["counters"]["subscribers_dropped"], 1, "{s}");
+    assert!(
+        woke < 50,
+        "the daemon woke {woke} times in {wall:?} after dropping a client that had \
+         flooded requests, with nothing to do: a dropped client keeps its `more` mark \
+         (read() returns early for closing clients without clearing it), so the \
+         zero-delay `Again` timer stays armed and poll wakes every millisecond until \
+         the close grace ends; it should sleep"
+    );
+    drop(hostile);
+}
