@@ -905,3 +905,101 @@ fn a_dropped_flooding_client_does_not_make_the_loop_spin() {
     );
     drop(hostile);
 }
+
+#[test]
+fn the_group_privilege_is_the_connecting_process_not_whoever_has_its_pid_at_accept() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let (ns, d) = (Ns::new(), Dir::new());
+    let n = Daemon::start(&ns, &d, &open_to_all(&d, "daemon"));
+    let sock = d.join("ctl.sock");
+    // The daemon is slow to accept (stopped here; a busy loop in life).
+    n.signal("STOP");
+    // uid 65534, in no group: connects, asks for a reload, and hands the
+    // socket to a child; the connecting process exits at once.
+    let py = [
+        "import os,socket,sys",
+        "s=socket.socket(socket.AF_UNIX)",
+        "s.connect(sys.argv[1])",
+        "s.sendall(b'{\"command\":\"reload\"}\\n')",
+        "print(os.getpid(),flush=True)",
+        "if os.fork()==0:",
+        "  print(s.makefile().readline(),end='',flush=True)",
+        "os._exit(0)",
+    ]
+    .join("\n");
+    let mut conn = unsafe {
+        Command::new("/usr/bin/python3")
+            .args(["-c", &py, sock.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .pre_exec(|| {
+                extern "C" {
+                    fn setgroups(n: usize, g: *const u32) -> i32;
+                    fn setgid(g: u32) -> i32;
+                    fn setuid(u: u32) -> i32;
+                }
+                if setgroups(0, std::ptr::null()) == 0 && setgid(65534) == 0 && setuid(65534) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+            .spawn()
+    }
+    .expect("/usr/bin/python3 is needed for this test (apt-get install python3)");
+    let mut out = std::io::BufReader::new(conn.stdout.take().unwrap());
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    let pid: u32 = l.trim().parse().unwrap();
+    conn.wait().unwrap();
+    // Its pid goes to a process of a member of control.group (chosen
+    // here through ns_last_pid; by chance or patience in life).
+    let mut member = None;
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).unwrap();
+        let c = unsafe {
+            Command::new("sleep")
+                .arg("30")
+                .pre_exec(|| {
+                    extern "C" {
+                        fn setgroups(n: usize, g: *const u32) -> i32;
+                        fn setgid(g: u32) -> i32;
+                        fn setuid(u: u32) -> i32;
+                    }
+                    let g = [1u32];
+                    if setgroups(1, g.as_ptr()) == 0 && setgid(65534) == 0 && setuid(65534) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                })
+                .spawn()
+                .unwrap()
+        };
+        let mut c = c;
+        if c.id() == pid {
+            member = Some(c);
+            break;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let Some(mut member) = member else {
+        n.signal("CONT");
+        eprintln!("could not place a process at pid {pid}; the race was not tried");
+        return;
+    };
+    n.signal("CONT");
+    let mut reply = String::new();
+    out.read_line(&mut reply).unwrap();
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(
+        reply.contains("permission_denied"),
+        "a uid 65534 client in no group connected, exited, and a member of control.group \
+         got its pid before the daemon accepted: the daemon read the member's groups from \
+         /proc/{pid}/status and let the outsider reload ({reply:?}); the groups must be \
+         those of the peer at connect time (SO_PEERGROUPS), not of whoever holds the pid \
+         at accept"
+    );
+}
