@@ -1073,3 +1073,35 @@ fn subscribers_reading_along_get_every_event_of_100_000_address_changes() {
          control socket waits; it should stay well under a second"
     );
 }
+
+#[test]
+fn a_reload_never_changes_the_mode_of_what_a_symlink_at_the_socket_path_points_to() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (ns, d) = (Ns::new(), Dir::new());
+    // The socket in a directory others may write to (sticky bit off).
+    let dir = d.join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.join("ctl.sock");
+    let cfg = format!(
+        "control:\n  socket: {}\n  mode: \"0666\"\n  group: nogroup\n",
+        sock.display()
+    );
+    let _n = Daemon::start(&ns, &d, &cfg);
+    let mut c = Ctl::connect_to(&sock);
+    // Someone swaps the socket for a symlink to a file of root's.
+    let secret = d.write("secret", "root only\n", 0o600);
+    std::fs::remove_file(&sock).unwrap();
+    std::os::unix::fs::symlink(&secret, &sock).unwrap();
+    c.ok(r#"{"command":"reload"}"#);
+    let m = std::fs::metadata(&secret).unwrap();
+    assert!(
+        m.permissions().mode() & 0o777 == 0o600 && m.gid() == 0,
+        "a reload made {} mode {:o} group {} by following a symlink put at the socket \
+         path: the daemon must set the mode and group on its own socket (the bound fd, or \
+         lchown/no-follow) and never through a path someone else may have replaced",
+        secret.display(),
+        m.permissions().mode() & 0o777,
+        m.gid()
+    );
+}
