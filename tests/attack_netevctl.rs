@@ -257,3 +257,67 @@ fn follow_keeps_up_with_a_flood_of_events() {
     assert_eq!(lines, N, "{}", err(&o));
     eprintln!("netevctl read {N} events in {took:?}");
 }
+
+#[test]
+fn follow_whose_output_stalls_is_dropped_by_the_real_daemon_and_says_so() {
+    use common::{Ctl, Daemon, Ns};
+    let (ns, d) = (Ns::new(), Dir::new());
+    let sock = d.join("ctl.sock");
+    let cfg = format!(
+        "control:\n  socket: {}\n  max_queue_bytes: 65536\n",
+        sock.display()
+    );
+    let _n = Daemon::start(&ns, &d, &cfg);
+    // Nobody reads netevctl's output until the burst is over: its
+    // stdout pipe fills, then its socket, then the daemon's queue.
+    let mut child = netevctl(&sock, &["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = Ctl::connect(&d);
+    let end = Instant::now() + Duration::from_secs(5);
+    while c.ok(r#"{"command":"status"}"#)["subscribers"] != 1 {
+        assert!(Instant::now() < end, "netevctl never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script: String = (0..3000)
+        .map(|_| "address add 10.9.0.1/32 dev lo\naddress del 10.9.0.1/32 dev lo\n")
+        .collect();
+    ns.batch(&d.write("flood", &script, 0o644));
+    let end = Instant::now() + Duration::from_secs(10);
+    while c.ok(r#"{"command":"status"}"#)["counters"]["subscribers_dropped"] != 1 {
+        assert!(
+            Instant::now() < end,
+            "the stalled follower was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Now its output is read: the events it had, then the reason.
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let mut o = child.wait_with_output().unwrap();
+    o.stdout = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().count() > 10, "{} lines", text.lines().count());
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "every line printed is a whole event"
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("dropped the subscription: too slow"),
+        "{}",
+        err(&o)
+    );
+}
