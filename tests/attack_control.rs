@@ -1105,3 +1105,38 @@ fn a_reload_never_changes_the_mode_of_what_a_symlink_at_the_socket_path_points_t
         m.gid()
     );
 }
+
+#[test]
+fn tests_of_two_directories_queued_behind_a_busy_link_both_run() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    d.write("hooks/carrier.d/10-slow", "#!/bin/sh\nsleep 1\n", 0o755);
+    d.recorder("routable", "50-rec");
+    d.recorder("off", "50-rec");
+    let _n = Daemon::start(&ns, &d, "scripts:\n  timeout_seconds: 5\n");
+    let mut c = Ctl::connect(&d);
+    // lo is busy with a slow carrier.d hook; two tests wait behind it.
+    let t = |dir: &str| format!(r#"{{"command":"test","state":"{dir}","link":"lo"}}"#);
+    c.ok(&t("carrier"));
+    sleep_ms(100);
+    let a = c.ok(&t("routable"));
+    let b = c.ok(&t("off"));
+    assert_eq!(a["hooks"].as_array().unwrap().len(), 1, "{a}");
+    d.wait_for("off.d run", 10, |r| {
+        r.iter().any(|x| x.hook == "50-rec" && x.state == "off")
+    });
+    sleep_ms(500);
+    let recs = d.records();
+    let _ = recs.len();
+    assert!(
+        d.records()
+            .iter()
+            .any(|x| x.id == a["event_id"].as_u64().unwrap()),
+        "`test routable` on lo was answered with event {} and hooks {} to run, but only \
+         the later `test off` (event {}) ran: a waiting test is coalesced with any newer \
+         test of the same link whatever its directory, so a requested run is silently \
+         lost; tests of different directories must not replace each other. Runs: {recs:?}",
+        a["event_id"],
+        a["hooks"],
+        b["event_id"]
+    );
+}
