@@ -487,8 +487,12 @@ fn connections_waiting_while_the_daemon_is_out_of_descriptors_are_served_once_so
     let n = Daemon::start(&ns, &d, &cfg);
     // A low descriptor limit (util-linux prlimit), so clients run out
     // of descriptors before max_clients.
+    assert!(
+        std::path::Path::new("/usr/bin/prlimit").exists(),
+        "this test needs prlimit (apt-get install util-linux)"
+    );
     run(
-        "prlimit",
+        "/usr/bin/prlimit",
         &["--pid", &n.pid().to_string(), "--nofile=48:48"],
     );
     let mut all: Vec<Ctl> = (0..80).map(|_| Ctl::connect(&d)).collect();
