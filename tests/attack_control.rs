@@ -1174,3 +1174,25 @@ fn dead_clients_that_have_not_been_read_yet_do_not_refuse_a_live_one() {
          daemon should reap clients whose peers are gone"
     );
 }
+
+#[test]
+fn a_stopping_daemon_removes_only_its_own_socket() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let a = Daemon::start(&ns, &d, "");
+    // A's socket file goes (a cleaner, an admin); B starts on the path.
+    std::fs::remove_file(d.join("ctl.sock")).unwrap();
+    let d2 = Dir::new();
+    let cfg = control(&d, "");
+    let b = Daemon::start(&ns, &d2, &cfg);
+    Ctl::connect(&d).ok(r#"{"command":"status"}"#);
+    assert_eq!(a.stop(), Some(0));
+    let there = d.join("ctl.sock").exists();
+    let answers = there && std::os::unix::net::UnixStream::connect(d.join("ctl.sock")).is_ok();
+    drop(b);
+    assert!(
+        answers,
+        "stopping the first daemon removed the socket the second one is serving (exists: \
+         {there}): a daemon must remove its socket only if the path is still the file it \
+         bound (same device and inode)"
+    );
+}
