@@ -533,8 +533,10 @@ fn connections_waiting_while_the_daemon_is_out_of_descriptors_are_served_once_so
             late += 1;
         }
     }
-    assert_eq!(
-        late, nwaiting,
+    // As many descriptors as the served ones held are free again (the
+    // waiting clients stay connected, so no more than that).
+    assert!(
+        late >= nwaiting.min(nserved),
         "{nserved} clients were served and {nwaiting} waited in the backlog while the \
          daemon had no descriptors (EMFILE); after the served ones closed, only {late} of \
          the waiting ones were answered within 3 s: accept must be retried once \
@@ -628,7 +630,7 @@ fn malformed_lines_at_every_edge_get_one_clear_answer_each() {
 }
 
 #[test]
-fn a_big_integer_id_is_echoed_exactly() {
+fn a_big_integer_id_is_refused_rather_than_echoed_changed() {
     let (ns, d) = (Ns::new(), Dir::new());
     let _n = Daemon::start(&ns, &d, "");
     let mut c = Ctl::connect(&d);
@@ -636,16 +638,26 @@ fn a_big_integer_id_is_echoed_exactly() {
         "18446744073709551616",
         "123456789012345678901234567890",
         "-9223372036854775809",
+        "1.5",
     ] {
         c.send_raw(format!("{{\"command\":\"status\",\"id\":{id}}}\n").as_bytes());
-        let mut l = String::new();
-        c.r.read_line(&mut l).unwrap();
+        let r = c.line();
+        // Such a number would come back changed (as a float), and a client
+        // could not match its reply: it is refused, saying why.
+        assert_eq!(r["error"]["code"], "bad_request", "id {id}: {r}");
         assert!(
-            l.contains(&format!("\"id\":{id},")),
-            "the id {id} must come back as sent, so a client can match its reply; the \
-             reply began {:.60}",
-            l
+            r["error"]["message"].as_str().unwrap().contains("id:"),
+            "id {id}: {r}"
         );
+    }
+    for id in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "\"x\"",
+        "[1]",
+    ] {
+        let r = c.req(&format!("{{\"command\":\"status\",\"id\":{id}}}"));
+        assert_eq!(r["id"].to_string(), id, "echoed exactly");
     }
 }
 
@@ -884,7 +896,7 @@ fn wakeups(pid: u32) -> u64 {
 }
 
 #[test]
-fn a_dropped_flooding_client_does_not_make_the_loop_spin() {
+fn a_flooding_client_that_does_not_read_neither_is_served_on_nor_makes_the_loop_spin() {
     let (ns, d) = (Ns::new(), Dir::new());
     let n = Daemon::start(&ns, &d, "");
     // More than one read budget (64 KiB) of requests in one go, never
@@ -902,7 +914,13 @@ fn a_dropped_flooding_client_does_not_make_the_loop_spin() {
     let wall = t0.elapsed();
     let mut c = Ctl::connect(&d);
     let s = c.ok(r#"{"command":"status"}"#);
-    assert_eq!(s["counters"]["subscribers_dropped"], 1, "{s}");
+    // Its replies are not read, so its requests wait: it got what its
+    // socket buffer and 64 KiB of queue hold, not 8,000.
+    let served = s["counters"]["control_requests"].as_u64().unwrap();
+    assert!(
+        served < 2000,
+        "{served} of the flood's requests were served: {s}"
+    );
     assert!(
         woke < 50,
         "the daemon woke {woke} times in {wall:?} after dropping a client that had \

@@ -343,6 +343,19 @@ pub fn parse_request(line: &[u8]) -> Parsed {
         };
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    // A number that is not a 64-bit integer would come back changed (an
+    // integer beyond 64 bits as a float): refuse it rather than echo
+    // something else.
+    if let Value::Number(n) = &id {
+        if !n.is_i64() && !n.is_u64() {
+            return Parsed {
+                id: Value::Null,
+                request: Err(bad(
+                    "id: a number must be a whole number of at most 64 bits; use a string",
+                )),
+            };
+        }
+    }
     Parsed {
         id,
         request: request_of(obj),

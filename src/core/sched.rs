@@ -30,7 +30,8 @@ pub struct Job {
 enum Class {
     State,
     Route(u8, u32, Option<IpAddr>, u8, u32),
-    Test,
+    /// A test of one hook directory: tests of two directories both run.
+    Test(Option<&'static str>),
 }
 
 fn class(ev: &Event) -> Class {
@@ -39,7 +40,7 @@ fn class(ev: &Event) -> Class {
             let r = &rc.route;
             Class::Route(r.family, r.table, r.dst, r.dst_len, r.priority)
         }
-        (Kind::Test, _) => Class::Test,
+        (Kind::Test, _) => Class::Test(ev.test_dir),
         _ => Class::State,
     }
 }

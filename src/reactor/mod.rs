@@ -32,7 +32,7 @@ use crate::core::sched::Scheduler;
 use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
-use crate::source::control::{Control, Line, Settings as ControlSettings};
+use crate::source::control::{self, Control, Settings as ControlSettings};
 use crate::source::netlink::Netlink;
 
 use timers::{Timer, Timers};
@@ -41,6 +41,12 @@ use token::Source;
 /// The most the event history may hold, whatever its count: a link with
 /// thousands of addresses makes large events.
 const HISTORY_BYTES: usize = 1 << 20;
+
+/// Inputs after which the end of a burst gives memory back.
+const TRIM_AFTER: u64 = 1000;
+
+/// How long after the last input a burst counts as over.
+const TRIM_QUIET: Duration = Duration::from_millis(500);
 
 /// How soon a dump request that could not be sent is tried again.
 const RETRY: Duration = Duration::from_millis(100);
@@ -68,12 +74,13 @@ pub struct Daemon {
     inputs: Vec<Input>,
     out: Vec<Event>,
     done: Vec<u32>,
-    lines: Vec<Line>,
     /// The newest events, for `events` queries; the newest is last.
     history: VecDeque<Rc<Event>>,
     /// What `history` holds, by `Event::weight`.
     history_bytes: usize,
     last_event: Option<Rc<Event>>,
+    /// Inputs since memory was last given back.
+    since_trim: u64,
     /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
     /// running ones exited or were killed (`Runner::shutdown`).
     stopping: bool,
@@ -95,14 +102,24 @@ fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
     }
 }
 
-fn control_settings(c: &Config) -> ControlSettings {
+fn control_settings(c: &Config, gid: Option<u32>) -> ControlSettings {
     ControlSettings {
         path: c.control.socket.clone(),
-        group: c.control.group.clone(),
+        gid,
         mode: c.control.mode,
         max_clients: c.control.max_clients,
         idle_timeout: c.control.idle_timeout,
         max_queue: c.control.max_queue,
+    }
+}
+
+/// Gives the memory a burst freed back to the system: glibc keeps freed
+/// heap pages otherwise, and RSS would stay at the burst's peak.
+fn trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
@@ -126,8 +143,10 @@ impl Daemon {
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let control = if config.control.enabled {
+            let gid = control::resolve_group(config.control.group.as_deref())
+                .map_err(io::Error::other)?;
             Some(Control::open(
-                control_settings(&config),
+                control_settings(&config, gid),
                 poll.registry(),
                 token::CONTROL,
                 token::CLIENTS,
@@ -151,10 +170,10 @@ impl Daemon {
             inputs: Vec::with_capacity(256),
             out: Vec::with_capacity(64),
             done: Vec::new(),
-            lines: Vec::new(),
             history: VecDeque::new(),
             history_bytes: 0,
             last_event: None,
+            since_trim: 0,
             stopping: false,
         })
     }
@@ -226,6 +245,10 @@ impl Daemon {
                         }
                     }
                     Timer::Again => self.on_leftovers(),
+                    Timer::Trim => {
+                        self.since_trim = 0;
+                        trim();
+                    }
                 }
             }
             if self.stopping && self.runner.stopped(Instant::now()) {
@@ -237,6 +260,10 @@ impl Daemon {
 
     fn arm_timers(&mut self) {
         let now = Instant::now();
+        // Event lines queued this turn leave in one write per subscriber.
+        if let Some(c) = self.control.as_mut() {
+            c.flush_queued(self.poll.registry(), now);
+        }
         self.timers.arm(Timer::Hooks, self.runner.next_deadline());
         let retry = self.netlink.wants_retry().then(|| now + RETRY);
         self.timers.arm(Timer::NetlinkRetry, retry);
@@ -259,8 +286,9 @@ impl Daemon {
             self.on_netlink();
         }
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
+        let now = Instant::now();
         for i in more {
-            self.on_client(i, true, false);
+            self.serve(i, now);
         }
     }
 
@@ -337,6 +365,11 @@ impl Daemon {
         let instant = Instant::now();
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
+        self.since_trim += inputs.len() as u64;
+        if self.since_trim >= TRIM_AFTER {
+            // Moves out while the burst goes on.
+            self.timers.arm(Timer::Trim, Some(instant + TRIM_QUIET));
+        }
         for i in inputs.drain(..) {
             self.policy.observe(&i, instant);
             self.core.apply(i, now, &mut self.out);
@@ -410,7 +443,6 @@ impl Daemon {
                 c.broadcast(
                     || netevd_ctl::event_line(ev.json()),
                     |f| f.matches(&name, index, kind, dir),
-                    self.poll.registry(),
                     Instant::now(),
                 );
             }
@@ -451,15 +483,27 @@ impl Daemon {
         if writable {
             c.writable(i, self.poll.registry(), now);
         }
-        if !readable {
-            return;
+        if readable {
+            c.readable(i);
         }
-        let mut lines = std::mem::take(&mut self.lines);
-        c.read(i, self.poll.registry(), now, &mut lines);
-        for line in lines.drain(..) {
+        self.serve(i, now);
+    }
+
+    /// Answers client `i`'s requests, up to its share of this turn, each
+    /// before the next is taken.
+    fn serve(&mut self, i: usize, now: Instant) {
+        for _ in 0..control::LINES_PER_TURN {
+            let Some(c) = self.control.as_mut() else {
+                return;
+            };
+            let Some(line) = c.next_line(i, self.poll.registry(), now) else {
+                return;
+            };
             self.answer(line);
         }
-        self.lines = lines;
+        if let Some(c) = self.control.as_mut() {
+            c.used_turn(i);
+        }
     }
 
     /// Returns true when the daemon should stop.
@@ -507,6 +551,7 @@ impl Daemon {
     /// Returns what changed, or why the file was refused.
     fn reload(&mut self) -> Result<Vec<String>, String> {
         let c = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
+        let gid = control::resolve_group(c.control.group.as_deref())?;
         let changes = answer::config_changes(&self.config, &c);
         let level = self
             .opts
@@ -526,7 +571,7 @@ impl Daemon {
             log::warn!("reload: control.socket and control.enabled take effect at the next start");
         }
         if let Some(ctl) = self.control.as_mut() {
-            ctl.set_settings(control_settings(&c));
+            ctl.set_settings(control_settings(&c, gid));
         }
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Who a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(usize)]
 pub enum Timer {
     /// Hook timeouts (and start retries).
     Hooks,
@@ -16,6 +17,8 @@ pub enum Timer {
     NetlinkRetry,
     /// Policy routing's held-back restores and retries.
     Policy,
+    /// A burst is over: give freed memory back to the system.
+    Trim,
     /// Idle and dropped control clients.
     Control,
     /// Work left over from a turn whose budget ran out: poll without
@@ -23,16 +26,19 @@ pub enum Timer {
     Again,
 }
 
-const N: usize = 5;
+/// Every timer, in slot order.
+const ALL: [Timer; 6] = [
+    Timer::Hooks,
+    Timer::NetlinkRetry,
+    Timer::Policy,
+    Timer::Trim,
+    Timer::Control,
+    Timer::Again,
+];
+const N: usize = ALL.len();
 
 fn slot(t: Timer) -> usize {
-    match t {
-        Timer::Hooks => 0,
-        Timer::NetlinkRetry => 1,
-        Timer::Control => 2,
-        Timer::Again => 3,
-        Timer::Policy => 4,
-    }
+    t as usize
 }
 
 #[derive(Default)]
@@ -63,13 +69,7 @@ impl Timers {
                 .collect();
             self.heap.clear();
             for (i, a) in live {
-                let t = [
-                    Timer::Hooks,
-                    Timer::NetlinkRetry,
-                    Timer::Control,
-                    Timer::Again,
-                ][i];
-                self.heap.push(Reverse((a, t)));
+                self.heap.push(Reverse((a, ALL[i])));
             }
         }
     }
@@ -127,5 +127,18 @@ mod tests {
         assert!(t.heap.len() <= 64 * N + 1);
         assert_eq!(t.pop_due(ms(20_000)), Some(Timer::Again));
         assert_eq!(t.pop_due(ms(20_000)), None);
+        // Every timer survives a compaction of the heap.
+        for (i, &timer) in ALL.iter().enumerate() {
+            assert_eq!(slot(timer), i);
+            t.arm(timer, Some(ms(30_000 + i as u64)));
+        }
+        for i in 0..1000 {
+            t.arm(Timer::Again, Some(ms(40_000 + i)));
+        }
+        let mut fired = Vec::new();
+        while let Some(x) = t.pop_due(ms(50_000)) {
+            fired.push(x);
+        }
+        assert_eq!(fired.len(), N, "{fired:?}");
     }
 }

@@ -1,53 +1,91 @@
 //! The control socket: a Unix stream listener and its clients, I/O only.
 //! Reads request lines, queues reply and event lines, and never blocks:
-//! every read and write is non-blocking, every buffer has a bound.
+//! every read and write is non-blocking, every buffer has a bound, and no
+//! client gets more than its share of a turn of the loop.
 //!
+//! - Requests are taken one line at a time (`next_line`), at most
+//!   `LINES_PER_TURN` per client per turn. A client whose replies are not
+//!   read (more than `LOW_WATER` queued) is not read either until they
+//!   are: pipelining without reading costs the daemon one reply, not one
+//!   per line.
 //! - A request line longer than `MAX_REQUEST` gets a `too_long` error and
 //!   is skipped up to its newline; the connection goes on.
-//! - A client is read for at most `READ_BUDGET` bytes per turn of the
-//!   loop, so one that floods requests cannot starve the others; it is
-//!   marked and read again on the next turn.
 //! - Output is queued per client and written as the socket takes it, with
-//!   WRITABLE interest only while the queue is not empty. A client whose
-//!   queue passes `max_queue` is dropped: a subscriber with a last
-//!   `dropped` line (written if the socket takes it, never waited for).
-//! - A client that sends nothing for `idle_timeout` is closed, unless it
-//!   subscribed.
+//!   WRITABLE interest only while the queue is not empty. A reply may be
+//!   large (a full routing table); event lines are what a subscriber can
+//!   fall behind on, and one more than `max_queue` bytes behind is dropped
+//!   with a last `dropped` line (written if the socket takes it within a
+//!   grace period, never waited for). A drained queue gives its memory
+//!   back.
+//! - A client that completes no request and takes none of its output for
+//!   `idle_timeout` is closed, unless it subscribed.
+//! - Slots: anyone may take up to `max_clients`; root and the group have
+//!   a quarter more (at least one), so others can never lock them out. At
+//!   the limit, clients that hung up are reaped before anyone is refused.
 //!
-//! What requests mean is decided by the reactor; this module only says
-//! who sent which line and whether the peer is privileged (root, or a
-//! member of the socket's group, by SO_PEERCRED).
+//! Who may change things is decided here from the peer's credentials as
+//! the kernel recorded them at connect (SO_PEERCRED, SO_PEERGROUPS): root,
+//! or a member of `control.group` by primary or supplementary group. The
+//! socket file is changed only through a descriptor that was checked to
+//! be the socket this daemon bound, never through a path that may have
+//! become a symbolic link.
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use netevd_ctl::{dropped_line, error_line, Code, Error, EventFilter, MAX_REQUEST};
+use nix::libc;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{chown, Gid, Group};
+use nix::unistd::{Gid, Group};
 use serde_json::Value;
 
-/// Bytes read from one client per turn of the loop.
-const READ_BUDGET: usize = 64 * 1024;
+/// Bytes read from a client's socket at once.
+const READ_CHUNK: usize = 8192;
+
+/// Requests taken from one client per turn of the loop.
+pub const LINES_PER_TURN: usize = 16;
+
+/// Queued output above which a client's next request waits.
+const LOW_WATER: usize = 64 * 1024;
+
+/// A queue drained empty keeps at most this much memory.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// How long a dropped client's last line may take to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How soon accepting is tried again after running out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub path: PathBuf,
-    pub group: Option<String>,
+    /// The group resolved to its id (see `resolve_group`).
+    pub gid: Option<u32>,
     pub mode: u32,
     pub max_clients: usize,
     pub idle_timeout: Duration,
     pub max_queue: usize,
+}
+
+/// The id of group `name`, or why it has none.
+pub fn resolve_group(name: Option<&str>) -> Result<Option<u32>, String> {
+    match name {
+        None => Ok(None),
+        Some(g) => match Group::from_name(g) {
+            Ok(Some(gr)) => Ok(Some(gr.gid.as_raw())),
+            Ok(None) => Err(format!("control.group: there is no group {g:?}")),
+            Err(e) => Err(format!("control.group: looking up {g:?}: {e}")),
+        },
+    }
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -63,18 +101,32 @@ pub struct Stats {
 struct Client {
     stream: UnixStream,
     uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
     privileged: bool,
+    /// Bytes read and not yet taken as requests.
     inbuf: Vec<u8>,
     /// Skipping the rest of a line that was too long.
     discarding: bool,
+    /// The peer will send nothing more.
+    eof: bool,
     out: VecDeque<u8>,
     writable: bool,
+    /// The last complete request or the last output the peer took.
     last_active: Instant,
     subscription: Option<EventFilter>,
     /// Dropped: flush what is queued, then close, by this time.
     closing: Option<Instant>,
-    /// More input may be waiting (the read budget ran out).
+    /// Input may be waiting: serve this client again next turn.
     more: bool,
+    /// Its next request waits for its queued output to drain.
+    held: bool,
+}
+
+impl Client {
+    fn is_privileged(&self, gid: Option<u32>) -> bool {
+        self.uid == 0 || gid.is_some_and(|g| g == self.gid || self.groups.contains(&g))
+    }
 }
 
 /// One request line from a client.
@@ -88,13 +140,20 @@ pub struct Line {
 pub struct Control {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file this daemon bound, by device and inode.
+    bound: (u64, u64),
     settings: Settings,
-    group_gid: Option<u32>,
     clients: Vec<Option<Client>>,
     base: usize,
     /// Clients that subscribed, dropped ones included until closed: a
     /// count, so each event costs nothing when nobody listens.
     listening: usize,
+    /// Clients with event lines queued since the last `flush_queued`.
+    queued: Vec<usize>,
+    /// Accepting failed for want of descriptors: try again then.
+    accept_retry: Option<Instant>,
+    /// The last accept failed so; logged once until one succeeds.
+    accept_waiting: bool,
     pub stats: Stats,
 }
 
@@ -114,14 +173,6 @@ impl Control {
         client_base: usize,
     ) -> io::Result<Control> {
         let path = settings.path.clone();
-        let group_gid = match &settings.group {
-            None => None,
-            Some(g) => match Group::from_name(g) {
-                Ok(Some(gr)) => Some(gr.gid.as_raw()),
-                Ok(None) => return Err(ctx("control.group", &path, format!("no group {g:?}"))),
-                Err(e) => return Err(ctx("control.group", &path, e)),
-            },
-        };
         if let Some(dir) = path.parent() {
             if !dir.exists() {
                 fs::create_dir_all(dir)
@@ -154,45 +205,71 @@ impl Control {
         let old = umask(Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(&path);
         umask(old);
-        let mut listener = bound.map_err(|e| ctx("cannot bind", &path, e))?;
-        if let Some(gid) = group_gid {
-            chown(&path, None, Some(Gid::from_raw(gid)))
-                .map_err(|e| ctx("cannot give it to control.group", &path, e))?;
-        }
-        fs::set_permissions(&path, fs::Permissions::from_mode(settings.mode))
-            .map_err(|e| ctx("cannot set its mode", &path, e))?;
-        reg.register(&mut listener, listener_token, Interest::READABLE)?;
-        Ok(Control {
+        let listener = bound.map_err(|e| ctx("cannot bind", &path, e))?;
+        let m = fs::symlink_metadata(&path).map_err(|e| ctx("cannot look at it", &path, e))?;
+        let mut c = Control {
             listener,
             path,
+            bound: (m.dev(), m.ino()),
             settings,
-            group_gid,
             clients: Vec::new(),
             base: client_base,
             listening: 0,
+            queued: Vec::new(),
+            accept_retry: None,
+            accept_waiting: false,
             stats: Stats::default(),
-        })
+        };
+        c.apply_mode()
+            .map_err(|e| ctx("cannot set its mode and group", &c.path, e))?;
+        reg.register(&mut c.listener, listener_token, Interest::READABLE)?;
+        Ok(c)
+    }
+
+    /// Gives the socket file its mode and group, through a descriptor
+    /// checked to be the socket this daemon bound: a symbolic link put at
+    /// the path, or another file, is never changed.
+    fn apply_mode(&self) -> io::Result<()> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        let m = f.metadata()?;
+        if !m.file_type().is_socket() || (m.dev(), m.ino()) != self.bound {
+            return Err(io::Error::other(
+                "the path is no longer the socket this daemon bound",
+            ));
+        }
+        // /proc/self/fd/N of an O_PATH descriptor names its inode itself;
+        // nothing is looked up by path again.
+        let me = format!("/proc/self/fd/{}", f.as_raw_fd());
+        if let Some(g) = self.settings.gid {
+            nix::unistd::chown(me.as_str(), None, Some(Gid::from_raw(g)))?;
+        }
+        fs::set_permissions(&me, fs::Permissions::from_mode(self.settings.mode))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// New bounds and group; the path only changes at restart.
+    /// New bounds, mode and group; the path only changes at restart. The
+    /// privilege of clients already connected follows the new group.
     pub fn set_settings(&mut self, s: Settings) {
-        if let Some(g) = &s.group {
-            if let Ok(Some(gr)) = Group::from_name(g) {
-                self.group_gid = Some(gr.gid.as_raw());
-                let _ = chown(&self.path, None, Some(gr.gid));
-            }
-        } else {
-            self.group_gid = None;
-        }
-        let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(s.mode));
         self.settings = Settings {
             path: self.settings.path.clone(),
             ..s
         };
+        if let Err(e) = self.apply_mode() {
+            log::error!(
+                "control: {}: cannot set its mode and group: {e}",
+                self.path.display()
+            );
+        }
+        let gid = self.settings.gid;
+        for c in self.clients.iter_mut().flatten() {
+            c.privileged = c.is_privileged(gid);
+        }
     }
 
     pub fn owns(&self, t: Token) -> Option<usize> {
@@ -212,32 +289,53 @@ impl Control {
             .count()
     }
 
+    /// Closes clients that hung up and sent nothing still to answer.
+    fn reap_hung_up(&mut self, reg: &Registry) {
+        for i in 0..self.clients.len() {
+            let Some(c) = self.clients[i].as_ref() else {
+                continue;
+            };
+            let mut p = libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no waiting. POLLHUP: the peer
+            // closed both ways, so no reply can reach it (one that only
+            // shut its writing side may still read, and stays).
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            if n == 1 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                self.close(i, reg);
+            }
+        }
+    }
+
     /// Accepts every waiting connection.
     pub fn accept(&mut self, reg: &Registry, now: Instant) {
+        self.accept_retry = None;
         loop {
-            let (mut stream, _) = match self.listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let (stream, _) = match self.listener.accept() {
+                Ok(s) => {
+                    self.accept_waiting = false;
+                    s
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_waiting = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and the like: the connection waits in the
-                    // backlog; the next readiness or turn tries again.
-                    log::warn!("control: accept: {e}");
+                    // EMFILE and the like: the connections wait in the
+                    // backlog, and readiness will not be reported again
+                    // for them: try again soon.
+                    if !self.accept_waiting {
+                        log::warn!("control: accept: {e}; trying again every 100 ms");
+                        self.accept_waiting = true;
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             };
-            if self.clients() >= self.settings.max_clients {
-                self.stats.refused += 1;
-                let e = Error::new(
-                    Code::Unavailable,
-                    format!(
-                        "too many clients ({}); try again later",
-                        self.settings.max_clients
-                    ),
-                );
-                let _ = stream.write(error_line(&Value::Null, &e).as_bytes());
-                continue;
-            }
             let (uid, gid, pid) = match getsockopt(&stream.as_fd(), PeerCredentials) {
                 Ok(c) => (c.uid(), c.gid(), c.pid()),
                 Err(e) => {
@@ -245,10 +343,50 @@ impl Control {
                     continue;
                 }
             };
-            let privileged = uid == 0
-                || self
-                    .group_gid
-                    .is_some_and(|g| g == gid || supplementary(pid).contains(&g));
+            let groups = peer_groups(stream.as_fd());
+            let max = self.settings.max_clients;
+            // Root and the group have a quarter more slots than anyone,
+            // so others can never lock them out.
+            let reserve = (max / 4).max(1);
+            let mut c = Client {
+                stream,
+                uid,
+                gid,
+                groups,
+                privileged: false,
+                inbuf: Vec::new(),
+                discarding: false,
+                eof: false,
+                out: VecDeque::new(),
+                writable: false,
+                last_active: now,
+                subscription: None,
+                closing: None,
+                more: true,
+                held: false,
+            };
+            c.privileged = c.is_privileged(self.settings.gid);
+            let limit = if c.privileged { max + reserve } else { max };
+            if self.clients() >= limit {
+                self.reap_hung_up(reg);
+            }
+            if self.clients() >= limit {
+                self.stats.refused += 1;
+                let e = Error::new(
+                    Code::Unavailable,
+                    format!(
+                        "too many clients ({}{}); try again later",
+                        self.clients(),
+                        if c.privileged {
+                            ""
+                        } else {
+                            ", the rest kept for root and control.group"
+                        }
+                    ),
+                );
+                let _ = c.stream.write(error_line(&Value::Null, &e).as_bytes());
+                continue;
+            }
             let slot = match self.clients.iter().position(Option::is_none) {
                 Some(i) => i,
                 None => {
@@ -256,112 +394,109 @@ impl Control {
                     self.clients.len() - 1
                 }
             };
-            if let Err(e) = reg.register(&mut stream, Token(self.base + slot), Interest::READABLE) {
+            if let Err(e) = reg.register(&mut c.stream, Token(self.base + slot), Interest::READABLE)
+            {
                 log::warn!("control: cannot watch a client: {e}");
                 continue;
             }
             self.stats.accepted += 1;
             log::debug!("control: client {slot} connected (uid {uid}, pid {pid})");
-            self.clients[slot] = Some(Client {
-                stream,
-                uid,
-                privileged,
-                inbuf: Vec::new(),
-                discarding: false,
-                out: VecDeque::new(),
-                writable: false,
-                last_active: now,
-                subscription: None,
-                closing: None,
-                more: false,
-            });
+            self.clients[slot] = Some(c);
         }
     }
 
-    /// Reads what client `i` sent, within the budget, and appends its
-    /// complete request lines to `out`. Lines too long are answered here.
-    pub fn read(&mut self, i: usize, reg: &Registry, now: Instant, out: &mut Vec<Line>) {
-        let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) else {
-            return;
-        };
-        if c.closing.is_some() {
-            return;
+    /// Client `i`'s socket has input, or hung up.
+    pub fn readable(&mut self, i: usize) {
+        if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
+            if c.closing.is_none() {
+                c.more = true;
+            }
         }
-        let mut buf = [0u8; 8192];
-        let mut budget = READ_BUDGET;
-        let mut eof = false;
-        c.more = false;
-        while budget > 0 {
+    }
+
+    /// The next request line of client `i`, if one may be served now.
+    /// None when it has none ready, is held back by its unread output, or
+    /// was closed. Answers lines that are too long itself.
+    pub fn next_line(&mut self, i: usize, reg: &Registry, now: Instant) -> Option<Line> {
+        let c = self.clients.get_mut(i).and_then(Option::as_mut)?;
+        if c.closing.is_some() {
+            c.more = false;
+            return None;
+        }
+        if c.out.len() >= LOW_WATER {
+            c.held = true;
+            c.more = false;
+            return None;
+        }
+        loop {
+            if let Some(bytes) = take_line(c, &mut self.stats) {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                c.last_active = now;
+                self.stats.requests += 1;
+                return Some(Line {
+                    client: i,
+                    privileged: c.privileged,
+                    uid: c.uid,
+                    bytes,
+                });
+            }
+            if c.eof {
+                // A half-written last line is not a request: the client
+                // went away before finishing it.
+                self.close(i, reg);
+                return None;
+            }
+            let mut buf = [0u8; READ_CHUNK];
             match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
+                Ok(0) => c.eof = true,
                 Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    c.last_active = now;
-                    let mut rest = &buf[..n];
-                    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-                        let (line, tail) = rest.split_at(nl);
-                        rest = &tail[1..];
-                        if c.discarding {
-                            c.discarding = false;
-                            continue;
+                    if c.discarding {
+                        match buf[..n].iter().position(|&b| b == b'\n') {
+                            Some(p) => {
+                                c.discarding = false;
+                                c.inbuf.extend_from_slice(&buf[p + 1..n]);
+                            }
+                            None => continue,
                         }
-                        if c.inbuf.len() + line.len() > MAX_REQUEST {
-                            c.inbuf = Vec::new();
-                            too_long(c, &mut self.stats);
-                            continue;
-                        }
-                        c.inbuf.extend_from_slice(line);
-                        let bytes = std::mem::take(&mut c.inbuf);
-                        if bytes.iter().all(u8::is_ascii_whitespace) {
-                            continue;
-                        }
-                        self.stats.requests += 1;
-                        out.push(Line {
-                            client: i,
-                            privileged: c.privileged,
-                            uid: c.uid,
-                            bytes,
-                        });
-                    }
-                    if !c.discarding {
-                        c.inbuf.extend_from_slice(rest);
-                        if c.inbuf.len() > MAX_REQUEST {
-                            c.inbuf = Vec::new();
-                            c.discarding = true;
-                            too_long(c, &mut self.stats);
-                        }
+                    } else {
+                        c.inbuf.extend_from_slice(&buf[..n]);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.more = false;
+                    if c.inbuf.is_empty() && c.inbuf.capacity() > KEEP_CAPACITY {
+                        c.inbuf = Vec::new();
+                    }
+                    // A reply for a too-long line may be queued.
+                    self.flush(i, reg, now);
+                    return None;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("control: client {i}: {e}");
-                    eof = true;
-                    break;
+                    self.close(i, reg);
+                    return None;
                 }
             }
         }
-        if budget == 0 {
-            c.more = true;
-        }
-        if eof {
-            // A half-written last line without its newline is not a
-            // request: the client went away before finishing it.
-            self.close(i, reg);
-            return;
-        }
-        self.flush(i, reg, now);
     }
 
-    /// Whether a client's read budget ran out last turn.
+    /// Client `i` used up its share of this turn (`LINES_PER_TURN`
+    /// requests): it is served again next turn.
+    pub fn used_turn(&mut self, i: usize) {
+        if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
+            c.more = c.closing.is_none() && !c.held;
+        }
+    }
+
+    /// Whether a client has input waiting for the next turn.
     pub fn has_more(&self) -> bool {
         self.clients.iter().flatten().any(|c| c.more)
     }
 
-    /// Clients whose read budget ran out and that may have more.
+    /// Clients with input waiting for the next turn.
     pub fn more(&self) -> Vec<usize> {
         self.clients
             .iter()
@@ -375,7 +510,7 @@ impl Control {
     pub fn send(&mut self, i: usize, line: &str, reg: &Registry, now: Instant) {
         if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
             if c.closing.is_none() {
-                push(c, line.as_bytes());
+                c.out.extend(line.as_bytes());
             }
         }
         self.flush(i, reg, now);
@@ -397,14 +532,17 @@ impl Control {
     }
 
     /// Queues an event line for every subscriber whose filter passes; the
-    /// line is made only if one does.
+    /// line is made only if one does. Nothing is written until
+    /// `flush_queued`, so a burst of events costs one write per
+    /// subscriber, not one per event. A subscriber more than `max_queue`
+    /// bytes behind is dropped.
     pub fn broadcast(
         &mut self,
         line: impl FnOnce() -> String,
         pass: impl Fn(&EventFilter) -> bool,
-        reg: &Registry,
         now: Instant,
     ) {
+        let max = self.settings.max_queue;
         let mut line = Some(line);
         let mut made = String::new();
         for i in 0..self.clients.len() {
@@ -417,9 +555,41 @@ impl Control {
             if let Some(f) = line.take() {
                 made = f();
             }
-            push(c, made.as_bytes());
+            if c.out.is_empty() {
+                self.queued.push(i);
+            }
+            c.out.extend(made.as_bytes());
+            if c.out.len() > max {
+                self.stats.dropped_slow += 1;
+                log::warn!(
+                    "control: client {i} (uid {}) fell {} bytes behind; dropping it",
+                    c.uid,
+                    c.out.len()
+                );
+                // Keep only what finishes the line being written, then
+                // the notice; the rest is freed now.
+                let end = c.out.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                c.out.truncate(end);
+                c.out.shrink_to_fit();
+                let notice = dropped_line(&format!("too slow: more than {max} bytes queued"));
+                c.out.extend(notice.as_bytes());
+                c.closing = Some(now + CLOSE_GRACE);
+                c.more = false;
+                if !self.queued.contains(&i) {
+                    self.queued.push(i);
+                }
+            }
+        }
+    }
+
+    /// Writes what `broadcast` queued.
+    pub fn flush_queued(&mut self, reg: &Registry, now: Instant) {
+        let queued = std::mem::take(&mut self.queued);
+        for &i in &queued {
             self.flush(i, reg, now);
         }
+        self.queued = queued;
+        self.queued.clear();
     }
 
     /// The socket of client `i` can take more.
@@ -427,9 +597,8 @@ impl Control {
         self.flush(i, reg, now);
     }
 
-    /// Writes what the socket takes; drops a client past its bound.
+    /// Writes what the socket takes.
     fn flush(&mut self, i: usize, reg: &Registry, now: Instant) {
-        let max = self.settings.max_queue;
         let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
@@ -443,6 +612,7 @@ impl Control {
                 }
                 Ok(n) => {
                     c.out.drain(..n);
+                    c.last_active = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -456,24 +626,13 @@ impl Control {
             self.close(i, reg);
             return;
         }
-        if c.closing.is_none() && c.out.len() > max {
-            self.stats.dropped_slow += 1;
-            log::warn!(
-                "control: client {i} (uid {}) fell {} bytes behind; dropping it",
-                c.uid,
-                c.out.len()
-            );
-            // Keep only what finishes the line being written, then the
-            // notice; the rest is freed now.
-            let end = c.out.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-            c.out.truncate(end);
-            c.out.shrink_to_fit();
-            push(
-                c,
-                dropped_line(&format!("too slow: more than {max} bytes queued")).as_bytes(),
-            );
-            c.closing = Some(now + CLOSE_GRACE);
-            // Falls through: the notice leaves as the socket takes it.
+        if c.out.is_empty() && c.out.capacity() > KEEP_CAPACITY {
+            c.out = VecDeque::new();
+        }
+        if c.held && c.out.len() < LOW_WATER {
+            // Its replies were read: its next request may be taken.
+            c.held = false;
+            c.more = true;
         }
         let want = !c.out.is_empty();
         if want != c.writable {
@@ -508,7 +667,8 @@ impl Control {
         }
     }
 
-    /// Closes idle clients and dropped ones whose grace is over.
+    /// Closes idle clients and dropped ones whose grace is over, and
+    /// accepts again after running out of descriptors.
     pub fn expire(&mut self, reg: &Registry, now: Instant) {
         let idle = self.settings.idle_timeout;
         for i in 0..self.clients.len() {
@@ -520,7 +680,6 @@ impl Control {
                 None => {
                     !idle.is_zero()
                         && c.subscription.is_none()
-                        && c.out.is_empty()
                         && now.saturating_duration_since(c.last_active) >= idle
                 }
             };
@@ -531,6 +690,9 @@ impl Control {
                 }
                 self.close(i, reg);
             }
+        }
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept(reg, now);
         }
     }
 
@@ -544,12 +706,47 @@ impl Control {
                 None if !idle.is_zero() && c.subscription.is_none() => Some(c.last_active + idle),
                 None => None,
             })
+            .chain(self.accept_retry)
             .min()
     }
 
-    /// On shutdown: the socket file goes with the daemon.
+    /// On shutdown: the socket file goes with the daemon, if it is still
+    /// the one this daemon bound.
     pub fn remove(&self) {
-        let _ = fs::remove_file(&self.path);
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound => {
+                let _ = fs::remove_file(&self.path);
+            }
+            _ => log::info!(
+                "control: {} is no longer this daemon's socket; leaving it",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// Takes the next complete line out of the client's buffer; answers and
+/// skips one that is too long.
+fn take_line(c: &mut Client, stats: &mut Stats) -> Option<Vec<u8>> {
+    match c.inbuf.iter().position(|&b| b == b'\n') {
+        Some(p) if p > MAX_REQUEST => {
+            c.inbuf.drain(..=p);
+            too_long(c, stats);
+            // Not a request; the caller looks for the next line.
+            Some(Vec::new())
+        }
+        Some(p) => {
+            let mut line: Vec<u8> = c.inbuf.drain(..=p).collect();
+            line.pop();
+            Some(line)
+        }
+        None if c.inbuf.len() > MAX_REQUEST => {
+            c.inbuf.clear();
+            c.discarding = true;
+            too_long(c, stats);
+            Some(Vec::new())
+        }
+        None => None,
     }
 }
 
@@ -559,28 +756,39 @@ fn too_long(c: &mut Client, stats: &mut Stats) {
         Code::TooLong,
         format!("request line longer than {MAX_REQUEST} bytes"),
     );
-    push(c, error_line(&Value::Null, &e).as_bytes());
+    c.out.extend(error_line(&Value::Null, &e).as_bytes());
 }
 
-fn push(c: &mut Client, bytes: &[u8]) {
-    c.out.extend(bytes);
-}
-
-/// The supplementary groups of process `pid`, from /proc (bounded read).
-fn supplementary(pid: i32) -> Vec<u32> {
-    let Ok(f) = fs::File::open(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    let mut s = String::new();
-    if f.take(64 * 1024).read_to_string(&mut s).is_err() {
+/// The peer's supplementary groups as the kernel recorded them at connect
+/// (SO_PEERGROUPS, Linux 4.13): not read from /proc, where the pid may by
+/// now belong to another process.
+fn peer_groups(fd: BorrowedFd) -> Vec<u32> {
+    const SO_PEERGROUPS: libc::c_int = 59;
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * 4) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes; the kernel writes at most
+        // that many and says how many it needs on ERANGE.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            groups.truncate(len as usize / 4);
+            return groups;
+        }
+        let e = io::Error::last_os_error();
+        let need = len as usize / 4;
+        if e.raw_os_error() == Some(libc::ERANGE) && need > groups.len() && need <= 65_536 {
+            groups.resize(need, 0);
+            continue;
+        }
+        log::warn!("control: no peer groups: {e}");
         return Vec::new();
     }
-    s.lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
