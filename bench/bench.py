@@ -7,12 +7,24 @@
   burst        10,000 routes in one batch: route hooks run, final state seen
   rss          idle with 10 links, with 1,000 links; ip monitor alongside
   size         stripped release binary
+  query        `status` round trip over one kept control connection, against
+               a C echo over a Unix socket (same Python client for both);
+               `netevctl status` end to end against exec'ing /bin/true
+  fan-out      ingest CPU and hook latency again with 10 subscribers
+               following the event stream (bench/follow.c), as a ratio to
+               the same figure without them
+  ctl memory   idle RSS with the control socket off and open, with 100 idle
+               clients, against ip monitor; a subscriber that never reads:
+               RSS before it, at peak, and after the daemon dropped it
 
 Run as root from the repository: `make bench`. Writes bench/out/results.md.
 """
+import json
 import os
 import re
+import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +34,7 @@ from datetime import datetime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out")
 BIN = os.path.join(ROOT, "target", "release", "netevd")
+CTL = os.path.join(ROOT, "target", "release", "netevctl")
 NS = f"nvbench-{os.getpid()}"
 
 
@@ -62,25 +75,65 @@ def wait_idle(pid, quiet=1.0, limit=120):
     raise SystemExit(f"process {pid} never went idle")
 
 
+def hwm_kib(pid):
+    """Peak RSS since start, or since `reset_hwm`."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_hwm(pid):
+    # clear_refs 5 resets VmHWM to the current RSS (proc(5))
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
 class Daemon:
-    def __init__(self, name, config):
+    """netevd in the bench namespace, with its own hook tree and its own
+    control socket (the default /run/netevd/netevd.sock would collide with
+    any other netevd); `control` adds lines under `control:`."""
+
+    def __init__(self, name, config, control=""):
         self.dir = os.path.join(OUT, name)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(os.path.join(self.dir, "hooks"))
+        self.sock = os.path.join(self.dir, "ctl.sock")
         cfg = os.path.join(self.dir, "netevd.yaml")
         with open(cfg, "w") as f:
-            f.write(f"system:\n  script_dir: {self.dir}/hooks\n  log_level: warn\n{config}")
+            f.write(f"system:\n  script_dir: {self.dir}/hooks\n  log_level: warn\n{config}"
+                    f"control:\n  socket: {self.sock}\n{control}")
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.p = subprocess.Popen(
             ["ip", "netns", "exec", NS, BIN, "--foreground", "--config", cfg],
             stdout=self.log, stderr=self.log)
         time.sleep(0.5)
         wait_idle(self.p.pid, 0.3)
+        if self.p.poll() is not None:
+            raise SystemExit(f"netevd ({name}) exited: {open(self.log.name).read()}")
+
+    def status(self):
+        """One `status` on a fresh connection: the reply's `ok` body."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            s.sendall(b'{"command":"status"}\n')
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = json.loads(buf)
+        if "ok" not in reply:
+            raise SystemExit(f"status: {reply}")
+        return reply["ok"]
 
     def hook(self, state, name="stamp"):
         d = os.path.join(self.dir, "hooks", f"{state}.d")
@@ -92,6 +145,28 @@ class Daemon:
     def stop(self):
         self.p.terminate()
         self.p.wait()
+
+
+class Followers:
+    """n subscribers in one C process (bench/follow.c) that read and
+    discard their streams with poll, so none falls behind."""
+
+    def __init__(self, d, n):
+        self.n = n
+        self.p = subprocess.Popen([os.path.join(OUT, "follow"), d.sock, str(n)],
+                                  stdout=subprocess.PIPE, text=True)
+        # "ready" once every subscription is acknowledged
+        if not select.select([self.p.stdout], [], [], 10)[0] or \
+                self.p.stdout.readline().strip() != "ready":
+            self.p.kill()
+            raise SystemExit("follow: the subscriptions were not acknowledged")
+
+    def stop(self):
+        """Events each follower read, and how many were dropped."""
+        self.p.terminate()
+        out = self.p.communicate(timeout=10)[0].split("\n")
+        rows = [l.split() for l in out if l.strip()]
+        return [int(r[0]) for r in rows], sum(int(r[1]) for r in rows)
 
 
 def monitor(*what):
@@ -117,9 +192,14 @@ def setup():
         ip("link", "add", f"x{i}", "type", "veth", "peer", "name", f"y{i}")
 
 
-def latency(results, n=200):
-    d = Daemon("latency", "scripts:\n  run_on_startup: false\n")
+def latency(results, n=200, followers=0):
+    """Hook start latency; with `followers`, that many subscribers read
+    the event stream meanwhile (the fork/exec floor is then not taken
+    again)."""
+    key = f"latency_f{followers}" if followers else "latency"
+    d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
     hook = d.hook("routes")
+    fol = Followers(d, followers) if followers else None
     mon, monfile = monitor("route")
     feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE, text=True)
     sent = {}
@@ -135,6 +215,7 @@ def latency(results, n=200):
     feeder.wait()
     mon.terminate()
     mon.wait()
+    got, dropped = fol.stop() if fol else ([], 0)
     d.stop()
     hook_ms, mon_ms = [], []
     for line in open(hook + ".log"):
@@ -148,6 +229,13 @@ def latency(results, n=200):
             dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
             if dst in sent:
                 mon_ms.append((t - sent[dst]) * 1000)
+    if followers:
+        results[key] = dict(
+            hooks=len(hook_ms), sent=n, seen_by_monitor=len(mon_ms),
+            hook_p50=statistics.median(hook_ms), hook_p99=pct(hook_ms, 99),
+            mon_p50=statistics.median(mon_ms), followers=followers,
+            follower_min=min(got), dropped=dropped)
+        return
     # fork/exec of the same hook from a C parent
     fe_hook = os.path.join(OUT, "fe", "stamp")
     os.makedirs(os.path.dirname(fe_hook), exist_ok=True)
@@ -172,24 +260,37 @@ def latency(results, n=200):
         fe_p50=statistics.median(fe_ms), fe_p99=pct(fe_ms, 99))
 
 
-def ingest(results, n=100_000):
-    d = Daemon("ingest", "scripts:\n  run_on_startup: false\n")
+def ingest(results, n=100_000, followers=0):
+    """CPU for n address events; with `followers`, that many subscribers
+    read every event meanwhile."""
+    key = f"ingest_f{followers}" if followers else "ingest"
+    d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
+    fol = Followers(d, followers) if followers else None
     mon, _ = monitor("address")
-    with open(os.path.join(OUT, "addr.batch"), "w") as f:
-        for i in range(n // 2):
-            a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
-            f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
+    batch = os.path.join(OUT, "addr.batch")
+    if not os.path.exists(batch):
+        with open(batch, "w") as f:
+            for i in range(n // 2):
+                a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
+                f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
+    e0 = d.status()["counters"]["events"]
     c0, m0 = cpu_s(d.p.pid), cpu_s(mon.pid)
     t0 = time.time()
-    ip("-batch", os.path.join(OUT, "addr.batch"))
+    ip("-batch", batch)
     wait_idle(d.p.pid)
     wall = time.time() - t0
     c1, m1 = cpu_s(d.p.pid), cpu_s(mon.pid)
+    st = d.status()
+    published = st["counters"]["events"] - e0
+    got, dropped = fol.stop() if fol else ([], 0)
     mon.terminate()
     mon.wait()
     d.stop()
     overruns = open(os.path.join(d.dir, "log")).read().count("overrun")
-    results["ingest"] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns)
+    results[key] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns,
+                        published=published, followers=followers,
+                        follower_min=min(got) if got else 0,
+                        dropped=dropped + st["counters"]["subscribers_dropped"])
 
 
 def burst(results, n=10_000):
@@ -214,6 +315,146 @@ def burst(results, n=10_000):
                             final_right=bool(lines) and lines[-1].split()[3] == last)
 
 
+def query(results, n=2000, runs=100):
+    """`status` over one kept connection against a C echo over a Unix
+    socket, alternating so both see the same machine; then `netevctl
+    status` end to end against exec'ing /bin/true, alternating too."""
+    d = Daemon("query", "scripts:\n  run_on_startup: false\n")
+    echo_sock = os.path.join(OUT, "echo.sock")
+    echo = subprocess.Popen([os.path.join(OUT, "echo"), echo_sock])
+    for _ in range(100):
+        if os.path.exists(echo_sock):
+            break
+        time.sleep(0.01)
+    line = b'{"command":"status"}\n'
+
+    def connect(path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        return s
+
+    def once(s):
+        # the same client code for both ends: the difference is the server
+        t0 = time.perf_counter_ns()
+        s.sendall(line)
+        buf = s.recv(65536)
+        while not buf.endswith(b"\n"):
+            more = s.recv(65536)
+            if not more:
+                raise SystemExit("query: the connection closed")
+            buf += more
+        return (time.perf_counter_ns() - t0) / 1000, buf
+
+    ds, es = connect(d.sock), connect(echo_sock)
+    dus, eus = [], []
+    for i in range(n + 200):  # the first 200 warm both up
+        a, reply = once(ds)
+        b, _ = once(es)
+        if i >= 200:
+            dus.append(a)
+            eus.append(b)
+    ok = b'"ok":' in reply
+    ds.close()
+    es.close()
+    echo.terminate()
+    echo.wait()
+    # end to end: the whole netevctl process against the cheapest exec
+    ctl_ms, true_ms, codes = [], [], {}
+    sample = subprocess.run([CTL, "--socket", d.sock, "status"], capture_output=True, text=True)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run([CTL, "--socket", d.sock, "status"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctl_ms.append((time.perf_counter() - t0) * 1000)
+        codes[r.returncode] = codes.get(r.returncode, 0) + 1
+        t0 = time.perf_counter()
+        subprocess.run(["/bin/true"])
+        true_ms.append((time.perf_counter() - t0) * 1000)
+    d.stop()
+    out = sample.stdout + sample.stderr
+    refused = re.search(r'"message":\s*"([^"]*)"', out) if '"error"' in out else None
+    results["query"] = dict(
+        n=n, ok=ok, reply_bytes=len(reply), echo_bytes=len(line),
+        p50=statistics.median(dus), p99=pct(dus, 99),
+        echo_p50=statistics.median(eus), echo_p99=pct(eus, 99),
+        runs=runs, ctl_p50=statistics.median(ctl_ms), true_p50=statistics.median(true_ms),
+        ctl_codes=codes, ctl_refused=refused.group(1) if refused else None)
+
+
+def ctl_memory(results, clients=100):
+    """Idle RSS with the control socket off, then open; with `clients`
+    idle clients; then a subscriber that never reads, until the daemon
+    drops it. ip monitor alongside for the floor."""
+    off = Daemon("ctl-off", "scripts:\n  run_on_startup: false\n", "  enabled: false\n")
+    time.sleep(1)
+    rss_off = rss_kib(off.p.pid)
+    off.stop()
+    # idle_timeout 0: idle clients stay; max_clients leaves room for them
+    d = Daemon("ctl-mem", "scripts:\n  run_on_startup: false\n",
+               f"  max_clients: {clients + 16}\n  idle_timeout_seconds: 0\n")
+    mon, _ = monitor("link")
+    time.sleep(1)
+    idle, mon_idle = rss_kib(d.p.pid), rss_kib(mon.pid)
+    socks = []
+    for _ in range(clients):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.sock)
+        socks.append(s)
+    for _ in range(100):  # until the daemon accepted every one
+        if d.status()["clients"] >= clients + 1:
+            break
+        time.sleep(0.05)
+    held = d.status()["clients"] - 1
+    wait_idle(d.p.pid, 0.5)
+    loaded, mon_loaded = rss_kib(d.p.pid), rss_kib(mon.pid)
+    for s in socks:
+        s.close()
+    mon.terminate()
+    mon.wait()
+
+    # The slow subscriber. One round of events first with nobody
+    # listening, so the event history and the allocator are warm and
+    # "before" is the daemon's steady state, not its first minute.
+    chunk = os.path.join(OUT, "slow.batch")
+    with open(chunk, "w") as f:
+        for i in range(1000):
+            a = f"198.19.{i // 250}.{i % 250 + 1}/32"
+            f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
+    ip("-batch", chunk)
+    wait_idle(d.p.pid, 0.5)
+    before = rss_kib(d.p.pid)
+    reset_hwm(d.p.pid)
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.connect(d.sock)
+    slow.sendall(b'{"command":"subscribe"}\n')
+    slow.settimeout(10)
+    ack = b""
+    while not ack.endswith(b"\n"):
+        ack += slow.recv(1)  # only the acknowledgement; never read again
+    peak, rounds, dropped = before, 0, 0
+    while rounds < 40:
+        ip("-batch", chunk)
+        rounds += 1
+        peak = max(peak, rss_kib(d.p.pid))
+        dropped = d.status()["counters"]["subscribers_dropped"]
+        if dropped:
+            break
+    peak = max(peak, hwm_kib(d.p.pid))
+    time.sleep(2.5)  # the daemon's grace for the dropped line to leave
+    wait_idle(d.p.pid, 0.5)
+    after = rss_kib(d.p.pid)
+    subscribers_left = d.status()["subscribers"]
+    slow.close()
+    d.stop()
+    m = re.search(r"fell (\d+) bytes behind; dropping it", open(os.path.join(d.dir, "log")).read())
+    results["ctl_mem"] = dict(
+        off=rss_off, idle=idle, mon_idle=mon_idle, clients=clients, held=held,
+        loaded=loaded, mon_loaded=mon_loaded,
+        before=before, peak=peak, after=after, events=rounds * 2000, dropped=dropped,
+        behind=int(m.group(1)) if m else None, subscribers_left=subscribers_left)
+
+
 def rss(results):
     d = Daemon("rss", "scripts:\n  run_on_startup: false\n")
     mon, _ = monitor("link")
@@ -234,18 +475,81 @@ def rss(results):
                           mon_loaded=mon_loaded, links=links)
 
 
+def mib(kib):
+    return f"{kib / 1024:.2f} MiB"
+
+
+def verdict(ok):
+    return "met" if ok else "MISSED"
+
+
+def control_rows(results):
+    """The control socket's figures, each with its floor from this run
+    and the goal it is held to."""
+    Q, M = results["query"], results["ctl_mem"]
+    L0, L1 = results["latency"], results["latency_f10"]
+    I0, I1 = results["ingest"], results["ingest_f10"]
+    extra = Q["p50"] - Q["echo_p50"]
+    codes = ", ".join(f"exit {c} x{k}" for c, k in sorted(Q["ctl_codes"].items()))
+    refused = f"; the daemon refused its request: {Q['ctl_refused']}" if Q["ctl_refused"] else ""
+    cpu_ratio = I1["cpu"] / max(I0["cpu"], 0.01)
+    lat_delta = L1["hook_p50"] - L0["hook_p50"]
+    return [
+        (f"`status` round trip p50 ({Q['n']:,}, kept connection)",
+         f"{Q['p50']:.0f} µs{'' if Q['ok'] else ' (NOT an ok reply)'}",
+         f"Unix socket echo {Q['echo_p50']:.0f} µs ({Q['p50'] / Q['echo_p50']:.2f}x); netevd is "
+         f"{extra:+.0f} µs from it, goal within 100 µs: {verdict(extra <= 100)}"),
+        ("`status` round trip p99", f"{Q['p99']:.0f} µs",
+         f"echo {Q['echo_p99']:.0f} µs ({Q['p99'] / Q['echo_p99']:.2f}x); "
+         f"reply {Q['reply_bytes']} bytes, echo's {Q['echo_bytes']}"),
+        (f"`netevctl status` end to end p50 ({Q['runs']} runs)", f"{Q['ctl_p50']:.2f} ms ({codes}{refused})",
+         f"exec of /bin/true {Q['true_p50']:.2f} ms ({Q['ctl_p50'] / Q['true_p50']:.2f}x)"),
+        (f"{I1['events']:,} address events, CPU, {I1['followers']} followers",
+         f"{I1['cpu']:.2f} s ({I1['events'] / max(I1['cpu'], 0.01):,.0f} events/s)",
+         f"no followers {I0['cpu']:.2f} s ({cpu_ratio:.2f}x), goal at most 1.3x: {verdict(cpu_ratio <= 1.3)}; "
+         f"each follower read at least {I1['follower_min']:,} of {I1['published']:,} events, "
+         f"{I1['dropped']} dropped"),
+        (f"event to hook start p50, {L1['followers']} followers", f"{L1['hook_p50']:.2f} ms",
+         f"no followers {L0['hook_p50']:.2f} ms ({L1['hook_p50'] / L0['hook_p50']:.2f}x, {lat_delta:+.2f} ms); "
+         f"ip monitor {L1['mon_p50']:.2f} ms in this run, {L0['mon_p50']:.2f} in that; "
+         f"hooks {L1['hooks']} / {L1['sent']}, each follower read at least {L1['follower_min']}, "
+         f"{L1['dropped']} dropped"),
+        ("idle RSS, control socket off", mib(M["off"]),
+         f"ip monitor {mib(M['mon_idle'])} ({M['off'] / M['mon_idle']:.2f}x)"),
+        ("idle RSS, control socket open (default)", mib(M["idle"]),
+         f"ip monitor {mib(M['mon_idle'])} ({M['idle'] / M['mon_idle']:.2f}x), goal at most 1.2x: "
+         f"{verdict(M['idle'] / M['mon_idle'] <= 1.2)}"),
+        (f"RSS with {M['held']} idle control clients", mib(M["loaded"]),
+         f"ip monitor idle {mib(M['mon_loaded'])} ({M['loaded'] / M['mon_loaded']:.2f}x), goal at most 1.2x: "
+         f"{verdict(M['loaded'] / M['mon_loaded'] <= 1.2)}; "
+         f"{(M['loaded'] - M['idle']) / max(M['held'], 1):.1f} KiB a client"),
+        ("subscriber that never reads: RSS before / peak / after its drop",
+         f"{mib(M['before'])} / {mib(M['peak'])} / {mib(M['after'])}",
+         f"after is {M['after'] / M['before']:.2f}x before; "
+         + (f"dropped after {M['events']:,} events at {M['behind']:,} bytes behind, "
+            f"{M['subscribers_left']} subscribers left" if M["dropped"] else
+            f"NOT dropped after {M['events']:,} events")),
+    ]
+
+
 def main():
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (it makes a network namespace)")
     os.makedirs(OUT, exist_ok=True)
-    for src in ("stamp", "forkexec"):
+    for src in ("stamp", "forkexec", "echo", "follow"):
         sh("gcc", "-O2", "-o", os.path.join(OUT, src), os.path.join(ROOT, "bench", f"{src}.c"))
     results = {"size": os.path.getsize(BIN)}
     try:
         setup()
+        # these two want the 10 links of setup(); rss() adds 990 more
+        ctl_memory(results)
+        query(results)
         rss(results)
+        # each figure with followers right after its own floor
         latency(results)
+        latency(results, followers=10)
         ingest(results)
+        ingest(results, followers=10)
         burst(results)
     finally:
         subprocess.run(["ip", "netns", "del", NS])
@@ -269,6 +573,7 @@ def main():
         (f"{B['routes']:,}-route burst", f"{B['hook_runs']:,} route hooks, final state {'right' if B['final_right'] else 'WRONG'}",
          f"ip monitor saw {B['monitor_seen']:,}; last hook saw {B['last_seen']}"),
     ]
+    rows += control_rows(results)
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:
