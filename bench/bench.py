@@ -36,6 +36,8 @@ OUT = os.path.join(ROOT, "bench", "out")
 BIN = os.path.join(ROOT, "target", "release", "netevd")
 CTL = os.path.join(ROOT, "target", "release", "netevctl")
 NS = f"nvbench-{os.getpid()}"
+# Everything the bench starts, so a failed run leaves nothing behind.
+STARTED = []
 
 
 def sh(*args, **kw):
@@ -84,6 +86,20 @@ def hwm_kib(pid):
     return 0
 
 
+def heap_kib(pid):
+    """Resident KiB of the brk heap: where glibc keeps what it does not
+    hand back to the kernel."""
+    kib, in_heap = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head[0].endswith(":"):
+                in_heap = head[-1] == "[heap]"
+            elif in_heap and head[0] == "Rss:":
+                kib += int(head[1])
+    return kib
+
+
 def reset_hwm(pid):
     # clear_refs 5 resets VmHWM to the current RSS (proc(5))
     with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -113,6 +129,7 @@ class Daemon:
         self.p = subprocess.Popen(
             ["ip", "netns", "exec", NS, BIN, "--foreground", "--config", cfg],
             stdout=self.log, stderr=self.log)
+        STARTED.append(self.p)
         time.sleep(0.5)
         wait_idle(self.p.pid, 0.3)
         if self.p.poll() is not None:
@@ -149,12 +166,20 @@ class Daemon:
 
 class Followers:
     """n subscribers in one C process (bench/follow.c) that read and
-    discard their streams with poll, so none falls behind."""
+    discard their streams with poll. `realtime` runs the reader at
+    SCHED_FIFO 1, so it reads as soon as data comes: on two shared cores
+    it fell behind by more than the daemon's queue bound during the
+    ingest at nice 0, and sometimes at nice -10, and was dropped, which
+    would have spared the daemon the very work measured. It only ever
+    blocks in poll or read, so it cannot hog a CPU."""
 
-    def __init__(self, d, n):
+    def __init__(self, d, n, realtime=False):
         self.n = n
         self.p = subprocess.Popen([os.path.join(OUT, "follow"), d.sock, str(n)],
                                   stdout=subprocess.PIPE, text=True)
+        STARTED.append(self.p)
+        if realtime:
+            os.sched_setscheduler(self.p.pid, os.SCHED_FIFO, os.sched_param(1))
         # "ready" once every subscription is acknowledged
         if not select.select([self.p.stdout], [], [], 10)[0] or \
                 self.p.stdout.readline().strip() != "ready":
@@ -163,6 +188,7 @@ class Followers:
 
     def stop(self):
         """Events each follower read, and how many were dropped."""
+        self.cpu = cpu_s(self.p.pid)
         self.p.terminate()
         out = self.p.communicate(timeout=10)[0].split("\n")
         rows = [l.split() for l in out if l.strip()]
@@ -172,6 +198,7 @@ class Followers:
 def monitor(*what):
     f = open(os.path.join(OUT, f"monitor-{'-'.join(what)}.txt"), "w")
     p = subprocess.Popen(["ip", "-n", NS, "-ts", "monitor", *what], stdout=f)
+    STARTED.append(p)
     time.sleep(0.3)
     return p, f.name
 
@@ -192,14 +219,9 @@ def setup():
         ip("link", "add", f"x{i}", "type", "veth", "peer", "name", f"y{i}")
 
 
-def latency(results, n=200, followers=0):
-    """Hook start latency; with `followers`, that many subscribers read
-    the event stream meanwhile (the fork/exec floor is then not taken
-    again)."""
-    key = f"latency_f{followers}" if followers else "latency"
-    d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
+def latency(results, n=200):
+    d = Daemon("latency", "scripts:\n  run_on_startup: false\n")
     hook = d.hook("routes")
-    fol = Followers(d, followers) if followers else None
     mon, monfile = monitor("route")
     feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE, text=True)
     sent = {}
@@ -215,7 +237,6 @@ def latency(results, n=200, followers=0):
     feeder.wait()
     mon.terminate()
     mon.wait()
-    got, dropped = fol.stop() if fol else ([], 0)
     d.stop()
     hook_ms, mon_ms = [], []
     for line in open(hook + ".log"):
@@ -229,13 +250,6 @@ def latency(results, n=200, followers=0):
             dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
             if dst in sent:
                 mon_ms.append((t - sent[dst]) * 1000)
-    if followers:
-        results[key] = dict(
-            hooks=len(hook_ms), sent=n, seen_by_monitor=len(mon_ms),
-            hook_p50=statistics.median(hook_ms), hook_p99=pct(hook_ms, 99),
-            mon_p50=statistics.median(mon_ms), followers=followers,
-            follower_min=min(got), dropped=dropped)
-        return
     # fork/exec of the same hook from a C parent
     fe_hook = os.path.join(OUT, "fe", "stamp")
     os.makedirs(os.path.dirname(fe_hook), exist_ok=True)
@@ -260,37 +274,112 @@ def latency(results, n=200, followers=0):
         fe_p50=statistics.median(fe_ms), fe_p99=pct(fe_ms, 99))
 
 
-def ingest(results, n=100_000, followers=0):
-    """CPU for n address events; with `followers`, that many subscribers
-    read every event meanwhile."""
-    key = f"ingest_f{followers}" if followers else "ingest"
+def latency_fanout(results, n=400, block=20, followers=10):
+    """The latency method above, in one daemon, with `followers`
+    subscribers attached for every other block of `block` events: both
+    halves see the same machine over the same minute, which two runs one
+    after the other did not (their p50s moved by 0.2-0.9 ms here). The
+    blocks without, split by parity, give the noise. At 10 events a
+    second the followers keep up at nice 0, like `netevctl events
+    --follow`."""
+    d = Daemon("latency-fanout", "scripts:\n  run_on_startup: false\n",
+               f"  max_clients: {followers + 8}\n")
+    hook = d.hook("routes")
+    feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE, text=True)
+    sent, fol, reads, dropped = {}, None, [], 0
+    for i in range(n):
+        b = i // block
+        if b % 2 and fol is None:
+            fol = Followers(d, followers)
+            time.sleep(0.1)
+        elif not b % 2 and fol is not None:
+            got, lost = fol.stop()
+            reads.append(min(got))
+            dropped += lost
+            fol = None
+            time.sleep(0.1)
+        dst = f"10.110.{i // 250}.{i % 250}/32"
+        t = time.time()
+        feeder.stdin.write(f"route add {dst} via 10.0.0.2\n")
+        feeder.stdin.flush()
+        sent[dst] = (t, b)
+        time.sleep(0.1)
+    time.sleep(0.5)
+    if fol is not None:
+        got, lost = fol.stop()
+        reads.append(min(got))
+        dropped += lost
+    feeder.stdin.close()
+    feeder.wait()
+    d.stop()
+    by = {}  # (followers attached, block parity among its kind) -> ms
+    for line in open(hook + ".log"):
+        t, _, act, dst = line.split()
+        if act == "add" and dst in sent:
+            t0, b = sent[dst]
+            by.setdefault((b % 2, b // 2 % 2), []).append((float(t) - t0) * 1000)
+    on = by.get((1, 0), []) + by.get((1, 1), [])
+    off = by.get((0, 0), []) + by.get((0, 1), [])
+    results["latency_fanout"] = dict(
+        followers=followers, sent=n, hooks=len(on) + len(off), block=block,
+        on_p50=statistics.median(on), on_p99=pct(on, 99),
+        off_p50=statistics.median(off), off_p99=pct(off, 99),
+        off_a=statistics.median(by[(0, 0)]), off_b=statistics.median(by[(0, 1)]),
+        follower_min=min(reads), per_block=block, dropped=dropped)
+
+
+def ingest(results, n=100_000, followers=0, rate=0, key="ingest"):
+    """CPU for n address events, as fast as `ip -batch` makes them or, with
+    `rate`, that many a second; with `followers`, that many subscribers
+    read every event meanwhile, at real-time priority (see Followers). ip monitor,
+    the floor, runs only in the run keyed "ingest": elsewhere it would be
+    one more busy process on two cores."""
     d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
-    fol = Followers(d, followers) if followers else None
-    mon, _ = monitor("address")
+    fol = Followers(d, followers, realtime=True) if followers else None
+    mon = monitor("address")[0] if key == "ingest" else None
+    lines = []
+    for i in range(n // 2):
+        a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
+        lines.append(f"addr add {a} dev vb\naddr del {a} dev vb\n")
     batch = os.path.join(OUT, "addr.batch")
-    if not os.path.exists(batch):
-        with open(batch, "w") as f:
-            for i in range(n // 2):
-                a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
-                f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
-    e0 = d.status()["counters"]["events"]
-    c0, m0 = cpu_s(d.p.pid), cpu_s(mon.pid)
+    with open(batch, "w") as f:
+        f.write("".join(lines))
+    st0 = d.status()["counters"]
+    c0, m0 = cpu_s(d.p.pid), cpu_s(mon.pid) if mon else 0
     t0 = time.time()
-    ip("-batch", batch)
+    if rate:
+        # chunks of 1/20 s through one long-lived ip, on a fixed schedule
+        feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE,
+                                  text=True)
+        per = max(1, rate // 40)  # pairs per chunk: rate / 20 events
+        for k in range(0, len(lines), per):
+            feeder.stdin.write("".join(lines[k:k + per]))
+            feeder.stdin.flush()
+            pause = t0 + (k + per) * 2 / rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+        feeder.stdin.close()
+        if feeder.wait():
+            raise SystemExit("ingest: ip -batch failed")
+    else:
+        ip("-batch", batch)
     wait_idle(d.p.pid)
     wall = time.time() - t0
-    c1, m1 = cpu_s(d.p.pid), cpu_s(mon.pid)
-    st = d.status()
-    published = st["counters"]["events"] - e0
+    c1, m1 = cpu_s(d.p.pid), cpu_s(mon.pid) if mon else 0
+    st = d.status()["counters"]
     got, dropped = fol.stop() if fol else ([], 0)
-    mon.terminate()
-    mon.wait()
+    if mon:
+        mon.terminate()
+        mon.wait()
     d.stop()
     overruns = open(os.path.join(d.dir, "log")).read().count("overrun")
     results[key] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns,
-                        published=published, followers=followers,
+                        published=st["events"] - st0["events"],
+                        netlink=st["netlink_messages"] - st0["netlink_messages"],
+                        followers=followers, rate=rate,
+                        follower_cpu=fol.cpu if fol else 0,
                         follower_min=min(got) if got else 0,
-                        dropped=dropped + st["counters"]["subscribers_dropped"])
+                        dropped=st["subscribers_dropped"], dropped_seen=dropped)
 
 
 def burst(results, n=10_000):
@@ -321,7 +410,10 @@ def query(results, n=2000, runs=100):
     status` end to end against exec'ing /bin/true, alternating too."""
     d = Daemon("query", "scripts:\n  run_on_startup: false\n")
     echo_sock = os.path.join(OUT, "echo.sock")
+    if os.path.exists(echo_sock):
+        os.remove(echo_sock)  # or the wait below sees the last run's
     echo = subprocess.Popen([os.path.join(OUT, "echo"), echo_sock])
+    STARTED.append(echo)
     for _ in range(100):
         if os.path.exists(echo_sock):
             break
@@ -348,12 +440,26 @@ def query(results, n=2000, runs=100):
 
     ds, es = connect(d.sock), connect(echo_sock)
     dus, eus = [], []
-    for i in range(n + 200):  # the first 200 warm both up
-        a, reply = once(ds)
-        b, _ = once(es)
-        if i >= 200:
-            dus.append(a)
-            eus.append(b)
+    # Client and both servers on one CPU, so each round trip is the same
+    # two context switches for both servers. Left free, a server on the
+    # other CPU than the client took twice as long (cross-CPU wake-up,
+    # 25 vs 12 us for the echo here), and which server got which CPU
+    # changed from run to run.
+    cpus = os.sched_getaffinity(0)
+    cpu = {int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[36])}
+    for pid in (0, d.p.pid, echo.pid):
+        os.sched_setaffinity(pid, cpu)
+    # Blocks taken in turn: both servers see the same machine over the run.
+    block = 100
+    for b in range(n // block + 2):  # the first two blocks warm up
+        a = [once(ds) for _ in range(block)]
+        e = [once(es) for _ in range(block)]
+        if b >= 2:
+            dus += [x for x, _ in a]
+            eus += [x for x, _ in e]
+    reply = a[-1][1]
+    for pid in (0, d.p.pid):
+        os.sched_setaffinity(pid, cpus)
     ok = b'"ok":' in reply
     ds.close()
     es.close()
@@ -372,14 +478,16 @@ def query(results, n=2000, runs=100):
         subprocess.run(["/bin/true"])
         true_ms.append((time.perf_counter() - t0) * 1000)
     d.stop()
-    out = sample.stdout + sample.stderr
-    refused = re.search(r'"message":\s*"([^"]*)"', out) if '"error"' in out else None
+    try:
+        refused = json.loads(sample.stdout).get("error", {}).get("message")
+    except (ValueError, AttributeError):
+        refused = None
     results["query"] = dict(
         n=n, ok=ok, reply_bytes=len(reply), echo_bytes=len(line),
         p50=statistics.median(dus), p99=pct(dus, 99),
         echo_p50=statistics.median(eus), echo_p99=pct(eus, 99),
         runs=runs, ctl_p50=statistics.median(ctl_ms), true_p50=statistics.median(true_ms),
-        ctl_codes=codes, ctl_refused=refused.group(1) if refused else None)
+        ctl_codes=codes, ctl_refused=refused)
 
 
 def ctl_memory(results, clients=100):
@@ -423,7 +531,24 @@ def ctl_memory(results, clients=100):
             f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
     ip("-batch", chunk)
     wait_idle(d.p.pid, 0.5)
-    before = rss_kib(d.p.pid)
+    before, heap0 = rss_kib(d.p.pid), heap_kib(d.p.pid)
+    # A second slow subscriber tells memory the allocator kept after the
+    # first (reused, so no growth) from memory kept per dropped client.
+    cycles = [slow_subscriber(d, chunk, k) for k in range(2)]
+    d.stop()
+    behind = re.findall(r"fell (\d+) bytes behind; dropping it",
+                        open(os.path.join(d.dir, "log")).read())
+    results["ctl_mem"] = dict(
+        off=rss_off, idle=idle, mon_idle=mon_idle, clients=clients, held=held,
+        loaded=loaded, mon_loaded=mon_loaded,
+        before=before, heap_before=heap0, cycles=cycles,
+        behind=[int(b) for b in behind])
+
+
+def slow_subscriber(d, chunk, k):
+    """Attaches a subscriber that reads its acknowledgement and nothing
+    more, feeds `chunk` until the daemon has dropped k + 1 subscribers,
+    waits out the grace of the dropped line; returns peak and after."""
     reset_hwm(d.p.pid)
     slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     slow.connect(d.sock)
@@ -432,27 +557,19 @@ def ctl_memory(results, clients=100):
     ack = b""
     while not ack.endswith(b"\n"):
         ack += slow.recv(1)  # only the acknowledgement; never read again
-    peak, rounds, dropped = before, 0, 0
-    while rounds < 40:
+    rounds, dropped = 0, 0
+    while rounds < 20 and dropped <= k:
         ip("-batch", chunk)
         rounds += 1
-        peak = max(peak, rss_kib(d.p.pid))
         dropped = d.status()["counters"]["subscribers_dropped"]
-        if dropped:
-            break
-    peak = max(peak, hwm_kib(d.p.pid))
+    peak = hwm_kib(d.p.pid)
     time.sleep(2.5)  # the daemon's grace for the dropped line to leave
     wait_idle(d.p.pid, 0.5)
-    after = rss_kib(d.p.pid)
-    subscribers_left = d.status()["subscribers"]
-    slow.close()
-    d.stop()
-    m = re.search(r"fell (\d+) bytes behind; dropping it", open(os.path.join(d.dir, "log")).read())
-    results["ctl_mem"] = dict(
-        off=rss_off, idle=idle, mon_idle=mon_idle, clients=clients, held=held,
-        loaded=loaded, mon_loaded=mon_loaded,
-        before=before, peak=peak, after=after, events=rounds * 2000, dropped=dropped,
-        behind=int(m.group(1)) if m else None, subscribers_left=subscribers_left)
+    after, heap = rss_kib(d.p.pid), heap_kib(d.p.pid)
+    left = d.status()["subscribers"]
+    slow.close()  # our end only now: the daemon had to let go by itself
+    return dict(peak=peak, after=after, heap=heap, events=rounds * 2000, dropped=dropped > k,
+                left=left)
 
 
 def rss(results):
@@ -483,17 +600,40 @@ def verdict(ok):
     return "met" if ok else "MISSED"
 
 
+def fanout_row(name, without, with_):
+    """A fan-out figure, void unless both runs did the same work: the same
+    events published, no netlink overrun, every follower read them all."""
+    ratio = with_["cpu"] / max(without["cpu"], 0.01)
+    void = []
+    if with_["published"] != without["published"] or with_["overruns"] or without["overruns"]:
+        void.append(f"not the same work: events published {with_['published']:,} (without: "
+                    f"{without['published']:,}), netlink overruns {with_['overruns']} (without: "
+                    f"{without['overruns']})")
+    if with_["dropped"] or with_["dropped_seen"] or with_["follower_min"] != with_["published"]:
+        void.append(f"a follower missed events: {with_['dropped']} dropped, the slowest read "
+                    f"{with_['follower_min']:,} of {with_['published']:,}")
+    per_event = (with_["cpu"] - without["cpu"]) / max(with_["published"], 1) * 1e6
+    return (name, f"{with_['cpu']:.2f} s",
+            f"same stream, no followers {without['cpu']:.2f} s ({ratio:.2f}x, {per_event:+.1f} µs an event), "
+            f"goal at most 1.3x: " + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.3))
+            + f"; each follower read {with_['follower_min']:,} events, the followers' process used "
+            f"{with_['follower_cpu']:.2f} s")
+
+
 def control_rows(results):
     """The control socket's figures, each with its floor from this run
     and the goal it is held to."""
     Q, M = results["query"], results["ctl_mem"]
-    L0, L1 = results["latency"], results["latency_f10"]
+    C0, C1 = M["cycles"]
+    behind = f"{M['behind'][0]:,}" if M["behind"] else "?"
+    F = results["latency_fanout"]
     I0, I1 = results["ingest"], results["ingest_f10"]
+    P0, P1 = results["ingest_paced"], results["ingest_paced_f10"]
     extra = Q["p50"] - Q["echo_p50"]
     codes = ", ".join(f"exit {c} x{k}" for c, k in sorted(Q["ctl_codes"].items()))
     refused = f"; the daemon refused its request: {Q['ctl_refused']}" if Q["ctl_refused"] else ""
-    cpu_ratio = I1["cpu"] / max(I0["cpu"], 0.01)
-    lat_delta = L1["hook_p50"] - L0["hook_p50"]
+    lat_delta = F["on_p50"] - F["off_p50"]
+    spread = abs(F["off_a"] - F["off_b"])
     return [
         (f"`status` round trip p50 ({Q['n']:,}, kept connection)",
          f"{Q['p50']:.0f} µs{'' if Q['ok'] else ' (NOT an ok reply)'}",
@@ -504,16 +644,17 @@ def control_rows(results):
          f"reply {Q['reply_bytes']} bytes, echo's {Q['echo_bytes']}"),
         (f"`netevctl status` end to end p50 ({Q['runs']} runs)", f"{Q['ctl_p50']:.2f} ms ({codes}{refused})",
          f"exec of /bin/true {Q['true_p50']:.2f} ms ({Q['ctl_p50'] / Q['true_p50']:.2f}x)"),
-        (f"{I1['events']:,} address events, CPU, {I1['followers']} followers",
-         f"{I1['cpu']:.2f} s ({I1['events'] / max(I1['cpu'], 0.01):,.0f} events/s)",
-         f"no followers {I0['cpu']:.2f} s ({cpu_ratio:.2f}x), goal at most 1.3x: {verdict(cpu_ratio <= 1.3)}; "
-         f"each follower read at least {I1['follower_min']:,} of {I1['published']:,} events, "
-         f"{I1['dropped']} dropped"),
-        (f"event to hook start p50, {L1['followers']} followers", f"{L1['hook_p50']:.2f} ms",
-         f"no followers {L0['hook_p50']:.2f} ms ({L1['hook_p50'] / L0['hook_p50']:.2f}x, {lat_delta:+.2f} ms); "
-         f"ip monitor {L1['mon_p50']:.2f} ms in this run, {L0['mon_p50']:.2f} in that; "
-         f"hooks {L1['hooks']} / {L1['sent']}, each follower read at least {L1['follower_min']}, "
-         f"{L1['dropped']} dropped"),
+        fanout_row(f"{P1['events']:,} address events at {P1['rate']:,}/s, CPU, {P1['followers']} followers",
+                   P0, P1),
+        fanout_row(f"{I1['events']:,} address events (as fast as ip -batch), CPU, {I1['followers']} followers",
+                   I0, I1),
+        (f"event to hook start p50, {F['followers']} followers (blocks of {F['block']} in turn)",
+         f"{F['on_p50']:.2f} ms",
+         f"no followers {F['off_p50']:.2f} ms ({F['on_p50'] / F['off_p50']:.2f}x, {lat_delta:+.2f} ms); "
+         f"goal unchanged within noise: {'met' if abs(lat_delta) <= spread else 'MISSED'} (the blocks "
+         f"without, split in two, differ by {spread:.2f} ms); p99 {F['on_p99']:.2f} ms (without: "
+         f"{F['off_p99']:.2f}); hooks {F['hooks']} / {F['sent']}, each follower read at least "
+         f"{F['follower_min']} a block, {F['dropped']} dropped"),
         ("idle RSS, control socket off", mib(M["off"]),
          f"ip monitor {mib(M['mon_idle'])} ({M['off'] / M['mon_idle']:.2f}x)"),
         ("idle RSS, control socket open (default)", mib(M["idle"]),
@@ -524,11 +665,15 @@ def control_rows(results):
          f"{verdict(M['loaded'] / M['mon_loaded'] <= 1.2)}; "
          f"{(M['loaded'] - M['idle']) / max(M['held'], 1):.1f} KiB a client"),
         ("subscriber that never reads: RSS before / peak / after its drop",
-         f"{mib(M['before'])} / {mib(M['peak'])} / {mib(M['after'])}",
-         f"after is {M['after'] / M['before']:.2f}x before; "
-         + (f"dropped after {M['events']:,} events at {M['behind']:,} bytes behind, "
-            f"{M['subscribers_left']} subscribers left" if M["dropped"] else
-            f"NOT dropped after {M['events']:,} events")),
+         f"{mib(M['before'])} / {mib(C0['peak'])} / {mib(C0['after'])}",
+         f"after is {C0['after'] / M['before']:.2f}x before ([heap] {M['heap_before']} -> {C0['heap']} KiB); "
+         + (f"dropped after {C0['events']:,} events at {behind} bytes behind"
+            if C0["dropped"] else f"NOT dropped after {C0['events']:,} events")),
+        ("a second such subscriber: peak / after its drop",
+         f"{mib(C1['peak'])} / {mib(C1['after'])}",
+         f"after is {C1['after'] / C0['after']:.2f}x the first's after ([heap] {C1['heap']} KiB); "
+         + ("dropped" if C1["dropped"] else "NOT dropped")
+         + f"; subscribers left after each drop, before the reader closed: {C0['left']}, {C1['left']}"),
     ]
 
 
@@ -547,11 +692,19 @@ def main():
         rss(results)
         # each figure with followers right after its own floor
         latency(results)
-        latency(results, followers=10)
+        latency_fanout(results)
         ingest(results)
-        ingest(results, followers=10)
+        ingest(results, followers=10, key="ingest_f10")
+        # the same pair at a rate the daemon keeps up with either way, so
+        # both runs do the same work (the burst above may overrun)
+        ingest(results, n=50_000, rate=5_000, key="ingest_paced")
+        ingest(results, n=50_000, followers=10, rate=5_000, key="ingest_paced_f10")
         burst(results)
     finally:
+        for p in STARTED:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         subprocess.run(["ip", "netns", "del", NS])
     L, I, B, R = results["latency"], results["ingest"], results["burst"], results["rss"]
     floor50 = L["mon_p50"] + L["fe_p50"]

@@ -23,7 +23,9 @@ static volatile sig_atomic_t stop;
 static void on_term(int s) { (void)s; stop = 1; }
 
 /* Counts lines, and notes a `{"v":1,"dropped"` line, without parsing:
- * the daemon writes one JSON object per line. */
+ * the daemon writes one JSON object per line. memchr, not a byte loop:
+ * 10 streams of a 100,000-event run are 400 MB, and a byte loop made
+ * this reader the slowest process in the run. */
 struct reader {
     int fd;
     long lines;
@@ -33,15 +35,26 @@ struct reader {
     size_t head_len; /* bytes of the current line kept, up to sizeof head */
 };
 
-static void feed(struct reader *r, const char *b, ssize_t n) {
-    for (ssize_t i = 0; i < n; i++) {
-        if (b[i] == '\n') {
-            if (r->head_len >= 16 && memmem(r->head, r->head_len, "\"dropped\"", 9)) r->dropped = 1;
-            else r->lines++;
-            r->head_len = 0;
-        } else if (r->head_len < sizeof r->head) {
-            r->head[r->head_len++] = b[i];
+static void keep_head(struct reader *r, const char *b, size_t n) {
+    size_t room = sizeof r->head - r->head_len;
+    if (n > room) n = room;
+    memcpy(r->head + r->head_len, b, n);
+    r->head_len += n;
+}
+
+static void feed(struct reader *r, const char *b, ssize_t len) {
+    const char *p = b, *end = b + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            keep_head(r, p, (size_t)(end - p));
+            return;
         }
+        keep_head(r, p, (size_t)(nl - p));
+        if (memmem(r->head, r->head_len, "\"dropped\"", 9)) r->dropped = 1;
+        else r->lines++;
+        r->head_len = 0;
+        p = nl + 1;
     }
 }
 
@@ -71,7 +84,7 @@ int main(int argc, char **argv) {
         pf[i].fd = rs[i].fd;
         pf[i].events = POLLIN;
     }
-    static char buf[1 << 16];
+    static char buf[1 << 18];
     /* "ready" once every subscription is acknowledged, so the caller
      * knows each event from then on reaches all N */
     int ready = 0;
