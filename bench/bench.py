@@ -635,7 +635,7 @@ def control_rows(results):
     lat_delta = F["on_p50"] - F["off_p50"]
     spread = abs(F["off_a"] - F["off_b"])
     return [
-        (f"`status` round trip p50 ({Q['n']:,}, kept connection)",
+        (f"`status` round trip p50 ({Q['n']:,}, kept connection, client and server on one CPU)",
          f"{Q['p50']:.0f} µs{'' if Q['ok'] else ' (NOT an ok reply)'}",
          f"Unix socket echo {Q['echo_p50']:.0f} µs ({Q['p50'] / Q['echo_p50']:.2f}x); netevd is "
          f"{extra:+.0f} µs from it, goal within 100 µs: {verdict(extra <= 100)}"),
