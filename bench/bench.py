@@ -284,7 +284,8 @@ def latency_fanout(results, n=400, block=20, followers=10):
     """The latency method above, in one daemon, with `followers`
     subscribers attached for every other block of `block` events: both
     halves see the same machine over the same minute, which two runs one
-    after the other did not (their p50s moved by 0.2-0.9 ms here). The
+    after the other did not (two runs without followers, back to back,
+    had p50s 0.2-0.3 ms apart here). The
     blocks without, split by parity, give the noise. At 10 events a
     second the followers keep up at nice 0, like `netevctl events
     --follow`."""
@@ -331,15 +332,15 @@ def latency_fanout(results, n=400, block=20, followers=10):
         on_p50=statistics.median(on), on_p99=pct(on, 99),
         off_p50=statistics.median(off), off_p99=pct(off, 99),
         off_a=statistics.median(by[(0, 0)]), off_b=statistics.median(by[(0, 1)]),
-        follower_min=min(reads), per_block=block, dropped=dropped)
+        follower_min=min(reads), dropped=dropped)
 
 
 def ingest(results, n=100_000, followers=0, rate=0, key="ingest"):
     """CPU for n address events, as fast as `ip -batch` makes them or, with
     `rate`, that many a second; with `followers`, that many subscribers
-    read every event meanwhile, at real-time priority (see Followers). ip monitor,
-    the floor, runs only in the run keyed "ingest": elsewhere it would be
-    one more busy process on two cores."""
+    read every event meanwhile, at real-time priority (see Followers).
+    ip monitor, the floor, runs only in the run keyed "ingest": elsewhere
+    it would be one more busy process on two cores."""
     d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
     fol = Followers(d, followers, realtime=True) if followers else None
     mon = monitor("address")[0] if key == "ingest" else None
@@ -412,8 +413,9 @@ def burst(results, n=10_000):
 
 def query(results, n=2000, runs=100):
     """`status` over one kept connection against a C echo over a Unix
-    socket, alternating so both see the same machine; then `netevctl
-    status` end to end against exec'ing /bin/true, alternating too."""
+    socket, in blocks taken in turn so both see the same machine; then
+    `netevctl status` end to end against exec'ing /bin/true, in turn
+    too."""
     d = Daemon("query", "scripts:\n  run_on_startup: false\n")
     echo_sock = os.path.join(OUT, "echo.sock")
     if os.path.exists(echo_sock):
