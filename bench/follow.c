@@ -5,8 +5,8 @@
  * event lines read, and whether a `dropped` line came (the daemon found
  * the reader too slow, which would void the figure). One process with
  * poll does nothing but read(2); the bench runs it at real-time priority
- * during the ingest so the scheduler, not the reader, is never why it
- * falls behind (see Followers in bench.py). */
+ * during the ingest so that other processes on the shared cores cannot
+ * hold it back (see Followers in bench.py). */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <fcntl.h>
