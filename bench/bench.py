@@ -7,12 +7,30 @@
   burst        10,000 routes in one batch: route hooks run, final state seen
   rss          idle with 10 links, with 1,000 links; ip monitor alongside
   size         stripped release binary
+  query        `status` round trip over one kept control connection, against
+               a C echo over a Unix socket (bench/echo.c; the same Python
+               client for both, on one CPU with both servers);
+               `netevctl status` end to end against exec'ing /bin/true
+  fan-out      ingest CPU with 10 subscribers following the event stream
+               (bench/follow.c) against none: the ingest above, and 50,000
+               events at 5,000/s, where both runs do the same work; hook
+               latency with the followers attached in every other block
+               of 20 events against the blocks without
+  ctl memory   idle RSS with the control socket off and open, with 100 idle
+               clients, against ip monitor; a subscriber that never reads:
+               RSS before it, at peak, and after the daemon dropped it,
+               twice (the second tells what the allocator kept)
+
+Every daemon gets its own control socket under bench/out/<run>/ctl.sock.
 
 Run as root from the repository: `make bench`. Writes bench/out/results.md.
 """
+import json
 import os
 import re
+import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +40,10 @@ from datetime import datetime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out")
 BIN = os.path.join(ROOT, "target", "release", "netevd")
+CTL = os.path.join(ROOT, "target", "release", "netevctl")
 NS = f"nvbench-{os.getpid()}"
+# Everything the bench starts, so a failed run leaves nothing behind.
+STARTED = []
 
 
 def sh(*args, **kw):
@@ -62,25 +83,80 @@ def wait_idle(pid, quiet=1.0, limit=120):
     raise SystemExit(f"process {pid} never went idle")
 
 
+def hwm_kib(pid):
+    """Peak RSS since start, or since `reset_hwm`."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def heap_kib(pid):
+    """Resident KiB of the brk heap: where glibc keeps what it does not
+    hand back to the kernel."""
+    kib, in_heap = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head[0].endswith(":"):
+                in_heap = head[-1] == "[heap]"
+            elif in_heap and head[0] == "Rss:":
+                kib += int(head[1])
+    return kib
+
+
+def reset_hwm(pid):
+    # clear_refs 5 resets VmHWM to the current RSS (proc(5))
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
 class Daemon:
-    def __init__(self, name, config):
+    """netevd in the bench namespace, with its own hook tree and its own
+    control socket (the default /run/netevd/netevd.sock would collide with
+    any other netevd); `control` adds lines under `control:`."""
+
+    def __init__(self, name, config, control=""):
         self.dir = os.path.join(OUT, name)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(os.path.join(self.dir, "hooks"))
+        self.sock = os.path.join(self.dir, "ctl.sock")
         cfg = os.path.join(self.dir, "netevd.yaml")
         with open(cfg, "w") as f:
-            f.write(f"system:\n  script_dir: {self.dir}/hooks\n  log_level: warn\n{config}")
+            f.write(f"system:\n  script_dir: {self.dir}/hooks\n  log_level: warn\n{config}"
+                    f"control:\n  socket: {self.sock}\n{control}")
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.p = subprocess.Popen(
             ["ip", "netns", "exec", NS, BIN, "--foreground", "--config", cfg],
             stdout=self.log, stderr=self.log)
+        STARTED.append(self.p)
         time.sleep(0.5)
         wait_idle(self.p.pid, 0.3)
+        if self.p.poll() is not None:
+            raise SystemExit(f"netevd ({name}) exited: {open(self.log.name).read()}")
+
+    def status(self):
+        """One `status` on a fresh connection: the reply's `ok` body."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            s.sendall(b'{"command":"status"}\n')
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = json.loads(buf)
+        if "ok" not in reply:
+            raise SystemExit(f"status: {reply}")
+        return reply["ok"]
 
     def hook(self, state, name="stamp"):
         d = os.path.join(self.dir, "hooks", f"{state}.d")
@@ -94,9 +170,41 @@ class Daemon:
         self.p.wait()
 
 
+class Followers:
+    """n subscribers in one C process (bench/follow.c) that read and
+    discard their streams with poll. `realtime` runs the reader at
+    SCHED_FIFO 1, so it reads as soon as data comes: on two shared cores
+    it fell behind by more than the daemon's queue bound during the
+    ingest at nice 0, and sometimes at nice -10, and was dropped, which
+    would have spared the daemon the very work measured. It only ever
+    blocks in poll or read, so it cannot hog a CPU."""
+
+    def __init__(self, d, n, realtime=False):
+        self.n = n
+        self.p = subprocess.Popen([os.path.join(OUT, "follow"), d.sock, str(n)],
+                                  stdout=subprocess.PIPE, text=True)
+        STARTED.append(self.p)
+        if realtime:
+            os.sched_setscheduler(self.p.pid, os.SCHED_FIFO, os.sched_param(1))
+        # "ready" once every subscription is acknowledged
+        if not select.select([self.p.stdout], [], [], 10)[0] or \
+                self.p.stdout.readline().strip() != "ready":
+            self.p.kill()
+            raise SystemExit("follow: the subscriptions were not acknowledged")
+
+    def stop(self):
+        """Events each follower read, and how many were dropped."""
+        self.cpu = cpu_s(self.p.pid)
+        self.p.terminate()
+        out = self.p.communicate(timeout=10)[0].split("\n")
+        rows = [l.split() for l in out if l.strip()]
+        return [int(r[0]) for r in rows], sum(int(r[1]) for r in rows)
+
+
 def monitor(*what):
     f = open(os.path.join(OUT, f"monitor-{'-'.join(what)}.txt"), "w")
     p = subprocess.Popen(["ip", "-n", NS, "-ts", "monitor", *what], stdout=f)
+    STARTED.append(p)
     time.sleep(0.3)
     return p, f.name
 
@@ -172,24 +280,113 @@ def latency(results, n=200):
         fe_p50=statistics.median(fe_ms), fe_p99=pct(fe_ms, 99))
 
 
-def ingest(results, n=100_000):
-    d = Daemon("ingest", "scripts:\n  run_on_startup: false\n")
-    mon, _ = monitor("address")
-    with open(os.path.join(OUT, "addr.batch"), "w") as f:
-        for i in range(n // 2):
-            a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
-            f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
-    c0, m0 = cpu_s(d.p.pid), cpu_s(mon.pid)
+def latency_fanout(results, n=400, block=20, followers=10):
+    """The latency method above, in one daemon, with `followers`
+    subscribers attached for every other block of `block` events: both
+    halves see the same machine over the same minute, which two runs one
+    after the other did not (two runs without followers, back to back,
+    had p50s 0.2-0.3 ms apart here). The
+    blocks without, split by parity, give the noise. At 10 events a
+    second the followers keep up at nice 0, like `netevctl events
+    --follow`."""
+    d = Daemon("latency-fanout", "scripts:\n  run_on_startup: false\n",
+               f"  max_clients: {followers + 8}\n")
+    hook = d.hook("routes")
+    feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE, text=True)
+    sent, fol, reads, dropped = {}, None, [], 0
+    for i in range(n):
+        b = i // block
+        if b % 2 and fol is None:
+            fol = Followers(d, followers)
+            time.sleep(0.1)
+        elif not b % 2 and fol is not None:
+            got, lost = fol.stop()
+            reads.append(min(got))
+            dropped += lost
+            fol = None
+            time.sleep(0.1)
+        dst = f"10.110.{i // 250}.{i % 250}/32"
+        t = time.time()
+        feeder.stdin.write(f"route add {dst} via 10.0.0.2\n")
+        feeder.stdin.flush()
+        sent[dst] = (t, b)
+        time.sleep(0.1)
+    time.sleep(0.5)
+    if fol is not None:
+        got, lost = fol.stop()
+        reads.append(min(got))
+        dropped += lost
+    feeder.stdin.close()
+    feeder.wait()
+    d.stop()
+    by = {}  # (followers attached, block parity among its kind) -> ms
+    for line in open(hook + ".log"):
+        t, _, act, dst = line.split()
+        if act == "add" and dst in sent:
+            t0, b = sent[dst]
+            by.setdefault((b % 2, b // 2 % 2), []).append((float(t) - t0) * 1000)
+    on = by.get((1, 0), []) + by.get((1, 1), [])
+    off = by.get((0, 0), []) + by.get((0, 1), [])
+    results["latency_fanout"] = dict(
+        followers=followers, sent=n, hooks=len(on) + len(off), block=block,
+        on_p50=statistics.median(on), on_p99=pct(on, 99),
+        off_p50=statistics.median(off), off_p99=pct(off, 99),
+        off_a=statistics.median(by[(0, 0)]), off_b=statistics.median(by[(0, 1)]),
+        follower_min=min(reads), dropped=dropped)
+
+
+def ingest(results, n=100_000, followers=0, rate=0, key="ingest"):
+    """CPU for n address events, as fast as `ip -batch` makes them or, with
+    `rate`, that many a second; with `followers`, that many subscribers
+    read every event meanwhile, at real-time priority (see Followers).
+    ip monitor, the floor, runs only in the run keyed "ingest": elsewhere
+    it would be one more busy process on two cores."""
+    d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
+    fol = Followers(d, followers, realtime=True) if followers else None
+    mon = monitor("address")[0] if key == "ingest" else None
+    lines = []
+    for i in range(n // 2):
+        a = f"198.18.{i // 250 % 250}.{i % 250 + 1}/32"
+        lines.append(f"addr add {a} dev vb\naddr del {a} dev vb\n")
+    batch = os.path.join(OUT, "addr.batch")
+    with open(batch, "w") as f:
+        f.write("".join(lines))
+    st0 = d.status()["counters"]
+    c0, m0 = cpu_s(d.p.pid), cpu_s(mon.pid) if mon else 0
     t0 = time.time()
-    ip("-batch", os.path.join(OUT, "addr.batch"))
+    if rate:
+        # chunks of 1/20 s through one long-lived ip, on a fixed schedule
+        feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE,
+                                  text=True)
+        per = max(1, rate // 40)  # pairs per chunk: rate / 20 events
+        for k in range(0, len(lines), per):
+            feeder.stdin.write("".join(lines[k:k + per]))
+            feeder.stdin.flush()
+            pause = t0 + (k + per) * 2 / rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+        feeder.stdin.close()
+        if feeder.wait():
+            raise SystemExit("ingest: ip -batch failed")
+    else:
+        ip("-batch", batch)
     wait_idle(d.p.pid)
     wall = time.time() - t0
-    c1, m1 = cpu_s(d.p.pid), cpu_s(mon.pid)
-    mon.terminate()
-    mon.wait()
+    c1, m1 = cpu_s(d.p.pid), cpu_s(mon.pid) if mon else 0
+    st = d.status()["counters"]
+    got, dropped = fol.stop() if fol else ([], 0)
+    if mon:
+        mon.terminate()
+        mon.wait()
     d.stop()
     overruns = open(os.path.join(d.dir, "log")).read().count("overrun")
-    results["ingest"] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns)
+    results[key] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns,
+                        published=st["events"] - st0["events"],
+                        netlink=st["netlink_messages"] - st0["netlink_messages"],
+                        followers=followers, rate=rate,
+                        follower_cpu=fol.cpu if fol else 0,
+                        follower_min=min(got) if got else 0,
+                        dropped=st["subscribers_dropped"], dropped_seen=dropped)
 
 
 def burst(results, n=10_000):
@@ -214,6 +411,175 @@ def burst(results, n=10_000):
                             final_right=bool(lines) and lines[-1].split()[3] == last)
 
 
+def query(results, n=2000, runs=100):
+    """`status` over one kept connection against a C echo over a Unix
+    socket, in blocks taken in turn so both see the same machine; then
+    `netevctl status` end to end against exec'ing /bin/true, in turn
+    too."""
+    d = Daemon("query", "scripts:\n  run_on_startup: false\n")
+    echo_sock = os.path.join(OUT, "echo.sock")
+    if os.path.exists(echo_sock):
+        os.remove(echo_sock)  # or the wait below sees the last run's
+    echo = subprocess.Popen([os.path.join(OUT, "echo"), echo_sock])
+    STARTED.append(echo)
+    for _ in range(100):
+        if os.path.exists(echo_sock):
+            break
+        time.sleep(0.01)
+    line = b'{"command":"status"}\n'
+
+    def connect(path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        return s
+
+    def once(s):
+        # the same client code for both ends: the difference is the server
+        t0 = time.perf_counter_ns()
+        s.sendall(line)
+        buf = s.recv(65536)
+        while not buf.endswith(b"\n"):
+            more = s.recv(65536)
+            if not more:
+                raise SystemExit("query: the connection closed")
+            buf += more
+        return (time.perf_counter_ns() - t0) / 1000, buf
+
+    ds, es = connect(d.sock), connect(echo_sock)
+    dus, eus = [], []
+    # Client and both servers on one CPU, so each round trip is the same
+    # two context switches for both servers. Left free, a server on the
+    # other CPU than the client took twice as long (cross-CPU wake-up,
+    # 25 vs 12 us for the echo here), and which server got which CPU
+    # changed from run to run.
+    cpus = os.sched_getaffinity(0)
+    cpu = {int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[36])}
+    for pid in (0, d.p.pid, echo.pid):
+        os.sched_setaffinity(pid, cpu)
+    # Blocks taken in turn: both servers see the same machine over the run.
+    block = 100
+    for b in range(n // block + 2):  # the first two blocks warm up
+        a = [once(ds) for _ in range(block)]
+        e = [once(es) for _ in range(block)]
+        if b >= 2:
+            dus += [x for x, _ in a]
+            eus += [x for x, _ in e]
+    reply = a[-1][1]
+    for pid in (0, d.p.pid):
+        os.sched_setaffinity(pid, cpus)
+    ok = b'"ok":' in reply
+    ds.close()
+    es.close()
+    echo.terminate()
+    echo.wait()
+    # end to end: the whole netevctl process against the cheapest exec
+    ctl_ms, true_ms, codes = [], [], {}
+    sample = subprocess.run([CTL, "--socket", d.sock, "status"], capture_output=True, text=True)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run([CTL, "--socket", d.sock, "status"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctl_ms.append((time.perf_counter() - t0) * 1000)
+        codes[r.returncode] = codes.get(r.returncode, 0) + 1
+        t0 = time.perf_counter()
+        subprocess.run(["/bin/true"])
+        true_ms.append((time.perf_counter() - t0) * 1000)
+    d.stop()
+    try:
+        refused = json.loads(sample.stdout).get("error", {}).get("message")
+    except (ValueError, AttributeError):
+        refused = None
+    results["query"] = dict(
+        n=n, ok=ok, reply_bytes=len(reply), echo_bytes=len(line),
+        p50=statistics.median(dus), p99=pct(dus, 99),
+        echo_p50=statistics.median(eus), echo_p99=pct(eus, 99),
+        runs=runs, ctl_p50=statistics.median(ctl_ms), true_p50=statistics.median(true_ms),
+        ctl_codes=codes, ctl_refused=refused)
+
+
+def ctl_memory(results, clients=100):
+    """Idle RSS with the control socket off, then open; with `clients`
+    idle clients; then a subscriber that never reads, until the daemon
+    drops it. ip monitor alongside for the floor."""
+    off = Daemon("ctl-off", "scripts:\n  run_on_startup: false\n", "  enabled: false\n")
+    time.sleep(1)
+    rss_off = rss_kib(off.p.pid)
+    off.stop()
+    # idle_timeout 0: idle clients stay; max_clients leaves room for them
+    d = Daemon("ctl-mem", "scripts:\n  run_on_startup: false\n",
+               f"  max_clients: {clients + 16}\n  idle_timeout_seconds: 0\n")
+    mon, _ = monitor("link")
+    time.sleep(1)
+    idle, mon_idle = rss_kib(d.p.pid), rss_kib(mon.pid)
+    socks = []
+    for _ in range(clients):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.sock)
+        socks.append(s)
+    for _ in range(100):  # until the daemon accepted every one
+        if d.status()["clients"] >= clients + 1:
+            break
+        time.sleep(0.05)
+    held = d.status()["clients"] - 1
+    wait_idle(d.p.pid, 0.5)
+    loaded, mon_loaded = rss_kib(d.p.pid), rss_kib(mon.pid)
+    for s in socks:
+        s.close()
+    mon.terminate()
+    mon.wait()
+
+    # The slow subscriber. One round of events first with nobody
+    # listening, so the event history and the allocator are warm and
+    # "before" is the daemon's steady state, not its first minute.
+    chunk = os.path.join(OUT, "slow.batch")
+    with open(chunk, "w") as f:
+        for i in range(1000):
+            a = f"198.19.{i // 250}.{i % 250 + 1}/32"
+            f.write(f"addr add {a} dev vb\naddr del {a} dev vb\n")
+    ip("-batch", chunk)
+    wait_idle(d.p.pid, 0.5)
+    before, heap0 = rss_kib(d.p.pid), heap_kib(d.p.pid)
+    # A second slow subscriber tells memory the allocator kept after the
+    # first (reused, so no growth) from memory kept per dropped client.
+    cycles = [slow_subscriber(d, chunk, k) for k in range(2)]
+    d.stop()
+    behind = re.findall(r"fell (\d+) bytes behind; dropping it",
+                        open(os.path.join(d.dir, "log")).read())
+    results["ctl_mem"] = dict(
+        off=rss_off, idle=idle, mon_idle=mon_idle, clients=clients, held=held,
+        loaded=loaded, mon_loaded=mon_loaded,
+        before=before, heap_before=heap0, cycles=cycles,
+        behind=[int(b) for b in behind])
+
+
+def slow_subscriber(d, chunk, k):
+    """Attaches a subscriber that reads its acknowledgement and nothing
+    more, feeds `chunk` until the daemon has dropped k + 1 subscribers,
+    waits out the grace of the dropped line; returns peak and after."""
+    reset_hwm(d.p.pid)
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.connect(d.sock)
+    slow.sendall(b'{"command":"subscribe"}\n')
+    slow.settimeout(10)
+    ack = b""
+    while not ack.endswith(b"\n"):
+        ack += slow.recv(1)  # only the acknowledgement; never read again
+    rounds, dropped = 0, 0
+    while rounds < 20 and dropped <= k:
+        ip("-batch", chunk)
+        rounds += 1
+        dropped = d.status()["counters"]["subscribers_dropped"]
+    peak = hwm_kib(d.p.pid)
+    time.sleep(2.5)  # the daemon's grace for the dropped line to leave
+    wait_idle(d.p.pid, 0.5)
+    after, heap = rss_kib(d.p.pid), heap_kib(d.p.pid)
+    left = d.status()["subscribers"]
+    slow.close()  # our end only now: the daemon had to let go by itself
+    return dict(peak=peak, after=after, heap=heap, events=rounds * 2000, dropped=dropped > k,
+                left=left)
+
+
 def rss(results):
     d = Daemon("rss", "scripts:\n  run_on_startup: false\n")
     mon, _ = monitor("link")
@@ -234,20 +600,119 @@ def rss(results):
                           mon_loaded=mon_loaded, links=links)
 
 
+def mib(kib):
+    return f"{kib / 1024:.2f} MiB"
+
+
+def verdict(ok):
+    return "met" if ok else "MISSED"
+
+
+def fanout_row(name, without, with_):
+    """A fan-out figure, void unless both runs did the same work: the same
+    events published, no netlink overrun, every follower read them all."""
+    ratio = with_["cpu"] / max(without["cpu"], 0.01)
+    void = []
+    if with_["published"] != without["published"] or with_["overruns"] or without["overruns"]:
+        void.append(f"not the same work: events published {with_['published']:,} (without: "
+                    f"{without['published']:,}), netlink overruns {with_['overruns']} (without: "
+                    f"{without['overruns']})")
+    if with_["dropped"] or with_["dropped_seen"] or with_["follower_min"] != with_["published"]:
+        void.append(f"a follower missed events: {with_['dropped']} dropped, the slowest read "
+                    f"{with_['follower_min']:,} of {with_['published']:,}")
+    per_event = (with_["cpu"] - without["cpu"]) / max(with_["published"], 1) * 1e6
+    return (name, f"{with_['cpu']:.2f} s",
+            f"same stream, no followers {without['cpu']:.2f} s ({ratio:.2f}x, {per_event:+.1f} µs an event), "
+            f"goal at most 1.3x: " + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.3))
+            + f"; each follower read {with_['follower_min']:,} events, the followers' process used "
+            f"{with_['follower_cpu']:.2f} s")
+
+
+def control_rows(results):
+    """The control socket's figures, each with its floor from this run
+    and the goal it is held to."""
+    Q, M = results["query"], results["ctl_mem"]
+    C0, C1 = M["cycles"]
+    behind = f"{M['behind'][0]:,}" if M["behind"] else "?"
+    F = results["latency_fanout"]
+    I0, I1 = results["ingest"], results["ingest_f10"]
+    P0, P1 = results["ingest_paced"], results["ingest_paced_f10"]
+    extra = Q["p50"] - Q["echo_p50"]
+    codes = ", ".join(f"exit {c} x{k}" for c, k in sorted(Q["ctl_codes"].items()))
+    refused = f"; the daemon refused its request: {Q['ctl_refused']}" if Q["ctl_refused"] else ""
+    lat_delta = F["on_p50"] - F["off_p50"]
+    spread = abs(F["off_a"] - F["off_b"])
+    return [
+        (f"`status` round trip p50 ({Q['n']:,}, kept connection, client and server on one CPU)",
+         f"{Q['p50']:.0f} µs{'' if Q['ok'] else ' (NOT an ok reply)'}",
+         f"Unix socket echo {Q['echo_p50']:.0f} µs ({Q['p50'] / Q['echo_p50']:.2f}x); netevd is "
+         f"{extra:+.0f} µs from it, goal within 100 µs: {verdict(extra <= 100)}"),
+        ("`status` round trip p99", f"{Q['p99']:.0f} µs",
+         f"echo {Q['echo_p99']:.0f} µs ({Q['p99'] / Q['echo_p99']:.2f}x); "
+         f"reply {Q['reply_bytes']} bytes, echo's {Q['echo_bytes']}"),
+        (f"`netevctl status` end to end p50 ({Q['runs']} runs)", f"{Q['ctl_p50']:.2f} ms ({codes}{refused})",
+         f"exec of /bin/true {Q['true_p50']:.2f} ms ({Q['ctl_p50'] / Q['true_p50']:.2f}x)"),
+        fanout_row(f"{P1['events']:,} address events at {P1['rate']:,}/s, CPU, {P1['followers']} followers",
+                   P0, P1),
+        fanout_row(f"{I1['events']:,} address events (as fast as ip -batch), CPU, {I1['followers']} followers",
+                   I0, I1),
+        (f"event to hook start p50, {F['followers']} followers (blocks of {F['block']} in turn)",
+         f"{F['on_p50']:.2f} ms",
+         f"no followers {F['off_p50']:.2f} ms ({F['on_p50'] / F['off_p50']:.2f}x, {lat_delta:+.2f} ms); "
+         f"goal unchanged within noise: {'met' if abs(lat_delta) <= spread else 'MISSED'} (the blocks "
+         f"without, split in two, differ by {spread:.2f} ms); p99 {F['on_p99']:.2f} ms (without: "
+         f"{F['off_p99']:.2f}); hooks {F['hooks']} / {F['sent']}, each follower read at least "
+         f"{F['follower_min']} a block, {F['dropped']} dropped"),
+        ("idle RSS, control socket off", mib(M["off"]),
+         f"ip monitor {mib(M['mon_idle'])} ({M['off'] / M['mon_idle']:.2f}x)"),
+        ("idle RSS, control socket open, no clients", mib(M["idle"]),
+         f"ip monitor {mib(M['mon_idle'])} ({M['idle'] / M['mon_idle']:.2f}x), goal at most 1.2x: "
+         f"{verdict(M['idle'] / M['mon_idle'] <= 1.2)}"),
+        (f"RSS with {M['held']} idle control clients (idle_timeout_seconds: 0)", mib(M["loaded"]),
+         f"ip monitor idle {mib(M['mon_loaded'])} ({M['loaded'] / M['mon_loaded']:.2f}x), goal at most 1.2x: "
+         f"{verdict(M['loaded'] / M['mon_loaded'] <= 1.2)}; "
+         f"{(M['loaded'] - M['idle']) / max(M['held'], 1):.1f} KiB a client"),
+        ("subscriber that never reads: RSS before / peak / after its drop",
+         f"{mib(M['before'])} / {mib(C0['peak'])} / {mib(C0['after'])}",
+         f"after is {C0['after'] / M['before']:.2f}x before ([heap] {M['heap_before']} -> {C0['heap']} KiB); "
+         + (f"dropped after {C0['events']:,} events at {behind} bytes behind"
+            if C0["dropped"] else f"NOT dropped after {C0['events']:,} events")),
+        ("a second such subscriber: peak / after its drop",
+         f"{mib(C1['peak'])} / {mib(C1['after'])}",
+         f"after is {C1['after'] / C0['after']:.2f}x the first's after ([heap] {C1['heap']} KiB); "
+         + ("dropped" if C1["dropped"] else "NOT dropped")
+         + f"; subscribers left after each drop, before the reader closed: {C0['left']}, {C1['left']}"),
+    ]
+
+
 def main():
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (it makes a network namespace)")
     os.makedirs(OUT, exist_ok=True)
-    for src in ("stamp", "forkexec"):
+    for src in ("stamp", "forkexec", "echo", "follow"):
         sh("gcc", "-O2", "-o", os.path.join(OUT, src), os.path.join(ROOT, "bench", f"{src}.c"))
     results = {"size": os.path.getsize(BIN)}
     try:
         setup()
+        # these two want the 10 links of setup(); rss() adds 990 more
+        ctl_memory(results)
+        query(results)
         rss(results)
+        # each figure with followers right after its own floor
         latency(results)
+        latency_fanout(results)
         ingest(results)
+        ingest(results, followers=10, key="ingest_f10")
+        # the same pair at a rate the daemon keeps up with either way, so
+        # both runs do the same work (the burst above may overrun)
+        ingest(results, n=50_000, rate=5_000, key="ingest_paced")
+        ingest(results, n=50_000, followers=10, rate=5_000, key="ingest_paced_f10")
         burst(results)
     finally:
+        for p in STARTED:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         subprocess.run(["ip", "netns", "del", NS])
     L, I, B, R = results["latency"], results["ingest"], results["burst"], results["rss"]
     floor50 = L["mon_p50"] + L["fe_p50"]
@@ -269,6 +734,7 @@ def main():
         (f"{B['routes']:,}-route burst", f"{B['hook_runs']:,} route hooks, final state {'right' if B['final_right'] else 'WRONG'}",
          f"ip monitor saw {B['monitor_seen']:,}; last hook saw {B['last_seen']}"),
     ]
+    rows += control_rows(results)
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:
