@@ -245,6 +245,11 @@ impl Daemon {
                         }
                     }
                     Timer::Again => self.on_leftovers(),
+                    Timer::Flush => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.flush_queued(self.poll.registry(), now);
+                        }
+                    }
                     Timer::Trim => {
                         self.since_trim = 0;
                         trim();
@@ -260,10 +265,8 @@ impl Daemon {
 
     fn arm_timers(&mut self) {
         let now = Instant::now();
-        // Event lines queued this turn leave in one write per subscriber.
-        if let Some(c) = self.control.as_mut() {
-            c.flush_queued(self.poll.registry(), now);
-        }
+        let flush = self.control.as_ref().and_then(Control::flush_at);
+        self.timers.arm(Timer::Flush, flush);
         self.timers.arm(Timer::Hooks, self.runner.next_deadline());
         let retry = self.netlink.wants_retry().then(|| now + RETRY);
         self.timers.arm(Timer::NetlinkRetry, retry);

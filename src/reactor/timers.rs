@@ -19,6 +19,8 @@ pub enum Timer {
     Policy,
     /// A burst is over: give freed memory back to the system.
     Trim,
+    /// Event lines queued for subscribers leave.
+    Flush,
     /// Idle and dropped control clients.
     Control,
     /// Work left over from a turn whose budget ran out: poll without
@@ -27,11 +29,12 @@ pub enum Timer {
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 6] = [
+const ALL: [Timer; 7] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
     Timer::Trim,
+    Timer::Flush,
     Timer::Control,
     Timer::Again,
 ];

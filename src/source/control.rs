@@ -62,6 +62,14 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// How long a dropped client's last line may take to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Event lines wait this long to leave together: a follower hears of an
+/// event within it, and a steady stream costs one write per follower per
+/// window instead of one per event.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
+
+/// Queued event lines past this many bytes leave at once.
+const FLUSH_SIZE: usize = 16 * 1024;
+
 /// How soon accepting is tried again after running out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -150,6 +158,8 @@ pub struct Control {
     listening: usize,
     /// Clients with event lines queued since the last `flush_queued`.
     queued: Vec<usize>,
+    /// When what is queued must leave.
+    flush_at: Option<Instant>,
     /// Accepting failed for want of descriptors: try again then.
     accept_retry: Option<Instant>,
     /// The last accept failed so; logged once until one succeeds.
@@ -216,6 +226,7 @@ impl Control {
             base: client_base,
             listening: 0,
             queued: Vec::new(),
+            flush_at: None,
             accept_retry: None,
             accept_waiting: false,
             stats: Stats::default(),
@@ -532,10 +543,11 @@ impl Control {
     }
 
     /// Queues an event line for every subscriber whose filter passes; the
-    /// line is made only if one does. Nothing is written until
-    /// `flush_queued`, so a burst of events costs one write per
-    /// subscriber, not one per event. A subscriber more than `max_queue`
-    /// bytes behind is dropped.
+    /// line is made only if one does. Lines leave by `flush_at` (within
+    /// `FLUSH_DELAY`, or at once past `FLUSH_SIZE`), so a burst or a
+    /// steady stream of events costs one write per subscriber per window,
+    /// not one per event. A subscriber more than `max_queue` bytes behind
+    /// is dropped.
     pub fn broadcast(
         &mut self,
         line: impl FnOnce() -> String,
@@ -559,6 +571,12 @@ impl Control {
                 self.queued.push(i);
             }
             c.out.extend(made.as_bytes());
+            let due = if c.out.len() >= FLUSH_SIZE {
+                now
+            } else {
+                now + FLUSH_DELAY
+            };
+            self.flush_at = Some(self.flush_at.map_or(due, |t| t.min(due)));
             if c.out.len() > max {
                 self.stats.dropped_slow += 1;
                 log::warn!(
@@ -582,8 +600,14 @@ impl Control {
         }
     }
 
+    /// When `flush_queued` is due.
+    pub fn flush_at(&self) -> Option<Instant> {
+        self.flush_at
+    }
+
     /// Writes what `broadcast` queued.
     pub fn flush_queued(&mut self, reg: &Registry, now: Instant) {
+        self.flush_at = None;
         let queued = std::mem::take(&mut self.queued);
         for &i in &queued {
             self.flush(i, reg, now);
