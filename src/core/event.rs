@@ -209,50 +209,156 @@ pub fn route_json(r: &RouteInfo) -> Value {
     })
 }
 
-/// The whole event, versioned. Field names are stable; new ones may be
-/// added within a version.
-fn to_json(ev: &Event) -> String {
-    let addrs: Vec<Value> = ev
-        .addrs
-        .iter()
-        .map(|a| {
-            json!({
-                "family": family_name(if a.ip.is_ipv4() { 2 } else { 10 }),
-                "address": a.ip.to_string(),
-                "prefixlen": a.prefix,
-                "scope": scope_name(a.scope),
-                "flags": a.flags,
-            })
-        })
-        .collect();
-    let mut v = json!({
-        "version": JSON_VERSION,
-        "id": ev.id,
-        "time_ms": ev.time_ms,
-        "event": ev.kind.as_str(),
-        "backend": ev.origin.as_str(),
-        "link": ev.name_lossy(),
-        "ifindex": ev.index,
-        "state": ev.dir(),
-        "operstate": ev.state.as_str(),
-        "previous_state": ev.previous.map(OperState::as_str),
-        "addresses": addrs,
-        "mtu": ev.mtu,
-        "mac": mac_str(&ev.mac),
-        "kind": ev.link_kind,
-    });
-    if let Some(rc) = &ev.route {
-        v["route"] = route_json(&rc.route);
-        v["route"]["action"] = json!(if rc.added { "add" } else { "del" });
+/// Writes one JSON object's members, commas and escaping included, into
+/// a string: the event is written in one pass, with no tree of values
+/// built first (it is made for every event a subscriber or hook reads).
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Obj { out, first: true }
     }
+
+    fn key(&mut self, k: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push('"');
+        self.out.push_str(k);
+        self.out.push_str("\":");
+        self.out
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        let o = self.key(k);
+        escape(o, v);
+    }
+
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.key(k).push_str("null"),
+        }
+    }
+
+    fn num(&mut self, k: &str, v: impl std::fmt::Display) {
+        let o = self.key(k);
+        let _ = write!(o, "{v}");
+    }
+
+    /// A value written by `f` as it is (an object or an array).
+    fn raw(&mut self, k: &str, f: impl FnOnce(&mut String)) {
+        f(self.key(k));
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+/// `v` as a JSON string.
+fn escape(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn list<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut f: impl FnMut(&mut String, T),
+) {
+    out.push('[');
+    for (i, x) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        f(out, x);
+    }
+    out.push(']');
+}
+
+/// The whole event, versioned. Field names are stable; new ones may be
+/// added within a version. Members are in the order of their names.
+fn to_json(ev: &Event) -> String {
+    let mut s = String::with_capacity(256 + ev.addrs.len() * 96);
+    let mut o = Obj::open(&mut s);
+    o.raw("addresses", |out| {
+        list(out, &ev.addrs, |out, a| {
+            let mut x = Obj::open(out);
+            let _ = write!(x.key("address"), "\"{}\"", a.ip);
+            x.str("family", family_name(if a.ip.is_ipv4() { 2 } else { 10 }));
+            x.num("flags", a.flags);
+            x.num("prefixlen", a.prefix);
+            x.str("scope", scope_name(a.scope));
+            x.close();
+        })
+    });
+    o.str("backend", ev.origin.as_str());
+    o.str("event", ev.kind.as_str());
+    o.num("id", ev.id);
+    o.num("ifindex", ev.index);
+    o.opt_str("kind", ev.link_kind.as_deref());
+    o.str("link", &String::from_utf8_lossy(&ev.name));
+    o.str("mac", &mac_str(&ev.mac));
+    o.num("mtu", ev.mtu);
+    o.str("operstate", ev.state.as_str());
     if let Some(p) = &ev.policy {
-        v["policy"] = json!({
-            "table": p.table,
-            "rules": &*p.rules,
-            "gateways": p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+        o.raw("policy", |out| {
+            let mut x = Obj::open(out);
+            x.raw("gateways", |out| {
+                list(out, &p.gateways, |out, g| {
+                    let _ = write!(out, "\"{g}\"");
+                })
+            });
+            x.raw("rules", |out| {
+                list(out, p.rules.iter(), |out, r| escape(out, r))
+            });
+            x.num("table", p.table);
+            x.close();
         });
     }
-    v.to_string()
+    o.opt_str("previous_state", ev.previous.map(OperState::as_str));
+    if let Some(rc) = &ev.route {
+        let r = &rc.route;
+        o.raw("route", |out| {
+            let mut x = Obj::open(out);
+            x.str("action", if rc.added { "add" } else { "del" });
+            x.str("dst", &route_dst(r));
+            x.str("family", family_name(r.family));
+            x.opt_str("gateway", r.gateway.map(|g| g.to_string()).as_deref());
+            x.num("ifindex", r.oif);
+            x.num("metric", r.priority);
+            x.opt_str("prefsrc", r.prefsrc.map(|g| g.to_string()).as_deref());
+            x.num("protocol", r.protocol);
+            x.num("scope", r.scope);
+            x.num("table", r.table);
+            x.num("type", r.kind);
+            x.close();
+        });
+    }
+    o.str("state", ev.dir());
+    o.num("time_ms", ev.time_ms);
+    o.num("version", JSON_VERSION);
+    o.close();
+    s
 }
 
 /// What one hook run adds to its event.
@@ -608,5 +714,39 @@ mod tests {
         let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["route"]["action"], "del");
         assert_eq!(v["route"]["table"], 254);
+
+        #[test]
+        fn json_escapes_and_parses_back() {
+            let mut e = ev();
+            e.name = b"q\"\\\n\r\t\x01\xffz".to_vec();
+            e.link_kind = None;
+            e.route = Some(RouteChange {
+                added: true,
+                route: RouteInfo {
+                    dst: Some("198.51.100.0".parse().unwrap()),
+                    dst_len: 24,
+                    gateway: Some("192.0.2.1".parse().unwrap()),
+                    ..RouteInfo::table_start(2, 254)
+                },
+            });
+            let e = e.seal(Some(PolicyView {
+                table: 7,
+                rules: vec!["10000: from \"x\"".to_string()].into(),
+                gateways: vec!["2001:db8::1".parse().unwrap()],
+            }));
+            let v: Value = serde_json::from_str(e.json()).unwrap();
+            assert_eq!(v["link"], "q\"\\\n\r\t\u{1}\u{fffd}z");
+            assert_eq!(v["kind"], Value::Null);
+            assert_eq!(v["route"]["dst"], "198.51.100.0/24");
+            assert_eq!(v["route"]["gateway"], "192.0.2.1");
+            assert_eq!(v["route"]["prefsrc"], Value::Null);
+            assert_eq!(v["route"]["action"], "add");
+            assert_eq!(v["policy"]["rules"][0], "10000: from \"x\"");
+            assert_eq!(v["policy"]["gateways"][0], "2001:db8::1");
+            assert_eq!(v["addresses"].as_array().unwrap().len(), 2);
+            assert_eq!(v["addresses"][1]["scope"], "global");
+            // Members in the order of their names, as serde_json writes maps.
+            assert_eq!(e.json(), v.to_string());
+        }
     }
 }
