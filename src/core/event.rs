@@ -714,39 +714,39 @@ mod tests {
         let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["route"]["action"], "del");
         assert_eq!(v["route"]["table"], 254);
+    }
 
-        #[test]
-        fn json_escapes_and_parses_back() {
-            let mut e = ev();
-            e.name = b"q\"\\\n\r\t\x01\xffz".to_vec();
-            e.link_kind = None;
-            e.route = Some(RouteChange {
-                added: true,
-                route: RouteInfo {
-                    dst: Some("198.51.100.0".parse().unwrap()),
-                    dst_len: 24,
-                    gateway: Some("192.0.2.1".parse().unwrap()),
-                    ..RouteInfo::table_start(2, 254)
-                },
-            });
-            let e = e.seal(Some(PolicyView {
-                table: 7,
-                rules: vec!["10000: from \"x\"".to_string()].into(),
-                gateways: vec!["2001:db8::1".parse().unwrap()],
-            }));
-            let v: Value = serde_json::from_str(e.json()).unwrap();
-            assert_eq!(v["link"], "q\"\\\n\r\t\u{1}\u{fffd}z");
-            assert_eq!(v["kind"], Value::Null);
-            assert_eq!(v["route"]["dst"], "198.51.100.0/24");
-            assert_eq!(v["route"]["gateway"], "192.0.2.1");
-            assert_eq!(v["route"]["prefsrc"], Value::Null);
-            assert_eq!(v["route"]["action"], "add");
-            assert_eq!(v["policy"]["rules"][0], "10000: from \"x\"");
-            assert_eq!(v["policy"]["gateways"][0], "2001:db8::1");
-            assert_eq!(v["addresses"].as_array().unwrap().len(), 2);
-            assert_eq!(v["addresses"][1]["scope"], "global");
-            // Members in the order of their names, as serde_json writes maps.
-            assert_eq!(e.json(), v.to_string());
-        }
+    #[test]
+    fn json_escapes_and_parses_back() {
+        let mut e = ev();
+        e.name = b"q\"\\\n\r\t\x01\xffz".to_vec();
+        e.link_kind = None;
+        e.route = Some(RouteChange {
+            added: true,
+            route: RouteInfo {
+                dst: Some("198.51.100.0".parse().unwrap()),
+                dst_len: 24,
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                ..RouteInfo::table_start(2, 254)
+            },
+        });
+        let e = e.seal(Some(PolicyView {
+            table: 7,
+            rules: vec!["10000: from \"x\"".to_string()].into(),
+            gateways: vec!["2001:db8::1".parse().unwrap()],
+        }));
+        let v: Value = serde_json::from_str(e.json()).unwrap();
+        assert_eq!(v["link"], "q\"\\\n\r\t\u{1}\u{fffd}z");
+        assert_eq!(v["kind"], Value::Null);
+        assert_eq!(v["route"]["dst"], "198.51.100.0/24");
+        assert_eq!(v["route"]["gateway"], "192.0.2.1");
+        assert_eq!(v["route"]["prefsrc"], Value::Null);
+        assert_eq!(v["route"]["action"], "add");
+        assert_eq!(v["policy"]["rules"][0], "10000: from \"x\"");
+        assert_eq!(v["policy"]["gateways"][0], "2001:db8::1");
+        assert_eq!(v["addresses"].as_array().unwrap().len(), 2);
+        assert_eq!(v["addresses"][1]["scope"], "global");
+        // Members in the order of their names, as serde_json writes maps.
+        assert_eq!(e.json(), v.to_string());
     }
 }

@@ -441,7 +441,7 @@ impl Daemon {
         self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
             if c.listening() {
-                let name = ev.name_lossy();
+                let name = String::from_utf8_lossy(&ev.name);
                 let (index, kind, dir) = (ev.index, ev.kind.as_str(), ev.dir());
                 c.broadcast(
                     || netevd_ctl::event_line(ev.json()),

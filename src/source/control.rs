@@ -30,7 +30,6 @@
 //! be the socket this daemon bound, never through a path that may have
 //! become a symbolic link.
 
-use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -118,7 +117,7 @@ struct Client {
     discarding: bool,
     /// The peer will send nothing more.
     eof: bool,
-    out: VecDeque<u8>,
+    out: Queue,
     writable: bool,
     /// The last complete request or the last output the peer took.
     last_active: Instant,
@@ -368,7 +367,7 @@ impl Control {
                 inbuf: Vec::new(),
                 discarding: false,
                 eof: false,
-                out: VecDeque::new(),
+                out: Queue::default(),
                 writable: false,
                 last_active: now,
                 subscription: None,
@@ -521,7 +520,7 @@ impl Control {
     pub fn send(&mut self, i: usize, line: &str, reg: &Registry, now: Instant) {
         if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
             if c.closing.is_none() {
-                c.out.extend(line.as_bytes());
+                c.out.push(line.as_bytes());
             }
         }
         self.flush(i, reg, now);
@@ -570,7 +569,7 @@ impl Control {
             if c.out.is_empty() {
                 self.queued.push(i);
             }
-            c.out.extend(made.as_bytes());
+            c.out.push(made.as_bytes());
             let due = if c.out.len() >= FLUSH_SIZE {
                 now
             } else {
@@ -586,11 +585,9 @@ impl Control {
                 );
                 // Keep only what finishes the line being written, then
                 // the notice; the rest is freed now.
-                let end = c.out.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-                c.out.truncate(end);
-                c.out.shrink_to_fit();
+                c.out.keep_first_line();
                 let notice = dropped_line(&format!("too slow: more than {max} bytes queued"));
-                c.out.extend(notice.as_bytes());
+                c.out.push(notice.as_bytes());
                 c.closing = Some(now + CLOSE_GRACE);
                 c.more = false;
                 if !self.queued.contains(&i) {
@@ -628,14 +625,13 @@ impl Control {
         };
         let mut gone = false;
         while !c.out.is_empty() {
-            let (a, _) = c.out.as_slices();
-            match c.stream.write(a) {
+            match c.stream.write(c.out.pending()) {
                 Ok(0) => {
                     gone = true;
                     break;
                 }
                 Ok(n) => {
-                    c.out.drain(..n);
+                    c.out.consume(n);
                     c.last_active = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -651,7 +647,7 @@ impl Control {
             return;
         }
         if c.out.is_empty() && c.out.capacity() > KEEP_CAPACITY {
-            c.out = VecDeque::new();
+            c.out = Queue::default();
         }
         if c.held && c.out.len() < LOW_WATER {
             // Its replies were read: its next request may be taken.
@@ -780,7 +776,7 @@ fn too_long(c: &mut Client, stats: &mut Stats) {
         Code::TooLong,
         format!("request line longer than {MAX_REQUEST} bytes"),
     );
-    c.out.extend(error_line(&Value::Null, &e).as_bytes());
+    c.out.push(error_line(&Value::Null, &e).as_bytes());
 }
 
 /// The peer's supplementary groups as the kernel recorded them at connect
@@ -814,5 +810,93 @@ fn peer_groups(fd: BorrowedFd) -> Vec<u32> {
         }
         log::warn!("control: no peer groups: {e}");
         return Vec::new();
+    }
+}
+
+/// A client's output: bytes appended at the end (a copy, never one byte at
+/// a time) and taken from the front.
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    /// Bytes at the front already written.
+    sent: usize,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        // What was written is dropped when it is most of the buffer, so
+        // the copy is paid for by the bytes that left.
+        if self.sent > 0 && self.sent >= self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.buf.extend_from_slice(b);
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        }
+    }
+
+    /// Keeps only what finishes the line being written, and frees the
+    /// rest.
+    fn keep_first_line(&mut self) {
+        let end = self
+            .pending()
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let keep = self.pending()[..end].to_vec();
+        *self = Queue { buf: keep, sent: 0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keeps_order_through_partial_writes_and_compaction() {
+        let mut q = Queue::default();
+        let mut seen = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..1000u32 {
+            let line = format!("line {i}\n");
+            want.extend_from_slice(line.as_bytes());
+            q.push(line.as_bytes());
+            // A socket that takes a little, sometimes nothing.
+            let n = (i as usize * 7) % 13;
+            let n = n.min(q.len());
+            seen.extend_from_slice(&q.pending()[..n]);
+            q.consume(n);
+        }
+        seen.extend_from_slice(q.pending());
+        let n = q.len();
+        q.consume(n);
+        assert_eq!(seen, want);
+        assert!(q.is_empty() && q.sent == 0 && q.buf.is_empty());
+        q.push(b"abc\ndef\n");
+        q.consume(1);
+        q.keep_first_line();
+        assert_eq!(q.pending(), b"bc\n");
     }
 }
