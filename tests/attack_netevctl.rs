@@ -10,35 +10,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Dir;
-
-/// netevctl belongs to the `ctl` workspace member: built once into
-/// netevd's target directory, as tests/ctl_daemon.rs does.
-fn netevctl_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let netevd = Path::new(env!("CARGO_BIN_EXE_netevd"));
-        let profile = netevd.parent().unwrap();
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "--offline", "-p", "netevctl", "--bin", "netevctl"])
-            .arg("--target-dir")
-            .arg(profile.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        let o = c.output().expect("running cargo to build netevctl");
-        assert!(
-            o.status.success(),
-            "building netevctl failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        profile.join("netevctl")
-    })
-}
+use common::{netevctl_bin, Dir};
 
 /// A fake daemon: accepts one connection, reads the request line, then
 /// runs `act` on the stream. Returns the socket path.
