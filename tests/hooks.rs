@@ -259,6 +259,19 @@ fn a_storm_while_hooks_cannot_start_coalesces_behind_the_waiting_event() {
     holding_recorder(&d, "0");
     pairs_up(&a, &d, "st", 1);
     let mut n = Netevd::start(&a, &d, "scripts:\n  run_on_startup: false\n", &[]);
+    // The pair's carrier comes up on its own time (linkwatch), which
+    // runs a hook: wait for it, then start from no records.
+    let mut c = Ctl::connect(&d);
+    let end = Instant::now() + Duration::from_secs(10);
+    while ["sta0", "stb0"].iter().any(|l| {
+        c.ok(&format!(r#"{{"command":"interface","link":"{l}"}}"#))["interface"]["state"]
+            != "carrier"
+    }) {
+        assert!(Instant::now() < end, "the pair never got its carrier");
+        sleep_ms(50);
+    }
+    sleep_ms(300);
+    let _ = fs::remove_file(d.join("records"));
     let pid = n.pid().to_string();
     // one descriptor more than it has open: a hook's pipe needs two
     let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
