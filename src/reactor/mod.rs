@@ -446,6 +446,7 @@ impl Daemon {
                 c.broadcast(
                     || netevd_ctl::event_line(ev.json()),
                     |f| f.matches(&name, index, kind, dir),
+                    self.poll.registry(),
                     Instant::now(),
                 );
             }

@@ -551,6 +551,7 @@ impl Control {
         &mut self,
         line: impl FnOnce() -> String,
         pass: impl Fn(&EventFilter) -> bool,
+        reg: &Registry,
         now: Instant,
     ) {
         let max = self.settings.max_queue;
@@ -570,30 +571,37 @@ impl Control {
                 self.queued.push(i);
             }
             c.out.push(made.as_bytes());
-            let due = if c.out.len() >= FLUSH_SIZE {
-                now
-            } else {
-                now + FLUSH_DELAY
-            };
-            self.flush_at = Some(self.flush_at.map_or(due, |t| t.min(due)));
-            if c.out.len() > max {
-                self.stats.dropped_slow += 1;
-                log::warn!(
-                    "control: client {i} (uid {}) fell {} bytes behind; dropping it",
-                    c.uid,
-                    c.out.len()
-                );
-                // Keep only what finishes the line being written, then
-                // the notice; the rest is freed now.
-                c.out.keep_first_line();
-                let notice = dropped_line(&format!("too slow: more than {max} bytes queued"));
-                c.out.push(notice.as_bytes());
-                c.closing = Some(now + CLOSE_GRACE);
-                c.more = false;
-                if !self.queued.contains(&i) {
-                    self.queued.push(i);
-                }
+            if c.out.len() < FLUSH_SIZE {
+                let due = now + FLUSH_DELAY;
+                self.flush_at = Some(self.flush_at.map_or(due, |t| t.min(due)));
+                continue;
             }
+            // Enough for one write now; only what the socket does not
+            // take counts against the subscriber.
+            self.flush(i, reg, now);
+            let Some(c) = self.clients[i].as_mut() else {
+                continue;
+            };
+            if c.closing.is_some() || c.out.len() <= max {
+                continue;
+            }
+            self.stats.dropped_slow += 1;
+            log::warn!(
+                "control: client {i} (uid {}) fell {} bytes behind; dropping it",
+                c.uid,
+                c.out.len()
+            );
+            // Keep only what finishes the line being written, then the
+            // notice; the rest is freed now.
+            c.out.keep_first_line();
+            let notice = dropped_line(&format!("too slow: more than {max} bytes queued"));
+            c.out.push(notice.as_bytes());
+            c.closing = Some(now + CLOSE_GRACE);
+            c.more = false;
+            if !self.queued.contains(&i) {
+                self.queued.push(i);
+            }
+            self.flush_at = Some(now);
         }
     }
 
