@@ -618,3 +618,75 @@ fn queries_are_answered_during_a_netlink_flood() {
         "a status took {worst:?} during the flood"
     );
 }
+
+/// A client that writes nothing but newlines as fast as it can gets a
+/// share of each turn like any other: the others are still answered.
+#[test]
+fn a_flood_of_empty_lines_does_not_hold_the_loop() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "");
+    let sock = d.join("ctl.sock");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let mut s = flooder.try_clone().unwrap();
+    let t = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let block = vec![b'\n'; 1 << 20];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(&block).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    sleep_ms(300);
+    let mut c = Ctl::connect(&d);
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        c.ok(r#"{"command":"status"}"#);
+        worst = worst.max(t0.elapsed());
+        sleep_ms(50);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = flooder.shutdown(std::net::Shutdown::Both);
+    t.join().unwrap();
+    assert!(worst < Duration::from_millis(500), "status took {worst:?}");
+}
+
+/// A client that shuts its writing side after subscribing (as `nc -N`
+/// does) still gets its events; one that asked for a reply gets all of
+/// it.
+#[test]
+fn a_client_that_stops_writing_still_reads() {
+    let (ns, d) = (Ns::new(), Dir::new());
+    let _n = Daemon::start(&ns, &d, "");
+    let mut sub = Ctl::connect(&d);
+    sub.send_raw(b"{\"command\":\"subscribe\"}\n");
+    sub.w.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(sub.line()["ok"]["subscribed"], true);
+    ns.ip(&["link", "add", "sa", "type", "veth", "peer", "name", "sb"]);
+    let ev = sub.line();
+    assert!(ev.get("event").is_some(), "{ev}");
+    let many: String = (0..2000)
+        .map(|i| format!("route add 10.{}.{}.0/24 dev lo table 9\n", i / 250, i % 250))
+        .collect();
+    ns.batch(&d.write("routes", &many, 0o644));
+    let mut q = Ctl::connect(&d);
+    let end = Instant::now() + Duration::from_secs(10);
+    while q.ok(r#"{"command":"routes","table":9}"#)["routes"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 2000
+    {
+        assert!(Instant::now() < end, "the routes never all arrived");
+        sleep_ms(50);
+    }
+    let mut q = Ctl::connect(&d);
+    q.send_raw(b"{\"command\":\"routes\",\"table\":9}\n");
+    q.w.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = q.line();
+    assert_eq!(r["ok"]["routes"].as_array().unwrap().len(), 2000);
+}

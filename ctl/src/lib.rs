@@ -607,7 +607,7 @@ pub struct Status {
     pub uptime_seconds: u64,
     pub backend: String,
     pub config: String,
-    /// FNV-1a of the configuration file's bytes, as 16 hex digits.
+    /// FNV-1a of the configuration in force as parsed, as 16 hex digits.
     pub config_hash: String,
     pub synced: bool,
     pub links: usize,

@@ -202,7 +202,7 @@ impl Mirror {
                     seen.routes.insert(route.clone());
                 }
                 if replace {
-                    self.remove_replaced(&route);
+                    self.remove_replaced(&route, out);
                 }
                 if !self.routes.contains(&route) {
                     self.routes.insert(route.clone());
@@ -354,7 +354,10 @@ impl Mirror {
     /// Drops the routes `route` replaces: those with its replace key and
     /// another next hop. The key is a prefix of `RouteInfo`'s order, so they
     /// sit together in the set and are found without a scan.
-    fn remove_replaced(&mut self, route: &RouteInfo) {
+    /// The kernel sends no deletion for what a replace displaced (an
+    /// `ip route replace` moving a route to another link): consumers hear
+    /// of it from here.
+    fn remove_replaced(&mut self, route: &RouteInfo, out: &mut Vec<Change>) {
         let key = route.replace_key();
         let from = RouteInfo {
             dst: route.dst,
@@ -375,6 +378,10 @@ impl Mirror {
             .collect();
         for r in old {
             self.routes.remove(&r);
+            out.push(Change::Route(RouteChange {
+                added: false,
+                route: r,
+            }));
         }
     }
 

@@ -460,15 +460,28 @@ mod tests {
                     replace: false,
                 },
                 Input::NewRoute {
-                    route: a,
+                    route: a.clone(),
                     replace: false,
-                },
-                Input::NewRoute {
-                    route: b.clone(),
-                    replace: true,
                 },
             ],
         );
+        // The kernel says nothing of the route a replace displaced: route
+        // hooks hear of it as a deletion, before the new one.
+        let evs = run(
+            &mut c,
+            vec![Input::NewRoute {
+                route: b.clone(),
+                replace: true,
+            }],
+        );
+        let seen: Vec<(bool, Option<std::net::IpAddr>)> = evs
+            .iter()
+            .map(|e| {
+                let rc = e.route.as_ref().unwrap();
+                (rc.added, rc.route.gateway)
+            })
+            .collect();
+        assert_eq!(seen, vec![(false, a.gateway), (true, b.gateway)]);
         let mut want = vec![b, other_metric, other_table, other_dst];
         want.sort();
         assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);

@@ -110,6 +110,9 @@ impl Scheduler {
             previous: event.previous,
             coalesced: 0,
         };
+        // Whether the link is in `ready` already: it is once anything of
+        // it waits, replaced or not.
+        let first = slot.waiting.is_empty();
         if let Some(old_seq) = slot.by_key.remove(&key) {
             if let Some((_, old)) = slot.waiting.remove(&old_seq) {
                 run.coalesced = old.run.coalesced + 1;
@@ -120,7 +123,6 @@ impl Scheduler {
         if event.kind == Kind::Removed {
             slot.epoch = slot.epoch.wrapping_add(1);
         }
-        let first = slot.waiting.is_empty();
         slot.by_key.insert(key.clone(), seq);
         slot.waiting.insert(seq, (key, Job { event, run }));
         if !slot.busy && first {
@@ -313,6 +315,19 @@ mod tests {
         s.submit(ev(2, 1, Kind::State, Routable, Some(Carrier)));
         s.submit(ev(3, 1, Kind::Test, Routable, Some(Routable)));
         assert_eq!(s.queued(), 2);
+    }
+
+    #[test]
+    fn replacing_a_waiting_event_does_not_queue_the_link_again() {
+        let mut s = Scheduler::new(1);
+        s.submit(ev(1, 1, Kind::State, Carrier, None));
+        assert!(s.next().is_some());
+        for id in 2..10_000 {
+            s.submit(ev(id, 2, Kind::State, Carrier, None));
+        }
+        assert_eq!(s.ready.len(), 1);
+        s.done(1);
+        assert_eq!(s.next().unwrap().event.id, 9_999);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::{now_ms, Daemon};
 use crate::config::Config;
-use crate::core::event::{environment, RunInfo};
+use std::rc::Rc;
+
+use crate::core::event::{environment, Event, RunInfo};
 use crate::core::query;
 use crate::effect::hooks;
 use crate::source::control::Line;
@@ -166,16 +168,32 @@ impl Daemon {
                 since,
                 filter,
             } => {
-                let mut v: Vec<Value> = self
-                    .history
-                    .iter()
-                    .rev()
-                    .filter(|e| since.map_or(true, |s| e.id > s))
-                    .filter(|e| filter.matches(&e.name_lossy(), e.index, e.kind.as_str(), e.dir()))
-                    .take(limit(n))
-                    .map(|e| serde_json::from_str(e.json()).unwrap_or(Value::Null))
-                    .collect();
-                v.reverse();
+                let pass = |e: &&Rc<Event>| {
+                    since.map_or(true, |s| e.id > s)
+                        && filter.matches(&e.name_lossy(), e.index, e.kind.as_str(), e.dir())
+                };
+                let json = |e: &Rc<Event>| serde_json::from_str(e.json()).unwrap_or(Value::Null);
+                // With `since`, the next ones after it (a client pages
+                // forward); without, the newest.
+                let v: Vec<Value> = if since.is_some() {
+                    self.history
+                        .iter()
+                        .filter(pass)
+                        .take(limit(n))
+                        .map(json)
+                        .collect()
+                } else {
+                    let mut v: Vec<Value> = self
+                        .history
+                        .iter()
+                        .rev()
+                        .filter(pass)
+                        .take(limit(n))
+                        .map(json)
+                        .collect();
+                    v.reverse();
+                    v
+                };
                 Ok(json!({ "events": v }))
             }
             Request::History { limit: n, link } => {

@@ -268,8 +268,13 @@ impl Daemon {
         let flush = self.control.as_ref().and_then(Control::flush_at);
         self.timers.arm(Timer::Flush, flush);
         self.timers.arm(Timer::Hooks, self.runner.next_deadline());
-        let retry = self.netlink.wants_retry().then(|| now + RETRY);
-        self.timers.arm(Timer::NetlinkRetry, retry);
+        // Armed once when the need arises, not moved every turn: a loop
+        // woken often must still retry.
+        if !self.netlink.wants_retry() {
+            self.timers.arm(Timer::NetlinkRetry, None);
+        } else if !self.timers.armed(Timer::NetlinkRetry) {
+            self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
+        }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);

@@ -77,6 +77,11 @@ impl Timers {
         }
     }
 
+    /// Whether `t` is set to fire.
+    pub fn armed(&self, t: Timer) -> bool {
+        self.armed[slot(t)].is_some()
+    }
+
     fn drop_stale(&mut self) {
         while let Some(Reverse((at, t))) = self.heap.peek().copied() {
             if self.armed[slot(t)] == Some(at) {

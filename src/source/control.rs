@@ -49,6 +49,9 @@ use serde_json::Value;
 /// Bytes read from a client's socket at once.
 const READ_CHUNK: usize = 8192;
 
+/// Bytes read from one client per request taken.
+const READ_BUDGET: usize = 4 * READ_CHUNK;
+
 /// Requests taken from one client per turn of the loop.
 pub const LINES_PER_TURN: usize = 16;
 
@@ -302,7 +305,7 @@ impl Control {
     /// Closes clients that hung up and sent nothing still to answer.
     fn reap_hung_up(&mut self, reg: &Registry) {
         for i in 0..self.clients.len() {
-            let Some(c) = self.clients[i].as_ref() else {
+            let Some(Some(c)) = self.clients.get(i) else {
                 continue;
             };
             let mut p = libc::pollfd {
@@ -407,6 +410,9 @@ impl Control {
             if let Err(e) = reg.register(&mut c.stream, Token(self.base + slot), Interest::READABLE)
             {
                 log::warn!("control: cannot watch a client: {e}");
+                while matches!(self.clients.last(), Some(None)) {
+                    self.clients.pop();
+                }
                 continue;
             }
             self.stats.accepted += 1;
@@ -433,14 +439,24 @@ impl Control {
             c.more = false;
             return None;
         }
-        if c.out.len() >= LOW_WATER {
-            c.held = true;
-            c.more = false;
-            return None;
-        }
+        // Bytes read and lines skipped in this call are bounded too, so a
+        // client sending only newlines, or one endless line, cannot keep
+        // the loop here.
+        let mut budget = READ_BUDGET;
+        let mut skipped = 0;
         loop {
+            if c.out.len() >= LOW_WATER {
+                c.held = true;
+                c.more = false;
+                break;
+            }
             if let Some(bytes) = take_line(c, &mut self.stats) {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
+                    skipped += 1;
+                    if skipped >= READ_BUDGET {
+                        c.more = true;
+                        break;
+                    }
                     continue;
                 }
                 c.last_active = now;
@@ -453,15 +469,22 @@ impl Control {
                 });
             }
             if c.eof {
-                // A half-written last line is not a request: the client
-                // went away before finishing it.
-                self.close(i, reg);
-                return None;
+                // Nothing more will come, and a half-written last line is
+                // not a request. The client may still read what is
+                // queued, and a subscriber its events (`flush` closes it
+                // when that is over).
+                c.more = false;
+                break;
+            }
+            if budget == 0 {
+                c.more = true;
+                break;
             }
             let mut buf = [0u8; READ_CHUNK];
             match c.stream.read(&mut buf) {
                 Ok(0) => c.eof = true,
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     if c.discarding {
                         match buf[..n].iter().position(|&b| b == b'\n') {
                             Some(p) => {
@@ -479,9 +502,7 @@ impl Control {
                     if c.inbuf.is_empty() && c.inbuf.capacity() > KEEP_CAPACITY {
                         c.inbuf = Vec::new();
                     }
-                    // A reply for a too-long line may be queued.
-                    self.flush(i, reg, now);
-                    return None;
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -491,6 +512,10 @@ impl Control {
                 }
             }
         }
+        // Error replies for lines too long may be queued; and a client
+        // that hung up is closed here once nothing is left for it.
+        self.flush(i, reg, now);
+        None
     }
 
     /// Client `i` used up its share of this turn (`LINES_PER_TURN`
@@ -558,7 +583,7 @@ impl Control {
         let mut line = Some(line);
         let mut made = String::new();
         for i in 0..self.clients.len() {
-            let Some(c) = self.clients[i].as_mut() else {
+            let Some(Some(c)) = self.clients.get_mut(i) else {
                 continue;
             };
             if c.closing.is_some() || !c.subscription.as_ref().is_some_and(&pass) {
@@ -579,7 +604,7 @@ impl Control {
             // Enough for one write now; only what the socket does not
             // take counts against the subscriber.
             self.flush(i, reg, now);
-            let Some(c) = self.clients[i].as_mut() else {
+            let Some(Some(c)) = self.clients.get_mut(i) else {
                 continue;
             };
             if c.closing.is_some() || c.out.len() <= max {
@@ -650,7 +675,9 @@ impl Control {
                 }
             }
         }
-        if gone || (c.closing.is_some() && c.out.is_empty()) {
+        let done = c.out.is_empty()
+            && (c.closing.is_some() || (c.eof && c.subscription.is_none() && !has_line(&c.inbuf)));
+        if gone || done {
             self.close(i, reg);
             return;
         }
@@ -700,7 +727,7 @@ impl Control {
     pub fn expire(&mut self, reg: &Registry, now: Instant) {
         let idle = self.settings.idle_timeout;
         for i in 0..self.clients.len() {
-            let Some(c) = self.clients[i].as_ref() else {
+            let Some(Some(c)) = self.clients.get(i) else {
                 continue;
             };
             let over = match c.closing {
@@ -751,6 +778,10 @@ impl Control {
             ),
         }
     }
+}
+
+fn has_line(b: &[u8]) -> bool {
+    b.contains(&b'\n')
 }
 
 /// Takes the next complete line out of the client's buffer; answers and

@@ -222,10 +222,18 @@ impl Netlink {
                         }
                     } else if ours {
                         self.dumping = None;
-                        if self.queue.is_empty() {
-                            out.push(Input::ResyncEnd);
-                        } else {
+                        if !self.queue.is_empty() {
                             self.next_dump();
+                        } else if self.resync_wanted {
+                            // Interrupted (NLM_F_DUMP_INTR) or overrun while
+                            // dumping: what was dumped may miss entries, so
+                            // the bracket stays open and the dumps start
+                            // over; reconciling now would delete what the
+                            // dump missed and add it back next time.
+                            log::debug!("netlink: the dump was interrupted; dumping again");
+                            self.dump_failed = true;
+                        } else {
+                            out.push(Input::ResyncEnd);
                         }
                     }
                 }
