@@ -942,3 +942,20 @@ fn a_daemon_that_accepts_nothing_hits_the_deadline_too() {
     assert!(r.err.contains("accepts no connection within 1 s"), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A --socket that names a directory or a plain file is said to be the
+/// wrong path, not a daemon that died.
+#[test]
+fn a_socket_path_that_is_no_socket_is_named_so() {
+    let d = Dir::new();
+    let file = d.write("plain", "x", 0o644);
+    for (path, what) in [(d.path.clone(), "a directory"), (file, "a regular file")] {
+        let o = cmd(&path, &["status"]).output().unwrap();
+        let r = Run::from(o);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(
+            r.err.contains("is not a socket but") && r.err.contains(what),
+            "{r:?}"
+        );
+    }
+}

@@ -227,6 +227,9 @@ pub const COMMANDS: [&str; 12] = [
     "validate",
 ];
 
+/// The kinds of event.
+pub const KINDS: [&str; 5] = ["startup", "state", "removed", "routes", "test"];
+
 /// The hook directories a `test` may run.
 pub const STATES: [&str; 12] = [
     "off",
@@ -300,10 +303,18 @@ impl<'a> Args<'a> {
     }
 
     fn filter(&mut self) -> Result<EventFilter, Error> {
+        let command = self.command;
+        let one_of = |v: Option<String>, what: &str, all: &[&str]| match v {
+            Some(x) if !all.contains(&x.as_str()) => Err(bad(format!(
+                "{command}: {what}: {x:?} is not one of {}",
+                all.join(", ")
+            ))),
+            v => Ok(v),
+        };
         Ok(EventFilter {
             link: self.link("link")?,
-            kind: self.string("kind")?,
-            state: self.string("state")?,
+            kind: one_of(self.string("kind")?, "kind", &KINDS)?,
+            state: one_of(self.string("state")?, "state", &STATES)?,
         })
     }
 
@@ -755,6 +766,16 @@ mod tests {
                 "{\"command\":\"rules\",\"all\":\"yes\"}",
                 Code::BadRequest,
                 "all",
+            ),
+            (
+                "{\"command\":\"events\",\"kind\":\"bogus\"}",
+                Code::BadRequest,
+                "\"bogus\" is not one of startup",
+            ),
+            (
+                "{\"command\":\"subscribe\",\"state\":\"up\"}",
+                Code::BadRequest,
+                "\"up\" is not one of",
             ),
         ];
         for (line, code, needle) in cases {

@@ -20,7 +20,7 @@
 mod render;
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
@@ -682,10 +682,23 @@ fn connect_error(path: &Path, e: &io::Error) -> String {
         }
         // The file is there but nobody listens: a socket left behind by a
         // daemon that died without removing it.
-        ErrorKind::ConnectionRefused => format!(
-            "nothing listens on {p}: the daemon is not running (the socket is left from an \
-             earlier run)"
-        ),
+        ErrorKind::ConnectionRefused => match std::fs::metadata(path) {
+            Ok(m) if !m.file_type().is_socket() => format!(
+                "{p} is not a socket but {}: is --socket right? (control.socket in \
+                 netevd.yaml says where netevd serves it)",
+                if m.is_dir() {
+                    "a directory"
+                } else if m.is_file() {
+                    "a regular file"
+                } else {
+                    "another kind of file"
+                }
+            ),
+            _ => format!(
+                "nothing listens on {p}: the daemon is not running (the socket is left from an \
+                 earlier run)"
+            ),
+        },
         ErrorKind::PermissionDenied => format!("permission denied on {p} ({})", access_hint(path)),
         _ => format!("cannot connect to {p}: {e}"),
     }
@@ -702,9 +715,14 @@ fn access_hint(path: &Path) -> String {
     };
     let mode = md.mode() & 0o7777;
     let owner = name_of("/etc/passwd", md.uid());
-    if mode & 0o020 != 0 {
+    if mode & 0o020 != 0 && md.gid() != 0 {
         let group = name_of("/etc/group", md.gid());
         format!("mode {mode:04o}, group {group}: join group {group} or run as root")
+    } else if mode & 0o020 != 0 {
+        format!(
+            "mode {mode:04o}, group root: only root may connect; control.group in \
+             netevd.yaml lets a group in"
+        )
     } else if md.uid() == 0 {
         format!("mode {mode:04o}, owner {owner}: only root may connect")
     } else {
