@@ -381,12 +381,13 @@ impl Daemon {
         for i in inputs.drain(..) {
             self.policy.observe(&i, instant);
             self.core.apply(i, now, &mut self.out);
-            // Policy changes go out before hooks start, so a hook for a new
-            // address finds its rules in place.
-            self.reconcile(instant);
             if self.out.is_empty() {
                 continue;
             }
+            // Policy changes go out before hooks start, so a hook for a new
+            // address finds its rules in place; inputs that make no event
+            // are reconciled together at the end of the read.
+            self.reconcile(instant);
             self.publish_out();
             // An idle link starts its hooks now; only what arrives while
             // they run waits and coalesces, even within one read.
