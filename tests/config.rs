@@ -15,8 +15,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const P: &str = "148"; // netevd's protocol number
-
 /// `h` has wan1 10.2.0.2/24 with a default route via r's 10.2.0.1.
 struct Net {
     h: Ns,
@@ -38,25 +36,6 @@ fn net() -> Net {
         "route", "add", "default", "via", "10.2.0.1", "dev", "wan1", "metric", "200",
     ]);
     Net { h, _r: r }
-}
-
-/// Rules and routes with our protocol, IPv4 and IPv6.
-fn owned(h: &Ns) -> Vec<String> {
-    let mut v = Vec::new();
-    for fam in ["-4", "-6"] {
-        for what in [&["rule"][..], &["route", "show", "table", "all"][..]] {
-            let mut args = vec![fam];
-            args.extend_from_slice(what);
-            v.extend(
-                h.output(&args)
-                    .lines()
-                    .filter(|l| l.contains(&format!("proto {P}")) || l.contains("proto netevd"))
-                    .map(|l| l.trim().to_string()),
-            );
-        }
-    }
-    v.sort();
-    v
 }
 
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
@@ -105,8 +84,13 @@ fn refused(dm: &Daemon, d: &Dir, n: usize, why: &str) {
 fn reload_that_cannot_read_the_file_keeps_the_rules() {
     let (n, d) = (net(), Dir::new());
     let dm = Daemon::start(&n.h, &d, "routing:\n  policy_rules: [wan1]\n");
-    wait("the rules", 5, || owned(&n.h).len() == 4, || d.log());
-    let before = owned(&n.h);
+    wait(
+        "the rules",
+        5,
+        || owned_entries(&n.h).len() == 4,
+        || d.log(),
+    );
+    let before = owned_entries(&n.h);
     assert!(
         before
             .iter()
@@ -132,7 +116,11 @@ fn reload_that_cannot_read_the_file_keeps_the_rules() {
     refused(&dm, &d, 4, "not a regular file");
 
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(owned(&n.h), before, "a refused reload changed the rules");
+    assert_eq!(
+        owned_entries(&n.h),
+        before,
+        "a refused reload changed the rules"
+    );
     assert!(!d.log().contains("reloaded"), "{}", d.log());
 
     // The loop still answers: the file back, a reload takes it.
@@ -140,7 +128,7 @@ fn reload_that_cannot_read_the_file_keeps_the_rules() {
     fs::rename(&away, &cfg).unwrap();
     dm.signal("HUP");
     wait("the reload", 5, || d.log().contains("reloaded"), || d.log());
-    assert_eq!(owned(&n.h), before);
+    assert_eq!(owned_entries(&n.h), before);
     assert_eq!(dm.stop(), Some(0));
 }
 
@@ -253,5 +241,5 @@ fn no_cap_net_admin_is_said_once_at_start() {
     assert_eq!(said, 1, "{log}");
     assert!(!log.contains("refused"), "{log}");
     assert!(!log.contains("policy: add"), "{log}");
-    assert!(owned(&n.h).is_empty());
+    assert!(owned_entries(&n.h).is_empty());
 }

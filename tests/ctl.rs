@@ -709,19 +709,8 @@ fn help_and_version() {
     for h in ["-h", "--help", "help"] {
         let r: Run = Command::new(netevctl_bin()).arg(h).output().unwrap().into();
         assert_eq!(r.code, Some(0), "{h}: {r:?}");
-        for c in [
-            "status",
-            "interfaces",
-            "interface",
-            "routes",
-            "rules",
-            "events",
-            "history",
-            "hooks",
-            "reload",
-            "test",
-            "validate",
-        ] {
+        // Every command but `subscribe`, which is `events --follow`.
+        for c in netevd_ctl::COMMANDS.iter().filter(|c| **c != "subscribe") {
             assert!(
                 r.out
                     .lines()

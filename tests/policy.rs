@@ -98,26 +98,6 @@ fn ping(h: &Ns, v6: bool, from: &str, to: &str) -> bool {
         .success()
 }
 
-/// `ip [-6] rule` and `ip [-6] route show table all` lines with our
-/// protocol.
-fn owned(h: &Ns) -> Vec<String> {
-    let mut v = Vec::new();
-    for fam in ["-4", "-6"] {
-        for what in [&["rule"][..], &["route", "show", "table", "all"][..]] {
-            let mut args = vec![fam];
-            args.extend_from_slice(what);
-            v.extend(
-                h.output(&args)
-                    .lines()
-                    .filter(|l| l.contains(&format!("proto {P}")) || l.contains("proto netevd"))
-                    .map(|l| l.trim().to_string()),
-            );
-        }
-    }
-    v.sort();
-    v
-}
-
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -129,7 +109,7 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// The complete set for wan1 (ifindex 3 in a fresh namespace: lo, wan0,
 /// wan1), in `ip` output form.
 fn full_set(h: &Ns) -> bool {
-    let o = owned(h).join("\n");
+    let o = owned_entries(h).join("\n");
     [
         "10000:\tfrom 10.2.0.2 lookup 1003",
         "10001:\tfrom all to 10.2.0.2 lookup 1003",
@@ -142,7 +122,7 @@ fn full_set(h: &Ns) -> bool {
     ]
     .iter()
     .all(|want| o.contains(want))
-        && owned(h).len() == 8
+        && owned_entries(h).len() == 8
 }
 
 const CONFIG: &str = "routing:\n  policy_rules: [wan1]\n";
@@ -185,8 +165,10 @@ fn gateway_after_address_ends_the_same() {
     let (n, d) = (net(), Dir::new());
     let _dm = Daemon::start(&n.h, &d, CONFIG);
     wan1_address(&n.h);
-    wait("rules and connected routes", 5, || owned(&n.h).len() == 6);
-    assert!(!owned(&n.h).iter().any(|l| l.starts_with("default")));
+    wait("rules and connected routes", 5, || {
+        owned_entries(&n.h).len() == 6
+    });
+    assert!(!owned_entries(&n.h).iter().any(|l| l.starts_with("default")));
     wan1_gateway(&n.h);
     wait("the default routes", 5, || full_set(&n.h));
     assert!(ping(&n.h, false, "10.2.0.2", "198.51.100.1"));
@@ -213,7 +195,7 @@ fn restart_leaves_no_duplicates_and_removes_stale_own_entries_only() {
     wait("the stale rule removed", 5, || {
         !n.h.output(&["rule"]).contains("10.9.9.9")
     });
-    assert!(full_set(&n.h), "{:#?}", owned(&n.h));
+    assert!(full_set(&n.h), "{:#?}", owned_entries(&n.h));
     let rules = n.h.output(&["rule"]);
     assert!(
         rules.contains("from 10.8.8.8 lookup 77"),
@@ -239,27 +221,29 @@ fn cleanup_on_address_removal_link_deletion_and_reload() {
     let dm = running(&n, &d);
     n.h.ip(&["addr", "del", "10.2.0.2/24", "dev", "wan1"]);
     wait("IPv4 entries gone", 5, || {
-        !owned(&n.h).iter().any(|l| l.contains("10.2.0."))
+        !owned_entries(&n.h).iter().any(|l| l.contains("10.2.0."))
     });
-    assert_eq!(owned(&n.h).len(), 4, "{:#?}", owned(&n.h)); // IPv6 stays
-                                                            // dropped from the configuration on reload: the rest goes
+    assert_eq!(owned_entries(&n.h).len(), 4, "{:#?}", owned_entries(&n.h)); // IPv6 stays
+                                                                            // dropped from the configuration on reload: the rest goes
     let cfg = d.join("netevd.yaml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("[wan1]", "[]");
     std::fs::write(&cfg, text).unwrap();
     dm.signal("HUP");
-    wait("everything gone after reload", 5, || owned(&n.h).is_empty());
+    wait("everything gone after reload", 5, || {
+        owned_entries(&n.h).is_empty()
+    });
     // listed again, then the link goes away
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("policy_rules: []", "policy_rules: [wan1]");
     std::fs::write(&cfg, text).unwrap();
     dm.signal("HUP");
-    wait("IPv6 entries back", 5, || owned(&n.h).len() == 4);
+    wait("IPv6 entries back", 5, || owned_entries(&n.h).len() == 4);
     n.h.ip(&["link", "del", "wan1"]);
     wait("everything gone with the link", 5, || {
-        owned(&n.h).is_empty()
+        owned_entries(&n.h).is_empty()
     });
 }
 

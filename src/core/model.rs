@@ -21,9 +21,6 @@ pub struct Core {
     mirror: Mirror,
     publisher: Publisher,
     changes: Vec<Change>,
-    /// Events emitted since start, for status reports.
-    pub events_emitted: u64,
-    pub resyncs: u64,
 }
 
 impl Core {
@@ -32,8 +29,6 @@ impl Core {
             mirror: Mirror::default(),
             publisher: Publisher::new(settings),
             changes: Vec::new(),
-            events_emitted: 0,
-            resyncs: 0,
         }
     }
 
@@ -64,9 +59,14 @@ impl Core {
         self.mirror.synced()
     }
 
-    fn sync_counters(&mut self) {
-        self.events_emitted = self.publisher.emitted;
-        self.resyncs = self.mirror.resyncs;
+    /// Events emitted since start, for status reports.
+    pub fn events_emitted(&self) -> u64 {
+        self.publisher.emitted
+    }
+
+    /// Dumps reconciled since start.
+    pub fn resyncs(&self) -> u64 {
+        self.mirror.resyncs
     }
 
     /// New settings (on reload). Links that stop being monitored are
@@ -75,7 +75,6 @@ impl Core {
     pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<Event>) {
         self.publisher
             .set_settings(settings, &self.mirror, now_ms, out);
-        self.sync_counters();
     }
 
     /// Applies one kernel message; events are appended to `out`.
@@ -86,7 +85,6 @@ impl Core {
             self.publisher.on(&self.mirror, c, now_ms, out);
         }
         self.changes = changes;
-        self.sync_counters();
     }
 
     /// An event for `netevctl test`: the link's current state, run through
@@ -99,18 +97,16 @@ impl Core {
         dry_run: bool,
         now_ms: u64,
     ) -> Option<Event> {
-        self.mirror.link(index)?;
+        let link = self.mirror.link(index)?;
         let previous = self.publisher.previous(index);
         let id = if dry_run {
             self.publisher.next_id()
         } else {
             self.publisher.alloc_id()
         };
-        let link = self.mirror.link(index)?;
         let mut ev = make_event(id, Kind::Test, link, previous, now_ms);
         ev.origin = Origin::Control;
         ev.test_dir = Some(dir);
-        self.sync_counters();
         Some(ev)
     }
 }
@@ -626,7 +622,7 @@ mod tests {
         assert_eq!(c.routes().len(), 2);
         let va = c.link(2).unwrap();
         assert_eq!(va.addrs.len(), 1);
-        assert_eq!(c.resyncs, 2);
+        assert_eq!(c.resyncs(), 2);
     }
 
     #[test]

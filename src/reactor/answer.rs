@@ -32,6 +32,12 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
+/// A fingerprint of the configuration as parsed: it changes when a
+/// setting does, not with comments or layout.
+pub fn config_hash(c: &Config) -> u64 {
+    fnv1a(format!("{c:?}").as_bytes())
+}
+
 /// What a reload changes, in words, for the reply and the log.
 pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut v = Vec::new();
@@ -280,7 +286,7 @@ impl Daemon {
             uptime_seconds: self.started.elapsed().as_secs(),
             backend: self.config.backend.as_str().to_string(),
             config: self.opts.config_path.display().to_string(),
-            config_hash: format!("{:016x}", fnv1a(format!("{:?}", self.config).as_bytes())),
+            config_hash: format!("{:016x}", self.config_hash),
             synced: self.core.synced(),
             links: self.core.links().count(),
             routes: self.core.routes().iter().count(),

@@ -79,6 +79,8 @@ pub struct Daemon {
     /// What `history` holds, by `Event::weight`.
     history_bytes: usize,
     last_event: Option<Rc<Event>>,
+    /// Of the configuration in force, for `status`; made at load.
+    config_hash: u64,
     /// Inputs since memory was last given back.
     since_trim: u64,
     /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
@@ -132,6 +134,7 @@ fn now_ms() -> u64 {
 
 impl Daemon {
     pub fn new(config: Config, opts: Options) -> io::Result<Self> {
+        let config_hash = answer::config_hash(&config);
         let poll = Poll::new()?;
         let netlink = Netlink::open(config.netlink_rcvbuf)?;
         poll.registry().register(
@@ -173,6 +176,7 @@ impl Daemon {
             history: VecDeque::new(),
             history_bytes: 0,
             last_event: None,
+            config_hash,
             since_trim: 0,
             stopping: false,
         })
@@ -311,7 +315,7 @@ impl Daemon {
         let (n, h, p) = (self.netlink.stats, self.runner.stats, self.policy.stats());
         let c = self.control.as_ref().map(|c| c.stats).unwrap_or_default();
         netevd_ctl::Counters {
-            events: self.core.events_emitted,
+            events: self.core.events_emitted(),
             coalesced: self.sched.coalesced,
             hooks_started: h.started,
             hooks_failed: h.failed,
@@ -323,7 +327,7 @@ impl Daemon {
             netlink_undecodable: n.decode_errors,
             netlink_overruns: n.overflows,
             resyncs_started: n.resyncs_started,
-            resyncs_completed: self.core.resyncs,
+            resyncs_completed: self.core.resyncs(),
             policy_requests: p.requests,
             policy_refused: p.refused,
             policy_restored: p.restored,
@@ -589,6 +593,7 @@ impl Daemon {
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
         self.runner.check_script_dir();
+        self.config_hash = answer::config_hash(&c);
         self.config = c;
         self.core
             .set_settings(core_settings(&self.config), now_ms(), &mut self.out);

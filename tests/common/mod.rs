@@ -415,3 +415,23 @@ impl std::fmt::Debug for Run {
         )
     }
 }
+
+/// `ip [-6] rule` and `ip [-6] route show table all` lines in `h` with
+/// netevd's protocol (148, or `netevd` with the rt_protos.d file).
+pub fn owned_entries(h: &Ns) -> Vec<String> {
+    let mut v = Vec::new();
+    for fam in ["-4", "-6"] {
+        for what in [&["rule"][..], &["route", "show", "table", "all"][..]] {
+            let mut args = vec![fam];
+            args.extend_from_slice(what);
+            v.extend(
+                h.output(&args)
+                    .lines()
+                    .filter(|l| l.contains("proto 148") || l.contains("proto netevd"))
+                    .map(|l| l.trim().to_string()),
+            );
+        }
+    }
+    v.sort();
+    v
+}
