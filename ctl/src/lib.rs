@@ -35,6 +35,12 @@
 //!   `dry_run`: `{"event_id": null, "state", "link", "hooks": [{path,
 //!   environment: {NAME: value}, json}]}`.
 //! - subscribe: `{"subscribed": true}`, then event lines.
+//! - metrics: `{"format": "prometheus-text-0.0.4", "text": str}`, the
+//!   Prometheus text exposition as one string.
+//! - audit (privileged): `{"path", "lines": [LINE], "truncated": bool}`,
+//!   LINE being an audit log line as written (netevd.yaml(5), AUDIT LOG),
+//!   oldest first; `truncated` when the files were larger than one query
+//!   may read.
 //!
 //! No I/O here but `parse_args` printing argh's messages.
 
@@ -208,11 +214,29 @@ pub enum Request {
         dry_run: bool,
     },
     Subscribe(EventFilter),
+    Metrics,
+    Audit(AuditQuery),
 }
+
+/// What an `audit` request asks for; every field narrows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Milliseconds since the epoch, inclusive.
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// One of `AUDIT_KINDS`.
+    pub kind: Option<String>,
+    pub link: Option<LinkRef>,
+    /// The newest this many, or with `since_ms` the first this many.
+    pub limit: Option<usize>,
+}
+
+/// The kinds of audit line.
+pub const AUDIT_KINDS: [&str; 6] = ["state", "hook", "control", "reload", "policy", "audit"];
 
 /// The commands, as they are spelt on the wire and on netevctl's command
 /// line.
-pub const COMMANDS: [&str; 12] = [
+pub const COMMANDS: [&str; 14] = [
     "status",
     "interfaces",
     "interface",
@@ -225,6 +249,8 @@ pub const COMMANDS: [&str; 12] = [
     "test",
     "subscribe",
     "validate",
+    "metrics",
+    "audit",
 ];
 
 /// The kinds of event.
@@ -437,6 +463,29 @@ fn request_of(obj: &Map<String, Value>) -> Result<Request, Error> {
             }
         }
         "subscribe" => Request::Subscribe(a.filter()?),
+        "metrics" => Request::Metrics,
+        "audit" => {
+            let kind = a.string("kind")?;
+            if let Some(k) = kind.as_deref().filter(|k| !AUDIT_KINDS.contains(k)) {
+                return Err(bad(format!(
+                    "audit: kind: {k:?} is not one of {}",
+                    AUDIT_KINDS.join(", ")
+                )));
+            }
+            let q = AuditQuery {
+                since_ms: a.uint("since_ms", u64::MAX)?,
+                until_ms: a.uint("until_ms", u64::MAX)?,
+                kind,
+                link: a.link("link")?,
+                limit: a.uint("limit", 1 << 20)?.map(|n| n as usize),
+            };
+            if let (Some(s), Some(u)) = (q.since_ms, q.until_ms) {
+                if s > u {
+                    return Err(bad("audit: since_ms is after until_ms"));
+                }
+            }
+            Request::Audit(q)
+        }
         other => {
             return Err(Error::new(
                 Code::UnknownCommand,
@@ -452,7 +501,29 @@ impl Request {
     /// Whether this request changes the daemon, and so needs a privileged
     /// peer (root or the socket's group).
     pub fn privileged(&self) -> bool {
-        matches!(self, Request::Reload | Request::Test { .. })
+        matches!(
+            self,
+            Request::Reload | Request::Test { .. } | Request::Audit(_)
+        )
+    }
+
+    /// The command's wire name.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Interfaces => "interfaces",
+            Request::Interface(_) => "interface",
+            Request::Routes { .. } => "routes",
+            Request::Rules { .. } => "rules",
+            Request::Events { .. } => "events",
+            Request::History { .. } => "history",
+            Request::Hooks => "hooks",
+            Request::Reload => "reload",
+            Request::Test { .. } => "test",
+            Request::Subscribe(_) => "subscribe",
+            Request::Metrics => "metrics",
+            Request::Audit(_) => "audit",
+        }
     }
 
     /// The request as one JSON line (without the newline).
@@ -537,6 +608,25 @@ impl Request {
             Request::Subscribe(f) => {
                 filter(&mut put, f);
                 "subscribe"
+            }
+            Request::Metrics => "metrics",
+            Request::Audit(q) => {
+                if let Some(v) = q.since_ms {
+                    put("since_ms", Value::from(v));
+                }
+                if let Some(v) = q.until_ms {
+                    put("until_ms", Value::from(v));
+                }
+                if let Some(k) = &q.kind {
+                    put("kind", Value::from(k.as_str()));
+                }
+                if let Some(l) = &q.link {
+                    put("link", l.to_value());
+                }
+                if let Some(n) = q.limit {
+                    put("limit", Value::from(n));
+                }
+                "audit"
             }
         };
         m.insert("command".into(), Value::from(command));
@@ -726,11 +816,35 @@ mod tests {
                 dry_run: true,
             },
             Request::Subscribe(EventFilter::default()),
+            Request::Metrics,
+            Request::Audit(AuditQuery::default()),
+            Request::Audit(AuditQuery {
+                since_ms: Some(1),
+                until_ms: Some(2),
+                kind: Some("hook".into()),
+                link: Some(LinkRef::Name("eth0".into())),
+                limit: Some(7),
+            }),
         ];
         for r in all {
             let line = r.to_line();
-            assert_eq!(req(&line).unwrap(), r, "{line}");
+            let back = req(&line).unwrap();
+            assert_eq!(back, r, "{line}");
+            assert!(line.contains(&format!("\"command\":\"{}\"", r.command())));
+            assert!(COMMANDS.contains(&r.command()));
         }
+    }
+
+    #[test]
+    fn audit_requests_are_checked() {
+        assert!(Request::Audit(AuditQuery::default()).privileged());
+        assert!(!Request::Metrics.privileged());
+        let e = req(r#"{"command":"audit","kind":"hooks"}"#).unwrap_err();
+        assert!(e.message.contains("\"hooks\" is not one of state, hook"), "{e}");
+        let e = req(r#"{"command":"audit","since_ms":5,"until_ms":4}"#).unwrap_err();
+        assert!(e.message.contains("since_ms is after until_ms"), "{e}");
+        let e = req(r#"{"command":"metrics","x":1}"#).unwrap_err();
+        assert!(e.message.contains("unknown argument"), "{e}");
     }
 
     #[test]

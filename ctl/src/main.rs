@@ -25,10 +25,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argh::FromArgs;
-use netevd_ctl::{parse_reply, EventFilter, LinkRef, Reply, Request, MAX_REQUEST, STATES};
+use netevd_ctl::{
+    parse_reply, AuditQuery, EventFilter, LinkRef, Reply, Request, AUDIT_KINDS, MAX_REQUEST, STATES,
+};
 use serde_json::Value;
 
 /// Where the daemon listens unless `control.socket` says otherwise.
@@ -77,6 +79,8 @@ enum Command {
     Reload(Reload),
     Test(Test),
     Validate(Validate),
+    Metrics(Metrics),
+    Audit(Audit),
 }
 
 /// The daemon's version, uptime, configuration, table sizes and counters.
@@ -214,6 +218,40 @@ struct Test {
     json: bool,
 }
 
+/// The daemon's metrics in the Prometheus text format.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "metrics", help_triggers("-h", "--help", "help"))]
+struct Metrics {
+    /// print JSON (the text as one string)
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Lines of the audit log, the rotated files included (privileged).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "audit", help_triggers("-h", "--help", "help"))]
+struct Audit {
+    /// from this time on: Unix seconds, or an age such as 90s, 10m, 2h, 1d
+    #[argh(option)]
+    since: Option<String>,
+    /// up to this time: Unix seconds, or an age such as 10m
+    #[argh(option)]
+    until: Option<String>,
+    /// only this kind: state, hook, control, reload, policy, audit
+    #[argh(option)]
+    kind: Option<String>,
+    /// only lines about this link (name or index)
+    #[argh(option)]
+    link: Option<String>,
+    /// at most this many (default 100): the newest, or with --since the
+    /// first
+    #[argh(option)]
+    limit: Option<usize>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 /// Check a configuration file with netevd --validate; no daemon needed.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "validate", help_triggers("-h", "--help", "help"))]
@@ -282,8 +320,8 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMAND_LIST: &str =
-    "status, interfaces, interface, routes, rules, events, history, hooks, reload, test, validate";
+const COMMAND_LIST: &str = "status, interfaces, interface, routes, rules, events, history, hooks, \
+     reload, test, validate, metrics, audit";
 
 fn run(args: &Args) -> Result<(), Fail> {
     let Some(cmd) = &args.command else {
@@ -330,6 +368,8 @@ fn run(args: &Args) -> Result<(), Fail> {
             Command::Hooks(_) => render::hooks(&body),
             Command::Reload(_) => render::reload(&body),
             Command::Test(_) => render::test(&body),
+            Command::Metrics(_) => render::metrics(&body),
+            Command::Audit(_) => render::audit(&body),
             Command::Validate(_) => unreachable!("validate is handled above"),
         }
     };
@@ -350,6 +390,8 @@ impl Command {
             Command::Reload(c) => c.json,
             Command::Test(c) => c.json,
             Command::Validate(c) => c.json,
+            Command::Metrics(c) => c.json,
+            Command::Audit(c) => c.json,
         }
     }
 
@@ -366,8 +408,40 @@ impl Command {
             Command::Reload(_) => "reload",
             Command::Test(_) => "test",
             Command::Validate(_) => "validate",
+            Command::Metrics(_) => "metrics",
+            Command::Audit(_) => "audit",
         }
     }
+}
+
+/// A time on the command line, as milliseconds since the epoch: Unix
+/// seconds, or an age (`90s`, `10m`, `2h`, `1d`) before `now_ms`.
+fn time_arg(s: &str, now_ms: u64) -> Result<u64, String> {
+    let digits = |d: &str| -> Result<u64, String> {
+        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{s:?} is neither Unix seconds nor an age such as 90s, 10m, 2h, 1d"
+            ));
+        }
+        d.parse::<u64>().map_err(|_| format!("{s:?} is too large"))
+    };
+    let unit = match s.as_bytes().last() {
+        Some(b's') => 1,
+        Some(b'm') => 60,
+        Some(b'h') => 3600,
+        Some(b'd') => 86400,
+        _ => {
+            let secs = digits(s)?;
+            return secs
+                .checked_mul(1000)
+                .ok_or_else(|| format!("{s:?} is too large"));
+        }
+    };
+    let n = digits(&s[..s.len() - 1])?;
+    let ago = n
+        .checked_mul(unit * 1000)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    Ok(now_ms.saturating_sub(ago))
 }
 
 fn link_arg(what: &str, s: &str) -> Result<LinkRef, Fail> {
@@ -428,6 +502,36 @@ fn request_of(cmd: &Command) -> Result<Request, Fail> {
             link: opt_link(&c.link)?,
         },
         Command::Hooks(_) => Request::Hooks,
+        Command::Metrics(_) => Request::Metrics,
+        Command::Audit(c) => {
+            if let Some(k) = c.kind.as_deref().filter(|k| !AUDIT_KINDS.contains(k)) {
+                return Err(Fail::Usage(format!(
+                    "audit: --kind: {k:?} is not one of {}",
+                    AUDIT_KINDS.join(", ")
+                )));
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let when = |flag: &str, v: &Option<String>| {
+                v.as_deref()
+                    .map(|s| time_arg(s, now).map_err(|e| Fail::Usage(format!("audit: {flag}: {e}"))))
+                    .transpose()
+            };
+            let q = AuditQuery {
+                since_ms: when("--since", &c.since)?,
+                until_ms: when("--until", &c.until)?,
+                kind: c.kind.clone(),
+                link: opt_link(&c.link)?,
+                limit: Some(c.limit.unwrap_or(100)),
+            };
+            if let (Some(a), Some(b)) = (q.since_ms, q.until_ms) {
+                if a > b {
+                    return Err(Fail::Usage("audit: --since is after --until".into()));
+                }
+            }
+            Request::Audit(q)
+        }
         Command::Reload(_) => Request::Reload,
         Command::Test(c) => {
             if !STATES.contains(&c.state.as_str()) {
@@ -828,5 +932,24 @@ fn validate(file: &Path, json: bool) -> Result<(), Fail> {
             netevd.display(),
             o.status
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_arg;
+
+    #[test]
+    fn times_on_the_command_line() {
+        let now = 1_000_000_000_000;
+        assert_eq!(time_arg("1700000000", now), Ok(1_700_000_000_000));
+        assert_eq!(time_arg("90s", now), Ok(now - 90_000));
+        assert_eq!(time_arg("10m", now), Ok(now - 600_000));
+        assert_eq!(time_arg("2h", now), Ok(now - 7_200_000));
+        assert_eq!(time_arg("1d", now), Ok(now - 86_400_000));
+        assert_eq!(time_arg("100000d", 5), Ok(0));
+        for bad in ["", "m", "-5m", "5x", "1.5h", "99999999999999999999"] {
+            assert!(time_arg(bad, now).is_err(), "{bad}");
+        }
     }
 }

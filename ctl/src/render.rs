@@ -599,6 +599,48 @@ pub fn history(body: &Value) -> String {
     out
 }
 
+/// `metrics`: the exposition text as the daemon made it.
+pub fn metrics(body: &Value) -> String {
+    body.get("text")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `audit`: one line per audit line, its time and kind first, then its
+/// other fields as `key=value`.
+pub fn audit(body: &Value) -> String {
+    let lines = list(body, "lines");
+    let mut out = String::new();
+    for l in lines {
+        let _ = write!(
+            out,
+            "{} {}",
+            time_cell(l.get("time_ms")),
+            field(l, "kind")
+        );
+        if let Some(m) = l.as_object() {
+            for (k, v) in m {
+                if k == "time_ms" || k == "kind" {
+                    continue;
+                }
+                let _ = write!(out, " {}={}", clean(k), cell(Some(v)));
+            }
+        }
+        out.push('\n');
+    }
+    if lines.is_empty() {
+        out.push_str("no audit lines match\n");
+    }
+    if body.get("truncated").and_then(Value::as_bool) == Some(true) {
+        out.push_str(
+            "(the audit files are larger than one query reads: older lines were not searched; \
+             narrow it with --since)\n",
+        );
+    }
+    out
+}
+
 /// `hooks`: the script directory, then one row per hook (or per missing
 /// or empty directory) and why a file there is skipped.
 pub fn hooks(body: &Value) -> String {

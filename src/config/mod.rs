@@ -26,7 +26,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::core::policy;
+use crate::core::{metrics, policy};
 use yaml::{Ctx, Node};
 
 pub const DEFAULT_PATH: &str = "/etc/netevd/netevd.yaml";
@@ -73,6 +73,10 @@ pub struct Config {
     pub max_parallel: usize,
     /// Netlink socket receive buffer in bytes.
     pub netlink_rcvbuf: usize,
+    /// `metrics`: the registry's label bounds.
+    pub metrics: metrics::Settings,
+    /// `audit`: the audit log.
+    pub audit: AuditSettings,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -91,7 +95,36 @@ impl Default for Config {
             run_on_startup: true,
             max_parallel: 4,
             netlink_rcvbuf: 4 << 20,
+            metrics: metrics::Settings::default(),
+            audit: AuditSettings::default(),
             inactive: Vec::new(),
+        }
+    }
+}
+
+/// `audit.*`: where the audit log goes and how big it may grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// `audit.path`, or `audit.log_path` as the existing netevd spelt it.
+    pub path: PathBuf,
+    /// The file is rotated before it grows past this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept: `path.1` (the newest) to `path.<keep>`.
+    pub keep: u32,
+    /// `audit.retention_days`: rotated files older than this are removed
+    /// at the next rotation. None: kept until `keep` pushes them out.
+    pub retention_days: Option<u32>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: false,
+            path: PathBuf::from("/var/log/netevd/audit.jsonl"),
+            max_size: 10 << 20,
+            keep: 5,
+            retention_days: None,
         }
     }
 }
@@ -286,7 +319,9 @@ impl Config {
                 "backends" => backends(&cx, v)?,
                 "control" => c.control = control(&cx, v)?,
                 "scripts" => c.scripts(&cx, v)?,
-                "api" | "metrics" | "audit" | "filters" => {
+                "metrics" => c.metrics = metrics_section(&cx, v)?,
+                "audit" => c.audit = audit(&cx, v)?,
+                "api" | "filters" => {
                     if section_enabled(&cx, v, key)? {
                         c.inactive.push(format!(
                             "{key} (line {}): accepted but not built yet; it has no effect",
@@ -630,6 +665,58 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
         }
     }
     Ok(c)
+}
+
+/// `metrics`: whether `metrics` answers, and the label bounds.
+fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
+    let mut m = metrics::Settings::default();
+    for (k, v) in cx.map(v, "metrics")? {
+        match cx.key(k)? {
+            "enabled" => m.enabled = cx.bool(v, "metrics.enabled")?,
+            "per_interface" => m.per_interface = cx.bool(v, "metrics.per_interface")?,
+            "max_interfaces" => {
+                m.max_interfaces = cx.uint(v, "metrics.max_interfaces", 1, 4096)? as usize
+            }
+            other => return Err(unknown(cx, k, "metrics", other)),
+        }
+    }
+    Ok(m)
+}
+
+/// `audit`: the audit log's file, size and rotation. `log_path` and
+/// `retention_days` are the existing netevd's spelling and are honoured.
+fn audit(cx: &Ctx, v: &Node) -> Result<AuditSettings, Error> {
+    let mut a = AuditSettings::default();
+    let mut path_key: Option<&Node> = None;
+    for (k, v) in cx.map(v, "audit")? {
+        match cx.key(k)? {
+            "enabled" => a.enabled = cx.bool(v, "audit.enabled")?,
+            key @ ("path" | "log_path") => {
+                if let Some(first) = path_key {
+                    return Err(cx.err(
+                        k,
+                        format!(
+                            "audit.{key}: the path is already given on line {} (path and \
+                             log_path are the same setting)",
+                            first.line
+                        ),
+                    ));
+                }
+                path_key = Some(k);
+                a.path = absolute(cx, v, &format!("audit.{key}"))?;
+                if a.path.as_os_str().len() > 4000 {
+                    return Err(cx.err(v, format!("audit.{key}: longer than 4000 bytes")));
+                }
+            }
+            "max_size" => a.max_size = cx.uint(v, "audit.max_size", 4096, 1 << 40)?,
+            "keep" => a.keep = cx.uint(v, "audit.keep", 0, 100)? as u32,
+            "retention_days" => {
+                a.retention_days = Some(cx.uint(v, "audit.retention_days", 1, 36500)? as u32)
+            }
+            other => return Err(unknown(cx, k, "audit", other)),
+        }
+    }
+    Ok(a)
 }
 
 /// A section of a feature not built yet counts as asked for unless it says

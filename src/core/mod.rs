@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod glob;
+pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod policy;

@@ -345,6 +345,9 @@ pub struct Runner {
     pub stats: Stats,
     /// Finished runs, oldest first, at most `settings.history`.
     history: VecDeque<HookRun>,
+    /// Runs reaped since the reactor last took them (for metrics and the
+    /// audit log); it drains this after every `reap`.
+    pub finished: Vec<(HookRun, Duration)>,
 }
 
 impl Runner {
@@ -356,6 +359,7 @@ impl Runner {
             stopping: None,
             stats: Stats::default(),
             history: VecDeque::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -691,7 +695,8 @@ impl Runner {
             if let Some(pipe) = p.pipe.take() {
                 let _ = reg.deregister(&mut SourceFd(&pipe.as_raw_fd()));
             }
-            let ms = now.saturating_duration_since(p.started).as_millis();
+            let took = now.saturating_duration_since(p.started);
+            let ms = took.as_millis();
             if p.killed {
                 self.stats.timed_out += 1;
             } else if status.success() {
@@ -717,6 +722,7 @@ impl Runner {
                 p.record.exit_code = status.code();
                 p.record.signal = status.signal();
                 p.record.timed_out = p.killed;
+                self.finished.push((p.record.clone(), took));
                 if self.settings.history > 0 {
                     self.history.push_back(p.record);
                     self.trim_history();

@@ -1,4 +1,5 @@
 //! Effects: executing what the core decided.
 
+pub mod audit;
 pub mod hooks;
 pub mod policy;

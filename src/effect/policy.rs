@@ -125,10 +125,10 @@ impl Policy {
     }
 
     /// The kernel answered request `seq` with `code` (0 or -errno).
-    pub fn answer(&mut self, seq: u32, code: i32, now: Instant) {
-        let Some((a, o)) = self.sync.answer(seq, code, now) else {
-            return;
-        };
+    /// Returns the change and how it was classed, when it was one of ours
+    /// in flight (for metrics and the audit log).
+    pub fn answer(&mut self, seq: u32, code: i32, now: Instant) -> Option<(Change, Outcome)> {
+        let (a, o) = self.sync.answer(seq, code, now)?;
         let err = io::Error::from_raw_os_error(-code);
         let delay = a.delay.map(secs).unwrap_or_default();
         match o {
@@ -145,6 +145,7 @@ impl Policy {
                 a.change
             ),
         }
+        Some((a.change, o))
     }
 
     /// When `reconcile` is due even if nothing happens (a restore or a

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use crate::core::event::{environment, Event, RunInfo};
 use crate::core::query;
-use crate::effect::hooks;
+use crate::effect::{audit, hooks};
 use crate::source::control::Line;
 
 /// Largest `limit` honoured for events and history; larger asks get this.
@@ -97,6 +97,27 @@ pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.netlink_rcvbuf != new.netlink_rcvbuf {
         v.push("netlink_receive_buffer changed (applies at the next start)".into());
     }
+    if old.metrics != new.metrics {
+        v.push("metrics settings changed".into());
+    }
+    if old.audit.enabled != new.audit.enabled {
+        v.push(format!(
+            "audit log {}",
+            if new.audit.enabled { "on" } else { "off" }
+        ));
+    }
+    if old.audit.path != new.audit.path {
+        v.push(format!(
+            "audit.path: {} -> {}",
+            old.audit.path.display(),
+            new.audit.path.display()
+        ));
+    }
+    if (old.audit.max_size, old.audit.keep, old.audit.retention_days)
+        != (new.audit.max_size, new.audit.keep, new.audit.retention_days)
+    {
+        v.push("audit rotation settings changed".into());
+    }
     v
 }
 
@@ -108,14 +129,25 @@ impl Daemon {
     /// Answers one request line; a subscription turns the connection into
     /// an event stream.
     pub(super) fn answer(&mut self, line: Line) {
+        self.input_at = Instant::now();
         let parsed = parse_request(&line.bytes);
+        let command = parsed
+            .request
+            .as_ref()
+            .map_or("invalid", Request::command);
+        self.metrics.control_request(command);
         let reply = match parsed.request {
             Err(e) => Err(e),
             Ok(r) if r.privileged() && !line.privileged => Err(Error::new(
                 Code::PermissionDenied,
                 format!(
-                    "uid {} may query but not change netevd: run as root or join {}",
+                    "uid {} may query but not {}: run as root or join {}",
                     line.uid,
+                    if matches!(r, Request::Audit(_)) {
+                        "read the audit log"
+                    } else {
+                        "change netevd"
+                    },
                     match &self.config.control.group {
                         Some(g) => format!("group {g:?}"),
                         None => "a group set as control.group".to_string(),
@@ -130,6 +162,20 @@ impl Daemon {
             }
             Ok(r) => self.query(r),
         };
+        if let Some(l) = self.audit.line("control", now_ms()) {
+            let l = l
+                .num("uid", line.uid)
+                .num("gid", line.gid)
+                .num("pid", line.pid)
+                .str("command", command);
+            match &reply {
+                Ok(_) => l.str("result", "ok").end(),
+                Err(e) => l
+                    .str("result", e.code.as_str())
+                    .str("message", &e.message)
+                    .end(),
+            }
+        }
         let text = match &reply {
             Ok(body) => ok_line(&parsed.id, body),
             Err(e) => {
@@ -249,7 +295,7 @@ impl Daemon {
                     .collect();
                 Ok(json!({ "script_dir": root.display().to_string(), "directories": dirs }))
             }
-            Request::Reload => match self.reload() {
+            Request::Reload => match self.reload("control") {
                 Ok(changes) => {
                     log::info!(
                         "reloaded {} on request: {}",
@@ -276,6 +322,36 @@ impl Daemon {
                 dry_run,
             } => self.test(&state, &link, dry_run),
             Request::Subscribe(_) => unreachable!("answered by the caller"),
+            Request::Metrics => {
+                if !self.metrics.settings().enabled {
+                    return Err(Error::new(
+                        Code::Unavailable,
+                        "metrics are off (metrics.enabled: false)",
+                    ));
+                }
+                let text = self.metrics_text(Instant::now());
+                Ok(json!({ "format": "prometheus-text-0.0.4", "text": text }))
+            }
+            Request::Audit(q) => {
+                if !self.audit.enabled() {
+                    return Err(Error::new(
+                        Code::Unavailable,
+                        "the audit log is off (audit.enabled: false)",
+                    ));
+                }
+                let a = self.audit.query(&audit::Query {
+                    since_ms: q.since_ms,
+                    until_ms: q.until_ms,
+                    kind: q.kind,
+                    link: q.link,
+                    limit: q.limit.unwrap_or(100),
+                });
+                Ok(json!({
+                    "path": self.audit.path().display().to_string(),
+                    "lines": a.lines,
+                    "truncated": a.truncated,
+                }))
+            }
         }
     }
 

@@ -8,7 +8,14 @@
 //! events, policy routing's changes go out, then each event is sealed
 //! (made immutable, serialised once) and handed to every consumer at one
 //! fan-out point, `publish`: the history ring, the control socket's
-//! subscribers and the hook scheduler.
+//! subscribers, the hook scheduler, the metrics registry and the audit
+//! log.
+//!
+//! The metrics registry (`core::metrics`) is owned here and counted where
+//! things happen: at the fan-out (events, state changes), after a reap
+//! (hook runs), per control request, per kernel answer to a policy
+//! request. Audit lines are formatted at the same points and written
+//! by `Timer::Audit`, a bounded chunk per turn (effect/audit.rs).
 
 mod answer;
 mod timers;
@@ -22,11 +29,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::core::event::{Event, PolicyView};
+use crate::core::event::{Event, Kind, PolicyView};
+use crate::core::metrics::{self, HookResult, PolicyResult, Registry};
+use crate::core::policy::Change;
+use crate::core::requests::Outcome;
+use crate::core::types::RTPROT_NETEVD;
+use crate::effect::audit::Audit;
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
@@ -86,6 +98,11 @@ pub struct Daemon {
     /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
     /// running ones exited or were killed (`Runner::shutdown`).
     stopping: bool,
+    metrics: Registry,
+    audit: Audit,
+    /// When the input being handled was read: an event's time to the
+    /// fan-out is measured from here.
+    input_at: Instant,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -135,6 +152,7 @@ fn now_ms() -> u64 {
 impl Daemon {
     pub fn new(config: Config, opts: Options) -> io::Result<Self> {
         let config_hash = answer::config_hash(&config);
+        let started = Instant::now();
         let poll = Poll::new()?;
         let netlink = Netlink::open(config.netlink_rcvbuf)?;
         poll.registry().register(
@@ -142,7 +160,7 @@ impl Daemon {
             token::NETLINK,
             Interest::READABLE,
         )?;
-        let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let control = if config.control.enabled {
@@ -166,10 +184,13 @@ impl Daemon {
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
             policy: Policy::new(config.policy.clone()),
+            metrics: Registry::new(config.metrics.clone(), started),
+            audit: Audit::new(config.audit.clone()),
+            input_at: started,
             config,
             opts,
             timers: Timers::default(),
-            started: Instant::now(),
+            started,
             inputs: Vec::with_capacity(256),
             out: Vec::with_capacity(64),
             done: Vec::new(),
@@ -258,6 +279,7 @@ impl Daemon {
                         self.since_trim = 0;
                         trim();
                     }
+                    Timer::Audit => self.audit.flush(now),
                 }
             }
             if self.stopping && self.runner.stopped(Instant::now()) {
@@ -280,6 +302,7 @@ impl Daemon {
             self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
+        self.timers.arm(Timer::Audit, self.audit.next_flush(now));
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -308,6 +331,7 @@ impl Daemon {
         if let Some(c) = &self.control {
             c.remove();
         }
+        self.audit.flush_all();
         self.log_summary();
     }
 
@@ -375,6 +399,7 @@ impl Daemon {
         }
         let now = now_ms();
         let instant = Instant::now();
+        self.input_at = instant;
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
         self.since_trim += inputs.len() as u64;
@@ -399,7 +424,15 @@ impl Daemon {
         }
         self.inputs = inputs;
         for (seq, code) in self.netlink.acks.drain(..) {
-            self.policy.answer(seq, code, instant);
+            if let Some((ch, o)) = self.policy.answer(seq, code, instant) {
+                let r = match o {
+                    Outcome::Done => PolicyResult::Done,
+                    Outcome::AlreadySo => PolicyResult::Already,
+                    Outcome::Transient => PolicyResult::Transient,
+                    Outcome::Refused => PolicyResult::Refused,
+                };
+                policy_done(&mut self.metrics, &mut self.audit, &ch, r, code);
+            }
         }
         // An answer may make a change due (the next in line for its entry).
         self.reconcile(instant);
@@ -440,6 +473,25 @@ impl Daemon {
     /// The one fan-out point: every consumer sees the same event, and none
     /// changes it.
     fn publish(&mut self, ev: Rc<Event>) {
+        let took = Instant::now().saturating_duration_since(self.input_at);
+        self.metrics
+            .event(ev.kind.as_str(), ev.origin.as_str(), took);
+        if matches!(ev.kind, Kind::State | Kind::Removed) {
+            let name = String::from_utf8_lossy(&ev.name);
+            if ev.previous != Some(ev.state) {
+                self.metrics.state_change(&name);
+            }
+            if let Some(l) = self.audit.line("state", ev.time_ms) {
+                l.str("link", &name)
+                    .num("ifindex", ev.index)
+                    .str("state", ev.state.as_str())
+                    .opt_str("previous", ev.previous.map(|p| p.as_str()))
+                    .str("event", ev.kind.as_str())
+                    .num("event_id", ev.id)
+                    .str("backend", ev.origin.as_str())
+                    .end();
+            }
+        }
         log::debug!(
             "event {} {} {}: {} (was {})",
             ev.id,
@@ -530,6 +582,7 @@ impl Daemon {
                 SIGCHLD => child = true,
                 SIGHUP => reload = true,
                 SIGINT | SIGTERM => stop = true,
+                SIGUSR1 => self.audit.reopen(),
                 _ => {}
             }
         }
@@ -537,7 +590,7 @@ impl Daemon {
             self.reap();
         }
         if reload {
-            match self.reload() {
+            match self.reload("signal") {
                 Ok(changes) if changes.is_empty() => log::info!(
                     "reloaded {}: nothing changed",
                     self.opts.config_path.display()
@@ -559,11 +612,108 @@ impl Daemon {
         for l in self.done.drain(..) {
             self.sched.done(l);
         }
+        for (r, took) in self.runner.finished.drain(..) {
+            let result = if r.timed_out {
+                HookResult::Timeout
+            } else if r.exit_code == Some(0) {
+                HookResult::Success
+            } else {
+                HookResult::Failure
+            };
+            self.metrics.hook_run(result, took);
+            if let Some(l) = self.audit.line("hook", now_ms()) {
+                l.str("link", &r.link)
+                    .num("ifindex", r.index)
+                    .str("hook", &r.hook)
+                    .str("state", r.state)
+                    .num("event_id", r.event_id)
+                    .num("started_ms", r.started_ms)
+                    .opt_num("duration_ms", r.duration_ms)
+                    .opt_num("exit_code", r.exit_code)
+                    .opt_num("signal", r.signal)
+                    .bool("timed_out", r.timed_out)
+                    .strs("output", r.output.iter().map(String::as_str))
+                    .end();
+            }
+        }
+    }
+
+    /// The metrics exposition: the registry's counters with the gauges
+    /// read now. The control socket's `metrics` and the HTTP shim's
+    /// `/metrics` both serve this.
+    pub(crate) fn metrics_text(&self, now: Instant) -> String {
+        let mut s = metrics::Snapshot::default();
+        for l in self.core.links() {
+            let st = l.state().as_str();
+            if let Some(i) = metrics::LINK_STATES.iter().position(|x| *x == st) {
+                s.interfaces[i] += 1;
+            }
+        }
+        for r in self.core.routes().iter() {
+            match r.family {
+                2 => s.routes_inet += 1,
+                10 => s.routes_inet6 += 1,
+                _ => {}
+            }
+        }
+        s.own_rules = self
+            .core
+            .rules()
+            .filter(|r| r.protocol == RTPROT_NETEVD)
+            .count() as u64;
+        let n = self.netlink.stats;
+        s.netlink_messages = n.messages;
+        s.netlink_undecodable = n.decode_errors;
+        s.netlink_overruns = n.overflows;
+        s.resyncs = self.core.resyncs();
+        s.hooks_not_started = self.runner.stats.spawn_errors;
+        s.audit_lines = self.audit.stats.lines;
+        s.audit_dropped = self.audit.stats.dropped;
+        s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
+        // Figures other modules keep go in as extra families; the lead
+        // wires DBus calls and filter hits in the same way.
+        s.extra.push(metrics::Family {
+            name: "netevd_hook_output_lines_dropped_total",
+            help: "Lines of hook output not logged (rate limit, or left in the pipe).",
+            kind: metrics::Kind::Counter,
+            samples: vec![(Vec::new(), self.runner.stats.lines_dropped as f64)],
+        });
+        s.extra.push(metrics::Family {
+            name: "netevd_control_clients",
+            help: "Clients connected to the control socket.",
+            kind: metrics::Kind::Gauge,
+            samples: vec![(
+                Vec::new(),
+                self.control.as_ref().map_or(0, |c| c.clients()) as f64,
+            )],
+        });
+        self.metrics.render(now, &s)
     }
 
     /// Reads and validates the file, then swaps it in with the model kept.
-    /// Returns what changed, or why the file was refused.
-    fn reload(&mut self) -> Result<Vec<String>, String> {
+    /// Returns what changed, or why the file was refused; either way the
+    /// audit log gets a line, `trigger` saying who asked.
+    fn reload(&mut self, trigger: &str) -> Result<Vec<String>, String> {
+        self.input_at = Instant::now();
+        let old = self.config_hash;
+        let r = self.reload_config();
+        if let Some(l) = self.audit.line("reload", now_ms()) {
+            let l = l
+                .str("trigger", trigger)
+                .str("old_hash", &format!("{old:016x}"));
+            match &r {
+                Ok(changes) => l
+                    .str("result", "ok")
+                    .str("new_hash", &format!("{:016x}", self.config_hash))
+                    .strs("changes", changes.iter().map(String::as_str))
+                    .end(),
+                Err(e) => l.str("result", "refused").str("error", e).end(),
+            }
+        }
+        r
+    }
+
+    fn reload_config(&mut self) -> Result<Vec<String>, String> {
         let c = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
         let gid = control::resolve_group(c.control.group.as_deref())?;
         let changes = answer::config_changes(&self.config, &c);
@@ -590,6 +740,8 @@ impl Daemon {
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
         self.policy.set_settings(c.policy.clone());
+        self.metrics.set_settings(c.metrics.clone());
+        self.audit.set_settings(c.audit.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
         self.runner.check_script_dir();
@@ -607,7 +759,12 @@ impl Daemon {
         for ch in self.policy.reconcile(&self.core, now) {
             match self.netlink.send(&mut policy::encode(&ch)) {
                 Ok(seq) => self.policy.sent(seq, ch),
-                Err(e) => self.policy.send_failed(ch, e, now),
+                Err(e) => {
+                    let code = -e.raw_os_error().unwrap_or(0);
+                    let r = PolicyResult::SendFailed;
+                    policy_done(&mut self.metrics, &mut self.audit, &ch, r, code);
+                    self.policy.send_failed(ch, e, now);
+                }
             }
         }
     }
@@ -619,6 +776,21 @@ impl Daemon {
             if !self.runner.start(job, self.poll.registry(), now) {
                 self.sched.done(index);
             }
+        }
+    }
+}
+
+/// Counts a policy-routing request's end and writes its audit line;
+/// `code` is the kernel's answer (0 or -errno).
+fn policy_done(m: &mut Registry, a: &mut Audit, ch: &Change, r: PolicyResult, code: i32) {
+    m.policy_request(r);
+    if let Some(l) = a.line("policy", now_ms()) {
+        let l = l.str("change", &ch.to_string()).str("result", r.as_str());
+        if code < 0 {
+            l.str("error", &std::io::Error::from_raw_os_error(-code).to_string())
+                .end();
+        } else {
+            l.end();
         }
     }
 }

@@ -112,6 +112,8 @@ struct Client {
     stream: UnixStream,
     uid: u32,
     gid: u32,
+    /// The peer's pid at connect, for the audit log.
+    pid: i32,
     groups: Vec<u32>,
     privileged: bool,
     /// Bytes read and not yet taken as requests.
@@ -144,6 +146,8 @@ pub struct Line {
     pub client: usize,
     pub privileged: bool,
     pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
     pub bytes: Vec<u8>,
 }
 
@@ -365,6 +369,7 @@ impl Control {
                 stream,
                 uid,
                 gid,
+                pid,
                 groups,
                 privileged: false,
                 inbuf: Vec::new(),
@@ -465,6 +470,8 @@ impl Control {
                     client: i,
                     privileged: c.privileged,
                     uid: c.uid,
+                    gid: c.gid,
+                    pid: c.pid,
                     bytes,
                 });
             }

@@ -1,0 +1,624 @@
+//! The audit log: one JSON object a line, appended to `audit.path`, for
+//! state changes, hook runs, control requests, reloads and policy-routing
+//! changes. This module formats lines into a bounded buffer, writes them
+//! out from the loop, rotates the file by size, reopens it on SIGUSR1, and
+//! answers `audit` queries from the file and its rotated copies.
+//!
+//! The loop must never wait for the disk, and O_NONBLOCK means nothing to
+//! a regular file, so the bound is on the work instead:
+//! - A line goes into a buffer of at most [`BUFFER`] bytes; when it is
+//!   full, the line is dropped and counted (`netevd_audit_dropped_total`),
+//!   and the log says so once per episode, not once per line.
+//! - At most [`CHUNK`] bytes are written per turn of the loop, in one
+//!   write(2), ending at a line's end; what is left waits for the next
+//!   turn (the reactor's `Again` timer).
+//! - A failed write (ENOSPC, EIO, a file that cannot be opened) keeps the
+//!   bytes, logs once, and tries again [`RETRY`] later; meanwhile new lines
+//!   fill the buffer and are then dropped. When writing works again, one
+//!   `{"kind":"audit","dropped":N}` line records the gap.
+//!
+//! Rotation is netevd's own, so no other program needs to take part:
+//! before a write would take the file past `audit.max_size`, `path.N`
+//! moves to `path.N+1` (up to `audit.keep`), `path` to `path.1`, and a new
+//! `path` is opened; rotated files older than `audit.retention_days` are
+//! removed then. For logrotate, SIGUSR1 makes netevd reopen `path`.
+//!
+//! Queries read at most [`QUERY_BYTES`] of files per request, newest file
+//! first when asking for the newest lines, so the usual short query reads
+//! only the current file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::config::AuditSettings;
+
+/// Bytes of lines waiting to be written, at most (one line may pass it).
+pub const BUFFER: usize = 1 << 20;
+/// Bytes written per turn of the loop, at most (a longer single line is
+/// written whole).
+pub const CHUNK: usize = 64 << 10;
+/// How soon a failed write or open is tried again.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// Bytes of audit files one query may read.
+pub const QUERY_BYTES: u64 = 16 << 20;
+/// Lines one query may return.
+pub const QUERY_LIMIT: usize = 10_000;
+/// A line longer than this in a file is skipped by queries.
+const MAX_LINE: usize = 1 << 20;
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    /// Lines taken into the buffer.
+    pub lines: u64,
+    /// Lines dropped because the buffer was full.
+    pub dropped: u64,
+    pub write_errors: u64,
+    pub rotations: u64,
+}
+
+pub struct Audit {
+    settings: AuditSettings,
+    file: Option<File>,
+    /// The open file's size, as far as this process wrote it.
+    size: u64,
+    buf: Vec<u8>,
+    /// `buf[head..]` is still to be written.
+    head: usize,
+    /// The last write ended inside a line: no rotation until it is whole.
+    mid_line: bool,
+    /// Nothing is tried before this, after a failure.
+    blocked_until: Option<Instant>,
+    /// The failure being reported, so it is logged once.
+    failing: bool,
+    /// Lines dropped since writing last worked.
+    dropping: u64,
+    pub stats: Stats,
+}
+
+/// One line being written into the buffer; [`LineWriter::end`] closes it.
+pub struct LineWriter<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl LineWriter<'_> {
+    fn key(&mut self, k: &str) {
+        self.buf.extend_from_slice(b",\"");
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    pub fn str(self, k: &str, v: &str) -> Self {
+        let mut s = self;
+        s.key(k);
+        // Writing JSON to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *s.buf, v);
+        s
+    }
+
+    pub fn opt_str(self, k: &str, v: Option<&str>) -> Self {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.raw(k, "null"),
+        }
+    }
+
+    pub fn num(self, k: &str, v: impl Into<i128>) -> Self {
+        let mut s = self;
+        s.key(k);
+        s.buf.extend_from_slice(v.into().to_string().as_bytes());
+        s
+    }
+
+    pub fn opt_num(self, k: &str, v: Option<impl Into<i128>>) -> Self {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self.raw(k, "null"),
+        }
+    }
+
+    pub fn bool(self, k: &str, v: bool) -> Self {
+        self.raw(k, if v { "true" } else { "false" })
+    }
+
+    pub fn strs<'s>(self, k: &str, v: impl IntoIterator<Item = &'s str>) -> Self {
+        let mut s = self;
+        s.key(k);
+        s.buf.push(b'[');
+        for (i, x) in v.into_iter().enumerate() {
+            if i > 0 {
+                s.buf.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *s.buf, x);
+        }
+        s.buf.push(b']');
+        s
+    }
+
+    /// `v` must be valid JSON.
+    fn raw(self, k: &str, v: &str) -> Self {
+        let mut s = self;
+        s.key(k);
+        s.buf.extend_from_slice(v.as_bytes());
+        s
+    }
+
+    pub fn end(self) {
+        self.buf.extend_from_slice(b"}\n");
+    }
+}
+
+/// What an `audit` query asks for; every field narrows.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Milliseconds since the epoch, inclusive.
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub kind: Option<String>,
+    /// A link's name, or its index.
+    pub link: Option<netevd_ctl::LinkRef>,
+    pub limit: usize,
+}
+
+impl Query {
+    fn matches(&self, v: &Value) -> bool {
+        let t = v.get("time_ms").and_then(Value::as_u64).unwrap_or(0);
+        if self.since_ms.is_some_and(|s| t < s) || self.until_ms.is_some_and(|u| t > u) {
+            return false;
+        }
+        if let Some(k) = &self.kind {
+            if v.get("kind").and_then(Value::as_str) != Some(k) {
+                return false;
+            }
+        }
+        match &self.link {
+            None => true,
+            Some(netevd_ctl::LinkRef::Name(n)) => {
+                v.get("link").and_then(Value::as_str) == Some(n.as_str())
+            }
+            Some(netevd_ctl::LinkRef::Index(i)) => {
+                v.get("ifindex").and_then(Value::as_u64) == Some(*i as u64)
+            }
+        }
+    }
+}
+
+/// A query's answer: the lines in time order, and whether the byte budget
+/// stopped it before it had looked at everything.
+pub struct Answer {
+    pub lines: Vec<Value>,
+    pub truncated: bool,
+}
+
+impl Audit {
+    pub fn new(settings: AuditSettings) -> Self {
+        Audit {
+            settings,
+            file: None,
+            size: 0,
+            buf: Vec::new(),
+            head: 0,
+            mid_line: false,
+            blocked_until: None,
+            failing: false,
+            dropping: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.settings.path
+    }
+
+    /// New settings on reload: a new path is opened at the next write;
+    /// turned off, what is buffered is still written there first.
+    pub fn set_settings(&mut self, s: AuditSettings) {
+        if s.path != self.settings.path {
+            self.finish_pending();
+            self.file = None;
+            self.blocked_until = None;
+        }
+        self.settings = s;
+    }
+
+    /// Writes what is buffered for the old path before it changes, within
+    /// the usual bound; the rest goes to the new path.
+    fn finish_pending(&mut self) {
+        if self.pending() > 0 {
+            self.flush(Instant::now());
+        }
+    }
+
+    /// Starts a line of `kind` at `time_ms`, or None when the log is off
+    /// or the buffer is full (then the line is counted as dropped).
+    pub fn line(&mut self, kind: &str, time_ms: u64) -> Option<LineWriter<'_>> {
+        if !self.settings.enabled {
+            return None;
+        }
+        if self.pending() >= BUFFER {
+            self.stats.dropped += 1;
+            if self.dropping == 0 {
+                log::warn!(
+                    "audit: {} bytes wait to be written to {}; dropping lines until it takes \
+                     them (counted in netevd_audit_dropped_total)",
+                    self.pending(),
+                    self.settings.path.display()
+                );
+            }
+            self.dropping += 1;
+            return None;
+        }
+        self.stats.lines += 1;
+        self.buf.extend_from_slice(b"{\"time_ms\":");
+        self.buf
+            .extend_from_slice(time_ms.to_string().as_bytes());
+        let w = LineWriter {
+            buf: &mut self.buf,
+        };
+        Some(w.str("kind", kind))
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// When the reactor should call [`Audit::flush`]: now when lines wait,
+    /// later after a failure, never when nothing waits.
+    pub fn next_flush(&self, now: Instant) -> Option<Instant> {
+        if self.pending() == 0 {
+            return None;
+        }
+        Some(self.blocked_until.map_or(now, |t| t.max(now)))
+    }
+
+    /// At shutdown: writes what is buffered, a chunk at a time, until it
+    /// is all out or a write fails.
+    pub fn flush_all(&mut self) {
+        let now = Instant::now();
+        self.blocked_until = None;
+        for _ in 0..=BUFFER / CHUNK + 1 {
+            if self.pending() == 0 || self.blocked_until.is_some() {
+                break;
+            }
+            self.flush(now);
+        }
+    }
+
+    /// Reopens the file (SIGUSR1: logrotate moved it away).
+    pub fn reopen(&mut self) {
+        if self.file.take().is_some() {
+            log::info!("audit: reopening {}", self.settings.path.display());
+        }
+        self.blocked_until = None;
+    }
+
+    /// Writes at most [`CHUNK`] bytes, ending at a line's end.
+    pub fn flush(&mut self, now: Instant) {
+        if self.pending() == 0 || self.blocked_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.blocked_until = None;
+        if self.file.is_none() {
+            if let Err(e) = self.open() {
+                self.fail(now, format!("cannot open {}: {e}", self.settings.path.display()));
+                return;
+            }
+        }
+        let end = self.chunk_end();
+        let len = (end - self.head) as u64;
+        if !self.mid_line && self.size > 0 && self.size + len > self.settings.max_size {
+            if let Err(e) = self.rotate() {
+                self.fail(
+                    now,
+                    format!("cannot rotate {}: {e}", self.settings.path.display()),
+                );
+                return;
+            }
+        }
+        let Some(f) = self.file.as_mut() else {
+            return;
+        };
+        match f.write(&self.buf[self.head..end]) {
+            Ok(0) => self.fail(now, "write took nothing".into()),
+            Ok(n) => {
+                self.head += n;
+                self.size += n as u64;
+                self.mid_line = self.buf[self.head - 1] != b'\n';
+                self.recovered();
+                self.compact();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.fail(
+                now,
+                format!("cannot write {}: {e}", self.settings.path.display()),
+            ),
+        }
+    }
+
+    /// The end of this turn's chunk: the last newline within [`CHUNK`],
+    /// or the end of a line longer than that.
+    fn chunk_end(&self) -> usize {
+        let limit = (self.head + CHUNK).min(self.buf.len());
+        let window = &self.buf[self.head..limit];
+        match window.iter().rposition(|&b| b == b'\n') {
+            Some(i) => self.head + i + 1,
+            None => self.buf[limit..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.buf.len(), |i| limit + i + 1),
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+            if self.buf.capacity() > 4 * CHUNK {
+                // A burst is over: give its memory back.
+                self.buf = Vec::new();
+            }
+        } else if self.head > self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
+    fn fail(&mut self, now: Instant, what: String) {
+        self.stats.write_errors += 1;
+        self.blocked_until = Some(now + RETRY);
+        // The file may be gone or broken: open it again next time.
+        self.file = None;
+        if !self.failing {
+            self.failing = true;
+            log::error!(
+                "audit: {what}; keeping up to {} KiB of lines and trying again every {} s",
+                BUFFER >> 10,
+                RETRY.as_secs()
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if !self.failing && self.dropping == 0 {
+            return;
+        }
+        let dropped = self.dropping;
+        log::info!(
+            "audit: writing to {} again{}",
+            self.settings.path.display(),
+            if dropped > 0 {
+                format!("; {dropped} lines were dropped meanwhile")
+            } else {
+                String::new()
+            }
+        );
+        self.failing = false;
+        self.dropping = 0;
+        if dropped > 0 {
+            if let Some(l) = self.line("audit", wall_ms()) {
+                l.num("dropped", dropped).end();
+            }
+        }
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        let path = &self.settings.path;
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)?;
+            }
+        }
+        let f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
+            .open(path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        self.size = meta.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        let path = self.settings.path.clone();
+        let keep = self.settings.keep;
+        if keep == 0 {
+            fs::remove_file(&path).or_else(not_found_ok)?;
+        } else {
+            for i in (1..keep).rev() {
+                fs::rename(numbered(&path, i), numbered(&path, i + 1)).or_else(not_found_ok)?;
+            }
+            fs::rename(&path, numbered(&path, 1))?;
+        }
+        // Numbers past `keep` (left by a larger `keep` before a reload).
+        let mut i = keep + 1;
+        while fs::remove_file(numbered(&path, i)).is_ok() {
+            i += 1;
+        }
+        if let Some(days) = self.settings.retention_days {
+            let max_age = Duration::from_secs(u64::from(days) * 86400);
+            for i in 1..=keep {
+                let p = numbered(&path, i);
+                let old = fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > max_age);
+                if old {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+        self.stats.rotations += 1;
+        log::info!("audit: rotated {}", path.display());
+        self.open()
+    }
+
+    /// Answers a query from the rotated files, the current one and what
+    /// is not written yet.
+    pub fn query(&self, q: &Query) -> Answer {
+        let limit = q.limit.clamp(1, QUERY_LIMIT);
+        let mut files: Vec<PathBuf> = (1..=self.settings.keep)
+            .rev()
+            .map(|i| numbered(&self.settings.path, i))
+            .collect();
+        files.push(self.settings.path.clone());
+        let pending = &self.buf[self.head..];
+        let mut budget = QUERY_BYTES;
+        let mut truncated = false;
+        if q.since_ms.is_some() {
+            // The first `limit` lines from `since` on: oldest file first,
+            // skipping files last written before `since`.
+            let mut out = Vec::new();
+            for p in &files {
+                if out.len() >= limit {
+                    break;
+                }
+                let stale = fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| ms_of(t) < q.since_ms.unwrap_or(0));
+                if stale {
+                    continue;
+                }
+                if let Ok(f) = File::open(p) {
+                    truncated |= scan(f, q, limit, &mut budget, &mut out, false);
+                }
+            }
+            if out.len() < limit {
+                scan(pending, q, limit, &mut budget, &mut out, false);
+            }
+            out.truncate(limit);
+            return Answer {
+                lines: out,
+                truncated,
+            };
+        }
+        // The newest `limit`: the newest file first, each scanned forward
+        // keeping its last matches.
+        let mut parts: Vec<Vec<Value>> = Vec::new();
+        let mut have = 0;
+        let mut part = Vec::new();
+        scan(pending, q, limit, &mut budget, &mut part, true);
+        have += part.len();
+        parts.push(part);
+        for p in files.iter().rev() {
+            if have >= limit {
+                break;
+            }
+            let Ok(f) = File::open(p) else {
+                continue;
+            };
+            let mut part = Vec::new();
+            truncated |= scan(f, q, limit - have, &mut budget, &mut part, true);
+            have += part.len();
+            parts.push(part);
+            if truncated {
+                break;
+            }
+        }
+        let lines = parts.into_iter().rev().flatten().collect();
+        Answer { lines, truncated }
+    }
+}
+
+/// Reads `r` line by line within `budget` bytes, appending the matches to
+/// `out`: the first ones until `out` holds `limit`, or with `last` the
+/// last `limit` of them. True when the budget ran out first.
+fn scan(
+    r: impl Read,
+    q: &Query,
+    limit: usize,
+    budget: &mut u64,
+    out: &mut Vec<Value>,
+    last: bool,
+) -> bool {
+    let mut rd = BufReader::with_capacity(64 << 10, r.take(*budget + 1));
+    let mut line = Vec::new();
+    let needle = q.kind.as_ref().map(|k| format!("\"kind\":\"{k}\""));
+    let mut ring = std::collections::VecDeque::new();
+    let mut read = 0u64;
+    loop {
+        line.clear();
+        let n = match rd.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        read += n as u64;
+        if read > *budget {
+            *budget = 0;
+            out.extend(ring);
+            return true;
+        }
+        if line.len() > MAX_LINE || line.last() != Some(&b'\n') {
+            continue;
+        }
+        // Most lines are not of the kind asked for: skip them unparsed.
+        if let Some(nd) = &needle {
+            if !line.windows(nd.len()).any(|w| w == nd.as_bytes()) {
+                continue;
+            }
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        if !q.matches(&v) {
+            continue;
+        }
+        if last {
+            if ring.len() == limit {
+                ring.pop_front();
+            }
+            ring.push_back(v);
+        } else {
+            out.push(v);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    *budget -= read.min(*budget);
+    out.extend(ring);
+    false
+}
+
+fn not_found_ok(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// `path.N`.
+pub fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+fn ms_of(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn wall_ms() -> u64 {
+    ms_of(SystemTime::now())
+}
