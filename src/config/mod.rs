@@ -1145,4 +1145,48 @@ metrics:
         c.without_net_admin();
         assert!(c.inactive.is_empty());
     }
+
+    #[test]
+    fn metrics_and_audit_sections() {
+        let c = parse(
+            "metrics:\n  enabled: true\n  per_interface: true\n  max_interfaces: 8\naudit:\n  enabled: true\n  path: /tmp/a.jsonl\n  max_size: 65536\n  keep: 3\n  retention_days: 7\n",
+        )
+        .unwrap();
+        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        assert!(c.metrics.enabled && c.metrics.per_interface);
+        assert_eq!(c.metrics.max_interfaces, 8);
+        assert_eq!(
+            c.audit,
+            AuditSettings {
+                enabled: true,
+                path: PathBuf::from("/tmp/a.jsonl"),
+                max_size: 65536,
+                keep: 3,
+                retention_days: Some(7),
+            }
+        );
+        // The existing netevd's spelling.
+        let c = parse("audit:\n  enabled: true\n  log_path: /var/log/netevd/audit.log\n").unwrap();
+        assert_eq!(c.audit.path, PathBuf::from("/var/log/netevd/audit.log"));
+        let d = Config::default();
+        assert!(!d.audit.enabled && d.metrics.enabled && !d.metrics.per_interface);
+        assert_eq!(d.audit.path, PathBuf::from("/var/log/netevd/audit.jsonl"));
+        let cases = [
+            (
+                "audit:\n  path: /a\n  log_path: /b\n",
+                "t.yaml:3:3: audit.log_path: the path is already given on line 2 (path and log_path are the same setting)",
+            ),
+            ("audit:\n  path: rel\n", "t.yaml:2:9: audit.path: expected an absolute path"),
+            ("audit:\n  max_size: 10\n", "t.yaml:2:13: audit.max_size: 10 is out of range"),
+            ("audit:\n  keep: 101\n", "t.yaml:2:9: audit.keep: 101 is out of range"),
+            ("audit:\n  rotate: 1\n", "t.yaml:2:3: unknown key \"rotate\" in audit"),
+            ("metrics:\n  per_interface: 1\n", "t.yaml:2:18: metrics.per_interface: expected true or false, not \"1\""),
+            ("metrics:\n  max_interfaces: 0\n", "t.yaml:2:19: metrics.max_interfaces: 0 is out of range"),
+            ("metrics:\n  port: 9090\n", "t.yaml:2:3: unknown key \"port\" in metrics"),
+        ];
+        for (text, want) in cases {
+            let got = parse(text).unwrap_err().to_string();
+            assert!(got.starts_with(want), "{text}: {got}");
+        }
+    }
 }

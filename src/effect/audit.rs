@@ -622,3 +622,292 @@ fn ms_of(t: SystemTime) -> u64 {
 fn wall_ms() -> u64 {
     ms_of(SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tmp(PathBuf);
+
+    impl Tmp {
+        fn new(tag: &str) -> Tmp {
+            let d = std::env::temp_dir().join(format!(
+                "netevd-audit-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            Tmp(d)
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn settings(path: &Path) -> AuditSettings {
+        AuditSettings {
+            enabled: true,
+            path: path.to_path_buf(),
+            max_size: 1 << 20,
+            keep: 2,
+            retention_days: None,
+        }
+    }
+
+    fn drain(a: &mut Audit) {
+        let now = Instant::now();
+        while a.pending() > 0 {
+            a.flush(now);
+            assert!(a.blocked_until.is_none(), "a write failed");
+        }
+    }
+
+    fn read_lines(p: &Path) -> Vec<Value> {
+        fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_json_with_every_field() {
+        let t = Tmp::new("json");
+        let path = t.0.join("sub/audit.jsonl");
+        let mut a = Audit::new(settings(&path));
+        a.line("hook", 7)
+            .unwrap()
+            .str("link", "e\"th\n0")
+            .num("ifindex", 3u32)
+            .opt_num("exit_code", Some(-1i32))
+            .opt_num("signal", None::<i32>)
+            .opt_str("previous", None)
+            .bool("timed_out", true)
+            .strs("output", ["a", "b\\"])
+            .end();
+        assert_eq!(a.next_flush(Instant::now()).is_some(), true);
+        drain(&mut a);
+        assert_eq!(a.next_flush(Instant::now()), None);
+        let v = read_lines(&path);
+        assert_eq!(
+            v,
+            [serde_json::json!({"time_ms": 7, "kind": "hook", "link": "e\"th\n0", "ifindex": 3,
+                "exit_code": -1, "signal": null, "previous": null, "timed_out": true,
+                "output": ["a", "b\\"]})]
+        );
+        assert_eq!(a.stats.lines, 1);
+        // The directory was made for it.
+        assert!(path.parent().unwrap().is_dir());
+    }
+
+    #[test]
+    fn off_writes_nothing() {
+        let t = Tmp::new("off");
+        let mut s = settings(&t.0.join("a"));
+        s.enabled = false;
+        let mut a = Audit::new(s);
+        assert!(a.line("state", 1).is_none());
+        assert_eq!(a.pending(), 0);
+        assert_eq!(a.stats.dropped, 0);
+    }
+
+    #[test]
+    fn chunks_end_at_a_line_and_are_bounded() {
+        let t = Tmp::new("chunk");
+        let path = t.0.join("a");
+        let mut a = Audit::new(settings(&path));
+        let long = "x".repeat(1000);
+        for i in 0..300u64 {
+            a.line("state", i).unwrap().str("link", &long).end();
+        }
+        let total = a.pending();
+        a.flush(Instant::now());
+        let written = fs::metadata(&path).unwrap().len() as usize;
+        assert!(written <= CHUNK && written > CHUNK - 1100, "{written}");
+        assert_eq!(total - a.pending(), written);
+        assert!(fs::read(&path).unwrap().ends_with(b"\n"));
+        drain(&mut a);
+        assert_eq!(read_lines(&path).len(), 300);
+        // A line longer than a chunk goes whole.
+        let huge = "y".repeat(CHUNK + 10);
+        a.line("hook", 1).unwrap().str("output", &huge).end();
+        a.flush(Instant::now());
+        assert_eq!(a.pending(), 0);
+        assert_eq!(read_lines(&path).len(), 301);
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_n() {
+        let t = Tmp::new("rotate");
+        let path = t.0.join("audit.jsonl");
+        let mut s = settings(&path);
+        s.max_size = 4096;
+        s.keep = 2;
+        let mut a = Audit::new(s);
+        for i in 0..400u64 {
+            a.line("state", i).unwrap().str("link", "eth0").end();
+            drain(&mut a);
+        }
+        assert!(a.stats.rotations >= 3, "{:?}", a.stats);
+        for p in [&path, &numbered(&path, 1), &numbered(&path, 2)] {
+            let len = fs::metadata(p).unwrap().len();
+            assert!(len <= 4096, "{} is {len} bytes", p.display());
+        }
+        assert!(!numbered(&path, 3).exists());
+        // Every file holds whole lines, and the newest are in `path`.
+        let newest = read_lines(&path);
+        assert_eq!(newest.last().unwrap()["time_ms"], 399);
+        let older = read_lines(&numbered(&path, 1));
+        assert_eq!(
+            older.last().unwrap()["time_ms"].as_u64().unwrap() + 1,
+            newest[0]["time_ms"].as_u64().unwrap()
+        );
+        // keep: 0 starts the file afresh.
+        let mut s = settings(&path);
+        s.max_size = 4096;
+        s.keep = 0;
+        a.set_settings(s);
+        for i in 0..100u64 {
+            a.line("state", i).unwrap().str("link", "eth0").end();
+            drain(&mut a);
+        }
+        assert!(!numbered(&path, 1).exists() && !numbered(&path, 2).exists());
+    }
+
+    #[test]
+    fn reopen_follows_a_moved_file() {
+        let t = Tmp::new("reopen");
+        let path = t.0.join("a");
+        let mut a = Audit::new(settings(&path));
+        a.line("state", 1).unwrap().end();
+        drain(&mut a);
+        fs::rename(&path, t.0.join("a.old")).unwrap();
+        a.reopen();
+        a.line("state", 2).unwrap().end();
+        drain(&mut a);
+        assert_eq!(read_lines(&path)[0]["time_ms"], 2);
+        assert_eq!(read_lines(&t.0.join("a.old")).len(), 1);
+    }
+
+    #[test]
+    fn a_failing_file_keeps_then_drops_and_says_so() {
+        let t = Tmp::new("fail");
+        fs::write(t.0.join("file"), "").unwrap();
+        // Its parent is a file: every open fails (ENOTDIR).
+        let bad = t.0.join("file/audit");
+        let mut a = Audit::new(settings(&bad));
+        let now = Instant::now();
+        a.line("state", 1).unwrap().end();
+        a.flush(now);
+        assert_eq!(a.stats.write_errors, 1);
+        assert_eq!(a.next_flush(now), Some(now + RETRY));
+        // Retried no sooner than RETRY.
+        a.flush(now);
+        assert_eq!(a.stats.write_errors, 1);
+        let line = "z".repeat(1000);
+        let mut taken = 1;
+        while a.line("state", 2).map(|l| l.str("x", &line).end()).is_some() {
+            taken += 1;
+        }
+        assert!(a.pending() >= BUFFER && a.pending() < BUFFER + 2000);
+        for _ in 0..9 {
+            assert!(a.line("state", 3).is_none());
+        }
+        assert_eq!(a.stats.dropped, 10);
+        assert_eq!(a.stats.lines, taken);
+        // Pointed somewhere that works, it writes what it kept and one
+        // line for the gap.
+        let good = t.0.join("good");
+        let mut s = settings(&good);
+        s.max_size = 1 << 30;
+        a.set_settings(s);
+        drain(&mut a);
+        let v = read_lines(&good);
+        assert_eq!(v.len() as u64, taken + 1);
+        let last = v.last().unwrap();
+        assert_eq!(last["kind"], "audit");
+        assert_eq!(last["dropped"], 10);
+        assert!(netevd_ctl::AUDIT_KINDS.contains(&"audit"));
+    }
+
+    #[test]
+    fn queries_read_rotated_files_and_the_buffer() {
+        let t = Tmp::new("query");
+        let path = t.0.join("audit.jsonl");
+        let mut s = settings(&path);
+        s.max_size = 8192;
+        s.keep = 5;
+        let mut a = Audit::new(s);
+        for i in 0..300u64 {
+            let (kind, link) = if i % 3 == 0 {
+                ("hook", "eth1")
+            } else {
+                ("state", "eth0")
+            };
+            a.line(kind, 1000 + i)
+                .unwrap()
+                .str("link", link)
+                .num("ifindex", if link == "eth0" { 2u32 } else { 3 })
+                .end();
+            drain(&mut a);
+        }
+        // Two more, not written yet.
+        a.line("reload", 2000).unwrap().end();
+        a.line("reload", 2001).unwrap().end();
+        assert!(numbered(&path, 2).exists());
+        let times = |ans: &Answer| -> Vec<u64> {
+            ans.lines
+                .iter()
+                .map(|v| v["time_ms"].as_u64().unwrap())
+                .collect()
+        };
+        let q = |f: &dyn Fn(&mut Query)| {
+            let mut q = Query {
+                limit: 5,
+                ..Query::default()
+            };
+            f(&mut q);
+            a.query(&q)
+        };
+        assert_eq!(times(&q(&|_| {})), [1297, 1298, 1299, 2000, 2001]);
+        assert_eq!(
+            times(&q(&|q| q.kind = Some("hook".into()))),
+            [1285, 1288, 1291, 1294, 1297]
+        );
+        assert_eq!(
+            times(&q(&|q| q.link = Some(netevd_ctl::LinkRef::Index(3)))),
+            [1285, 1288, 1291, 1294, 1297]
+        );
+        assert_eq!(
+            times(&q(&|q| q.link = Some(netevd_ctl::LinkRef::Name("eth0".into())))),
+            [1293, 1295, 1296, 1298, 1299]
+        );
+        // Since: the first ones from then on, across files.
+        let first = times(&q(&|q| q.since_ms = Some(1000)));
+        let oldest_kept = first[0];
+        assert_eq!(first, (oldest_kept..oldest_kept + 5).collect::<Vec<_>>());
+        assert_eq!(
+            times(&q(&|q| {
+                q.since_ms = Some(1297);
+                q.limit = 100
+            })),
+            [1297, 1298, 1299, 2000, 2001]
+        );
+        assert_eq!(
+            times(&q(&|q| {
+                q.until_ms = Some(1150);
+                q.limit = 2
+            })),
+            [1149, 1150]
+        );
+        // Everything kept, oldest first, in order.
+        let all = times(&q(&|q| q.limit = QUERY_LIMIT));
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*all.last().unwrap(), 2001);
+        assert!(!q(&|_| {}).truncated);
+    }
+}
