@@ -114,7 +114,12 @@ fn every_kind_of_line_is_written_and_queried() {
     });
     assert_eq!(
         (&ok["uid"], &ok["gid"], &ok["pid"], &ok["result"]),
-        (&Value::from(0), &Value::from(0), &Value::from(me), &Value::from("ok"))
+        (
+            &Value::from(0),
+            &Value::from(0),
+            &Value::from(me),
+            &Value::from("ok")
+        )
     );
     let bad = wait_line(&dir, &log, "control invalid", |v| {
         v["kind"] == "control" && v["command"] == "invalid"
@@ -138,7 +143,10 @@ fn every_kind_of_line_is_written_and_queried() {
     assert_eq!(r["result"], "ok");
     assert_eq!(r["old_hash"], old_hash);
     assert_ne!(r["new_hash"], old_hash);
-    assert_eq!(r["changes"], serde_json::json!(["hook timeout: 30 s -> 7 s"]));
+    assert_eq!(
+        r["changes"],
+        serde_json::json!(["hook timeout: 30 s -> 7 s"])
+    );
     c.ok(r#"{"command":"reload"}"#);
     wait_line(&dir, &log, "reload by request", |v| {
         v["kind"] == "reload" && v["trigger"] == "control" && v["changes"] == serde_json::json!([])
@@ -148,7 +156,10 @@ fn every_kind_of_line_is_written_and_queried() {
     let refused = wait_line(&dir, &log, "refused reload", |v| {
         v["kind"] == "reload" && v["result"] == "refused"
     });
-    assert!(refused["error"].as_str().unwrap().contains("bogus"), "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("bogus"),
+        "{refused}"
+    );
     dir.write("netevd.yaml", &cfg2, 0o644);
 
     // Queries through the daemon, by kind and link, and netevctl's view.
@@ -267,7 +278,14 @@ impl Tmpfs {
         fs::create_dir_all(&path).unwrap();
         run(
             "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", path.to_str().unwrap()],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ],
         );
         Tmpfs(path)
     }

@@ -55,7 +55,11 @@ fn counters_move_as_hooks_run_fail_and_time_out() {
     let dir = Dir::new();
     dir.write("hooks/routable.d/10-ok", "#!/bin/sh\nexit 0\n", 0o755);
     dir.write("hooks/routable.d/20-fail", "#!/bin/sh\nexit 3\n", 0o755);
-    dir.write("hooks/routable.d/30-slow", "#!/bin/sh\nexec sleep 30\n", 0o755);
+    dir.write(
+        "hooks/routable.d/30-slow",
+        "#!/bin/sh\nexec sleep 30\n",
+        0o755,
+    );
     let _d = Daemon::start(
         &ns,
         &dir,
@@ -106,7 +110,11 @@ fn counters_move_as_hooks_run_fail_and_time_out() {
         Some(2.0)
     );
     // A hook that cannot run at all counts as not started.
-    dir.write("hooks/routes.d/10-gone", "#!/nonexistent/interpreter\n", 0o755);
+    dir.write(
+        "hooks/routes.d/10-gone",
+        "#!/nonexistent/interpreter\n",
+        0o755,
+    );
     ns.ip(&["route", "add", "10.78.0.0/24", "dev", "mt0"]);
     wait_metrics(&dir, "a hook that could not start", |t| {
         value(t, "netevd_hook_runs_total{result=\"not_started\"}") == Some(1.0)
@@ -161,7 +169,10 @@ fn netevctl_metrics_prints_the_exposition_and_promtool_accepts_it() {
         .unwrap()
         .into();
     let v: serde_json::Value = serde_json::from_str(&j.out).unwrap();
-    assert!(v["text"].as_str().unwrap().contains("# TYPE netevd_events_total counter"));
+    assert!(v["text"]
+        .as_str()
+        .unwrap()
+        .contains("# TYPE netevd_events_total counter"));
 
     let promtool = Command::new("promtool").arg("--version").output();
     if promtool.is_err() {
@@ -204,7 +215,10 @@ fn interface_label_is_capped_and_metrics_can_be_off() {
         .filter(|l| l.starts_with("netevd_interface_state_changes_total{"))
         .collect();
     assert_eq!(labelled.len(), 2, "{t}");
-    assert!(labelled.iter().any(|l| l.contains("interface=\"_other\"")), "{t}");
+    assert!(
+        labelled.iter().any(|l| l.contains("interface=\"_other\"")),
+        "{t}"
+    );
 
     // Off by reload: the command is refused, the daemon goes on.
     let cfg = config_text(&dir, "metrics:\n  enabled: false\n");

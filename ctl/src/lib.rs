@@ -840,7 +840,10 @@ mod tests {
         assert!(Request::Audit(AuditQuery::default()).privileged());
         assert!(!Request::Metrics.privileged());
         let e = req(r#"{"command":"audit","kind":"hooks"}"#).unwrap_err();
-        assert!(e.message.contains("\"hooks\" is not one of state, hook"), "{e}");
+        assert!(
+            e.message.contains("\"hooks\" is not one of state, hook"),
+            "{e}"
+        );
         let e = req(r#"{"command":"audit","since_ms":5,"until_ms":4}"#).unwrap_err();
         assert!(e.message.contains("since_ms is after until_ms"), "{e}");
         let e = req(r#"{"command":"metrics","x":1}"#).unwrap_err();

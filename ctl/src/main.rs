@@ -515,7 +515,9 @@ fn request_of(cmd: &Command) -> Result<Request, Fail> {
                 .map_or(0, |d| d.as_millis() as u64);
             let when = |flag: &str, v: &Option<String>| {
                 v.as_deref()
-                    .map(|s| time_arg(s, now).map_err(|e| Fail::Usage(format!("audit: {flag}: {e}"))))
+                    .map(|s| {
+                        time_arg(s, now).map_err(|e| Fail::Usage(format!("audit: {flag}: {e}")))
+                    })
                     .transpose()
             };
             let q = AuditQuery {

@@ -613,12 +613,7 @@ pub fn audit(body: &Value) -> String {
     let lines = list(body, "lines");
     let mut out = String::new();
     for l in lines {
-        let _ = write!(
-            out,
-            "{} {}",
-            time_cell(l.get("time_ms")),
-            field(l, "kind")
-        );
+        let _ = write!(out, "{} {}", time_cell(l.get("time_ms")), field(l, "kind"));
         if let Some(m) = l.as_object() {
             for (k, v) in m {
                 if k == "time_ms" || k == "kind" {

@@ -343,7 +343,11 @@ impl Registry {
                 );
             }
         } else {
-            w.int("netevd_interface_state_changes_total", &[], self.state_changes);
+            w.int(
+                "netevd_interface_state_changes_total",
+                &[],
+                self.state_changes,
+            );
         }
 
         w.family(
@@ -765,7 +769,10 @@ mod tests {
         r.set_settings(Settings::default());
         r.state_change("eth2");
         let text = r.render(t0, &Snapshot::default());
-        assert!(text.contains("\nnetevd_interface_state_changes_total 7\n"), "{text}");
+        assert!(
+            text.contains("\nnetevd_interface_state_changes_total 7\n"),
+            "{text}"
+        );
         assert!(!text.contains("interface="));
     }
 
@@ -784,7 +791,9 @@ mod tests {
         };
         let text = r.render(t0, &s);
         assert!(
-            text.contains("netevd_interface_state_changes_total{interface=\"a\\\"b\\\\c\\nd\"} 1\n"),
+            text.contains(
+                "netevd_interface_state_changes_total{interface=\"a\\\"b\\\\c\\nd\"} 1\n"
+            ),
             "{text}"
         );
         assert!(text.contains(
@@ -797,7 +806,14 @@ mod tests {
     #[test]
     fn floats_in_go_syntax() {
         let mut s = String::new();
-        for v in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 0.000_05, 30.0, 1.5e-7] {
+        for v in [
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            0.000_05,
+            30.0,
+            1.5e-7,
+        ] {
             float(&mut s, v);
             s.push(' ');
         }

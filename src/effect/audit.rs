@@ -258,11 +258,8 @@ impl Audit {
         }
         self.stats.lines += 1;
         self.buf.extend_from_slice(b"{\"time_ms\":");
-        self.buf
-            .extend_from_slice(time_ms.to_string().as_bytes());
-        let w = LineWriter {
-            buf: &mut self.buf,
-        };
+        self.buf.extend_from_slice(time_ms.to_string().as_bytes());
+        let w = LineWriter { buf: &mut self.buf };
         Some(w.str("kind", kind))
     }
 
@@ -309,7 +306,10 @@ impl Audit {
         self.blocked_until = None;
         if self.file.is_none() {
             if let Err(e) = self.open() {
-                self.fail(now, format!("cannot open {}: {e}", self.settings.path.display()));
+                self.fail(
+                    now,
+                    format!("cannot open {}: {e}", self.settings.path.display()),
+                );
                 return;
             }
         }
@@ -689,15 +689,17 @@ mod tests {
             .bool("timed_out", true)
             .strs("output", ["a", "b\\"])
             .end();
-        assert_eq!(a.next_flush(Instant::now()).is_some(), true);
+        assert!(a.next_flush(Instant::now()).is_some());
         drain(&mut a);
         assert_eq!(a.next_flush(Instant::now()), None);
         let v = read_lines(&path);
         assert_eq!(
             v,
-            [serde_json::json!({"time_ms": 7, "kind": "hook", "link": "e\"th\n0", "ifindex": 3,
+            [
+                serde_json::json!({"time_ms": 7, "kind": "hook", "link": "e\"th\n0", "ifindex": 3,
                 "exit_code": -1, "signal": null, "previous": null, "timed_out": true,
-                "output": ["a", "b\\"]})]
+                "output": ["a", "b\\"]})
+            ]
         );
         assert_eq!(a.stats.lines, 1);
         // The directory was made for it.
@@ -810,7 +812,11 @@ mod tests {
         assert_eq!(a.stats.write_errors, 1);
         let line = "z".repeat(1000);
         let mut taken = 1;
-        while a.line("state", 2).map(|l| l.str("x", &line).end()).is_some() {
+        while a
+            .line("state", 2)
+            .map(|l| l.str("x", &line).end())
+            .is_some()
+        {
             taken += 1;
         }
         assert!(a.pending() >= BUFFER && a.pending() < BUFFER + 2000);
@@ -883,7 +889,9 @@ mod tests {
             [1285, 1288, 1291, 1294, 1297]
         );
         assert_eq!(
-            times(&q(&|q| q.link = Some(netevd_ctl::LinkRef::Name("eth0".into())))),
+            times(&q(
+                &|q| q.link = Some(netevd_ctl::LinkRef::Name("eth0".into()))
+            )),
             [1293, 1295, 1296, 1298, 1299]
         );
         // Since: the first ones from then on, across files.

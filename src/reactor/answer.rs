@@ -131,10 +131,7 @@ impl Daemon {
     pub(super) fn answer(&mut self, line: Line) {
         self.input_at = Instant::now();
         let parsed = parse_request(&line.bytes);
-        let command = parsed
-            .request
-            .as_ref()
-            .map_or("invalid", Request::command);
+        let command = parsed.request.as_ref().map_or("invalid", Request::command);
         self.metrics.control_request(command);
         let reply = match parsed.request {
             Err(e) => Err(e),

@@ -35,13 +35,13 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::core::event::{Event, Kind, PolicyView};
 use crate::core::metrics::{self, HookResult, PolicyResult, Registry};
+use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::policy::Change;
 use crate::core::requests::Outcome;
-use crate::core::types::RTPROT_NETEVD;
-use crate::effect::audit::Audit;
-use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
+use crate::core::types::RTPROT_NETEVD;
+use crate::effect::audit::Audit;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
 use crate::source::control::{self, Control, Settings as ControlSettings};
@@ -787,8 +787,11 @@ fn policy_done(m: &mut Registry, a: &mut Audit, ch: &Change, r: PolicyResult, co
     if let Some(l) = a.line("policy", now_ms()) {
         let l = l.str("change", &ch.to_string()).str("result", r.as_str());
         if code < 0 {
-            l.str("error", &std::io::Error::from_raw_os_error(-code).to_string())
-                .end();
+            l.str(
+                "error",
+                &std::io::Error::from_raw_os_error(-code).to_string(),
+            )
+            .end();
         } else {
             l.end();
         }
