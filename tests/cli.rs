@@ -50,11 +50,11 @@ fn validate_good_and_bad() {
         "{err}"
     );
 
-    let inactive = "routing:\n  policy_rules: [eth1]\naudit:\n  enabled: true\n";
+    let inactive = "routing:\n  policy_rules: [eth1]\napi:\n  enabled: true\n";
     let (code, out, _) = validate("inactive.yaml", inactive);
     assert_eq!(code, Some(0));
     assert!(!out.contains("routing"), "policy routing is built: {out}");
-    assert!(out.contains("not active: audit"), "{out}");
+    assert!(out.contains("not active: api"), "{out}");
 
     let reserved = "routing:\n  policy_rules:\n    - interface: eth1\n      table: 254\n";
     let (code, _, err) = validate("reserved.yaml", reserved);
