@@ -677,6 +677,20 @@ fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
             "max_interfaces" => {
                 m.max_interfaces = cx.uint(v, "metrics.max_interfaces", 1, 4096)? as usize
             }
+            "endpoint" => {
+                let e = cx.str(v, "metrics.endpoint")?;
+                if !e.starts_with('/') || e.len() > 256 || e.bytes().any(|b| b <= b' ' || b == 0x7f)
+                {
+                    return Err(cx.err(
+                        v,
+                        format!(
+                            "metrics.endpoint: expected an HTTP path such as /metrics (a \
+                             leading /, no spaces, at most 256 bytes), not {e:?}"
+                        ),
+                    ));
+                }
+                m.endpoint = e.to_string();
+            }
             other => return Err(unknown(cx, k, "metrics", other)),
         }
     }
@@ -1155,6 +1169,9 @@ metrics:
         assert!(c.inactive.is_empty(), "{:?}", c.inactive);
         assert!(c.metrics.enabled && c.metrics.per_interface);
         assert_eq!(c.metrics.max_interfaces, 8);
+        assert_eq!(c.metrics.endpoint, "/metrics");
+        let m = parse("metrics:\n  enabled: true\n  endpoint: \"/m\"\n").unwrap();
+        assert_eq!(m.metrics.endpoint, "/m");
         assert_eq!(
             c.audit,
             AuditSettings {
@@ -1183,6 +1200,7 @@ metrics:
             ("metrics:\n  per_interface: 1\n", "t.yaml:2:18: metrics.per_interface: expected true or false, not \"1\""),
             ("metrics:\n  max_interfaces: 0\n", "t.yaml:2:19: metrics.max_interfaces: 0 is out of range"),
             ("metrics:\n  port: 9090\n", "t.yaml:2:3: unknown key \"port\" in metrics"),
+            ("metrics:\n  endpoint: metrics\n", "t.yaml:2:13: metrics.endpoint: expected an HTTP path"),
         ];
         for (text, want) in cases {
             let got = parse(text).unwrap_err().to_string();

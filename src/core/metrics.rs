@@ -55,6 +55,9 @@ pub struct Settings {
     pub per_interface: bool,
     /// Distinct `interface` values at most.
     pub max_interfaces: usize,
+    /// `metrics.endpoint`: the HTTP path the shim serves them on (the
+    /// existing netevd's key).
+    pub endpoint: String,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             enabled: true,
             per_interface: false,
             max_interfaces: 64,
+            endpoint: "/metrics".to_string(),
         }
     }
 }
@@ -576,9 +580,9 @@ mod tests {
     fn reg(per_interface: bool, max: usize) -> (Registry, Instant) {
         let t0 = Instant::now();
         let s = Settings {
-            enabled: true,
             per_interface,
             max_interfaces: max,
+            ..Settings::default()
         };
         (Registry::new(s, t0), t0)
     }
