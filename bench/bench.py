@@ -16,6 +16,8 @@
                events at 5,000/s, where both runs do the same work; hook
                latency with the followers attached in every other block
                of 20 events against the blocks without
+  audit        ingest CPU with the audit log on against off, both runs in a
+               row (`python3 bench/bench.py audit` runs only these)
   ctl memory   idle RSS with the control socket off and open, with 100 idle
                clients, against ip monitor; a subscriber that never reads:
                RSS before it, at peak, and after the daemon dropped it,
@@ -335,13 +337,14 @@ def latency_fanout(results, n=400, block=20, followers=10):
         follower_min=min(reads), dropped=dropped)
 
 
-def ingest(results, n=100_000, followers=0, rate=0, key="ingest"):
+def ingest(results, n=100_000, followers=0, rate=0, key="ingest", config=""):
     """CPU for n address events, as fast as `ip -batch` makes them or, with
     `rate`, that many a second; with `followers`, that many subscribers
     read every event meanwhile, at real-time priority (see Followers).
     ip monitor, the floor, runs only in the run keyed "ingest": elsewhere
     it would be one more busy process on two cores."""
-    d = Daemon(key, "scripts:\n  run_on_startup: false\n", f"  max_clients: {followers + 8}\n")
+    d = Daemon(key, "scripts:\n  run_on_startup: false\n" + config,
+               f"  max_clients: {followers + 8}\n")
     fol = Followers(d, followers, realtime=True) if followers else None
     mon = monitor("address")[0] if key == "ingest" else None
     lines = []
@@ -380,13 +383,16 @@ def ingest(results, n=100_000, followers=0, rate=0, key="ingest"):
         mon.wait()
     d.stop()
     overruns = open(os.path.join(d.dir, "log")).read().count("overrun")
+    audit = [f for f in os.listdir(d.dir) if f.startswith("audit.jsonl")]
+    audit_bytes = sum(os.path.getsize(os.path.join(d.dir, f)) for f in audit)
     results[key] = dict(events=n, cpu=c1 - c0, mon_cpu=m1 - m0, wall=wall, overruns=overruns,
                         published=st["events"] - st0["events"],
                         netlink=st["netlink_messages"] - st0["netlink_messages"],
                         followers=followers, rate=rate,
                         follower_cpu=fol.cpu if fol else 0,
                         follower_min=min(got) if got else 0,
-                        dropped=st["subscribers_dropped"], dropped_seen=dropped)
+                        dropped=st["subscribers_dropped"], dropped_seen=dropped,
+                        audit_bytes=audit_bytes, audit_files=len(audit))
 
 
 def burst(results, n=10_000):
@@ -628,6 +634,34 @@ def fanout_row(name, without, with_):
             f"{with_['follower_cpu']:.2f} s")
 
 
+def audit_ingest(results, n=100_000):
+    """The same address events with the audit log off, then on (its file
+    in the run's directory, rotated at the default 10 MiB)."""
+    ingest(results, n=n, key="audit_off")
+    path = os.path.join(OUT, "audit_on", "audit.jsonl")
+    ingest(results, n=n, key="audit_on",
+           config=f"audit:\n  enabled: true\n  path: {path}\n")
+
+
+def audit_rows(results):
+    """The audit log's cost, void unless both runs published the same
+    events without overruns."""
+    off, on = results["audit_off"], results["audit_on"]
+    ratio = on["cpu"] / max(off["cpu"], 0.01)
+    void = []
+    if on["published"] != off["published"] or on["overruns"] or off["overruns"]:
+        void.append(f"not the same work: events published {on['published']:,} (off: "
+                    f"{off['published']:,}), netlink overruns {on['overruns']} (off: {off['overruns']})")
+    per_event = (on["cpu"] - off["cpu"]) / max(on["published"], 1) * 1e6
+    return [
+        (f"{on['events']:,} address events, CPU, audit log on", f"{on['cpu']:.2f} s",
+         f"audit log off {off['cpu']:.2f} s ({ratio:.2f}x, {per_event:+.1f} µs an event), goal at most "
+         f"1.3x: " + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.3))
+         + f"; {on['published']:,} events, {on['audit_bytes'] / 1048576:.1f} MiB of audit lines in "
+         f"{on['audit_files']} files"),
+    ]
+
+
 def control_rows(results):
     """The control socket's figures, each with its floor from this run
     and the goal it is held to."""
@@ -688,10 +722,27 @@ def control_rows(results):
 def main():
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (it makes a network namespace)")
+    only = sys.argv[1:]
+    if only and only != ["audit"]:
+        raise SystemExit("bench: the only part that runs alone is `audit`")
     os.makedirs(OUT, exist_ok=True)
     for src in ("stamp", "forkexec", "echo", "follow"):
         sh("gcc", "-O2", "-o", os.path.join(OUT, src), os.path.join(ROOT, "bench", f"{src}.c"))
     results = {"size": os.path.getsize(BIN)}
+    if only == ["audit"]:
+        try:
+            setup()
+            audit_ingest(results)
+        finally:
+            for p in STARTED:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            subprocess.run(["ip", "netns", "del", NS])
+        text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
+            f"| {a} | {b} | {c} |" for a, b, c in audit_rows(results))
+        print(text)
+        return
     try:
         setup()
         # these two want the 10 links of setup(); rss() adds 990 more
@@ -707,6 +758,7 @@ def main():
         # both runs do the same work (the burst above may overrun)
         ingest(results, n=50_000, rate=5_000, key="ingest_paced")
         ingest(results, n=50_000, followers=10, rate=5_000, key="ingest_paced_f10")
+        audit_ingest(results)
         burst(results)
     finally:
         for p in STARTED:
@@ -735,6 +787,7 @@ def main():
          f"ip monitor saw {B['monitor_seen']:,}; last hook saw {B['last_seen']}"),
     ]
     rows += control_rows(results)
+    rows += audit_rows(results)
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:
