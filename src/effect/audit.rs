@@ -107,18 +107,38 @@ impl LineWriter<'_> {
         }
     }
 
-    pub fn num(self, k: &str, v: impl Into<i128>) -> Self {
+    /// A number, formatted in place (no allocation: this runs per event).
+    pub fn num(self, k: &str, v: impl Into<i64>) -> Self {
         let mut s = self;
         s.key(k);
-        s.buf.extend_from_slice(v.into().to_string().as_bytes());
+        let _ = write!(s.buf, "{}", v.into());
         s
     }
 
-    pub fn opt_num(self, k: &str, v: Option<impl Into<i128>>) -> Self {
+    /// An unsigned number that may not fit an i64 (ids, times).
+    pub fn unum(self, k: &str, v: u64) -> Self {
+        let mut s = self;
+        s.key(k);
+        let _ = write!(s.buf, "{v}");
+        s
+    }
+
+    pub fn opt_num(self, k: &str, v: Option<impl Into<i64>>) -> Self {
         match v {
             Some(v) => self.num(k, v),
             None => self.raw(k, "null"),
         }
+    }
+
+    /// A string known to need no escaping (the daemon's own names).
+    pub fn name(self, k: &str, v: &'static str) -> Self {
+        debug_assert!(v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        let mut s = self;
+        s.key(k);
+        s.buf.push(b'"');
+        s.buf.extend_from_slice(v.as_bytes());
+        s.buf.push(b'"');
+        s
     }
 
     pub fn bool(self, k: &str, v: bool) -> Self {
@@ -239,7 +259,7 @@ impl Audit {
 
     /// Starts a line of `kind` at `time_ms`, or None when the log is off
     /// or the buffer is full (then the line is counted as dropped).
-    pub fn line(&mut self, kind: &str, time_ms: u64) -> Option<LineWriter<'_>> {
+    pub fn line(&mut self, kind: &'static str, time_ms: u64) -> Option<LineWriter<'_>> {
         if !self.settings.enabled {
             return None;
         }
@@ -257,10 +277,9 @@ impl Audit {
             return None;
         }
         self.stats.lines += 1;
-        self.buf.extend_from_slice(b"{\"time_ms\":");
-        self.buf.extend_from_slice(time_ms.to_string().as_bytes());
+        let _ = write!(self.buf, "{{\"time_ms\":{time_ms}");
         let w = LineWriter { buf: &mut self.buf };
-        Some(w.str("kind", kind))
+        Some(w.name("kind", kind))
     }
 
     /// Bytes waiting to be written.
@@ -405,7 +424,7 @@ impl Audit {
         self.dropping = 0;
         if dropped > 0 {
             if let Some(l) = self.line("audit", wall_ms()) {
-                l.num("dropped", dropped).end();
+                l.unum("dropped", dropped).end();
             }
         }
     }

@@ -482,13 +482,17 @@ impl Daemon {
                 self.metrics.state_change(&name);
             }
             if let Some(l) = self.audit.line("state", ev.time_ms) {
-                l.str("link", &name)
+                let l = l
+                    .str("link", &name)
                     .num("ifindex", ev.index)
-                    .str("state", ev.state.as_str())
-                    .opt_str("previous", ev.previous.map(|p| p.as_str()))
-                    .str("event", ev.kind.as_str())
-                    .num("event_id", ev.id)
-                    .str("backend", ev.origin.as_str())
+                    .name("state", ev.state.as_str());
+                let l = match ev.previous {
+                    Some(p) => l.name("previous", p.as_str()),
+                    None => l.opt_str("previous", None),
+                };
+                l.name("event", ev.kind.as_str())
+                    .unum("event_id", ev.id)
+                    .name("backend", ev.origin.as_str())
                     .end();
             }
         }
@@ -625,10 +629,10 @@ impl Daemon {
                 l.str("link", &r.link)
                     .num("ifindex", r.index)
                     .str("hook", &r.hook)
-                    .str("state", r.state)
-                    .num("event_id", r.event_id)
-                    .num("started_ms", r.started_ms)
-                    .opt_num("duration_ms", r.duration_ms)
+                    .name("state", r.state)
+                    .unum("event_id", r.event_id)
+                    .unum("started_ms", r.started_ms)
+                    .opt_num("duration_ms", r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64))
                     .opt_num("exit_code", r.exit_code)
                     .opt_num("signal", r.signal)
                     .bool("timed_out", r.timed_out)
@@ -785,7 +789,7 @@ impl Daemon {
 fn policy_done(m: &mut Registry, a: &mut Audit, ch: &Change, r: PolicyResult, code: i32) {
     m.policy_request(r);
     if let Some(l) = a.line("policy", now_ms()) {
-        let l = l.str("change", &ch.to_string()).str("result", r.as_str());
+        let l = l.str("change", &ch.to_string()).name("result", r.as_str());
         if code < 0 {
             l.str(
                 "error",
