@@ -970,6 +970,8 @@ mod tests {
             r#"{"command":"subscribe","link":"x"}"#,
             r#"{"command":"rules","all":false}"#,
             r#"{"command":"history","limit":1}"#,
+            r#"{"command":"metrics"}"#,
+            r#"{"command":"audit","since_ms":1,"until_ms":9,"kind":"hook","link":"eth0","limit":5}"#,
         ]
         .iter()
         .map(|s| s.as_bytes().to_vec())

@@ -132,7 +132,9 @@ impl LineWriter<'_> {
 
     /// A string known to need no escaping (the daemon's own names).
     pub fn name(self, k: &str, v: &'static str) -> Self {
-        debug_assert!(v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        debug_assert!(v
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
         let mut s = self;
         s.key(k);
         s.buf.push(b'"');
@@ -936,5 +938,73 @@ mod tests {
         assert!(all.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(*all.last().unwrap(), 2001);
         assert!(!q(&|_| {}).truncated);
+    }
+}
+
+/// The repo's fuzz convention: a seeded, repeatable mutation test of the
+/// one parser here, the query's scan of audit files (which another program
+/// or a crash may have left torn or garbled).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[test]
+    fn fuzz_scan_of_damaged_files() {
+        let corpus = [
+            r#"{"time_ms":5,"kind":"hook","link":"eth0","ifindex":2,"output":["a"]}"#,
+            r#"{"time_ms":6,"kind":"state","link":"e\"x","ifindex":3,"previous":null}"#,
+            r#"{"time_ms":7,"kind":"control","uid":0,"gid":0,"pid":1,"command":"status"}"#,
+            r#"{"time_ms":18446744073709551615,"kind":"audit","dropped":3}"#,
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = br#"{}[]":,0123456789\ntruefalsnl\u"#;
+        let end = Instant::now() + Duration::from_millis(1000);
+        let mut n = 0u64;
+        while Instant::now() < end {
+            let mut file = Vec::new();
+            for _ in 0..1 + rnd() % 8 {
+                let mut line = corpus[(rnd() % corpus.len() as u64) as usize]
+                    .as_bytes()
+                    .to_vec();
+                for _ in 0..rnd() % 4 {
+                    let i = (rnd() % (line.len() as u64 + 1)) as usize;
+                    match rnd() % 3 {
+                        0 => line.insert(i, alphabet[(rnd() % alphabet.len() as u64) as usize]),
+                        1 if i < line.len() => {
+                            line.remove(i);
+                        }
+                        _ => line.truncate(i),
+                    }
+                }
+                file.extend_from_slice(&line);
+                if rnd() % 8 != 0 {
+                    file.push(b'\n');
+                }
+            }
+            let kinds = [None, Some("hook"), Some("state")];
+            let q = Query {
+                since_ms: (rnd() % 2 == 0).then(|| rnd() % 10),
+                until_ms: (rnd() % 2 == 0).then(|| rnd() % 20),
+                kind: kinds[(rnd() % 3) as usize].map(str::to_string),
+                link: None,
+                limit: 1 + (rnd() % 4) as usize,
+            };
+            let mut budget = rnd() % 2048;
+            let before = budget;
+            let mut out = Vec::new();
+            let last = rnd() % 2 == 0;
+            scan(&file[..], &q, q.limit, &mut budget, &mut out, last);
+            assert!(budget <= before);
+            assert!(out.len() <= q.limit, "{out:?}");
+            assert!(out.iter().all(|v| q.matches(v)));
+            n += 1;
+        }
+        assert!(n > 1000, "only {n} runs");
     }
 }

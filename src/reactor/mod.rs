@@ -632,7 +632,10 @@ impl Daemon {
                     .name("state", r.state)
                     .unum("event_id", r.event_id)
                     .unum("started_ms", r.started_ms)
-                    .opt_num("duration_ms", r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64))
+                    .opt_num(
+                        "duration_ms",
+                        r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64),
+                    )
                     .opt_num("exit_code", r.exit_code)
                     .opt_num("signal", r.signal)
                     .bool("timed_out", r.timed_out)
