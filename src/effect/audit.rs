@@ -241,12 +241,19 @@ impl Audit {
     }
 
     /// New settings on reload: a new path is opened at the next write;
-    /// turned off, what is buffered is still written there first.
+    /// turned off, what is buffered is still written (one chunk now, the
+    /// rest by the usual flushes), then the file is closed.
     pub fn set_settings(&mut self, s: AuditSettings) {
-        if s.path != self.settings.path {
+        if s.path != self.settings.path || !s.enabled {
             self.finish_pending();
+        }
+        if s.path != self.settings.path {
             self.file = None;
             self.blocked_until = None;
+        }
+        if !s.enabled && self.pending() == 0 {
+            // Off: the file is not held open (logrotate may remove it).
+            self.file = None;
         }
         self.settings = s;
     }
@@ -356,6 +363,9 @@ impl Audit {
                 self.mid_line = self.buf[self.head - 1] != b'\n';
                 self.recovered();
                 self.compact();
+                if !self.settings.enabled && self.pending() == 0 {
+                    self.file = None;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => self.fail(
