@@ -727,12 +727,7 @@ pub fn test(body: &Value) -> String {
     if body.get("event_id").is_some_and(Value::is_null) {
         match body.get("filter").filter(|f| !f.is_null()) {
             Some(f) => {
-                let _ = writeln!(
-                    out,
-                    "filter {} ({}):",
-                    field(f, "name"),
-                    field(f, "action")
-                );
+                let _ = writeln!(out, "filter {} ({}):", field(f, "name"), field(f, "action"));
                 for w in list(f, "why") {
                     let _ = writeln!(out, "  {}", cell(Some(w)));
                 }
@@ -743,12 +738,7 @@ pub fn test(body: &Value) -> String {
             None => {}
         }
         for n in list(body, "not_matched") {
-            let _ = writeln!(
-                out,
-                "not filter {}: {}",
-                field(n, "name"),
-                field(n, "why")
-            );
+            let _ = writeln!(out, "not filter {}: {}", field(n, "name"), field(n, "why"));
         }
     }
     let hooks = list(body, "hooks");
