@@ -35,7 +35,8 @@
 //!   null, hits}], "unmatched"}`: in order, `hits` the events each
 //!   decided, `unmatched` those no filter matched (their hooks ran).
 //! - reload: `{"reloaded": true, "changes": [str]}`.
-//! - test: `{"event_id", "state", "link", "hooks": [str]}`; with
+//! - test: `{"event_id", "state", "link", "hooks": [str], "filter"}`
+//!   (`filter` as below; `hooks` only those the filters let run); with
 //!   `dry_run`: `{"event_id": null, "state", "link", "hooks": [{path,
 //!   environment: {NAME: value}, json}], "filter": {name, action, why:
 //!   [str], scripts} | null, "not_matched": [{name, why}]}`: the filter

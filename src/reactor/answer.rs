@@ -399,9 +399,11 @@ impl Daemon {
             )
         })?;
         let name = ev.name_lossy();
+        // What the filters will decide when the event is published; only
+        // the hooks they let run are listed.
+        let (matched, not_matched, scripts) = self.explain_filters(&ev);
+        hooks::restrict(&mut found, scripts.as_deref());
         if dry_run {
-            let (matched, not_matched, scripts) = self.explain_filters(&ev);
-            hooks::restrict(&mut found, scripts.as_deref());
             let run = RunInfo {
                 previous: ev.previous,
                 coalesced: 0,
@@ -438,6 +440,12 @@ impl Daemon {
         let id = ev.id;
         log::info!("test: running {dir}.d for {name} (event {id}) on request");
         self.publish(ev);
-        Ok(json!({ "event_id": id, "state": dir, "link": name, "hooks": names }))
+        Ok(json!({
+            "event_id": id,
+            "state": dir,
+            "link": name,
+            "hooks": names,
+            "filter": matched,
+        }))
     }
 }
