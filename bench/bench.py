@@ -18,6 +18,10 @@
                of 20 events against the blocks without
   audit        ingest CPU with the audit log on against off, both runs in a
                row (`python3 bench/bench.py audit` runs only these)
+  filters      ingest CPU with 100 filters configured against none, two
+               runs of 100,000 address events, one after the other; every
+               filter is checked for every event and none matches (the
+               worst case: no first match ends the search early)
   ctl memory   idle RSS with the control socket off and open, with 100 idle
                clients, against ip monitor; a subscriber that never reads:
                RSS before it, at peak, and after the daemon dropped it,
@@ -397,6 +401,37 @@ def ingest(results, n=100_000, followers=0, rate=0, key="ingest", config=""):
                         audit_dropped=audit_dropped)
 
 
+def filters_config(n=100):
+    """n filters that every event of the ingest reaches and none matches:
+    their event types hold the events' (state unchanged: address; and
+    routes), so each checks its condition, two terms, both false."""
+    return "filters:\n" + "".join(
+        f"  - name: f{i}\n    event_types: [address, routes, routable]\n"
+        f"    condition: 'kind == \"wg{i}\" || mtu == {i + 1}'\n    action: ignore\n"
+        for i in range(n))
+
+
+def filters_cost(results):
+    """The ingest without filters, then with 100, back to back."""
+    ingest(results, key="filters_none")
+    ingest(results, key="filters_100", config=filters_config())
+
+
+def filters_row(results):
+    a, b = results["filters_none"], results["filters_100"]
+    ratio = b["cpu"] / max(a["cpu"], 0.01)
+    void = []
+    if a["published"] != b["published"] or a["overruns"] or b["overruns"]:
+        void.append(f"not the same work: events published {b['published']:,} (without: "
+                    f"{a['published']:,}), overruns {b['overruns']} (without: {a['overruns']})")
+    per_event = (b["cpu"] - a["cpu"]) / max(b["published"], 1) * 1e6
+    return (f"{b['events']:,} address events, CPU, 100 filters checked for each (none match)",
+            f"{b['cpu']:.2f} s",
+            f"no filters {a['cpu']:.2f} s ({ratio:.2f}x, {per_event:+.2f} µs an event), "
+            f"{b['published']:,} events published; goal at most 1.1x: "
+            + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.1)))
+
+
 def burst(results, n=10_000):
     d = Daemon("burst", "scripts:\n  run_on_startup: false\n")
     hook = d.hook("routes")
@@ -765,6 +800,7 @@ def main():
         ingest(results, n=50_000, rate=5_000, key="ingest_paced")
         ingest(results, n=50_000, followers=10, rate=5_000, key="ingest_paced_f10")
         audit_ingest(results)
+        filters_cost(results)
         burst(results)
     finally:
         for p in STARTED:
@@ -794,6 +830,7 @@ def main():
     ]
     rows += control_rows(results)
     rows += audit_rows(results)
+    rows.append(filters_row(results))
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:

@@ -134,6 +134,7 @@ fn every_command_sends_the_request_lib_rs_defines() {
                     link: Some(LinkRef::Index(3)),
                     kind: Some("state".into()),
                     state: Some("routable".into()),
+                    condition: None,
                 },
             },
         ),
@@ -175,8 +176,17 @@ fn every_command_sends_the_request_lib_rs_defines() {
                 link: Some(eth0()),
                 kind: Some("routes".into()),
                 state: None,
+                condition: None,
             }),
         ),
+        (
+            vec!["events", "--follow", "--where", "mtu > 1 && has_gateway"],
+            Request::Subscribe(EventFilter {
+                condition: Some("mtu > 1 && has_gateway".into()),
+                ..EventFilter::default()
+            }),
+        ),
+        (vec!["filters"], Request::Filters),
     ];
     for (args, want) in cases {
         let fake = Fake::ok(&json!({}));

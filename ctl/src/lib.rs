@@ -30,8 +30,13 @@
 //!   [str]}]}`; `duration_ms` and the exit are null while it runs.
 //! - hooks: `{"script_dir", "directories": [{state, path, exists, hooks:
 //!   [str], skipped: [{name, reason}]}]}`.
+//! - filters: `{"filters": [{name, action, interface, interface_pattern,
+//!   event_types: [str], backend, ip_family, condition, scripts: [str] |
+//!   null, hits}], "unmatched"}`: in order, `hits` the events each
+//!   decided, `unmatched` those no filter matched (their hooks ran).
 //! - reload: `{"reloaded": true, "changes": [str]}`.
-//! - test: `{"event_id", "state", "link", "hooks": [str]}`; with
+//! - test: `{"event_id", "state", "link", "hooks": [str], "filter"}`
+//!   (`filter` as below; `hooks` only those the filters let run); with
 //!   `dry_run`: `{"event_id": null, "state", "link", "hooks": [{path,
 //!   environment: {NAME: value}, json}]}`.
 //! - subscribe: `{"subscribed": true}`, then event lines.
@@ -41,6 +46,14 @@
 //!   LINE being an audit log line as written (netevd.yaml(5), AUDIT LOG),
 //!   oldest first; `truncated` when the files were larger than one query
 //!   may read.
+//!   environment: {NAME: value}, json}], "filter": {name, action, why:
+//!   [str], scripts} | null, "not_matched": [{name, why}]}`: the filter
+//!   that decides the event and why, and why each one before it did not
+//!   match; `hooks` holds only what would run.
+//! - subscribe: `{"subscribed": true}`, then event lines. `events` and
+//!   `subscribe` take `link`, `kind`, `state` and `where`, a condition
+//!   in the filter language (netevd.yaml(5)); a `where` that does not
+//!   parse is a `bad_request` naming the column.
 //!
 //! No I/O here but `parse_args` printing argh's messages.
 
@@ -165,6 +178,11 @@ pub struct EventFilter {
     pub kind: Option<String>,
     /// The hook directory: carrier, routable, routes, ...
     pub state: Option<String>,
+    /// `where` on the wire: a condition in the language of filters
+    /// (netevd.yaml(5), FILTERS), such as `has_gateway && kind ==
+    /// "wireguard"`. The daemon parses it once and refuses one that does
+    /// not parse; `matches` does not look at it.
+    pub condition: Option<String>,
 }
 
 impl EventFilter {
@@ -207,6 +225,8 @@ pub enum Request {
         link: Option<LinkRef>,
     },
     Hooks,
+    /// The configured filters with their hit counts.
+    Filters,
     Reload,
     Test {
         state: String,
@@ -236,7 +256,7 @@ pub const AUDIT_KINDS: [&str; 6] = ["state", "hook", "control", "reload", "polic
 
 /// The commands, as they are spelt on the wire and on netevctl's command
 /// line.
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 15] = [
     "status",
     "interfaces",
     "interface",
@@ -245,6 +265,7 @@ pub const COMMANDS: [&str; 14] = [
     "events",
     "history",
     "hooks",
+    "filters",
     "reload",
     "test",
     "subscribe",
@@ -341,6 +362,12 @@ impl<'a> Args<'a> {
             link: self.link("link")?,
             kind: one_of(self.string("kind")?, "kind", &KINDS)?,
             state: one_of(self.string("state")?, "state", &STATES)?,
+            condition: match self.string("where")? {
+                Some(w) if w.trim().is_empty() => {
+                    return Err(bad(format!("{command}: where: an empty condition")))
+                }
+                w => w,
+            },
         })
     }
 
@@ -443,6 +470,7 @@ fn request_of(obj: &Map<String, Value>) -> Result<Request, Error> {
             link: a.link("link")?,
         },
         "hooks" => Request::Hooks,
+        "filters" => Request::Filters,
         "reload" => Request::Reload,
         "test" => {
             let state = a
@@ -518,6 +546,7 @@ impl Request {
             Request::Events { .. } => "events",
             Request::History { .. } => "history",
             Request::Hooks => "hooks",
+            Request::Filters => "filters",
             Request::Reload => "reload",
             Request::Test { .. } => "test",
             Request::Subscribe(_) => "subscribe",
@@ -541,6 +570,9 @@ impl Request {
             }
             if let Some(s) = &f.state {
                 put("state", Value::from(s.as_str()));
+            }
+            if let Some(w) = &f.condition {
+                put("where", Value::from(w.as_str()));
             }
         };
         let command = match self {
@@ -594,6 +626,7 @@ impl Request {
                 "history"
             }
             Request::Hooks => "hooks",
+            Request::Filters => "filters",
             Request::Reload => "reload",
             Request::Test {
                 state,
@@ -802,6 +835,7 @@ mod tests {
                     link: Some(LinkRef::Index(2)),
                     kind: Some("state".into()),
                     state: Some("routable".into()),
+                    condition: Some("has_gateway && kind == \"wireguard\"".into()),
                 },
             },
             Request::History {
@@ -809,6 +843,7 @@ mod tests {
                 link: None,
             },
             Request::Hooks,
+            Request::Filters,
             Request::Reload,
             Request::Test {
                 state: "routable".into(),
@@ -894,6 +929,16 @@ mod tests {
                 Code::BadRequest,
                 "\"up\" is not one of",
             ),
+            (
+                "{\"command\":\"subscribe\",\"where\":\" \"}",
+                Code::BadRequest,
+                "subscribe: where: an empty condition",
+            ),
+            (
+                "{\"command\":\"events\",\"where\":5}",
+                Code::BadRequest,
+                "events: where: expected a string",
+            ),
         ];
         for (line, code, needle) in cases {
             let e = req(line).unwrap_err();
@@ -948,6 +993,7 @@ mod tests {
             link: Some(LinkRef::Name("wan".into())),
             kind: None,
             state: Some("routable".into()),
+            condition: None,
         };
         assert!(f.matches("wan", 3, "state", "routable"));
         assert!(!f.matches("wan", 3, "state", "carrier"));
@@ -968,6 +1014,8 @@ mod tests {
             r#"{"command":"events","limit":10,"since":4,"kind":"state","state":"routable"}"#,
             r#"{"command":"test","state":"routable","link":"wan","dry_run":true}"#,
             r#"{"command":"subscribe","link":"x"}"#,
+            r#"{"command":"subscribe","where":"mtu > 1 && !has_gateway"}"#,
+            r#"{"command":"filters"}"#,
             r#"{"command":"rules","all":false}"#,
             r#"{"command":"history","limit":1}"#,
             r#"{"command":"metrics"}"#,

@@ -76,6 +76,7 @@ enum Command {
     Events(Events),
     History(History),
     Hooks(Hooks),
+    Filters(Filters),
     Reload(Reload),
     Test(Test),
     Validate(Validate),
@@ -159,6 +160,10 @@ struct Events {
     /// only events for this hook directory (carrier, routable, routes...)
     #[argh(option)]
     state: Option<String>,
+    /// only events for which this condition holds, in the language of
+    /// filters (netevd.yaml(5)), e.g. 'has_gateway && kind == "wireguard"'
+    #[argh(option, long = "where")]
+    where_: Option<String>,
     /// wait for new events and print each as it comes
     #[argh(switch)]
     follow: bool,
@@ -186,6 +191,15 @@ struct History {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "hooks", help_triggers("-h", "--help", "help"))]
 struct Hooks {
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// The configured filters in order, with how many events each decided.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "filters", help_triggers("-h", "--help", "help"))]
+struct Filters {
     /// print JSON
     #[argh(switch)]
     json: bool,
@@ -366,6 +380,7 @@ fn run(args: &Args) -> Result<(), Fail> {
             Command::Events(_) => render::events(&body),
             Command::History(_) => render::history(&body),
             Command::Hooks(_) => render::hooks(&body),
+            Command::Filters(_) => render::filters(&body),
             Command::Reload(_) => render::reload(&body),
             Command::Test(_) => render::test(&body),
             Command::Metrics(_) => render::metrics(&body),
@@ -387,6 +402,7 @@ impl Command {
             Command::Events(c) => c.json,
             Command::History(c) => c.json,
             Command::Hooks(c) => c.json,
+            Command::Filters(c) => c.json,
             Command::Reload(c) => c.json,
             Command::Test(c) => c.json,
             Command::Validate(c) => c.json,
@@ -405,6 +421,7 @@ impl Command {
             Command::Events(_) => "events",
             Command::History(_) => "history",
             Command::Hooks(_) => "hooks",
+            Command::Filters(_) => "filters",
             Command::Reload(_) => "reload",
             Command::Test(_) => "test",
             Command::Validate(_) => "validate",
@@ -481,6 +498,12 @@ fn request_of(cmd: &Command) -> Result<Request, Fail> {
                 link: opt_link(&c.link)?,
                 kind: c.kind.clone(),
                 state: c.state.clone(),
+                condition: match c.where_.as_deref() {
+                    Some(w) if w.trim().is_empty() => {
+                        return Err(Fail::Usage("events: --where: an empty condition".into()))
+                    }
+                    w => w.map(str::to_string),
+                },
             };
             if c.follow {
                 if c.limit.is_some() {
@@ -534,6 +557,7 @@ fn request_of(cmd: &Command) -> Result<Request, Fail> {
             }
             Request::Audit(q)
         }
+        Command::Filters(_) => Request::Filters,
         Command::Reload(_) => Request::Reload,
         Command::Test(c) => {
             if !STATES.contains(&c.state.as_str()) {

@@ -676,6 +676,54 @@ pub fn hooks(body: &Value) -> String {
     out
 }
 
+/// `filters`: one row per filter, in the order they are checked, with
+/// what it matches and its hits; then the events no filter matched.
+pub fn filters(body: &Value) -> String {
+    let fs = list(body, "filters");
+    let mut out = String::new();
+    if fs.is_empty() {
+        out.push_str("no filters: every event runs its hooks\n");
+    } else {
+        let mut t = Table::new(&["NAME", "ACTION", "HITS", "SCRIPTS", "MATCH"]);
+        for f in fs {
+            let mut m = Vec::new();
+            for k in ["interface", "interface_pattern", "backend", "ip_family"] {
+                if let Some(v) = f.get(k).filter(|v| !v.is_null()) {
+                    m.push(format!("{k}={}", cell(Some(v))));
+                }
+            }
+            let types = list(f, "event_types");
+            if !types.is_empty() {
+                let t: Vec<String> = types.iter().map(|v| cell(Some(v))).collect();
+                m.push(format!("event_types={}", t.join(",")));
+            }
+            if let Some(c) = f.get("condition").filter(|v| !v.is_null()) {
+                m.push(format!("condition={}", cell(Some(c))));
+            }
+            if m.is_empty() {
+                m.push("every event".into());
+            }
+            let scripts = match f.get("scripts") {
+                Some(Value::Array(a)) => {
+                    let v: Vec<String> = a.iter().map(|v| cell(Some(v))).collect();
+                    v.join(",")
+                }
+                _ => "all".into(),
+            };
+            t.row(vec![
+                field(f, "name"),
+                field(f, "action"),
+                field(f, "hits"),
+                scripts,
+                m.join(" "),
+            ]);
+        }
+        out.push_str(&t.render(""));
+    }
+    let _ = writeln!(out, "unmatched: {}", field(body, "unmatched"));
+    out
+}
+
 /// `reload`: whether it reloaded, and what changed.
 pub fn reload(body: &Value) -> String {
     let changes = list(body, "changes");
@@ -711,6 +759,23 @@ pub fn test(body: &Value) -> String {
         }
         None => {
             let _ = writeln!(out, "dry run: {head}");
+        }
+    }
+    if body.get("event_id").is_some_and(Value::is_null) {
+        match body.get("filter").filter(|f| !f.is_null()) {
+            Some(f) => {
+                let _ = writeln!(out, "filter {} ({}):", field(f, "name"), field(f, "action"));
+                for w in list(f, "why") {
+                    let _ = writeln!(out, "  {}", cell(Some(w)));
+                }
+            }
+            None if body.get("filter").is_some() => {
+                out.push_str("no filter matches: the hooks run\n");
+            }
+            None => {}
+        }
+        for n in list(body, "not_matched") {
+            let _ = writeln!(out, "not filter {}: {}", field(n, "name"), field(n, "why"));
         }
     }
     let hooks = list(body, "hooks");
@@ -753,6 +818,54 @@ pub fn test(body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn filters_table() {
+        let body = json!({"filters": [
+            {"name": "no-veth", "action": "ignore", "interface": null,
+             "interface_pattern": "veth*", "event_types": [], "backend": null,
+             "ip_family": null, "condition": null, "scripts": null, "hits": 12},
+            {"name": "vpn", "action": "execute", "interface": "wg0",
+             "interface_pattern": null, "event_types": ["routable", "routes"],
+             "backend": "kernel", "ip_family": "ipv6",
+             "condition": "has_gateway && mtu >= 1280", "scripts": ["50-up", "60-dns"],
+             "hits": 3},
+            {"name": "rest", "action": "log", "event_types": [], "scripts": null, "hits": 0}
+        ], "unmatched": 4});
+        assert_eq!(
+            filters(&body),
+            "NAME     ACTION   HITS  SCRIPTS       MATCH\n\
+             no-veth  ignore   12    all           interface_pattern=veth*\n\
+             vpn      execute  3     50-up,60-dns  interface=wg0 backend=kernel ip_family=ipv6 event_types=routable,routes condition=has_gateway && mtu >= 1280\n\
+             rest     log      0     all           every event\n\
+             unmatched: 4\n"
+        );
+        assert_eq!(
+            filters(&json!({"filters": [], "unmatched": 0})),
+            "no filters: every event runs its hooks\nunmatched: 0\n"
+        );
+    }
+
+    #[test]
+    fn test_dry_run_shows_the_filter() {
+        let body = json!({"event_id": null, "state": "carrier", "link": "veth1", "hooks": [],
+            "filter": {"name": "no-veth", "action": "ignore",
+                       "why": ["interface_pattern \"veth*\" matches \"veth1\""], "scripts": null},
+            "not_matched": [{"name": "vpn", "why": "interface \"wg0\" is not \"veth1\""}]});
+        assert_eq!(
+            test(&body),
+            "dry run: carrier on veth1\n\
+             filter no-veth (ignore):\n  interface_pattern \"veth*\" matches \"veth1\"\n\
+             not filter vpn: interface \"wg0\" is not \"veth1\"\n\
+             no hooks\n"
+        );
+        let body = json!({"event_id": null, "state": "carrier", "link": "x", "hooks": [],
+            "filter": null, "not_matched": []});
+        assert_eq!(
+            test(&body),
+            "dry run: carrier on x\nno filter matches: the hooks run\nno hooks\n"
+        );
+    }
 
     #[test]
     fn table_aligns_and_has_no_trailing_blanks() {

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::{metrics, policy};
+use crate::core::filter::{self, Action, Condition, EventType, Family, Filter};
 use yaml::{Ctx, Node};
 
 pub const DEFAULT_PATH: &str = "/etc/netevd/netevd.yaml";
@@ -68,6 +69,8 @@ pub struct Config {
     pub policy: policy::Settings,
     /// `control`: the JSON Lines control socket.
     pub control: ControlSettings,
+    /// `filters`: which events run which hooks, first match first.
+    pub filters: Vec<Filter>,
     pub timeout: Duration,
     pub run_on_startup: bool,
     pub max_parallel: usize,
@@ -91,6 +94,7 @@ impl Default for Config {
             interfaces: Vec::new(),
             policy: policy::Settings::default(),
             control: ControlSettings::default(),
+            filters: Vec::new(),
             timeout: Duration::from_secs(30),
             run_on_startup: true,
             max_parallel: 4,
@@ -321,7 +325,8 @@ impl Config {
                 "scripts" => c.scripts(&cx, v)?,
                 "metrics" => c.metrics = metrics_section(&cx, v)?,
                 "audit" => c.audit = audit(&cx, v)?,
-                "api" | "filters" => {
+                "filters" => c.filters = filters(&cx, v)?,
+                "api" => {
                     if section_enabled(&cx, v, key)? {
                         c.inactive.push(format!(
                             "{key} (line {}): accepted but not built yet; it has no effect",
@@ -734,20 +739,274 @@ fn audit(cx: &Ctx, v: &Node) -> Result<AuditSettings, Error> {
 }
 
 /// A section of a feature not built yet counts as asked for unless it says
-/// `enabled: false`; `enabled` must be a real boolean. `filters` is a list
-/// in the existing schema: asked for when not empty.
+/// `enabled: false`; `enabled` must be a real boolean.
 fn section_enabled(cx: &Ctx, v: &Node, section: &str) -> Result<bool, Error> {
-    if let yaml::Value::Seq(items) = &v.v {
-        if section == "filters" {
-            return Ok(!items.is_empty());
-        }
-    }
     for (k, v) in cx.map(v, section)? {
         if cx.key(k)? == "enabled" {
             return cx.bool(v, &format!("{section}.enabled"));
         }
     }
     Ok(true)
+}
+
+/// The keys that say what a filter matches: beside `action` in the list
+/// form, under `match_rule` in the existing netevd's form.
+const MATCH_KEYS: [&str; 7] = [
+    "interface",
+    "interface_pattern",
+    "event_types",
+    "event_type",
+    "backend",
+    "ip_family",
+    "condition",
+];
+
+/// `filters`: the whole list, each entry checked; an error names the
+/// entry (counted from 1, and its name when it has one), the key, the
+/// line and the column.
+fn filters(cx: &Ctx, v: &Node) -> Result<Vec<Filter>, Error> {
+    let mut out: Vec<Filter> = Vec::new();
+    for (i, item) in cx.seq(v, "filters")?.iter().enumerate() {
+        let f = filter_entry(cx, item, i + 1)?;
+        if let Some(j) = out.iter().position(|o| o.name == f.name) {
+            let at = field(item, "name").unwrap_or(item);
+            return Err(cx.err(
+                at,
+                format!(
+                    "filters[{}] ({}): name: already the name of filters[{}]",
+                    i + 1,
+                    f.name,
+                    j + 1
+                ),
+            ));
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// One `filters` entry, in the list form (`name`, the match keys,
+/// `action`, `scripts`) or the existing netevd's (`match_rule: {...}`,
+/// `action`, `scripts`, `name` optional).
+fn filter_entry(cx: &Ctx, item: &Node, n: usize) -> Result<Filter, Error> {
+    let m = match &item.v {
+        yaml::Value::Map(m) => m,
+        _ => {
+            return Err(cx.err(
+                item,
+                format!("filters[{n}]: expected a mapping (name, action, ...)"),
+            ))
+        }
+    };
+    // The label every error of this entry starts with.
+    let label = match field(item, "name") {
+        Some(v) => match &v.v {
+            yaml::Value::Scalar(s, _) if !v.is_null() => format!("filters[{n}] ({s})"),
+            _ => format!("filters[{n}]"),
+        },
+        None => format!("filters[{n}]"),
+    };
+    let what = |key: &str| format!("{label}: {key}");
+    let rule = field(item, "match_rule");
+    // A block mapping's own mark can sit past its first key; point at it.
+    let start = m.first().map_or(item, |(k, _)| k);
+    let mut f = Filter::new(String::new());
+    let mut action = None;
+    for (k, v) in m {
+        let key = cx.key(k)?;
+        match key {
+            "name" => {
+                let s = cx.str(v, &what("name"))?;
+                let ok = !s.is_empty()
+                    && s.len() <= 64
+                    && s
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !ok {
+                    return Err(cx.err(
+                        v,
+                        format!(
+                            "{}: {s:?} is not a name: 1 to 64 letters, digits, -, _ or .",
+                            what("name")
+                        ),
+                    ));
+                }
+                f.name = s.to_string();
+            }
+            "action" => {
+                let s = cx.str(v, &what("action"))?;
+                action = Some(Action::parse(s).ok_or_else(|| {
+                    cx.err(
+                        v,
+                        format!("{}: {s:?} is not one of execute, ignore, log", what("action")),
+                    )
+                })?);
+            }
+            "scripts" => {
+                let mut names = Vec::new();
+                for s in cx.seq(v, &what("scripts"))? {
+                    let name = cx.str(s, &what("scripts"))?;
+                    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                        return Err(cx.err(
+                            s,
+                            format!(
+                                "{}: {name:?} is not a file name (a hook in the state's directory, without a path)",
+                                what("scripts")
+                            ),
+                        ));
+                    }
+                    names.push(name.to_string());
+                }
+                f.scripts = Some(names.into());
+            }
+            "match_rule" => {
+                for (k2, v2) in cx.map(v, &what("match_rule"))? {
+                    let key2 = cx.key(k2)?;
+                    if !MATCH_KEYS.contains(&key2) || key2 == "event_types" {
+                        return Err(cx.err(
+                            k2,
+                            format!(
+                                "{}: unknown key {key2:?} (expected interface, interface_pattern, event_type, ip_family, backend or condition)",
+                                what("match_rule")
+                            ),
+                        ));
+                    }
+                    match_key(cx, &mut f, key2, v2, &label)?;
+                }
+            }
+            k2 if MATCH_KEYS.contains(&k2) && k2 != "event_type" => {
+                if rule.is_some() {
+                    return Err(cx.err(
+                        k,
+                        format!(
+                            "{}: {k2} is given beside match_rule (line {}): put every match key under match_rule, or use none",
+                            label,
+                            rule_key_line(m)
+                        ),
+                    ));
+                }
+                match_key(cx, &mut f, k2, v, &label)?;
+            }
+            other => {
+                return Err(cx.err(
+                    k,
+                    format!(
+                        "{label}: unknown key {other:?} (expected name, interface, interface_pattern, event_types, backend, ip_family, condition, action, scripts or match_rule)"
+                    ),
+                ))
+            }
+        }
+    }
+    if f.name.is_empty() {
+        if rule.is_none() {
+            return Err(cx.err(start, format!("{label}: missing name")));
+        }
+        // The existing netevd's entries have none.
+        f.name = format!("filter-{n}");
+    }
+    let label = format!("filters[{n}] ({})", f.name);
+    f.action = action.ok_or_else(|| {
+        cx.err(
+            start,
+            format!("{label}: missing action (execute, ignore or log)"),
+        )
+    })?;
+    if f.action == Action::Ignore && f.scripts.is_some() {
+        let at = field(item, "scripts").unwrap_or(item);
+        return Err(cx.err(
+            at,
+            format!("{label}: scripts: with action ignore no hook runs; drop one of the two"),
+        ));
+    }
+    if f.interface.is_some() && f.interface_pattern.is_some() {
+        let at = field(item, "interface_pattern")
+            .or_else(|| rule.and_then(|r| field(r, "interface_pattern")))
+            .unwrap_or(item);
+        return Err(cx.err(
+            at,
+            format!("{label}: interface_pattern: give interface or interface_pattern, not both"),
+        ));
+    }
+    Ok(f)
+}
+
+/// The line of an entry's `match_rule` key.
+fn rule_key_line(m: &[(Node, Node)]) -> usize {
+    m.iter()
+        .find(|(k, _)| matches!(&k.v, yaml::Value::Scalar(s, _) if s == "match_rule"))
+        .map_or(0, |(k, _)| k.line)
+}
+
+/// One key of what a filter matches.
+fn match_key(cx: &Ctx, f: &mut Filter, key: &str, v: &Node, label: &str) -> Result<(), Error> {
+    let what = format!("{label}: {key}");
+    let event_type = |n: &Node| -> Result<EventType, Error> {
+        let s = cx.str(n, &what)?;
+        EventType::parse(s).ok_or_else(|| {
+            cx.err(
+                n,
+                format!(
+                    "{what}: {s:?} is not one of {}",
+                    filter::EVENT_TYPES.join(", ")
+                ),
+            )
+        })
+    };
+    match key {
+        "interface" => f.interface = Some(cx.name(v, &what)?.as_bytes().to_vec()),
+        "interface_pattern" => f.interface_pattern = Some(cx.name(v, &what)?.as_bytes().to_vec()),
+        "event_type" => f.event_types = vec![event_type(v)?],
+        "event_types" => {
+            let items = cx.seq(v, &what)?;
+            if items.is_empty() {
+                return Err(cx.err(
+                    v,
+                    format!("{what}: an empty list matches nothing; leave the key out to match every type"),
+                ));
+            }
+            f.event_types = items.iter().map(event_type).collect::<Result<_, _>>()?;
+        }
+        "backend" => {
+            let s = cx.str(v, &what)?;
+            let b = match s {
+                "networkd" => "systemd-networkd",
+                "networkmanager" => "NetworkManager",
+                s => s,
+            };
+            if !filter::BACKENDS.contains(&b) {
+                return Err(cx.err(
+                    v,
+                    format!(
+                        "{what}: {s:?} is not one of {}",
+                        filter::BACKENDS.join(", ")
+                    ),
+                ));
+            }
+            f.backend = Some(b.to_string());
+        }
+        "ip_family" => {
+            let s = cx.str(v, &what)?;
+            f.ip_family = Some(Family::parse(s).ok_or_else(|| {
+                cx.err(v, format!("{what}: {s:?} is not one of ipv4, ipv6, any"))
+            })?);
+        }
+        "condition" => {
+            let s = cx.str(v, &what)?;
+            f.condition = Some(Condition::parse(s).map_err(|e| {
+                // Where in the line: a quoted scalar starts one column
+                // after its quote. (Escapes and folded lines shift it.)
+                let quote = usize::from(matches!(&v.v, yaml::Value::Scalar(_, false)));
+                Error {
+                    file: cx.file.to_string(),
+                    line: v.line,
+                    col: v.col + quote + e.at,
+                    msg: format!("{what}: {} (in {s:?})", e.msg),
+                }
+            })?);
+        }
+        _ => unreachable!("only match keys are passed"),
+    }
+    Ok(())
 }
 
 fn priority(cx: &Ctx, v: &Node, what: &str) -> Result<u32, Error> {
@@ -1079,19 +1338,25 @@ metrics:
         let deep = format!("{}x\n", "- ".repeat(100_000));
         let e = parse(&format!("a:\n {deep}")).unwrap_err().to_string();
         assert!(e.contains("nested deeper than 32 levels"), "{e}");
-        // The top-level mapping, the key `filters`, its list: 3 nodes.
-        let items = |n: usize| format!("filters: [{}]\n", vec!["a"; n].join(", "));
-        parse(&items(yaml::MAX_NODES - 3)).unwrap();
-        let e = parse(&items(yaml::MAX_NODES - 2)).unwrap_err().to_string();
+        // The top-level mapping, the key `monitoring`, its mapping, the
+        // key `interfaces`, its list: 5 nodes.
+        let items = |n: usize| {
+            format!(
+                "monitoring: {{interfaces: [{}]}}\n",
+                vec!["a"; n].join(", ")
+            )
+        };
+        parse(&items(yaml::MAX_NODES - 5)).unwrap();
+        let e = parse(&items(yaml::MAX_NODES - 4)).unwrap_err().to_string();
         assert!(
-            e.starts_with("t.yaml:1:30002: more than 10000 values"),
+            e.starts_with("t.yaml:1:30012: more than 10000 values"),
             "{e}"
         );
         // 32 levels are fine (the top level mapping is the first).
-        let ok = format!("filters: {}1{}\n", "[".repeat(31), "]".repeat(31));
+        let ok = format!("api: {{x: {}1{}}}\n", "[".repeat(30), "]".repeat(30));
         let c = parse(&ok).unwrap();
         assert!(
-            c.inactive[0].starts_with("filters (line 1)"),
+            c.inactive[0].starts_with("api (line 1)"),
             "{:?}",
             c.inactive
         );
@@ -1139,6 +1404,151 @@ metrics:
         assert!(!c.run_on_startup && c.inactive.is_empty());
         assert_eq!(c.control.idle_timeout, Duration::ZERO);
         assert_eq!(c.control.group, None);
+    }
+
+    #[test]
+    fn filters_both_forms() {
+        let c = parse(
+            r#"
+filters:
+  - name: no-veth
+    interface_pattern: "veth*"
+    action: ignore
+  - name: vpn.up
+    interface: wg0
+    event_types: [routable, address]
+    backend: kernel
+    ip_family: ipv6
+    condition: 'has_gateway && kind == "wireguard"'
+    action: log
+    scripts: [50-vpn, 60-dns]
+  - match_rule:
+      interface_pattern: "docker*"
+      event_type: routable
+      ip_family: any
+      backend: networkd
+      condition: "dns_count >= 1"
+    action: execute
+    scripts: [only-this]
+"#,
+        )
+        .unwrap();
+        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        let f = &c.filters;
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].name, "no-veth");
+        assert_eq!(f[0].interface_pattern.as_deref(), Some(&b"veth*"[..]));
+        assert_eq!(f[0].action, Action::Ignore);
+        assert_eq!(f[1].interface.as_deref(), Some(&b"wg0"[..]));
+        assert_eq!(
+            f[1].event_types,
+            vec![EventType::Dir("routable"), EventType::Address]
+        );
+        assert_eq!(f[1].ip_family, Some(Family::Ipv6));
+        assert_eq!(f[1].action, Action::Log);
+        assert_eq!(
+            f[1].condition.as_ref().unwrap().text,
+            "has_gateway && kind == \"wireguard\""
+        );
+        assert_eq!(f[1].scripts.as_deref().unwrap(), ["50-vpn", "60-dns"]);
+        assert_eq!(f[2].name, "filter-3");
+        assert_eq!(f[2].backend.as_deref(), Some("systemd-networkd"));
+        assert_eq!(f[2].event_types, vec![EventType::Dir("routable")]);
+        assert_eq!(f[2].ip_family, Some(Family::Any));
+        assert!(parse("filters: []\n").unwrap().filters.is_empty());
+        assert!(parse("filters:\n").unwrap().filters.is_empty());
+    }
+
+    #[test]
+    fn filter_errors_name_entry_key_line_and_column() {
+        let cases = [
+            ("filters: {a: 1}\n", "t.yaml:1:10: filters: expected a list"),
+            ("filters: [x]\n", "t.yaml:1:11: filters[1]: expected a mapping"),
+            (
+                "filters:\n  - action: ignore\n",
+                "t.yaml:2:5: filters[1]: missing name",
+            ),
+            (
+                "filters:\n  - name: a\n",
+                "t.yaml:2:5: filters[1] (a): missing action (execute, ignore or log)",
+            ),
+            (
+                "filters:\n  - name: a\n    action: drop\n",
+                "t.yaml:3:13: filters[1] (a): action: \"drop\" is not one of execute, ignore, log",
+            ),
+            (
+                "filters:\n  - name: a b\n    action: log\n",
+                "t.yaml:2:11: filters[1] (a b): name: \"a b\" is not a name",
+            ),
+            (
+                "filters:\n  - name: a\n    action: log\n  - name: a\n    action: log\n",
+                "t.yaml:4:11: filters[2] (a): name: already the name of filters[1]",
+            ),
+            (
+                "filters:\n  - name: a\n    action: log\n    interfce: x\n",
+                "t.yaml:4:5: filters[1] (a): unknown key \"interfce\"",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    condition: has_gateway && mtu >\n",
+                "t.yaml:4:36: filters[1] (v): condition: mtu is compared with a number, not the end",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    condition: \"kind == wg\"\n",
+                "t.yaml:4:25: filters[1] (v): condition: kind is compared with a string",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    event_types: [routable, up]\n",
+                "t.yaml:4:29: filters[1] (v): event_types: \"up\" is not one of off",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    event_types: []\n",
+                "t.yaml:4:18: filters[1] (v): event_types: an empty list matches nothing",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    backend: systemd\n",
+                "t.yaml:4:14: filters[1] (v): backend: \"systemd\" is not one of kernel",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    ip_family: ip4\n",
+                "t.yaml:4:16: filters[1] (v): ip_family: \"ip4\" is not one of ipv4, ipv6, any",
+            ),
+            (
+                "filters:\n  - name: v\n    action: ignore\n    scripts: [a]\n",
+                "t.yaml:4:14: filters[1] (v): scripts: with action ignore no hook runs",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    scripts: [../x]\n",
+                "t.yaml:4:15: filters[1] (v): scripts: \"../x\" is not a file name",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    interface: a\n    interface_pattern: b*\n",
+                "t.yaml:5:24: filters[1] (v): interface_pattern: give interface or interface_pattern, not both",
+            ),
+            (
+                "filters:\n  - name: v\n    action: log\n    interface: true\n",
+                "t.yaml:4:16: filters[1] (v): interface: expected an interface name, not the boolean",
+            ),
+            (
+                "filters:\n  - match_rule:\n      interface: a\n    interface_pattern: b\n    action: log\n",
+                "t.yaml:4:5: filters[1]: interface_pattern is given beside match_rule (line 2)",
+            ),
+            (
+                "filters:\n  - match_rule:\n      event_types: [a]\n    action: log\n",
+                "t.yaml:3:7: filters[1]: match_rule: unknown key \"event_types\"",
+            ),
+            (
+                "filters:\n  - match_rule:\n      event_type: routable\n      condition: \"has_gateway &&\"\n    action: execute\n",
+                "t.yaml:4:33: filters[1]: condition: expected a term",
+            ),
+            (
+                "filters:\n  - match_rule: []\n    action: log\n",
+                "t.yaml:2:17: filters[1]: match_rule: expected a mapping",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text:?}:\n got {e:?}\nwant {want:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Everything here is tested by driving it with event sequences.
 
 pub mod event;
+pub mod filter;
 pub mod glob;
 pub mod metrics;
 pub mod mirror;

@@ -24,6 +24,8 @@ use super::event::{Event, Kind, RunInfo};
 pub struct Job {
     pub event: Rc<Event>,
     pub run: RunInfo,
+    /// The hook files a filter lets run (`scripts:`); None for all.
+    pub scripts: Option<Rc<[String]>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -99,8 +101,9 @@ impl Scheduler {
     /// Queues an event. A waiting event of the same class for the same link
     /// is replaced by this newer one, which goes to the back of the link's
     /// line (so hooks always see increasing event ids); the run keeps the
-    /// state the link's hooks saw before the replaced one.
-    pub fn submit(&mut self, event: Rc<Event>) {
+    /// state the link's hooks saw before the replaced one. `scripts` is
+    /// what the deciding filter lets run (the newer event's filter wins).
+    pub fn submit(&mut self, event: Rc<Event>, scripts: Option<Rc<[String]>>) {
         let link = event.index;
         self.seq += 1;
         let seq = self.seq;
@@ -124,7 +127,17 @@ impl Scheduler {
             slot.epoch = slot.epoch.wrapping_add(1);
         }
         slot.by_key.insert(key.clone(), seq);
-        slot.waiting.insert(seq, (key, Job { event, run }));
+        slot.waiting.insert(
+            seq,
+            (
+                key,
+                Job {
+                    event,
+                    run,
+                    scripts,
+                },
+            ),
+        );
         if !slot.busy && first {
             self.ready.push_back(link);
         }
@@ -218,13 +231,13 @@ mod tests {
     #[test]
     fn serial_per_link_parallel_across_links() {
         let mut s = Scheduler::new(2);
-        s.submit(ev(1, 1, Kind::State, Carrier, None));
-        s.submit(ev(2, 2, Kind::State, Carrier, None));
-        s.submit(ev(3, 3, Kind::State, Carrier, None));
+        s.submit(ev(1, 1, Kind::State, Carrier, None), None);
+        s.submit(ev(2, 2, Kind::State, Carrier, None), None);
+        s.submit(ev(3, 3, Kind::State, Carrier, None), None);
         assert_eq!(s.next().unwrap().event.id, 1);
         assert_eq!(s.next().unwrap().event.id, 2);
         assert!(s.next().is_none(), "limit of 2 reached");
-        s.submit(ev(4, 1, Kind::State, Routable, Some(Carrier)));
+        s.submit(ev(4, 1, Kind::State, Routable, Some(Carrier)), None);
         assert!(s.next().is_none());
         s.done(2);
         assert_eq!(s.next().unwrap().event.id, 3);
@@ -241,11 +254,11 @@ mod tests {
     #[test]
     fn busy_link_coalesces_state_to_the_newest() {
         let mut s = Scheduler::new(4);
-        s.submit(ev(1, 1, Kind::State, NoCarrier, Some(Carrier)));
+        s.submit(ev(1, 1, Kind::State, NoCarrier, Some(Carrier)), None);
         assert_eq!(s.next().unwrap().event.id, 1);
-        s.submit(ev(2, 1, Kind::State, Carrier, Some(NoCarrier)));
-        s.submit(ev(4, 1, Kind::State, Degraded, Some(Carrier)));
-        s.submit(ev(5, 1, Kind::State, Routable, Some(Degraded)));
+        s.submit(ev(2, 1, Kind::State, Carrier, Some(NoCarrier)), None);
+        s.submit(ev(4, 1, Kind::State, Degraded, Some(Carrier)), None);
+        s.submit(ev(5, 1, Kind::State, Routable, Some(Degraded)), None);
         assert!(s.next().is_none());
         assert_eq!(s.queued(), 1);
         s.done(1);
@@ -264,13 +277,13 @@ mod tests {
     #[test]
     fn routes_coalesce_per_route_so_each_last_change_runs() {
         let mut s = Scheduler::new(4);
-        s.submit(ev(1, 1, Kind::State, Routable, None));
+        s.submit(ev(1, 1, Kind::State, Routable, None), None);
         assert_eq!(s.next().unwrap().event.id, 1);
         // A link going down flushes three routes; one of them flaps.
-        s.submit(route_ev(2, 1, "10.0.0.1", true));
-        s.submit(route_ev(3, 1, "10.0.0.2", false));
-        s.submit(route_ev(4, 1, "10.0.0.1", false));
-        s.submit(route_ev(5, 1, "10.0.0.3", false));
+        s.submit(route_ev(2, 1, "10.0.0.1", true), None);
+        s.submit(route_ev(3, 1, "10.0.0.2", false), None);
+        s.submit(route_ev(4, 1, "10.0.0.1", false), None);
+        s.submit(route_ev(5, 1, "10.0.0.3", false), None);
         assert_eq!(s.queued(), 3);
         s.done(1);
         let mut seen = Vec::new();
@@ -292,11 +305,11 @@ mod tests {
     #[test]
     fn removal_never_folds_into_a_link_that_reuses_the_index() {
         let mut s = Scheduler::new(4);
-        s.submit(ev(1, 500, Kind::State, Off, None));
+        s.submit(ev(1, 500, Kind::State, Off, None), None);
         assert_eq!(s.next().unwrap().event.id, 1);
-        s.submit(ev(2, 500, Kind::Removed, Off, Some(Off)));
-        s.submit(ev(3, 500, Kind::State, Off, None));
-        s.submit(ev(4, 500, Kind::State, Carrier, Some(Off)));
+        s.submit(ev(2, 500, Kind::Removed, Off, Some(Off)), None);
+        s.submit(ev(3, 500, Kind::State, Off, None), None);
+        s.submit(ev(4, 500, Kind::State, Carrier, Some(Off)), None);
         s.done(500);
         let a = s.next().unwrap();
         assert_eq!((a.event.id, a.event.kind), (2, Kind::Removed));
@@ -310,20 +323,20 @@ mod tests {
     #[test]
     fn a_test_does_not_replace_a_state_event() {
         let mut s = Scheduler::new(1);
-        s.submit(ev(1, 1, Kind::State, Carrier, None));
+        s.submit(ev(1, 1, Kind::State, Carrier, None), None);
         assert!(s.next().is_some());
-        s.submit(ev(2, 1, Kind::State, Routable, Some(Carrier)));
-        s.submit(ev(3, 1, Kind::Test, Routable, Some(Routable)));
+        s.submit(ev(2, 1, Kind::State, Routable, Some(Carrier)), None);
+        s.submit(ev(3, 1, Kind::Test, Routable, Some(Routable)), None);
         assert_eq!(s.queued(), 2);
     }
 
     #[test]
     fn replacing_a_waiting_event_does_not_queue_the_link_again() {
         let mut s = Scheduler::new(1);
-        s.submit(ev(1, 1, Kind::State, Carrier, None));
+        s.submit(ev(1, 1, Kind::State, Carrier, None), None);
         assert!(s.next().is_some());
         for id in 2..10_000 {
-            s.submit(ev(id, 2, Kind::State, Carrier, None));
+            s.submit(ev(id, 2, Kind::State, Carrier, None), None);
         }
         assert_eq!(s.ready.len(), 1);
         s.done(1);
@@ -334,7 +347,7 @@ mod tests {
     fn done_for_unknown_link_is_harmless() {
         let mut s = Scheduler::new(1);
         s.done(9);
-        s.submit(ev(1, 1, Kind::State, Carrier, None));
+        s.submit(ev(1, 1, Kind::State, Carrier, None), None);
         assert_eq!(s.next().unwrap().event.id, 1);
         s.done(1);
         s.done(1);

@@ -137,6 +137,17 @@ pub fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Keeps the hooks whose file names `scripts` lists (a filter's
+/// `scripts:`); all of them when it is None.
+pub fn restrict(hooks: &mut Vec<PathBuf>, scripts: Option<&[String]>) {
+    if let Some(names) = scripts {
+        hooks.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| names.iter().any(|s| s.as_bytes() == n.as_bytes()))
+        });
+    }
+}
+
 /// Warns about everything in the hook tree that makes hooks silently not
 /// run: `script_dir` missing, not a directory, unreadable (a symbolic link
 /// loop, say); a `*.d` entry that is not a directory; a hook that is not
@@ -281,6 +292,8 @@ struct Run {
     json_fd: Option<OwnedFd>,
     /// None until the directory could be listed.
     hooks: Option<Vec<PathBuf>>,
+    /// What a filter lets run of the directory (`scripts:`).
+    scripts: Option<Rc<[String]>>,
     next: usize,
     proc: Option<Proc>,
     /// Set while the next hook waits to be tried again.
@@ -404,7 +417,10 @@ impl Runner {
         }
         let dir = hook_dir(&self.settings.script_dir, &ev);
         let link = Esc(&ev.name).to_string();
-        let listed = list(&dir);
+        let mut listed = list(&dir);
+        if let Ok(hooks) = &mut listed {
+            restrict(hooks, job.scripts.as_deref());
+        }
         match &listed {
             Ok(hooks) if hooks.is_empty() => {
                 log::debug!(
@@ -452,6 +468,7 @@ impl Runner {
             json,
             json_fd: None,
             hooks,
+            scripts: job.scripts,
             next: 0,
             proc: None,
             retry: None,
@@ -517,7 +534,10 @@ impl Runner {
             if run.hooks.is_none() {
                 let dir = hook_dir(&self.settings.script_dir, &run.event);
                 match list(&dir) {
-                    Ok(h) => run.hooks = Some(h),
+                    Ok(mut h) => {
+                        restrict(&mut h, run.scripts.as_deref());
+                        run.hooks = Some(h);
+                    }
                     Err(e) => {
                         self.defer(slot, now, &format!("cannot list {}", dir.display()), &e);
                         return true;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use std::rc::Rc;
 
 use crate::core::event::{environment, Event, RunInfo};
+use crate::core::filter::{Action, Subscription};
 use crate::core::query;
 use crate::effect::{audit, hooks};
 use crate::source::control::Line;
@@ -94,6 +95,20 @@ pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.control != new.control {
         v.push("control settings changed".into());
     }
+    if old.filters != new.filters {
+        let names = |c: &Config| {
+            c.filters
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        v.push(format!(
+            "filters: [{}] -> [{}] (from the next event)",
+            names(old),
+            names(new)
+        ));
+    }
     if old.netlink_rcvbuf != new.netlink_rcvbuf {
         v.push("netlink_receive_buffer changed (applies at the next start)".into());
     }
@@ -151,12 +166,15 @@ impl Daemon {
                     }
                 ),
             )),
-            Ok(Request::Subscribe(f)) => {
-                if let Some(c) = self.control.as_mut() {
-                    c.subscribe(line.client, f);
+            Ok(Request::Subscribe(f)) => match Subscription::new(f) {
+                Ok(s) => {
+                    if let Some(c) = self.control.as_mut() {
+                        c.subscribe(line.client, s);
+                    }
+                    Ok(json!({ "subscribed": true }))
                 }
-                Ok(json!({ "subscribed": true }))
-            }
+                Err(e) => Err(Error::new(Code::BadRequest, format!("subscribe: {e}"))),
+            },
             Ok(r) => self.query(r),
         };
         if let Some(l) = self.audit.line("control", now_ms()) {
@@ -217,10 +235,11 @@ impl Daemon {
                 since,
                 filter,
             } => {
-                let pass = |e: &&Rc<Event>| {
-                    since.map_or(true, |s| e.id > s)
-                        && filter.matches(&e.name_lossy(), e.index, e.kind.as_str(), e.dir())
-                };
+                let sub = Subscription::new(filter)
+                    .map_err(|e| Error::new(Code::BadRequest, format!("events: {e}")))?;
+                let core = &self.core;
+                let pass =
+                    |e: &&Rc<Event>| since.map_or(true, |s| e.id > s) && sub.matches(e, core);
                 let json = |e: &Rc<Event>| serde_json::from_str(e.json()).unwrap_or(Value::Null);
                 // With `since`, the next ones after it (a client pages
                 // forward); without, the newest.
@@ -292,6 +311,7 @@ impl Daemon {
                     .collect();
                 Ok(json!({ "script_dir": root.display().to_string(), "directories": dirs }))
             }
+            Request::Filters => Ok(self.filters_list()),
             Request::Reload => match self.reload("control") {
                 Ok(changes) => {
                     log::info!(
@@ -375,6 +395,57 @@ impl Daemon {
         serde_json::to_value(s).unwrap_or(Value::Null)
     }
 
+    /// `filters`: each filter as configured, with its hit count.
+    fn filters_list(&self) -> Value {
+        let lossy =
+            |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let v: Vec<Value> = self
+            .filters
+            .iter()
+            .map(|(f, hits)| {
+                json!({
+                    "name": f.name,
+                    "action": f.action.as_str(),
+                    "interface": lossy(&f.interface),
+                    "interface_pattern": lossy(&f.interface_pattern),
+                    "event_types": f.event_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    "backend": f.backend,
+                    "ip_family": f.ip_family.map(|x| x.as_str()),
+                    "condition": f.condition.as_ref().map(|c| c.text.as_str()),
+                    "scripts": f.scripts.as_deref(),
+                    "hits": hits,
+                })
+            })
+            .collect();
+        json!({ "filters": v, "unmatched": self.filters.unmatched })
+    }
+
+    /// For `test --dry-run`: the filter that would decide `ev` and why,
+    /// why each before it did not match, and the scripts it allows (None:
+    /// all) or that nothing runs (Some of an empty list).
+    fn explain_filters(&self, ev: &Event) -> (Value, Value, Option<Vec<String>>) {
+        let mut not = Vec::new();
+        for (f, _) in self.filters.iter() {
+            match f.explain(ev, &self.core) {
+                Err(why) => not.push(json!({ "name": f.name, "why": why })),
+                Ok(why) => {
+                    let scripts = match f.action {
+                        Action::Ignore => Some(Vec::new()),
+                        _ => f.scripts.as_ref().map(|s| s.to_vec()),
+                    };
+                    let m = json!({
+                        "name": f.name,
+                        "action": f.action.as_str(),
+                        "why": why,
+                        "scripts": f.scripts.as_deref(),
+                    });
+                    return (m, Value::from(not), scripts);
+                }
+            }
+        }
+        (Value::Null, Value::from(not), None)
+    }
+
     fn test(&mut self, state: &str, link: &LinkRef, dry_run: bool) -> Result<Value, Error> {
         let dir = STATES
             .iter()
@@ -394,13 +465,17 @@ impl Daemon {
             .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {link}")))?;
         let ev = self.seal(ev);
         let path = self.config.script_dir.join(format!("{dir}.d"));
-        let found = hooks::list(&path).map_err(|e| {
+        let mut found = hooks::list(&path).map_err(|e| {
             Error::new(
                 Code::Unavailable,
                 format!("cannot list {}: {e}", path.display()),
             )
         })?;
         let name = ev.name_lossy();
+        // What the filters will decide when the event is published; only
+        // the hooks they let run are listed.
+        let (matched, not_matched, scripts) = self.explain_filters(&ev);
+        hooks::restrict(&mut found, scripts.as_deref());
         if dry_run {
             let run = RunInfo {
                 previous: ev.previous,
@@ -430,12 +505,20 @@ impl Daemon {
                 "state": dir,
                 "link": name,
                 "hooks": hooks,
+                "filter": matched,
+                "not_matched": not_matched,
             }));
         }
         let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
         let id = ev.id;
         log::info!("test: running {dir}.d for {name} (event {id}) on request");
         self.publish(ev);
-        Ok(json!({ "event_id": id, "state": dir, "link": name, "hooks": names }))
+        Ok(json!({
+            "event_id": id,
+            "state": dir,
+            "link": name,
+            "hooks": names,
+            "filter": matched,
+        }))
     }
 }

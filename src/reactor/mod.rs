@@ -35,6 +35,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::core::event::{Event, Kind, PolicyView};
 use crate::core::metrics::{self, HookResult, PolicyResult, Registry};
+use crate::core::filter::{Action, FilterSet};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::policy::Change;
 use crate::core::requests::Outcome;
@@ -77,6 +78,8 @@ pub struct Daemon {
     control: Option<Control>,
     core: Core,
     sched: Scheduler,
+    /// `filters:`, with their hit counts: which events run which hooks.
+    filters: FilterSet,
     runner: Runner,
     policy: Policy,
     config: Config,
@@ -182,6 +185,7 @@ impl Daemon {
             control,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
+            filters: FilterSet::new(config.filters.clone()),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
             policy: Policy::new(config.policy.clone()),
             metrics: Registry::new(config.metrics.clone(), started),
@@ -507,18 +511,47 @@ impl Daemon {
         self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
             if c.listening() {
-                let name = String::from_utf8_lossy(&ev.name);
-                let (index, kind, dir) = (ev.index, ev.kind.as_str(), ev.dir());
+                let core = &self.core;
                 c.broadcast(
                     || netevd_ctl::event_line(ev.json()),
-                    |f| f.matches(&name, index, kind, dir),
+                    |s| s.matches(&ev, core),
                     self.poll.registry(),
                     Instant::now(),
                 );
             }
         }
         self.last_event = Some(ev.clone());
-        self.sched.submit(ev);
+        // Filters decide for hooks only: subscribers and the history saw
+        // the event above whatever they say.
+        let scripts = match self.filters.decide(&ev, &self.core) {
+            None => None,
+            Some(f) => match f.action {
+                Action::Ignore => {
+                    log::debug!(
+                        "event {} {} on {}: filter {} ignores it; no hooks",
+                        ev.id,
+                        ev.dir(),
+                        ev.name_lossy(),
+                        f.name
+                    );
+                    return;
+                }
+                Action::Log => {
+                    log::info!(
+                        "filter {}: event {} {} {} on {} (was {})",
+                        f.name,
+                        ev.id,
+                        ev.kind.as_str(),
+                        ev.dir(),
+                        ev.name_lossy(),
+                        ev.previous.map(|p| p.as_str()).unwrap_or("-")
+                    );
+                    f.scripts.clone()
+                }
+                Action::Execute => f.scripts.clone(),
+            },
+        };
+        self.sched.submit(ev, scripts);
     }
 
     /// Keeps the event for `events` queries, within the count the config
@@ -677,8 +710,18 @@ impl Daemon {
         s.audit_lines = self.audit.stats.lines;
         s.audit_dropped = self.audit.stats.dropped;
         s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
-        // Figures other modules keep go in as extra families; the lead
-        // wires DBus calls and filter hits in the same way.
+        // Figures other modules keep go in as extra families. One series
+        // per configured filter: the config bounds their number.
+        s.extra.push(metrics::Family {
+            name: "netevd_filter_hits_total",
+            help: "Events a filter decided (the first filter that matched them).",
+            kind: metrics::Kind::Counter,
+            samples: self
+                .filters
+                .iter()
+                .map(|(f, hits)| (vec![("filter", f.name.clone())], hits as f64))
+                .collect(),
+        });
         s.extra.push(metrics::Family {
             name: "netevd_hook_output_lines_dropped_total",
             help: "Lines of hook output not logged (rate limit, or left in the pipe).",
@@ -749,6 +792,8 @@ impl Daemon {
         self.policy.set_settings(c.policy.clone());
         self.metrics.set_settings(c.metrics.clone());
         self.audit.set_settings(c.audit.clone());
+        // From the next event on; what is queued keeps its decision.
+        self.filters.replace(c.filters.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));
         self.runner.check_script_dir();

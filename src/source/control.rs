@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use netevd_ctl::{dropped_line, error_line, Code, Error, EventFilter, MAX_REQUEST};
+use netevd_ctl::{dropped_line, error_line, Code, Error, MAX_REQUEST};
+
+use crate::core::filter::Subscription;
 use nix::libc;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
@@ -126,7 +128,7 @@ struct Client {
     writable: bool,
     /// The last complete request or the last output the peer took.
     last_active: Instant,
-    subscription: Option<EventFilter>,
+    subscription: Option<Subscription>,
     /// Dropped: flush what is queued, then close, by this time.
     closing: Option<Instant>,
     /// Input may be waiting: serve this client again next turn.
@@ -559,7 +561,7 @@ impl Control {
     }
 
     /// Makes client `i` a subscriber.
-    pub fn subscribe(&mut self, i: usize, f: EventFilter) {
+    pub fn subscribe(&mut self, i: usize, f: Subscription) {
         if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
             if c.subscription.is_none() {
                 self.listening += 1;
@@ -582,7 +584,7 @@ impl Control {
     pub fn broadcast(
         &mut self,
         line: impl FnOnce() -> String,
-        pass: impl Fn(&EventFilter) -> bool,
+        pass: impl Fn(&Subscription) -> bool,
         reg: &Registry,
         now: Instant,
     ) {
