@@ -2,3 +2,5 @@
 
 pub mod hooks;
 pub mod policy;
+pub mod sdnotify;
+pub mod spawner;

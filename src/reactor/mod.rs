@@ -32,6 +32,8 @@ use crate::core::sched::Scheduler;
 use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
+use crate::effect::sdnotify::Notify;
+use crate::effect::spawner::Spawner;
 use crate::source::control::{self, Control, Settings as ControlSettings};
 use crate::source::netlink::Netlink;
 
@@ -56,6 +58,8 @@ pub struct Options {
     pub dry_run: bool,
     /// The level `-v` asked for, which a reload must not lower.
     pub cli_level: Option<log::LevelFilter>,
+    /// With `system.user`: the privileged hook spawner, forked at start.
+    pub spawner: Option<Spawner>,
 }
 
 pub struct Daemon {
@@ -86,6 +90,8 @@ pub struct Daemon {
     /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
     /// running ones exited or were killed (`Runner::shutdown`).
     stopping: bool,
+    /// The service manager's notification socket (Type=notify).
+    notify: Notify,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -98,6 +104,7 @@ pub fn core_settings(c: &Config) -> CoreSettings {
 fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
     HookSettings {
         script_dir: c.script_dir.clone(),
+        user: c.hook_user.clone(),
         timeout: c.timeout,
         dry_run,
         history: c.control.hook_history,
@@ -133,7 +140,7 @@ fn now_ms() -> u64 {
 }
 
 impl Daemon {
-    pub fn new(config: Config, opts: Options) -> io::Result<Self> {
+    pub fn new(config: Config, mut opts: Options) -> io::Result<Self> {
         let config_hash = answer::config_hash(&config);
         let poll = Poll::new()?;
         let netlink = Netlink::open(config.netlink_rcvbuf)?;
@@ -142,6 +149,14 @@ impl Daemon {
             token::NETLINK,
             Interest::READABLE,
         )?;
+        let spawner = opts.spawner.take();
+        if let Some(sp) = &spawner {
+            poll.registry().register(
+                &mut SourceFd(&sp.fd()),
+                token::SPAWNER,
+                Interest::READABLE,
+            )?;
+        }
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
@@ -164,7 +179,7 @@ impl Daemon {
             control,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
-            runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
+            runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS, spawner),
             policy: Policy::new(config.policy.clone()),
             config,
             opts,
@@ -179,7 +194,17 @@ impl Daemon {
             config_hash,
             since_trim: 0,
             stopping: false,
+            notify: Notify::from_env(Instant::now()),
         })
+    }
+
+    /// Before the drop to `system.user`: the control socket becomes that
+    /// user's, so that a reload can still set its mode.
+    pub fn give_control_socket(&self, uid: u32) -> io::Result<()> {
+        match &self.control {
+            Some(c) => c.give_to(uid),
+            None => Ok(()),
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, then until the hooks still running
@@ -211,12 +236,23 @@ impl Daemon {
                     Source::Signals => {
                         if self.on_signals() && !self.stopping {
                             self.stopping = true;
+                            self.notify.stopping();
                             self.runner.shutdown(Instant::now());
                         }
                     }
                     Source::ControlListener => {
                         if let Some(c) = self.control.as_mut() {
                             c.accept(self.poll.registry(), Instant::now());
+                        }
+                    }
+                    Source::Spawner => {
+                        self.runner.on_spawner(
+                            self.poll.registry(),
+                            Instant::now(),
+                            &mut self.done,
+                        );
+                        for l in self.done.drain(..) {
+                            self.sched.done(l);
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -258,6 +294,7 @@ impl Daemon {
                         self.since_trim = 0;
                         trim();
                     }
+                    Timer::Watchdog => self.notify.on_watchdog(now),
                 }
             }
             if self.stopping && self.runner.stopped(Instant::now()) {
@@ -280,6 +317,8 @@ impl Daemon {
             self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
+        self.timers
+            .arm(Timer::Watchdog, self.notify.next_watchdog());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -404,6 +443,7 @@ impl Daemon {
         // An answer may make a change due (the next in line for its entry).
         self.reconcile(instant);
         if !was_synced && self.core.synced() {
+            self.notify.ready();
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
@@ -537,7 +577,10 @@ impl Daemon {
             self.reap();
         }
         if reload {
-            match self.reload() {
+            self.notify.reloading();
+            let r = self.reload();
+            self.notify.ready();
+            match r {
                 Ok(changes) if changes.is_empty() => log::info!(
                     "reloaded {}: nothing changed",
                     self.opts.config_path.display()
@@ -575,6 +618,9 @@ impl Daemon {
         crate::logger::set_level(level);
         for l in &c.inactive {
             log::warn!("not active: {l}");
+        }
+        if c.user != self.config.user {
+            log::warn!("reload: system.user takes effect at the next start");
         }
         if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
