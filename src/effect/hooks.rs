@@ -669,10 +669,7 @@ impl Runner {
                 None => {
                     let owner = nix::unistd::geteuid().as_raw();
                     match check_hook(&path, &self.settings.script_dir, owner) {
-                        Err(why) => {
-                            log::warn!("hooks: {why}: refused");
-                            Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
-                        }
+                        Err(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
                         Ok(()) => match launch(&path, &run.env, json_fd, self.user.as_ref()) {
                             Ok(started) => {
                                 run.proc = Some(pending);
@@ -693,19 +690,28 @@ impl Runner {
                     self.defer(slot, now, &format!("cannot start {hook}"), &e);
                     return true;
                 }
-                Err(e) => self.not_started(slot, &path, &e.to_string()),
+                Err(e) => {
+                    let refused = e.kind() == io::ErrorKind::PermissionDenied
+                        && e.raw_os_error().is_none();
+                    self.not_started(slot, &path, &e.to_string(), refused)
+                }
             }
         }
     }
 
     /// Hook `path` of the run in `slot` will not run: it is skipped.
-    fn not_started(&mut self, slot: usize, path: &Path, why: &str) {
+    /// `refused`: for its permissions (`why` names the file).
+    fn not_started(&mut self, slot: usize, path: &Path, why: &str, refused: bool) {
         let Some(run) = self.runs[slot].as_mut() else {
             return;
         };
         run.proc = None;
         run.next += 1;
         self.stats.spawn_errors += 1;
+        if refused {
+            log::warn!("hooks: refused for {}: {why}", run.link);
+            return;
+        }
         log::error!(
             "hook {} for {}: cannot run: {why}; skipped",
             Esc(path.as_os_str().as_bytes()),
@@ -806,7 +812,7 @@ impl Runner {
                         }
                         self.defer(slot, now, &format!("cannot start {}", path.display()), &e);
                     } else {
-                        self.not_started(slot, &path, &why);
+                        self.not_started(slot, &path, &why, errno == nix::libc::EPERM);
                         self.next_or_done(slot, reg, now, done);
                     }
                 }

@@ -6,6 +6,10 @@
 //! `WATCHDOG_USEC` from the loop's timer heap (`next_watchdog`), so a hung
 //! loop is restarted.
 //!
+//! The socket is connected at start, before the drop to `system.user`:
+//! the kernel checks write permission on a socket path at connect(2), so
+//! the unprivileged loop can still notify through a root-only socket.
+//!
 //! Sends never block (a full socket drops the message, as libsystemd
 //! does) and never fail the daemon: without `NOTIFY_SOCKET` every call is
 //! a no-op. The variables are taken out of the environment at start, so
@@ -15,7 +19,10 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 pub struct Notify {
+    /// The socket, and the address to send to when it could not be
+    /// connected.
     sock: Option<(UnixDatagram, SocketAddr)>,
+    connected: bool,
     /// Half the watchdog interval, when the manager asked for one.
     watchdog: Option<Duration>,
     next_watchdog: Option<Instant>,
@@ -60,6 +67,9 @@ impl Notify {
             s.set_nonblocking(true).ok()?;
             Some((s, addr?))
         });
+        let connected = sock
+            .as_ref()
+            .is_some_and(|(s, a)| s.connect_addr(a).is_ok());
         let wd = watchdog(
             var("WATCHDOG_USEC").as_deref(),
             var("WATCHDOG_PID").as_deref(),
@@ -70,6 +80,7 @@ impl Notify {
             std::env::remove_var(k);
         }
         Notify {
+            connected,
             watchdog: wd.filter(|_| sock.is_some()),
             next_watchdog: wd.filter(|_| sock.is_some()).map(|d| now + d),
             sock,
@@ -78,7 +89,12 @@ impl Notify {
 
     fn send(&self, msg: &str) {
         if let Some((s, addr)) = &self.sock {
-            if let Err(e) = s.send_to_addr(msg.as_bytes(), addr) {
+            let r = if self.connected {
+                s.send(msg.as_bytes())
+            } else {
+                s.send_to_addr(msg.as_bytes(), addr)
+            };
+            if let Err(e) = r {
                 log::debug!("sd_notify {msg:?}: {e}");
             }
         }
@@ -154,6 +170,7 @@ mod tests {
         let tx = UnixDatagram::unbound().unwrap();
         let n = Notify {
             sock: Some((tx, SocketAddr::from_pathname(&p).unwrap())),
+            connected: false,
             watchdog: Some(Duration::from_secs(1)),
             next_watchdog: None,
         };

@@ -931,7 +931,7 @@ mod tests {
         nix::unistd::write(&fd, b"x").unwrap();
         drop(fd);
         let mut got = [0u8; 1];
-        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut got).unwrap(), 1);
+        assert_eq!(nix::unistd::read(&r, &mut got).unwrap(), 1);
         drop(a);
         assert!(
             recv(b.as_raw_fd(), &mut buf).unwrap().is_none(),
