@@ -69,7 +69,11 @@ fn children(pid: u32) -> Vec<(u32, String)> {
 fn wait_until(what: &str, secs: u64, log: impl Fn() -> String, f: impl Fn() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}; log:\n{}", log());
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; log:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -77,7 +81,14 @@ fn wait_until(what: &str, secs: u64, log: impl Fn() -> String, f: impl Fn() -> b
 /// A hook in every state directory that appends `id -u` to `uids`.
 fn uid_hooks(dir: &Dir) {
     let out = dir.join("uids");
-    for s in ["off", "no-carrier", "dormant", "carrier", "degraded", "routable"] {
+    for s in [
+        "off",
+        "no-carrier",
+        "dormant",
+        "carrier",
+        "degraded",
+        "routable",
+    ] {
         dir.write(
             &format!("hooks/{s}.d/50-uid"),
             &format!("#!/bin/sh\nid -u >> {}\n", out.display()),
@@ -125,11 +136,16 @@ fn drop_keeps_one_thread_and_net_admin_only_when_needed() {
         assert_eq!(field(&status(sp.0), "Uid"), "0\t0\t0\t0");
         // Hooks run as root: lo's start-up event, and a new link.
         ns.ip(&["link", "add", "pv0", "type", "veth", "peer", "name", "pv1"]);
-        wait_until("two hook runs", 10, || dir.log(), || {
-            fs::read_to_string(dir.join("uids"))
-                .map(|s| s.lines().count() >= 2)
-                .unwrap_or(false)
-        });
+        wait_until(
+            "two hook runs",
+            10,
+            || dir.log(),
+            || {
+                fs::read_to_string(dir.join("uids"))
+                    .map(|s| s.lines().count() >= 2)
+                    .unwrap_or(false)
+            },
+        );
         let uids = fs::read_to_string(dir.join("uids")).unwrap();
         assert!(uids.lines().all(|l| l == "0"), "{uids}");
         assert!(dir.log().contains("running as nobody"), "{}", dir.log());
@@ -148,17 +164,18 @@ fn scripts_user_runs_hooks_as_that_user() {
         .args(["nobody", dir.join("uids").to_str().unwrap()])
         .status()
         .unwrap();
-    let d = Daemon::start(
-        &ns,
-        &dir,
-        &format!("{AS_NOBODY}scripts:\n  user: nobody\n"),
-    );
+    let d = Daemon::start(&ns, &dir, &format!("{AS_NOBODY}scripts:\n  user: nobody\n"));
     ns.ip(&["link", "add", "pu0", "type", "veth", "peer", "name", "pu1"]);
-    wait_until("a hook run", 10, || dir.log(), || {
-        fs::read_to_string(dir.join("uids"))
-            .map(|s| s.lines().count() >= 2)
-            .unwrap_or(false)
-    });
+    wait_until(
+        "a hook run",
+        10,
+        || dir.log(),
+        || {
+            fs::read_to_string(dir.join("uids"))
+                .map(|s| s.lines().count() >= 2)
+                .unwrap_or(false)
+        },
+    );
     let uids = fs::read_to_string(dir.join("uids")).unwrap();
     let want = nobody_uid();
     assert!(uids.lines().all(|l| l == want), "{uids}");
@@ -173,12 +190,18 @@ fn unsafe_hooks_are_refused_and_named() {
         let ns = Ns::new();
         let dir = Dir::new();
         let ran = dir.join("ran");
-        let hook = |name: &str, what: &str| format!("#!/bin/sh\necho {name} $LINK >> {}\n{what}", ran.display());
+        let hook = |name: &str, what: &str| {
+            format!("#!/bin/sh\necho {name} $LINK >> {}\n{what}", ran.display())
+        };
         // New veth links start down: their first event is `off`.
         dir.write("hooks/off.d/10-ok", &hook("ok", ""), 0o755);
         dir.write("hooks/off.d/20-world", &hook("world", ""), 0o757);
         dir.write("hooks/off.d/30-group", &hook("group", ""), 0o775);
-        dir.write("hooks/no-carrier.d/10-in-open-dir", &hook("opendir", ""), 0o755);
+        dir.write(
+            "hooks/no-carrier.d/10-in-open-dir",
+            &hook("opendir", ""),
+            0o755,
+        );
         fs::set_permissions(
             dir.join("hooks/no-carrier.d"),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -195,20 +218,37 @@ fn unsafe_hooks_are_refused_and_named() {
         }
         // pw0 goes off, then no-carrier when set up (its peer is down).
         ns.ip(&["link", "add", "pw0", "type", "veth", "peer", "name", "pw1"]);
-        wait_until("the safe hook", 10, || dir.log(), || {
-            fs::read_to_string(&ran).unwrap_or_default().contains("ok pw0")
-        });
+        wait_until(
+            "the safe hook",
+            10,
+            || dir.log(),
+            || {
+                fs::read_to_string(&ran)
+                    .unwrap_or_default()
+                    .contains("ok pw0")
+            },
+        );
         ns.ip(&["link", "set", "pw0", "up"]);
-        wait_until("the refusal in the open directory", 10, || dir.log(), || {
-            dir.log()
-                .lines()
-                .any(|l| l.contains("no-carrier.d") && l.contains("refused") && l.contains("pw0"))
-        });
-        wait_until("the refusal of 20-world", 10, || dir.log(), || {
-            dir.log()
-                .lines()
-                .any(|l| l.contains("off.d/20-world") && l.contains("pw0"))
-        });
+        wait_until(
+            "the refusal in the open directory",
+            10,
+            || dir.log(),
+            || {
+                dir.log().lines().any(|l| {
+                    l.contains("no-carrier.d") && l.contains("refused") && l.contains("pw0")
+                })
+            },
+        );
+        wait_until(
+            "the refusal of 20-world",
+            10,
+            || dir.log(),
+            || {
+                dir.log()
+                    .lines()
+                    .any(|l| l.contains("off.d/20-world") && l.contains("pw0"))
+            },
+        );
         let ran_text = fs::read_to_string(&ran).unwrap_or_default();
         for bad in ["world", "group", "opendir"] {
             assert!(
@@ -237,19 +277,37 @@ fn double_forked_setsid_hook_is_killed_at_timeout() {
             ),
             0o755,
         );
-        let d = Daemon::start(&ns, &dir, &format!("{user}scripts:\n  timeout_seconds: 1\n"));
+        let d = Daemon::start(
+            &ns,
+            &dir,
+            &format!("{user}scripts:\n  timeout_seconds: 1\n"),
+        );
         ns.ip(&["link", "add", "px0", "type", "veth", "peer", "name", "px1"]);
         wait_until("the grandchild", 10, || dir.log(), || pidfile.exists());
-        let pid: u32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: u32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let st = status(pid);
         // Really escaped: its own session.
         let sid = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<&str> = sid[sid.rfind(')').unwrap() + 1..].split_whitespace().collect();
+        let f: Vec<&str> = sid[sid.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
         assert_eq!(f[3], pid.to_string(), "not a session leader: {st}");
-        wait_until("the timeout", 10, || dir.log(), || dir.log().contains("timed out"));
-        wait_until("the grandchild gone", 5, || dir.log(), || {
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
+        wait_until(
+            "the timeout",
+            10,
+            || dir.log(),
+            || dir.log().contains("timed out"),
+        );
+        wait_until(
+            "the grandchild gone",
+            5,
+            || dir.log(),
+            || !Path::new(&format!("/proc/{pid}")).exists(),
+        );
         drop(d);
     }
 }
@@ -311,9 +369,12 @@ fn no_zombies_as_pid_1_after_100_timed_out_hooks() {
         .spawn()
         .unwrap();
     let guard = KillOnDrop(&mut child);
-    wait_until("the start", 10, || dir.log(), || {
-        dir.log().contains("running: backend kernel")
-    });
+    wait_until(
+        "the start",
+        10,
+        || dir.log(),
+        || dir.log().contains("running: backend kernel"),
+    );
     // netevd is the child of unshare, PID 1 of the new namespace.
     let kids = children(guard.0.id());
     let unshare = kids
@@ -336,9 +397,12 @@ fn no_zombies_as_pid_1_after_100_timed_out_hooks() {
     }
     fs::write(&batch, b).unwrap();
     ns.batch(&batch);
-    wait_until("100 timeouts", 60, || dir.log(), || {
-        dir.log().matches("timed out after").count() >= 100
-    });
+    wait_until(
+        "100 timeouts",
+        60,
+        || dir.log(),
+        || dir.log().matches("timed out after").count() >= 100,
+    );
     // Give the last kills and reaps a moment, then look.
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -357,7 +421,12 @@ fn no_zombies_as_pid_1_after_100_timed_out_hooks() {
             Instant::now() < end,
             "{} zombies, {procs} processes left: {z:#?}\nlog tail:\n{}",
             z.len(),
-            dir.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            dir.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -386,7 +455,10 @@ impl Drop for KillOnDrop<'_> {
 
 #[test]
 fn socket_activation_serves_the_passed_socket() {
-    let Ok(o) = Command::new("systemd-socket-activate").arg("--help").output() else {
+    let Ok(o) = Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+    else {
         panic!("systemd-socket-activate is missing: install the Debian package systemd");
     };
     assert!(o.status.success(), "systemd-socket-activate --help failed");
@@ -465,16 +537,28 @@ fn sd_notify_ready_watchdog_reloading_stopping() {
         }
     };
     assert_eq!(next("READY=1"), "READY=1");
-    assert!(dir.log().contains("running: backend kernel"));
+    // READY=1 goes out as the first dump completes, with the log line.
+    wait_until(
+        "the start line",
+        5,
+        || dir.log(),
+        || dir.log().contains("running: backend kernel"),
+    );
     // Pings at half the interval, from the unprivileged loop.
     let t = Instant::now();
     assert_eq!(next("WATCHDOG=1"), "WATCHDOG=1");
     assert_eq!(next("WATCHDOG=1"), "WATCHDOG=1");
     assert!(t.elapsed() < Duration::from_secs(2));
-    Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(next("RELOADING=1").starts_with("RELOADING=1\nMONOTONIC_USEC="));
     assert_eq!(next("READY=1"), "READY=1");
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert_eq!(next("STOPPING=1"), "STOPPING=1");
     drop(guard);
 }

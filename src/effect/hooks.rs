@@ -691,8 +691,8 @@ impl Runner {
                     return true;
                 }
                 Err(e) => {
-                    let refused = e.kind() == io::ErrorKind::PermissionDenied
-                        && e.raw_os_error().is_none();
+                    let refused =
+                        e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none();
                     self.not_started(slot, &path, &e.to_string(), refused)
                 }
             }
