@@ -50,6 +50,12 @@ use crate::privs::Account;
 /// KiB, each list at 16 KiB, see `core::event`), far below this.
 pub const MAX_MESSAGE: usize = 512 * 1024;
 
+/// The longest reason a `Failed` reply carries; the loop's receive buffer
+/// holds any reply with it. A reply cut short would be lost, and its run
+/// would keep its link busy for ever.
+const MAX_WHY: usize = 8 * 1024;
+const REPLY_BUF: usize = MAX_WHY + 64;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Spawn {
@@ -221,7 +227,11 @@ impl Reply {
                 out.push(b'f');
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&errno.to_le_bytes());
-                put_bytes(out, why.as_bytes());
+                let mut end = why.len().min(MAX_WHY);
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                put_bytes(out, &why.as_bytes()[..end]);
             }
             Reply::Exited { id, status } => {
                 out.push(b'x');
@@ -442,7 +452,7 @@ impl Spawner {
     /// Reads every reply waiting, without blocking. A reply that does not
     /// decode is logged and skipped; end of file marks the spawner dead.
     pub fn read(&mut self, out: &mut Vec<(Reply, Option<OwnedFd>)>) {
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; REPLY_BUF];
         loop {
             match recv(self.sock.as_raw_fd(), &mut buf) {
                 Ok(Some((n, fd))) => match Reply::decode(&buf[..n]) {
@@ -862,6 +872,15 @@ mod tests {
         assert!(Request::decode(&b).is_err());
         assert!(Request::decode(&[]).is_err());
         assert!(Reply::decode(b"z").is_err());
+        // the longest reason still fits the loop's buffer
+        Reply::Failed {
+            id: 1,
+            errno: 1,
+            why: "é".repeat(MAX_WHY),
+        }
+        .encode(&mut b);
+        assert!(b.len() <= REPLY_BUF);
+        assert!(Reply::decode(&b).is_ok());
     }
 
     struct Rng(u64);
