@@ -38,15 +38,15 @@
 //! What to run and when is decided by the core's scheduler; this module
 //! only executes.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -894,8 +894,7 @@ impl Runner {
         let mut reaped = false;
         for (pid, status) in spawner::reap_all() {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
-                let st = ExitStatus::from_raw(status);
-                log::error!("hook spawner (pid {pid}) ended: {st}");
+                log::error!("hook spawner (pid {pid}) ended: wait status {status:#x}");
                 self.on_spawner(reg, now, done);
                 self.spawner_gone(reg, now, done);
                 continue;
@@ -1185,70 +1184,161 @@ pub fn reserve_json_fd() -> io::Result<()> {
 /// on a fresh pipe, the JSON file on descriptor 3 if there is one, and as
 /// `user` if given. Returns its pid and the pipe's non-blocking read end.
 /// The child is not waited for here: whoever reaps every pid does.
+///
+/// fork and execve by hand rather than `std::process::Command`: what the
+/// child needs is a dozen system calls, std's machinery for it (its
+/// environment map, pidfds, posix_spawn paths) was about 20 KB of a
+/// binary that must stay within a megabyte. Everything the child touches
+/// is made before the fork; between fork and execve there are only
+/// async-signal-safe calls, and a failure there (execve's above all)
+/// comes back as an errno through a close-on-exec pipe, as std does it.
 pub fn launch<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     path: &Path,
     env: &[(K, V)],
     json_fd: Option<RawFd>,
     user: Option<&Account>,
 ) -> io::Result<(u32, File)> {
+    let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
+    let prog = CString::new(path.as_os_str().as_bytes()).map_err(invalid)?;
+    let mut envs = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut b = k.as_ref().as_bytes().to_vec();
+        b.push(b'=');
+        b.extend_from_slice(v.as_ref().as_bytes());
+        envs.push(CString::new(b).map_err(invalid)?);
+    }
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let argv = [prog.as_ptr(), std::ptr::null()];
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
-    let w2: OwnedFd = w.try_clone()?;
-    let mut cmd = Command::new(path);
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(w))
-        .stderr(Stdio::from(w2))
-        // Its own group, so a timeout kills what it forked too.
-        .process_group(0);
-    let ids = user.map(|u| (u.uid, u.gid, u.groups.clone()));
-    // Descriptor 3 is always one of the daemon's own (`reserve_json_fd`),
-    // so std's error-report pipe is never there to be overwritten.
-    // SAFETY: between fork and exec only async-signal-safe calls, on
-    // memory allocated before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            // What the spawner ignores or blocks, a hook must not inherit.
-            for sig in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGPIPE,
-                libc::SIGCHLD,
-            ] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))?;
-            if let Some(fd) = json_fd {
-                check(if fd == JSON_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, JSON_FD)
-                })?;
-            }
-            if let Some((uid, gid, groups)) = &ids {
-                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-                check(libc::setresgid(*gid, *gid, *gid))?;
-                check(libc::setresuid(*uid, *uid, *uid))?;
-            }
-            Ok(())
-        });
+    let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let null = File::open("/dev/null")?;
+    let groups: Vec<libc::gid_t> = user.map(|u| u.groups.clone()).unwrap_or_default();
+    let ids = user.map(|u| (u.uid, u.gid));
+    // SAFETY: single-threaded; the child only makes async-signal-safe
+    // calls on memory made before the fork, and ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; `child` never returns.
+        unsafe {
+            child(
+                &prog,
+                &argv,
+                &envp,
+                null.as_raw_fd(),
+                w.as_raw_fd(),
+                json_fd,
+                ids,
+                &groups,
+                report_w.as_raw_fd(),
+            )
+        }
     }
-    let child = cmd.spawn()?;
-    // Dropping a Child neither kills nor waits: `reap` collects it.
-    Ok((child.id(), File::from(r)))
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The child's copies are its own; ours must go so that end of file
+    // comes when the hook and all it started are done.
+    drop((w, report_w, null));
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe {
+            libc::read(
+                report_r.as_raw_fd(),
+                errno[got..].as_mut_ptr() as *mut libc::c_void,
+                4 - got,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => {
+                got += n as usize;
+                if got == 4 {
+                    break;
+                }
+            }
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    if got == 4 {
+        // It never became the hook: reap it now, it is exiting.
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok((pid as u32, File::from(r)))
+}
+
+/// The child's side of [`launch`], from fork to execve.
+///
+/// # Safety
+/// Only between fork and execve in a single-threaded parent.
+#[allow(clippy::too_many_arguments)]
+unsafe fn child(
+    prog: &CString,
+    argv: &[*const libc::c_char; 2],
+    envp: &[*const libc::c_char],
+    null: RawFd,
+    out: RawFd,
+    json_fd: Option<RawFd>,
+    ids: Option<(u32, u32)>,
+    groups: &[libc::gid_t],
+    report: RawFd,
+) -> ! {
+    let fail = || -> ! {
+        let e = *libc::__errno_location();
+        libc::write(report, &e as *const i32 as *const libc::c_void, 4);
+        libc::_exit(127)
+    };
+    // `dup2` onto itself keeps close-on-exec: clear it instead.
+    let place = |from: RawFd, to: RawFd| {
+        if from == to {
+            libc::fcntl(to, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(from, to)
+        }
+    };
+    // What the daemon ignores or blocks (std ignores SIGPIPE, the spawner
+    // SIGINT, SIGTERM and SIGHUP and blocks SIGCHLD), a hook must not
+    // inherit; handlers are reset by execve itself.
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGCHLD,
+    ] {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // Its own group, so a timeout kills what it forked too.
+    if libc::setpgid(0, 0) < 0
+        || place(null, 0) < 0
+        || place(out, 1) < 0
+        || place(out, 2) < 0
+        || json_fd.is_some_and(|fd| place(fd, JSON_FD) < 0)
+        || libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0
+        || libc::chdir(c"/".as_ptr()) < 0
+    {
+        fail();
+    }
+    if let Some((uid, gid)) = ids {
+        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+            || libc::setresgid(gid, gid, gid) < 0
+            || libc::setresuid(uid, uid, uid) < 0
+        {
+            fail();
+        }
+    }
+    libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail()
 }
 
 /// Why `m` makes a hook or hook directory unsafe: writable by group or

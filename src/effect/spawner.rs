@@ -28,7 +28,6 @@
 //! The wire format's one home is [`Request`]/[`Reply`] encode and decode,
 //! fuzzed below.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -479,8 +478,9 @@ struct Serve {
     config_path: PathBuf,
     script_dir: PathBuf,
     user: Option<Account>,
-    /// Running hooks: pid by request id.
-    running: HashMap<u64, u32>,
+    /// Running hooks: request id and pid (a handful: a list is smaller
+    /// than a map, in code too).
+    running: Vec<(u64, u32)>,
     out: Vec<u8>,
 }
 
@@ -528,7 +528,7 @@ fn serve(
         config_path: config_path.to_path_buf(),
         script_dir,
         user,
-        running: HashMap::new(),
+        running: Vec::new(),
         out: Vec::with_capacity(256),
     };
     let mut buf = vec![0u8; MAX_MESSAGE];
@@ -586,13 +586,8 @@ impl Serve {
 
     fn reap(&mut self) -> io::Result<()> {
         for (pid, status) in reap_all() {
-            let id = self
-                .running
-                .iter()
-                .find(|(_, p)| **p == pid)
-                .map(|(i, _)| *i);
-            if let Some(id) = id {
-                self.running.remove(&id);
+            if let Some(i) = self.running.iter().position(|r| r.1 == pid) {
+                let (id, _) = self.running.swap_remove(i);
                 self.reply(Reply::Exited { id, status }, None)?;
             }
         }
@@ -636,7 +631,7 @@ impl Serve {
                 );
                 match started {
                     Ok((pid, pipe)) => {
-                        self.running.insert(id, pid);
+                        self.running.push((id, pid));
                         self.reply(Reply::Started { id, pid }, Some(pipe.as_raw_fd()))
                     }
                     Err(e) => self.reply(
@@ -650,7 +645,8 @@ impl Serve {
                 }
             }
             Request::Kill { id, signal } => {
-                if let (Some(&pid), Ok(sig)) = (self.running.get(&id), Signal::try_from(signal)) {
+                let pid = self.running.iter().find(|r| r.0 == id).map(|r| r.1);
+                if let (Some(pid), Ok(sig)) = (pid, Signal::try_from(signal)) {
                     kill_tree(pid, sig);
                 }
                 Ok(())
