@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    #[cfg(feature = "privsep")]
     let user = match cfg
         .user
         .as_deref()
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    #[cfg(feature = "privsep")]
     let hook_user = match cfg
         .hook_user
         .as_deref()
@@ -161,6 +163,9 @@ fn main() -> ExitCode {
     if let Err(e) = privs::become_subreaper() {
         log::warn!("cannot become a child subreaper ({e}): orphans of hooks go to init");
     }
+    #[cfg(not(feature = "privsep"))]
+    let spawner = None;
+    #[cfg(feature = "privsep")]
     let spawner = match &user {
         None => None,
         Some(_) => match effect::spawner::Spawner::fork(
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
             }
         },
     };
+    #[cfg(feature = "privsep")]
     let net_admin = privs::needs_net_admin(&cfg);
     log::debug!("configured backend: {}", cfg.backend.as_str());
     for l in &cfg.inactive {
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    #[cfg(feature = "privsep")]
     if let Some(acct) = &user {
         if let Err(e) = d.give_control_socket(acct.uid) {
             log::warn!(

@@ -17,6 +17,9 @@
 //!   Inheritable and ambient stay empty: the loop never executes anything
 //!   (hooks are the spawner's), and PR_SET_NO_NEW_PRIVS says so.
 //!
+//! The drop itself is built with the `privsep` feature; looking users up
+//! and the subreaper are always there.
+//!
 //! No crate wraps capset(2) small enough to be worth it; the two structs
 //! below are the kernel's ABI (linux/capability.h, version 3).
 
@@ -25,19 +28,25 @@ use std::fmt;
 use std::io;
 
 use nix::libc;
-use nix::unistd::{Gid, Uid, User};
+#[cfg(feature = "privsep")]
+use nix::unistd::Uid;
+use nix::unistd::{Gid, User};
 
 /// CAP_NET_ADMIN's bit in the capability sets.
+#[cfg(feature = "privsep")]
 pub const CAP_NET_ADMIN: u32 = 12;
 
+#[cfg(feature = "privsep")]
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+#[cfg(feature = "privsep")]
 #[repr(C)]
 struct CapHeader {
     version: u32,
     pid: libc::c_int,
 }
 
+#[cfg(feature = "privsep")]
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct CapData {
@@ -46,6 +55,7 @@ struct CapData {
     inheritable: u32,
 }
 
+#[cfg(feature = "privsep")]
 /// Whether the loop needs CAP_NET_ADMIN after the drop: for policy
 /// routing's rules and routes (resolved and hostnamed calls go over DBus
 /// and need it from polkit's view only when they come).
@@ -56,6 +66,8 @@ pub fn needs_net_admin(c: &crate::config::Config) -> bool {
 /// A user to become: resolved once, at start.
 #[derive(Clone, Debug)]
 pub struct Account {
+    // Named in the drop's log line.
+    #[cfg_attr(not(feature = "privsep"), allow(dead_code))]
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -101,6 +113,7 @@ pub fn account(name: &str, what: &str) -> Result<Account, Error> {
 
 /// The value of `field` (e.g. `Threads`, `CapEff`) in a
 /// /proc/<pid>/status text.
+#[cfg(any(feature = "privsep", test))]
 pub fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {
         l.strip_prefix(field)
@@ -109,6 +122,7 @@ pub fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
     })
 }
 
+#[cfg(feature = "privsep")]
 fn threads() -> Result<u64, Error> {
     let s = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| fail("reading /proc/self/status", e))?;
@@ -117,6 +131,7 @@ fn threads() -> Result<u64, Error> {
         .ok_or_else(|| Error("/proc/self/status has no Threads line".into()))
 }
 
+#[cfg(feature = "privsep")]
 /// The highest capability this kernel knows.
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -149,6 +164,7 @@ pub fn become_subreaper() -> io::Result<()> {
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
 }
 
+#[cfg(feature = "privsep")]
 fn capset(bits: u64) -> io::Result<()> {
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -175,6 +191,7 @@ fn capset(bits: u64) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "privsep")]
 /// Becomes `acct` for good, keeping CAP_NET_ADMIN (effective and
 /// permitted) only if `net_admin`, and nothing else in any set, the
 /// bounding set included. Returns the capabilities kept, for the log.

@@ -366,7 +366,16 @@ impl Config {
                     }
                 }
                 "script_dir" => self.script_dir = absolute(cx, v, "system.script_dir")?,
-                "user" => self.user = user_name(cx, v, "system.user")?,
+                "user" => {
+                    self.user = user_name(cx, v, "system.user")?;
+                    if cfg!(not(feature = "privsep")) && self.user.is_some() {
+                        self.inactive.push(format!(
+                            "system.user (line {}): this build has no privilege separation \
+                             (feature privsep); netevd keeps running as it was started",
+                            v.line
+                        ));
+                    }
+                }
                 "netlink_receive_buffer" => {
                     self.netlink_rcvbuf =
                         cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;

@@ -26,7 +26,7 @@
 //! (`effect::spawner`), asked over a socketpair, whose replies (started,
 //! failed, exited) arrive as readiness like any other source. Either way
 //! a hook is started as a child subreaper in its own process group, so
-//! that at its timeout `spawner::kill_tree` finds and kills everything it
+//! that at its timeout `tree::kill_tree` finds and kills everything it
 //! started, setsid'd and double-forked descendants included, and every
 //! child that ends up with netevd is reaped (`reap` waits for any pid).
 //!
@@ -62,7 +62,8 @@ use std::rc::Rc;
 
 use crate::core::event::{environment, json_in_file, Event, JSON_FD};
 use crate::core::sched::Job;
-use crate::effect::spawner::{self, kill_tree, Reply, Spawner};
+use crate::effect::spawner::{Reply, Spawner};
+use crate::effect::tree::{self, kill_tree};
 use crate::logger::Esc;
 use crate::privs::Account;
 
@@ -768,10 +769,10 @@ impl Runner {
         let Some(sp) = self.spawner.as_mut() else {
             return;
         };
-        let was_dead = sp.dead;
+        let was_dead = sp.is_dead();
         let mut replies = std::mem::take(&mut self.replies);
         sp.read(&mut replies);
-        let dead = sp.dead;
+        let dead = sp.is_dead();
         for (r, fd) in replies.drain(..) {
             let id = match &r {
                 Reply::Started { id, .. } | Reply::Failed { id, .. } | Reply::Exited { id, .. } => {
@@ -829,7 +830,7 @@ impl Runner {
     /// can start any more. Every run is ended so that no link stays busy.
     fn spawner_gone(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
         if let Some(sp) = self.spawner.as_mut() {
-            sp.dead = true;
+            sp.set_dead();
         }
         log::error!("hook spawner exited: no hook can run until netevd is restarted");
         for slot in 0..self.runs.len() {
@@ -892,7 +893,7 @@ impl Runner {
     /// hooks, and returns the links whose runs are over.
     pub fn reap(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
         let mut reaped = false;
-        for (pid, status) in spawner::reap_all() {
+        for (pid, status) in tree::reap_all() {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
                 log::error!("hook spawner (pid {pid}) ended: wait status {status:#x}");
                 self.on_spawner(reg, now, done);

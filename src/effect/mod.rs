@@ -4,3 +4,4 @@ pub mod hooks;
 pub mod policy;
 pub mod sdnotify;
 pub mod spawner;
+pub mod tree;

@@ -19,14 +19,19 @@
 //! be owned by root and writable by neither group nor others
 //! (`hooks::check_hook`, the rule OpenSSH applies to its files).
 //!
-//! The spawner is a child subreaper and reaps every child; each hook is
-//! one too (the attribute survives execve), so a hook's double-forked,
-//! setsid'd descendants stay in its tree while it runs, and `kill_tree`
-//! finds them by walking /proc. The spawner blocks (poll on the socket and
-//! a signalfd for SIGCHLD); the loop never waits for it.
+//! The spawner is a child subreaper and reaps every child; hooks are
+//! killed with their whole tree (`effect::tree`). The spawner blocks (poll
+//! on the socket and a signalfd for SIGCHLD); the loop never waits for it.
 //!
 //! The wire format's one home is [`Request`]/[`Reply`] encode and decode,
 //! fuzzed below.
+//!
+//! Built with the `privsep` feature (default). Without it `Spawner` is a
+//! type with no values: the runner's spawner paths compile away, and
+//! `system.user` is reported as not active.
+
+// Without `privsep` only the wire format and its tests remain.
+#![cfg_attr(not(feature = "privsep"), allow(dead_code, unused_imports))]
 
 use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -34,16 +39,15 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use crate::effect::tree::{kill_tree, reap_all};
+use crate::privs::Account;
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{kill, killpg, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage,
     ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
-use nix::unistd::Pid;
-
-use crate::privs::Account;
 
 /// The largest message: a hook's environment is bounded (the JSON at 64
 /// KiB, each list at 16 KiB, see `core::event`), far below this.
@@ -320,16 +324,56 @@ fn recv(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Option<OwnedFd
     }
 }
 
+/// Without `privsep` there is never a spawner: `Option<Spawner>` is
+/// always None, and the compiler drops every path that uses one.
+#[cfg(not(feature = "privsep"))]
+pub enum Spawner {}
+
+#[cfg(not(feature = "privsep"))]
+impl Spawner {
+    pub fn fd(&self) -> RawFd {
+        match *self {}
+    }
+    pub fn pid(&self) -> u32 {
+        match *self {}
+    }
+    pub fn is_dead(&self) -> bool {
+        match *self {}
+    }
+    pub fn set_dead(&mut self) {
+        match *self {}
+    }
+    pub fn spawn(
+        &mut self,
+        _: &Path,
+        _: &[(&'static str, OsString)],
+        _: Option<RawFd>,
+    ) -> io::Result<u64> {
+        match *self {}
+    }
+    pub fn kill(&mut self, _: u64, _: Signal) -> io::Result<()> {
+        match *self {}
+    }
+    pub fn reload(&mut self) {
+        match *self {}
+    }
+    pub fn read(&mut self, _: &mut Vec<(Reply, Option<OwnedFd>)>) {
+        match *self {}
+    }
+}
+
 /// The loop's end of the socketpair.
+#[cfg(feature = "privsep")]
 pub struct Spawner {
     sock: OwnedFd,
     pid: u32,
     next_id: u64,
     buf: Vec<u8>,
     /// Set once the spawner is known to be gone.
-    pub dead: bool,
+    dead: bool,
 }
 
+#[cfg(feature = "privsep")]
 impl Spawner {
     /// Forks the spawner. Call as root, before the drop and before any
     /// thread or other descriptor the spawner should not hold exists.
@@ -392,6 +436,14 @@ impl Spawner {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    pub fn set_dead(&mut self) {
+        self.dead = true;
     }
 
     /// Asks for a hook to start; returns the request's id. `WouldBlock`
@@ -473,6 +525,7 @@ impl Spawner {
 }
 
 /// The spawner's own state.
+#[cfg(feature = "privsep")]
 struct Serve {
     sock: OwnedFd,
     config_path: PathBuf,
@@ -484,6 +537,7 @@ struct Serve {
     out: Vec<u8>,
 }
 
+#[cfg(feature = "privsep")]
 fn serve(
     sock: OwnedFd,
     config_path: &Path,
@@ -573,6 +627,7 @@ fn serve(
     }
 }
 
+#[cfg(feature = "privsep")]
 impl Serve {
     fn reply(&mut self, r: Reply, fd: Option<RawFd>) -> io::Result<()> {
         r.encode(&mut self.out);
@@ -673,117 +728,6 @@ impl Serve {
                 Ok(())
             }
         }
-    }
-}
-
-/// Reaps every child that has exited, hooks or not: the pid and the raw
-/// wait status of each.
-pub fn reap_all() -> Vec<(u32, i32)> {
-    let mut v = Vec::new();
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            v.push((pid as u32, status));
-            continue;
-        }
-        if pid < 0 && Errno::last() == Errno::EINTR {
-            continue;
-        }
-        return v;
-    }
-}
-
-/// Whether /proc is this PID namespace's: under `unshare --pid` without
-/// `--mount-proc`, /proc shows another namespace's processes, and their
-/// pids must never be signalled.
-fn proc_is_ours() -> bool {
-    std::fs::read_link("/proc/self")
-        .map(|p| p.as_os_str().as_bytes() == std::process::id().to_string().as_bytes())
-        .unwrap_or(false)
-}
-
-/// The parent of every process in /proc.
-fn parents() -> Vec<(u32, u32)> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut v = Vec::new();
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read(e.path().join("stat")) {
-            if let Some(ppid) = stat_ppid(&stat) {
-                v.push((pid, ppid));
-            }
-        }
-    }
-    v
-}
-
-/// The parent pid in a /proc/<pid>/stat line: the fourth field, counted
-/// after the command name's closing parenthesis (the name may hold
-/// spaces and parentheses itself).
-fn stat_ppid(stat: &[u8]) -> Option<u32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every process below `root` in `tree` (pid, parent pid), root excluded.
-fn descendants(root: u32, tree: &[(u32, u32)]) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in tree {
-            if pp == p && c != root && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
-}
-
-/// Sends `sig` to a hook and everything it started, wherever it went:
-/// its process group, and every descendant found in /proc (a setsid'd
-/// child has left the group, but a hook is a subreaper, so a
-/// double-forked grandchild is still below it while it runs). For SIGKILL
-/// the tree is first frozen with SIGSTOP, round after round until a scan
-/// finds nothing new, so nothing forks its way out between scan and kill.
-pub fn kill_tree(root: u32, sig: Signal) {
-    let pid = |p: u32| Pid::from_raw(p as i32);
-    let mut all: Vec<u32> = Vec::new();
-    if proc_is_ours() {
-        let stop = sig == Signal::SIGKILL;
-        if stop {
-            let _ = kill(pid(root), Signal::SIGSTOP);
-        }
-        for _ in 0..64 {
-            let found = descendants(root, &parents());
-            let new: Vec<u32> = found.into_iter().filter(|p| !all.contains(p)).collect();
-            if new.is_empty() {
-                break;
-            }
-            for &p in &new {
-                let _ = kill(pid(p), if stop { Signal::SIGSTOP } else { sig });
-            }
-            all.extend(new);
-            if !stop {
-                break;
-            }
-        }
-    }
-    if let Err(e) = killpg(pid(root), sig) {
-        if e != Errno::ESRCH {
-            log::warn!("hooks: kill process group {root}: {e}");
-        }
-    }
-    let _ = kill(pid(root), sig);
-    for p in all {
-        let _ = kill(pid(p), sig);
     }
 }
 
@@ -952,17 +896,5 @@ mod tests {
             recv(b.as_raw_fd(), &mut buf).unwrap().is_none(),
             "end of file"
         );
-    }
-
-    #[test]
-    fn stat_lines() {
-        assert_eq!(stat_ppid(b"42 (sh) S 7 42 42 0"), Some(7));
-        assert_eq!(stat_ppid(b"42 (a) b) (c) R 9 1"), Some(9));
-        assert_eq!(stat_ppid(b"42 sh S 7"), None);
-        let tree = [(2, 1), (3, 2), (4, 3), (5, 1), (6, 4)];
-        let mut d = descendants(2, &tree);
-        d.sort();
-        assert_eq!(d, vec![3, 4, 6]);
-        assert!(descendants(5, &tree).is_empty());
     }
 }

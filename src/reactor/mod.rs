@@ -200,6 +200,7 @@ impl Daemon {
 
     /// Before the drop to `system.user`: the control socket becomes that
     /// user's, so that a reload can still set its mode.
+    #[cfg(feature = "privsep")]
     pub fn give_control_socket(&self, uid: u32) -> io::Result<()> {
         match &self.control {
             Some(c) => c.give_to(uid),

@@ -375,6 +375,7 @@ impl Control {
 
     /// Gives the socket file to `uid` (before the daemon drops to that
     /// user), so that a reload may still change its mode.
+    #[cfg(feature = "privsep")]
     pub fn give_to(&self, uid: u32) -> io::Result<()> {
         if self.activated {
             return Ok(());
