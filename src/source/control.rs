@@ -431,9 +431,10 @@ impl Control {
             path: self.settings.path.clone(),
             ..s
         };
-        // Unchanged, nothing to do (and, after the drop to system.user,
-        // perhaps nothing it may do).
-        if same {
+        // As root the configured mode and group are put back at every
+        // reload; after the drop to system.user only a change is tried
+        // (the group may be one that user cannot give).
+        if same && !nix::unistd::geteuid().is_root() {
         } else if let Err(e) = self.apply_mode() {
             log::error!(
                 "control: {}: cannot set its mode and group: {e}",
