@@ -562,3 +562,38 @@ fn sd_notify_ready_watchdog_reloading_stopping() {
     assert_eq!(next("STOPPING=1"), "STOPPING=1");
     drop(guard);
 }
+
+/// Shutdown goes through the spawner too: SIGTERM to the hook's tree,
+/// SIGKILL to one that ignores it, and netevd exits 0.
+#[test]
+fn shutdown_through_the_spawner_kills_a_hook_that_ignores_sigterm() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let pidfile = dir.join("hookpid");
+    dir.write(
+        "hooks/off.d/10-stubborn",
+        &format!(
+            "#!/bin/sh\ntrap '' TERM\necho $$ > {p}.tmp; mv {p}.tmp {p}\nwhile :; do sleep 1; done\n",
+            p = pidfile.display()
+        ),
+        0o755,
+    );
+    let d = Daemon::start(&ns, &dir, AS_NOBODY);
+    ns.ip(&["link", "add", "ps0", "type", "veth", "peer", "name", "ps1"]);
+    wait_until("the hook", 10, || dir.log(), || pidfile.exists());
+    let pid: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(d.stop(), Some(0), "{}", dir.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    wait_until(
+        "the hook gone",
+        5,
+        || dir.log(),
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+    );
+    assert!(dir.log().contains("SIGKILL"), "{}", dir.log());
+}
