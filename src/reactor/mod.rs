@@ -578,10 +578,7 @@ impl Daemon {
             self.reap();
         }
         if reload {
-            self.notify.reloading();
-            let r = self.reload();
-            self.notify.ready();
-            match r {
+            match self.reload() {
                 Ok(changes) if changes.is_empty() => log::info!(
                     "reloaded {}: nothing changed",
                     self.opts.config_path.display()
@@ -605,9 +602,18 @@ impl Daemon {
         }
     }
 
+    /// A reload, by SIGHUP or the control socket, told to the service
+    /// manager (RELOADING=1, then READY=1 whether or not it was refused).
+    fn reload(&mut self) -> Result<Vec<String>, String> {
+        self.notify.reloading();
+        let r = self.reload_config();
+        self.notify.ready();
+        r
+    }
+
     /// Reads and validates the file, then swaps it in with the model kept.
     /// Returns what changed, or why the file was refused.
-    fn reload(&mut self) -> Result<Vec<String>, String> {
+    fn reload_config(&mut self) -> Result<Vec<String>, String> {
         let c = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
         let gid = control::resolve_group(c.control.group.as_deref())?;
         let changes = answer::config_changes(&self.config, &c);
