@@ -1,16 +1,30 @@
 //! netevd: watches the kernel's links, addresses, routes and rules over
 //! rtnetlink and runs the user's hooks when they change.
 //!
-//! This file: flags, configuration, logging, then the reactor.
+//! This file: flags, configuration, logging, privileges, then the reactor.
+//!
+//! Start-up order, each step for a reason:
+//! 1. configuration, and the users it names looked up;
+//! 2. a socket passed by the service manager taken (`LISTEN_PID` is this
+//!    pid only before daemon(3) forks);
+//! 3. background, logging; netevd becomes a child subreaper;
+//! 4. with `system.user`: the privileged hook spawner is forked, while the
+//!    process is root and has no other descriptor the spawner should hold;
+//! 5. the reactor opens what needs root: the netlink socket (a forced
+//!    receive buffer), the control socket in /run/netevd;
+//! 6. with `system.user`: the drop (`privs::drop_to`), with one thread,
+//!    before a single netlink message is read;
+//! 7. the loop.
 //!
 //! Exit status: 0 stopped by SIGTERM/SIGINT or `--validate` passed; 1 the
 //! configuration is wrong; 2 bad flags; 3 start-up failed (netlink socket,
-//! signals).
+//! signals, the privilege drop).
 
 mod config;
 mod core;
 mod effect;
 mod logger;
+mod privs;
 mod reactor;
 mod source;
 
@@ -79,6 +93,46 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    #[cfg(feature = "privsep")]
+    let user = match cfg
+        .user
+        .as_deref()
+        .map(|u| privs::account(u, "system.user"))
+    {
+        None => None,
+        Some(Ok(a)) if !nix::unistd::geteuid().is_root() => {
+            eprintln!(
+                "netevd: system.user {:?}: netevd must start as root to drop to it",
+                a.name
+            );
+            return ExitCode::from(1);
+        }
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!("netevd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    #[cfg(feature = "privsep")]
+    let hook_user = match cfg
+        .hook_user
+        .as_deref()
+        .map(|u| privs::account(u, "scripts.user"))
+    {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!("netevd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let activated = match source::control::take_listen_fds() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("netevd: {e}");
+            return ExitCode::from(3);
+        }
+    };
     let cli_level = match args.verbose {
         0 => None,
         1 => Some(log::LevelFilter::Debug),
@@ -97,6 +151,37 @@ fn main() -> ExitCode {
     if defaults {
         log::info!("{not_found}");
     }
+    if activated {
+        log::debug!("control socket passed by the service manager (LISTEN_FDS)");
+    }
+    if let Err(e) = effect::hooks::reserve_json_fd() {
+        log::error!("cannot start: reserving descriptor 3: {e}");
+        return ExitCode::from(3);
+    }
+    // Orphans of hooks (a double-forked daemon) come to netevd, which
+    // reaps them, rather than to an init that may not.
+    if let Err(e) = privs::become_subreaper() {
+        log::warn!("cannot become a child subreaper ({e}): orphans of hooks go to init");
+    }
+    #[cfg(not(feature = "privsep"))]
+    let spawner = None;
+    #[cfg(feature = "privsep")]
+    let spawner = match &user {
+        None => None,
+        Some(_) => match effect::spawner::Spawner::fork(
+            &config_path,
+            cfg.script_dir.clone(),
+            hook_user.clone(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot start: forking the hook spawner: {e}");
+                return ExitCode::from(3);
+            }
+        },
+    };
+    #[cfg(feature = "privsep")]
+    let net_admin = privs::needs_net_admin(&cfg);
     log::debug!("configured backend: {}", cfg.backend.as_str());
     for l in &cfg.inactive {
         log::warn!("not active: {l}");
@@ -105,6 +190,7 @@ fn main() -> ExitCode {
         config_path,
         dry_run: args.dry_run,
         cli_level,
+        spawner,
     };
     let mut d = match reactor::Daemon::new(cfg, opts) {
         Ok(d) => d,
@@ -113,6 +199,28 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    #[cfg(feature = "privsep")]
+    if let Some(acct) = &user {
+        if let Err(e) = d.give_control_socket(acct.uid) {
+            log::warn!(
+                "control socket: cannot give it to {}: {e}; its mode stays as it is",
+                acct.name
+            );
+        }
+        match privs::drop_to(acct, net_admin) {
+            Ok(caps) => log::info!(
+                "running as {} (uid {}, gid {}), capabilities kept: {caps}; hooks run as {} through the spawner",
+                acct.name,
+                acct.uid,
+                acct.gid,
+                hook_user.as_ref().map_or("root", |u| u.name.as_str())
+            ),
+            Err(e) => {
+                log::error!("cannot start: dropping privileges to {}: {e}", acct.name);
+                return ExitCode::from(3);
+            }
+        }
+    }
     match d.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -80,6 +80,12 @@ pub struct Config {
     pub metrics: metrics::Settings,
     /// `audit`: the audit log.
     pub audit: AuditSettings,
+    /// `system.user`: the user the loop drops to at start, a privileged
+    /// spawner staying behind for the hooks. None: stay as started.
+    pub user: Option<String>,
+    /// `scripts.user`: the user hooks run as. None: root (or, without
+    /// privileges, the daemon's own user).
+    pub hook_user: Option<String>,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -101,6 +107,8 @@ impl Default for Config {
             netlink_rcvbuf: 4 << 20,
             metrics: metrics::Settings::default(),
             audit: AuditSettings::default(),
+            user: None,
+            hook_user: None,
             inactive: Vec::new(),
         }
     }
@@ -398,6 +406,16 @@ impl Config {
                     }
                 }
                 "script_dir" => self.script_dir = absolute(cx, v, "system.script_dir")?,
+                "user" => {
+                    self.user = user_name(cx, v, "system.user")?;
+                    if cfg!(not(feature = "privsep")) && self.user.is_some() {
+                        self.inactive.push(format!(
+                            "system.user (line {}): this build has no privilege separation \
+                             (feature privsep); netevd keeps running as it was started",
+                            v.line
+                        ));
+                    }
+                }
                 "netlink_receive_buffer" => {
                     self.netlink_rcvbuf =
                         cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;
@@ -417,6 +435,7 @@ impl Config {
                         Duration::from_secs(cx.uint(v, "scripts.timeout_seconds", 1, 86400)?);
                 }
                 "run_on_startup" => self.run_on_startup = cx.bool(v, "scripts.run_on_startup")?,
+                "user" => self.hook_user = user_name(cx, v, "scripts.user")?,
                 "max_parallel" => {
                     self.max_parallel = cx.uint(v, "scripts.max_parallel", 1, 1024)? as usize;
                 }
@@ -425,6 +444,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A user name as useradd(8) allows them (letters, digits, `_`, `-`,
+/// `.`, a trailing `$`, at most 32 bytes, not all digits), or a null or
+/// empty string for none. Whether the user exists is checked at start,
+/// when it is needed: a file may be validated on another machine.
+fn user_name(cx: &Ctx, v: &Node, what: &str) -> Result<Option<String>, Error> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let s = cx.str(v, what)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let ok = s.len() <= 32
+        && !body.is_empty()
+        && !body.starts_with('-')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !body.bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(cx.err(
+            v,
+            format!(
+                "{what}: {s:?} is not a user name (letters, digits, '_', '-', '.', at most 32 \
+                 bytes, not a number)"
+            ),
+        ));
+    }
+    Ok(Some(s.to_string()))
 }
 
 /// An absolute path with no NUL in it (the parser refuses NULs).
@@ -1098,6 +1149,39 @@ metrics:
         assert_eq!(c.max_parallel, 2);
         assert_eq!(c.netlink_rcvbuf, 65536);
         assert!(c.inactive.is_empty());
+        assert_eq!((c.user, c.hook_user), (None, None));
+    }
+
+    #[test]
+    fn users() {
+        let c = parse("system:\n  user: netevd\nscripts:\n  user: nobody\n").unwrap();
+        assert_eq!(c.user.as_deref(), Some("netevd"));
+        assert_eq!(c.hook_user.as_deref(), Some("nobody"));
+        let c = parse("system:\n  user: ~\nscripts:\n  user: \"\"\n").unwrap();
+        assert_eq!((c.user, c.hook_user), (None, None));
+        for (text, msg) in [
+            (
+                "system:\n  user: 1000\n",
+                "t.yaml:2:9: system.user: \"1000\" is not a user name",
+            ),
+            (
+                "system:\n  user: a/b\n",
+                "system.user: \"a/b\" is not a user name",
+            ),
+            (
+                "scripts:\n  user: -x\n",
+                "t.yaml:2:9: scripts.user: \"-x\" is not a user name",
+            ),
+            ("scripts:\n  user: [a]\n", "scripts.user: expected a string"),
+            (
+                "system:\n  user: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+                "is not a user name",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(msg), "{text:?}: {e}");
+        }
+        assert!(parse("system:\n  user: machine$\n").is_ok());
     }
 
     #[test]

@@ -21,18 +21,32 @@
 //! - At shutdown every running hook's group gets SIGTERM, then SIGKILL
 //!   after `GRACE`.
 //!
+//! Who starts the process: without `system.user` the loop itself (it is
+//! root, or whoever started it); with it, the privileged spawner
+//! (`effect::spawner`), asked over a socketpair, whose replies (started,
+//! failed, exited) arrive as readiness like any other source. Either way
+//! a hook is started as a child subreaper in its own process group, so
+//! that at its timeout `tree::kill_tree` finds and kills everything it
+//! started, setsid'd and double-forked descendants included, and every
+//! child that ends up with netevd is reaped (`reap` waits for any pid).
+//!
+//! Hook files and directories that are writable by group or others, or
+//! owned by anyone but root (or the user netevd runs as, when it is not
+//! root), are refused with a warning naming the file: at start, at
+//! reload (`check_script_dir`) and before each run (`check_hook`).
+//!
 //! What to run and when is decided by the core's scheduler; this module
 //! only executes.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -41,15 +55,17 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag, SealFlag};
 use nix::libc;
 use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::core::event::{environment, json_in_file, Event, JSON_FD};
 use crate::core::sched::Job;
+use crate::effect::spawner::{Reply, Spawner};
+use crate::effect::tree::{self, kill_tree};
 use crate::logger::Esc;
+use crate::privs::Account;
 
 /// Longest line kept whole in the log; longer output is split.
 const MAX_LINE: usize = 4096;
@@ -151,10 +167,12 @@ pub fn restrict(hooks: &mut Vec<PathBuf>, scripts: Option<&[String]>) {
 /// Warns about everything in the hook tree that makes hooks silently not
 /// run: `script_dir` missing, not a directory, unreadable (a symbolic link
 /// loop, say); a `*.d` entry that is not a directory; a hook that is not
-/// executable or cannot be read. One line per problem; the reactor calls
-/// this at start and at every reload, never per event. Returns how many
-/// problems it reported.
-pub fn check_script_dir(script_dir: &Path) -> usize {
+/// executable or cannot be read; and everything that makes a hook refused
+/// (see [`check_hook`]): script_dir, a `*.d` directory or a hook writable
+/// by group or others, or owned by someone but root or `owner`. One line
+/// per problem; the reactor calls this at start and at every reload, never
+/// per event. Returns how many problems it reported.
+pub fn check_script_dir(script_dir: &Path, owner: u32) -> usize {
     let shown = script_dir.display();
     let rd = match std::fs::metadata(script_dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -169,8 +187,14 @@ pub fn check_script_dir(script_dir: &Path) -> usize {
             log::warn!("hooks: script_dir {shown} is not a directory: no hooks will run");
             return 1;
         }
-        Ok(_) => match std::fs::read_dir(script_dir) {
-            Ok(rd) => rd,
+        Ok(m) => match std::fs::read_dir(script_dir) {
+            Ok(rd) => {
+                if let Some(why) = unsafe_mode(&m, owner) {
+                    log::warn!("hooks: script_dir {shown} {why}: every hook in it is refused");
+                    return 1;
+                }
+                rd
+            }
             Err(e) => {
                 log::warn!("hooks: script_dir {shown}: {e}: no hooks will run");
                 return 1;
@@ -187,7 +211,14 @@ pub fn check_script_dir(script_dir: &Path) -> usize {
     for d in dirs {
         let name = Esc(d.as_os_str().as_bytes());
         let rd = match std::fs::metadata(&d) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(&d),
+            Ok(m) if m.is_dir() => match unsafe_mode(&m, owner) {
+                Some(why) => {
+                    log::warn!("hooks: {name} {why}: its hooks are refused");
+                    problems += 1;
+                    continue;
+                }
+                None => std::fs::read_dir(&d),
+            },
             Ok(_) => {
                 log::warn!("hooks: {name} is not a directory: its hooks will not run");
                 problems += 1;
@@ -217,7 +248,10 @@ pub fn check_script_dir(script_dir: &Path) -> usize {
                 Ok(m) if m.permissions().mode() & 0o111 == 0 => {
                     log::warn!("hooks: {name} is not executable: skipped (chmod +x to run it)")
                 }
-                Ok(_) => continue,
+                Ok(_) => match check_hook(&p, script_dir, owner) {
+                    Ok(()) => continue,
+                    Err(why) => log::warn!("hooks: {why}: refused"),
+                },
             }
             problems += 1;
         }
@@ -258,7 +292,10 @@ impl Bucket {
 }
 
 struct Proc {
-    child: Child,
+    /// None until the spawner says the hook started.
+    pid: Option<u32>,
+    /// The spawner's request id (0 when the loop started it itself).
+    id: u64,
     pipe: Option<File>,
     /// The pipe was left with data in it: read again without waiting for
     /// readiness (edge-triggered, there will be none).
@@ -309,6 +346,8 @@ struct Stopping {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub script_dir: PathBuf,
+    /// `scripts.user`: who hooks run as; None for netevd's own user.
+    pub user: Option<String>,
     pub timeout: Duration,
     pub dry_run: bool,
     /// Hook runs kept for `history` queries.
@@ -361,24 +400,66 @@ pub struct Runner {
     /// Runs reaped since the reactor last took them (for metrics and the
     /// audit log); it drains this after every `reap`.
     pub finished: Vec<(HookRun, Duration)>,
+    /// With `system.user`: who starts hooks. None: the loop does.
+    spawner: Option<Spawner>,
+    /// `settings.user` resolved, when the loop starts hooks itself.
+    user: Option<Account>,
+    /// Replies read from the spawner, reused.
+    replies: Vec<(Reply, Option<OwnedFd>)>,
+}
+
+/// `scripts.user` looked up, or None with the reason logged: hooks then
+/// do not run at all rather than run as the wrong user.
+fn resolve_user(name: Option<&str>) -> Result<Option<Account>, String> {
+    match name {
+        None => Ok(None),
+        Some(n) => crate::privs::account(n, "scripts.user")
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 impl Runner {
-    pub fn new(settings: Settings, token_base: usize) -> Self {
-        Runner {
-            settings,
+    pub fn new(settings: Settings, token_base: usize, spawner: Option<Spawner>) -> Self {
+        let mut r = Runner {
+            settings: settings.clone(),
             runs: Vec::new(),
             base: token_base,
             stopping: None,
             stats: Stats::default(),
             history: VecDeque::new(),
             finished: Vec::new(),
-        }
+            spawner,
+            user: None,
+            replies: Vec::new(),
+        };
+        r.set_settings(settings);
+        r
     }
 
     pub fn set_settings(&mut self, s: Settings) {
+        if let Some(sp) = self.spawner.as_mut() {
+            // It reads the file itself: script_dir and the hook user are
+            // never taken from the unprivileged loop.
+            sp.reload();
+        } else {
+            match resolve_user(s.user.as_deref()) {
+                Ok(u) => self.user = u,
+                Err(e) => log::error!("hooks: {e}; hooks keep running as before"),
+            }
+        }
         self.settings = s;
         self.trim_history();
+    }
+
+    /// Who may own hooks: root, or netevd's own user when it starts them
+    /// itself without being root.
+    fn owner(&self) -> u32 {
+        if self.spawner.is_some() {
+            0
+        } else {
+            nix::unistd::geteuid().as_raw()
+        }
     }
 
     fn trim_history(&mut self) {
@@ -399,7 +480,7 @@ impl Runner {
 
     /// Warns once about the hook tree (see [`check_script_dir`]).
     pub fn check_script_dir(&self) -> usize {
-        check_script_dir(&self.settings.script_dir)
+        check_script_dir(&self.settings.script_dir, self.owner())
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -521,7 +602,6 @@ impl Runner {
     /// over (and the slot freed). A hook that cannot start now leaves the
     /// run waiting for its retry (true).
     fn advance(&mut self, slot: usize, reg: &Registry, now: Instant) -> bool {
-        let token = Token(self.base + slot);
         let timeout = self.settings.timeout;
         loop {
             if self.stopping.is_some() {
@@ -574,79 +654,230 @@ impl Runner {
                 }
             }
             let json_fd = run.json_fd.as_ref().map(|f| f.as_raw_fd());
-            match spawn(&path, &run.env, json_fd) {
-                Ok((child, pipe)) => {
-                    self.stats.started += 1;
-                    run.next += 1;
-                    if let Some(r) = run.retry.take() {
-                        log::info!(
-                            "hook {hook} for {} started after waiting {} ms for resources",
-                            run.link,
-                            now.saturating_duration_since(r.since).as_millis()
-                        );
+            let record = HookRun {
+                hook: hook.clone(),
+                link: run.link.clone(),
+                index: run.event.index,
+                event_id: run.event.id,
+                state: run.event.dir(),
+                started_ms: wall_ms(),
+                duration_ms: None,
+                exit_code: None,
+                signal: None,
+                timed_out: false,
+                output: VecDeque::new(),
+            };
+            let mut pending = Proc {
+                pid: None,
+                id: 0,
+                pipe: None,
+                readable: false,
+                hook: hook.clone(),
+                started: now,
+                deadline: now + timeout,
+                killed: false,
+                line: Vec::new(),
+                record,
+                bucket: Bucket::new(now),
+                dropped: 0,
+            };
+            let started = match self.spawner.as_mut() {
+                // The spawner checks the file and answers later.
+                Some(sp) => match sp.spawn(&path, &run.env, json_fd) {
+                    Ok(id) => {
+                        pending.id = id;
+                        run.proc = Some(pending);
+                        Ok(None)
                     }
-                    let fd = pipe.as_raw_fd();
-                    let pipe = match reg.register(&mut SourceFd(&fd), token, Interest::READABLE) {
-                        Ok(()) => Some(pipe),
-                        Err(e) => {
-                            // Unread, the pipe would fill and stall the hook
-                            // until its timeout; closed, its writes fail.
-                            log::warn!(
-                                "hook {hook} for {}: cannot watch its output ({e}): discarded",
-                                run.link
-                            );
-                            None
-                        }
-                    };
-                    log::debug!(
-                        "hook {hook} for {} started, pid {} (event {} {})",
-                        run.link,
-                        child.id(),
-                        run.event.id,
-                        run.event.dir()
-                    );
-                    let record = HookRun {
-                        hook: hook.clone(),
-                        link: run.link.clone(),
-                        index: run.event.index,
-                        event_id: run.event.id,
-                        state: run.event.dir(),
-                        started_ms: wall_ms(),
-                        duration_ms: None,
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        output: VecDeque::new(),
-                    };
-                    run.proc = Some(Proc {
-                        child,
-                        pipe,
-                        readable: false,
-                        hook,
-                        started: now,
-                        deadline: now + timeout,
-                        killed: false,
-                        line: Vec::new(),
-                        record,
-                        bucket: Bucket::new(now),
-                        dropped: 0,
-                    });
+                    Err(e) => Err(e),
+                },
+                None => {
+                    let owner = nix::unistd::geteuid().as_raw();
+                    match check_hook(&path, &self.settings.script_dir, owner) {
+                        Err(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+                        Ok(()) => match launch(&path, &run.env, json_fd, self.user.as_ref()) {
+                            Ok(started) => {
+                                run.proc = Some(pending);
+                                Ok(Some(started))
+                            }
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+            };
+            match started {
+                Ok(Some((pid, pipe))) => {
+                    self.started(slot, pid, pipe, reg, now);
                     return true;
                 }
+                Ok(None) => return true,
                 Err(e) if transient(&e) => {
                     self.defer(slot, now, &format!("cannot start {hook}"), &e);
                     return true;
                 }
                 Err(e) => {
-                    run.next += 1;
-                    self.stats.spawn_errors += 1;
-                    log::error!(
-                        "hook {} for {}: cannot run: {e}; skipped",
-                        Esc(path.as_os_str().as_bytes()),
-                        run.link
-                    );
+                    let refused =
+                        e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none();
+                    self.not_started(slot, &path, &e.to_string(), refused)
                 }
             }
+        }
+    }
+
+    /// Hook `path` of the run in `slot` will not run: it is skipped.
+    /// `refused`: for its permissions (`why` names the file).
+    fn not_started(&mut self, slot: usize, path: &Path, why: &str, refused: bool) {
+        let Some(run) = self.runs[slot].as_mut() else {
+            return;
+        };
+        run.proc = None;
+        run.next += 1;
+        self.stats.spawn_errors += 1;
+        if refused {
+            log::warn!("hooks: refused for {}: {why}", run.link);
+            return;
+        }
+        log::error!(
+            "hook {} for {}: cannot run: {why}; skipped",
+            Esc(path.as_os_str().as_bytes()),
+            run.link
+        );
+    }
+
+    /// The hook of the run in `slot` is running as `pid`, writing to
+    /// `pipe`.
+    fn started(&mut self, slot: usize, pid: u32, pipe: File, reg: &Registry, now: Instant) {
+        let token = Token(self.base + slot);
+        let Some(run) = self.runs[slot].as_mut() else {
+            return;
+        };
+        let Some(p) = run.proc.as_mut() else {
+            return;
+        };
+        self.stats.started += 1;
+        run.next += 1;
+        if let Some(r) = run.retry.take() {
+            log::info!(
+                "hook {} for {} started after waiting {} ms for resources",
+                p.hook,
+                run.link,
+                now.saturating_duration_since(r.since).as_millis()
+            );
+        }
+        let fd = pipe.as_raw_fd();
+        p.pipe = match reg.register(&mut SourceFd(&fd), token, Interest::READABLE) {
+            Ok(()) => Some(pipe),
+            Err(e) => {
+                // Unread, the pipe would fill and stall the hook until its
+                // timeout; closed, its writes fail.
+                log::warn!(
+                    "hook {} for {}: cannot watch its output ({e}): discarded",
+                    p.hook,
+                    run.link
+                );
+                None
+            }
+        };
+        p.pid = Some(pid);
+        log::debug!(
+            "hook {} for {} started, pid {pid} (event {} {})",
+            p.hook,
+            run.link,
+            run.event.id,
+            run.event.dir()
+        );
+    }
+
+    /// The spawner's socket is readable: applies what it says.
+    pub fn on_spawner(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+        let Some(sp) = self.spawner.as_mut() else {
+            return;
+        };
+        let was_dead = sp.is_dead();
+        let mut replies = std::mem::take(&mut self.replies);
+        sp.read(&mut replies);
+        let dead = sp.is_dead();
+        for (r, fd) in replies.drain(..) {
+            let id = match &r {
+                Reply::Started { id, .. } | Reply::Failed { id, .. } | Reply::Exited { id, .. } => {
+                    *id
+                }
+            };
+            let slot = self.runs.iter().position(|r| {
+                r.as_ref()
+                    .and_then(|r| r.proc.as_ref())
+                    .is_some_and(|p| p.id == id)
+            });
+            let Some(slot) = slot else {
+                if let (Reply::Started { .. }, Some(sp)) = (&r, self.spawner.as_mut()) {
+                    // Its run is gone (shutdown): it must not outlive it.
+                    let _ = sp.kill(id, Signal::SIGKILL);
+                }
+                continue;
+            };
+            match r {
+                Reply::Started { pid, .. } => match fd {
+                    Some(fd) => self.started(slot, pid, File::from(fd), reg, now),
+                    None => {
+                        log::error!("hook spawner: no output pipe came with pid {pid}");
+                        if let Some(sp) = self.spawner.as_mut() {
+                            let _ = sp.kill(id, Signal::SIGKILL);
+                        }
+                    }
+                },
+                Reply::Failed { errno, why, .. } => {
+                    let e = io::Error::from_raw_os_error(errno);
+                    let path = self.runs[slot]
+                        .as_ref()
+                        .and_then(|r| r.hooks.as_ref().and_then(|h| h.get(r.next)).cloned())
+                        .unwrap_or_default();
+                    if transient(&e) {
+                        if let Some(run) = self.runs[slot].as_mut() {
+                            run.proc = None;
+                        }
+                        self.defer(slot, now, &format!("cannot start {}", path.display()), &e);
+                    } else {
+                        self.not_started(slot, &path, &why, errno == nix::libc::EPERM);
+                        self.next_or_done(slot, reg, now, done);
+                    }
+                }
+                Reply::Exited { status, .. } => self.finish(slot, status, reg, now, done),
+            }
+        }
+        self.replies = replies;
+        if dead && !was_dead {
+            self.spawner_gone(reg, now, done);
+        }
+    }
+
+    /// The spawner exited: what it was running is lost to us, and no hook
+    /// can start any more. Every run is ended so that no link stays busy.
+    fn spawner_gone(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+        if let Some(sp) = self.spawner.as_mut() {
+            sp.set_dead();
+        }
+        log::error!("hook spawner exited: no hook can run until netevd is restarted");
+        for slot in 0..self.runs.len() {
+            if let Some(run) = self.runs[slot].as_mut() {
+                if let Some(p) = run.proc.take() {
+                    if let Some(pipe) = p.pipe {
+                        let _ = reg.deregister(&mut SourceFd(&pipe.as_raw_fd()));
+                    }
+                    self.stats.failed += 1;
+                }
+                run.next = usize::MAX;
+                run.retry = None;
+            }
+            self.next_or_done(slot, reg, now, done);
+        }
+    }
+
+    fn next_or_done(&mut self, slot: usize, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+        let Some(index) = self.runs[slot].as_ref().map(|r| r.event.index) else {
+            return;
+        };
+        if !self.advance(slot, reg, now) {
+            done.push(index);
         }
     }
 
@@ -681,87 +912,107 @@ impl Runner {
         }
     }
 
-    /// After SIGCHLD: reaps the hooks that exited, starts the next ones,
-    /// and returns the links whose runs are over.
+    /// After SIGCHLD: reaps every child that exited (hooks, and whatever
+    /// their descendants left to netevd as a subreaper), starts the next
+    /// hooks, and returns the links whose runs are over.
     pub fn reap(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
         let mut reaped = false;
-        for slot in 0..self.runs.len() {
-            let Some(run) = self.runs[slot].as_mut() else {
+        for (pid, status) in tree::reap_all() {
+            if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
+                log::error!("hook spawner (pid {pid}) ended: wait status {status:#x}");
+                self.on_spawner(reg, now, done);
+                self.spawner_gone(reg, now, done);
                 continue;
-            };
-            let Some(p) = run.proc.as_mut() else {
-                continue;
-            };
-            let status = match p.child.try_wait() {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(e) => {
-                    log::error!("hooks: waiting for {}: {e}", p.hook);
-                    continue;
+            }
+            let slot = self.runs.iter().position(|r| {
+                r.as_ref()
+                    .and_then(|r| r.proc.as_ref())
+                    .is_some_and(|p| p.pid == Some(pid) && p.id == 0)
+            });
+            match slot {
+                Some(slot) => {
+                    self.finish(slot, status, reg, now, done);
+                    reaped = true;
                 }
-            };
-            // What the hook left in the pipe (at most the pipe's size,
-            // unless something it started keeps writing).
-            drain(p, &run.link, reg, now, 2 * READ_BUDGET, &mut self.stats);
-            if p.pipe.is_some() && p.readable {
-                log::warn!(
-                    "{}[{}]: more output after the hook exited, not read",
-                    p.hook,
-                    run.link
-                );
-            }
-            flush(p, &run.link, &mut self.stats);
-            report_dropped(p, &run.link);
-            if let Some(pipe) = p.pipe.take() {
-                let _ = reg.deregister(&mut SourceFd(&pipe.as_raw_fd()));
-            }
-            let took = now.saturating_duration_since(p.started);
-            let ms = took.as_millis();
-            if p.killed {
-                self.stats.timed_out += 1;
-            } else if status.success() {
-                log::debug!("hook {} for {} exited 0 after {ms} ms", p.hook, run.link);
-            } else {
-                self.stats.failed += 1;
-                match (status.code(), status.signal()) {
-                    (Some(c), _) => {
-                        log::warn!("hook {} for {} exited {c} after {ms} ms", p.hook, run.link)
-                    }
-                    (_, Some(s)) => log::warn!(
-                        "hook {} for {} killed by signal {s} after {ms} ms",
-                        p.hook,
-                        run.link
-                    ),
-                    _ => {}
-                }
-            }
-            reaped = true;
-            let index = run.event.index;
-            if let Some(mut p) = run.proc.take() {
-                p.record.duration_ms = Some(ms as u64);
-                p.record.exit_code = status.code();
-                p.record.signal = status.signal();
-                p.record.timed_out = p.killed;
-                self.finished.push((p.record.clone(), took));
-                if self.settings.history > 0 {
-                    self.history.push_back(p.record);
-                    self.trim_history();
-                }
-            }
-            if !self.advance(slot, reg, now) {
-                done.push(index);
+                None => log::debug!("reaped pid {pid}, left behind by a hook"),
             }
         }
         if reaped {
-            // What that hook held (a process, descriptors) is free now:
-            // waiting runs try again at the next `on_timer`, not at the end
-            // of their backoff, which keeps growing if they fail again.
-            for r in self.runs.iter_mut().flatten() {
-                if let Some(t) = r.retry.as_mut() {
-                    t.at = t.at.min(now);
-                }
+            self.retry_now(now);
+        }
+    }
+
+    /// What a hook held (a process, descriptors) is free now: waiting runs
+    /// try again at the next `on_timer`, not at the end of their backoff,
+    /// which keeps growing if they fail again.
+    fn retry_now(&mut self, now: Instant) {
+        for r in self.runs.iter_mut().flatten() {
+            if let Some(t) = r.retry.as_mut() {
+                t.at = t.at.min(now);
             }
         }
+    }
+
+    /// The hook of the run in `slot` exited with wait status `raw`: logs
+    /// and records it, and starts the run's next hook.
+    fn finish(&mut self, slot: usize, raw: i32, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+        let status = ExitStatus::from_raw(raw);
+        let Some(run) = self.runs[slot].as_mut() else {
+            return;
+        };
+        let Some(p) = run.proc.as_mut() else {
+            return;
+        };
+        // What the hook left in the pipe (at most the pipe's size, unless
+        // something it started keeps writing).
+        drain(p, &run.link, reg, now, 2 * READ_BUDGET, &mut self.stats);
+        if p.pipe.is_some() && p.readable {
+            log::warn!(
+                "{}[{}]: more output after the hook exited, not read",
+                p.hook,
+                run.link
+            );
+        }
+        flush(p, &run.link, &mut self.stats);
+        report_dropped(p, &run.link);
+        if let Some(pipe) = p.pipe.take() {
+            let _ = reg.deregister(&mut SourceFd(&pipe.as_raw_fd()));
+        }
+        let took = now.saturating_duration_since(p.started);
+        let ms = took.as_millis();
+        if p.killed {
+            self.stats.timed_out += 1;
+        } else if status.success() {
+            log::debug!("hook {} for {} exited 0 after {ms} ms", p.hook, run.link);
+        } else {
+            self.stats.failed += 1;
+            match (status.code(), status.signal()) {
+                (Some(c), _) => {
+                    log::warn!("hook {} for {} exited {c} after {ms} ms", p.hook, run.link)
+                }
+                (_, Some(s)) => log::warn!(
+                    "hook {} for {} killed by signal {s} after {ms} ms",
+                    p.hook,
+                    run.link
+                ),
+                _ => {}
+            }
+        }
+        if let Some(mut p) = run.proc.take() {
+            p.record.duration_ms = Some(ms as u64);
+            p.record.exit_code = status.code();
+            p.record.signal = status.signal();
+            p.record.timed_out = p.killed;
+            self.finished.push((p.record.clone(), took));
+            if self.settings.history > 0 {
+                self.history.push_back(p.record);
+                self.trim_history();
+            }
+        }
+        if self.spawner.is_some() {
+            self.retry_now(now);
+        }
+        self.next_or_done(slot, reg, now, done);
     }
 
     /// The earliest time `on_timer` has something to do: a hook's
@@ -801,7 +1052,7 @@ impl Runner {
                 run.link,
                 self.settings.timeout.as_secs_f32()
             );
-            kill_group(p.child.id(), Signal::SIGKILL);
+            signal_hook(&mut self.spawner, p, Signal::SIGKILL);
         }
         for slot in 0..self.runs.len() {
             let due = self.runs[slot]
@@ -831,7 +1082,7 @@ impl Runner {
                     run.link
                 );
                 p.killed = true;
-                kill_group(p.child.id(), Signal::SIGKILL);
+                signal_hook(&mut self.spawner, p, Signal::SIGKILL);
             }
         }
     }
@@ -856,7 +1107,7 @@ impl Runner {
             match r.as_ref().and_then(|r| r.proc.as_ref()) {
                 Some(p) => {
                     n += 1;
-                    kill_group(p.child.id(), Signal::SIGTERM);
+                    signal_hook(&mut self.spawner, p, Signal::SIGTERM);
                 }
                 None => *r = None,
             }
@@ -884,10 +1135,20 @@ fn hook_dir(script_dir: &Path, ev: &Event) -> PathBuf {
     script_dir.join(format!("{}.d", ev.dir()))
 }
 
-fn kill_group(pid: u32, sig: Signal) {
-    if let Err(e) = killpg(Pid::from_raw(pid as i32), sig) {
-        if e != Errno::ESRCH {
-            log::warn!("hooks: kill process group {pid}: {e}");
+/// Sends `sig` to a hook's whole tree: itself when the loop started it,
+/// through the spawner otherwise (the loop may not signal root's
+/// processes).
+fn signal_hook(spawner: &mut Option<Spawner>, p: &Proc, sig: Signal) {
+    match spawner {
+        Some(sp) if p.id != 0 => {
+            if let Err(e) = sp.kill(p.id, sig) {
+                log::warn!("hooks: cannot ask the spawner to signal {}: {e}", p.hook);
+            }
+        }
+        _ => {
+            if let Some(pid) = p.pid {
+                kill_tree(pid, sig);
+            }
         }
     }
 }
@@ -922,46 +1183,273 @@ fn json_file(json: &str) -> io::Result<OwnedFd> {
     Ok(f.into())
 }
 
-fn spawn(
+/// Makes sure descriptor 3 ([`JSON_FD`]) is taken for the life of the
+/// process (by /dev/null if nothing holds it), so that std's
+/// error-report pipe, made at the lowest free numbers before each fork,
+/// is never where a hook's JSON file is put.
+pub fn reserve_json_fd() -> io::Result<()> {
+    // SAFETY: F_GETFD on a number only asks whether it is open.
+    if unsafe { libc::fcntl(JSON_FD, libc::F_GETFD) } >= 0 {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
+    if f.as_raw_fd() != JSON_FD {
+        // SAFETY: dup3 onto a number that is free.
+        if unsafe { libc::dup3(f.as_raw_fd(), JSON_FD, libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    } else {
+        // It landed there itself: keep it open for good.
+        std::mem::forget(f);
+    }
+    Ok(())
+}
+
+/// Starts the hook at `path` with exactly `env`, in its own process
+/// group, as a child subreaper (so that what it double-forks stays in its
+/// tree for `kill_tree`), with stdin on /dev/null and stdout and stderr
+/// on a fresh pipe, the JSON file on descriptor 3 if there is one, and as
+/// `user` if given. Returns its pid and the pipe's non-blocking read end.
+/// The child is not waited for here: whoever reaps every pid does.
+///
+/// fork and execve by hand rather than `std::process::Command`: what the
+/// child needs is a dozen system calls, std's machinery for it (its
+/// environment map, pidfds, posix_spawn paths) was about 20 KB of a
+/// binary that must stay within a megabyte. Everything the child touches
+/// is made before the fork; between fork and execve there are only
+/// async-signal-safe calls, and a failure there (execve's above all)
+/// comes back as an errno through a close-on-exec pipe, as std does it.
+pub fn launch<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     path: &Path,
-    env: &[(&'static str, OsString)],
+    env: &[(K, V)],
     json_fd: Option<RawFd>,
-) -> io::Result<(Child, File)> {
+    user: Option<&Account>,
+) -> io::Result<(u32, File)> {
+    let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
+    let prog = CString::new(path.as_os_str().as_bytes()).map_err(invalid)?;
+    let mut envs = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut b = k.as_ref().as_bytes().to_vec();
+        b.push(b'=');
+        b.extend_from_slice(v.as_ref().as_bytes());
+        envs.push(CString::new(b).map_err(invalid)?);
+    }
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let argv = [prog.as_ptr(), std::ptr::null()];
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
-    let w2: OwnedFd = w.try_clone()?;
-    let mut cmd = Command::new(path);
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(w))
-        .stderr(Stdio::from(w2))
-        // Its own group, so a timeout kills what it forked too.
-        .process_group(0);
-    if let Some(fd) = json_fd {
-        // Only when there is a JSON file: a pre_exec closure turns off
-        // std's faster posix_spawn. Descriptor 3 is always one of the
-        // daemon's own (its first file, open for its whole life), so std's
-        // error-report pipe, made at the lowest free numbers, is never
-        // there to be overwritten.
-        // SAFETY: between fork and exec only async-signal-safe calls.
+    let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let null = File::open("/dev/null")?;
+    let groups: Vec<libc::gid_t> = user.map(|u| u.groups.clone()).unwrap_or_default();
+    let ids = user.map(|u| (u.uid, u.gid));
+    // SAFETY: single-threaded; the child only makes async-signal-safe
+    // calls on memory made before the fork, and ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; `child` never returns.
         unsafe {
-            cmd.pre_exec(move || {
-                let r = if fd == JSON_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, JSON_FD)
-                };
-                if r < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            child(
+                &prog,
+                &argv,
+                &envp,
+                null.as_raw_fd(),
+                w.as_raw_fd(),
+                json_fd,
+                ids,
+                &groups,
+                report_w.as_raw_fd(),
+            )
         }
     }
-    let child = cmd.spawn()?;
-    Ok((child, File::from(r)))
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The child's copies are its own; ours must go so that end of file
+    // comes when the hook and all it started are done.
+    drop((w, report_w, null));
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe {
+            libc::read(
+                report_r.as_raw_fd(),
+                errno[got..].as_mut_ptr() as *mut libc::c_void,
+                4 - got,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => {
+                got += n as usize;
+                if got == 4 {
+                    break;
+                }
+            }
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    if got == 4 {
+        // It never became the hook: reap it now, it is exiting.
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok((pid as u32, File::from(r)))
+}
+
+/// The child's side of [`launch`], from fork to execve.
+///
+/// # Safety
+/// Only between fork and execve in a single-threaded parent.
+#[allow(clippy::too_many_arguments)]
+unsafe fn child(
+    prog: &CString,
+    argv: &[*const libc::c_char; 2],
+    envp: &[*const libc::c_char],
+    null: RawFd,
+    out: RawFd,
+    json_fd: Option<RawFd>,
+    ids: Option<(u32, u32)>,
+    groups: &[libc::gid_t],
+    report: RawFd,
+) -> ! {
+    let fail = || -> ! {
+        let e = *libc::__errno_location();
+        libc::write(report, &e as *const i32 as *const libc::c_void, 4);
+        libc::_exit(127)
+    };
+    // `dup2` onto itself keeps close-on-exec: clear it instead.
+    let place = |from: RawFd, to: RawFd| {
+        if from == to {
+            libc::fcntl(to, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(from, to)
+        }
+    };
+    // What the daemon ignores or blocks (std ignores SIGPIPE, the spawner
+    // SIGINT, SIGTERM and SIGHUP and blocks SIGCHLD), a hook must not
+    // inherit; handlers are reset by execve itself.
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGCHLD,
+    ] {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // Its own group, so a timeout kills what it forked too.
+    if libc::setpgid(0, 0) < 0
+        || place(null, 0) < 0
+        || place(out, 1) < 0
+        || place(out, 2) < 0
+        || json_fd.is_some_and(|fd| place(fd, JSON_FD) < 0)
+        || libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0
+        || libc::chdir(c"/".as_ptr()) < 0
+    {
+        fail();
+    }
+    if let Some((uid, gid)) = ids {
+        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+            || libc::setresgid(gid, gid, gid) < 0
+            || libc::setresuid(uid, uid, uid) < 0
+        {
+            fail();
+        }
+    }
+    libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail()
+}
+
+/// Why `m` makes a hook or hook directory unsafe: writable by group or
+/// others, or owned by someone but root or `owner`.
+fn unsafe_mode(m: &std::fs::Metadata, owner: u32) -> Option<String> {
+    if m.uid() != 0 && m.uid() != owner {
+        return Some(format!(
+            "is owned by uid {}, not root{}",
+            m.uid(),
+            if owner != 0 { " or netevd's user" } else { "" }
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!(
+            "is writable by {} (mode {:04o}; chmod go-w)",
+            match m.mode() & 0o022 {
+                0o020 => "its group",
+                0o002 => "others",
+                _ => "its group and others",
+            },
+            m.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Whether the hook at `path` may run: it must resolve (symbolic links
+/// followed) to a regular file inside `script_dir`, and it, the directory
+/// holding its name and every directory from script_dir down to it must
+/// be owned by root (or `owner`) and writable by neither group nor others:
+/// anyone who could change one of them could run code as root. Returns
+/// why not, naming the file.
+pub fn check_hook(path: &Path, script_dir: &Path, owner: u32) -> Result<(), String> {
+    let shown = |p: &Path| Esc(p.as_os_str().as_bytes()).to_string();
+    let root = std::fs::canonicalize(script_dir)
+        .map_err(|e| format!("script_dir {}: {e}", shown(script_dir)))?;
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", shown(path)))?;
+    if !real.starts_with(&root) || real == root {
+        return Err(format!(
+            "{} resolves to {}, outside script_dir {}",
+            shown(path),
+            shown(&real),
+            shown(&root)
+        ));
+    }
+    let m = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", shown(&real)))?;
+    if !m.is_file() {
+        return Err(format!("{} is not a regular file", shown(&real)));
+    }
+    if let Some(why) = unsafe_mode(&m, owner) {
+        return Err(format!("{} {why}", shown(&real)));
+    }
+    // The directories of both the name and the file it resolves to.
+    let named = path
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .unwrap_or_else(|| root.clone());
+    for start in [
+        named,
+        real.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ] {
+        let mut d = start.as_path();
+        loop {
+            if !d.starts_with(&root) {
+                return Err(format!(
+                    "{} is outside script_dir {}",
+                    shown(d),
+                    shown(&root)
+                ));
+            }
+            let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", shown(d)))?;
+            if let Some(why) = unsafe_mode(&m, owner) {
+                return Err(format!("{} {why}", shown(d)));
+            }
+            if d == root {
+                break;
+            }
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the hook wrote, at most `budget` bytes, logging each
@@ -1092,6 +1580,9 @@ pub fn inspect(dir: &Path) -> Inspection {
             Ok(m) if m.permissions().mode() & 0o111 == 0 => {
                 r.skipped.push((shown, "not executable"))
             }
+            Ok(m) if unsafe_mode(&m, nix::unistd::geteuid().as_raw()).is_some() => r
+                .skipped
+                .push((shown, "refused: writable by group or others, or not root's")),
             Ok(_) => r.hooks.push(shown),
         }
     }
@@ -1199,15 +1690,15 @@ mod tests {
     fn script_dir_problems_are_counted() {
         let d = std::env::temp_dir().join(format!("netevd-check-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(check_script_dir(&d), 1, "missing");
+        assert_eq!(check_script_dir(&d, 0), 1, "missing");
         std::fs::write(&d, "").unwrap();
-        assert_eq!(check_script_dir(&d), 1, "a file");
+        assert_eq!(check_script_dir(&d, 0), 1, "a file");
         std::fs::remove_file(&d).unwrap();
         std::os::unix::fs::symlink(&d, &d).unwrap();
-        assert_eq!(check_script_dir(&d), 1, "a loop");
+        assert_eq!(check_script_dir(&d, 0), 1, "a loop");
         std::fs::remove_file(&d).unwrap();
         std::fs::create_dir_all(d.join("up.d")).unwrap();
-        assert_eq!(check_script_dir(&d), 0, "fine");
+        assert_eq!(check_script_dir(&d, 0), 0, "fine");
         for (n, mode) in [("10-ok", 0o755), ("20-noexec", 0o644), ("30-x~", 0o644)] {
             let p = d.join("up.d").join(n);
             std::fs::write(&p, "#!/bin/sh\n").unwrap();
@@ -1219,7 +1710,7 @@ mod tests {
         std::fs::write(d.join("netevd.yaml"), "").unwrap();
         // 20-noexec, 40-dangling, 50-dir, routes.d; not 30-x~ (not a hook
         // name) nor netevd.yaml (not a *.d)
-        assert_eq!(check_script_dir(&d), 4);
+        assert_eq!(check_script_dir(&d, 0), 4);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

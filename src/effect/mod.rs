@@ -3,3 +3,6 @@
 pub mod audit;
 pub mod hooks;
 pub mod policy;
+pub mod sdnotify;
+pub mod spawner;
+pub mod tree;

@@ -67,6 +67,10 @@ pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
             new.script_dir.display()
         ));
     }
+    if old.hook_user != new.hook_user {
+        let u = |c: &Config| c.hook_user.clone().unwrap_or_else(|| "root".into());
+        v.push(format!("hooks run as {} -> {}", u(old), u(new)));
+    }
     if old.timeout != new.timeout {
         v.push(format!(
             "hook timeout: {} s -> {} s",

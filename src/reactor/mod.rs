@@ -45,6 +45,8 @@ use crate::core::types::RTPROT_NETEVD;
 use crate::effect::audit::Audit;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
+use crate::effect::sdnotify::Notify;
+use crate::effect::spawner::Spawner;
 use crate::source::control::{self, Control, Settings as ControlSettings};
 use crate::source::netlink::Netlink;
 
@@ -69,6 +71,8 @@ pub struct Options {
     pub dry_run: bool,
     /// The level `-v` asked for, which a reload must not lower.
     pub cli_level: Option<log::LevelFilter>,
+    /// With `system.user`: the privileged hook spawner, forked at start.
+    pub spawner: Option<Spawner>,
 }
 
 pub struct Daemon {
@@ -106,6 +110,8 @@ pub struct Daemon {
     /// When the input being handled was read: an event's time to the
     /// fan-out is measured from here.
     input_at: Instant,
+    /// The service manager's notification socket (Type=notify).
+    notify: Notify,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -118,6 +124,7 @@ pub fn core_settings(c: &Config) -> CoreSettings {
 fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
     HookSettings {
         script_dir: c.script_dir.clone(),
+        user: c.hook_user.clone(),
         timeout: c.timeout,
         dry_run,
         history: c.control.hook_history,
@@ -153,7 +160,7 @@ fn now_ms() -> u64 {
 }
 
 impl Daemon {
-    pub fn new(config: Config, opts: Options) -> io::Result<Self> {
+    pub fn new(config: Config, mut opts: Options) -> io::Result<Self> {
         let config_hash = answer::config_hash(&config);
         let started = Instant::now();
         let poll = Poll::new()?;
@@ -164,6 +171,14 @@ impl Daemon {
             Interest::READABLE,
         )?;
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
+        let spawner = opts.spawner.take();
+        if let Some(sp) = &spawner {
+            poll.registry().register(
+                &mut SourceFd(&sp.fd()),
+                token::SPAWNER,
+                Interest::READABLE,
+            )?;
+        }
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let control = if config.control.enabled {
@@ -186,7 +201,7 @@ impl Daemon {
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             filters: FilterSet::new(config.filters.clone()),
-            runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
+            runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS, spawner),
             policy: Policy::new(config.policy.clone()),
             metrics: Registry::new(config.metrics.clone(), started),
             audit: Audit::new(config.audit.clone()),
@@ -204,7 +219,18 @@ impl Daemon {
             config_hash,
             since_trim: 0,
             stopping: false,
+            notify: Notify::from_env(Instant::now()),
         })
+    }
+
+    /// Before the drop to `system.user`: the control socket becomes that
+    /// user's, so that a reload can still set its mode.
+    #[cfg(feature = "privsep")]
+    pub fn give_control_socket(&self, uid: u32) -> io::Result<()> {
+        match &self.control {
+            Some(c) => c.give_to(uid),
+            None => Ok(()),
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, then until the hooks still running
@@ -236,12 +262,23 @@ impl Daemon {
                     Source::Signals => {
                         if self.on_signals() && !self.stopping {
                             self.stopping = true;
+                            self.notify.stopping();
                             self.runner.shutdown(Instant::now());
                         }
                     }
                     Source::ControlListener => {
                         if let Some(c) = self.control.as_mut() {
                             c.accept(self.poll.registry(), Instant::now());
+                        }
+                    }
+                    Source::Spawner => {
+                        self.runner.on_spawner(
+                            self.poll.registry(),
+                            Instant::now(),
+                            &mut self.done,
+                        );
+                        for l in self.done.drain(..) {
+                            self.sched.done(l);
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -284,6 +321,7 @@ impl Daemon {
                         trim();
                     }
                     Timer::Audit => self.audit.flush(now),
+                    Timer::Watchdog => self.notify.on_watchdog(now),
                 }
             }
             if self.stopping && self.runner.stopped(Instant::now()) {
@@ -307,6 +345,8 @@ impl Daemon {
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
         self.timers.arm(Timer::Audit, self.audit.next_flush(now));
+        self.timers
+            .arm(Timer::Watchdog, self.notify.next_watchdog());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -441,6 +481,7 @@ impl Daemon {
         // An answer may make a change due (the next in line for its entry).
         self.reconcile(instant);
         if !was_synced && self.core.synced() {
+            self.notify.ready();
             log::info!(
                 "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
@@ -742,11 +783,15 @@ impl Daemon {
 
     /// Reads and validates the file, then swaps it in with the model kept.
     /// Returns what changed, or why the file was refused; either way the
-    /// audit log gets a line, `trigger` saying who asked.
+    /// audit log gets a line, `trigger` saying who asked, and the service
+    /// manager is told (RELOADING=1, then READY=1 whether or not it was
+    /// refused).
     fn reload(&mut self, trigger: &str) -> Result<Vec<String>, String> {
         self.input_at = Instant::now();
         let old = self.config_hash;
+        self.notify.reloading();
         let r = self.reload_config();
+        self.notify.ready();
         if let Some(l) = self.audit.line("reload", now_ms()) {
             let l = l
                 .str("trigger", trigger)
@@ -763,6 +808,7 @@ impl Daemon {
         r
     }
 
+    /// Returns what changed, or why the file was refused.
     fn reload_config(&mut self) -> Result<Vec<String>, String> {
         let c = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
         let gid = control::resolve_group(c.control.group.as_deref())?;
@@ -775,6 +821,9 @@ impl Daemon {
         crate::logger::set_level(level);
         for l in &c.inactive {
             log::warn!("not active: {l}");
+        }
+        if c.user != self.config.user {
+            log::warn!("reload: system.user takes effect at the next start");
         }
         if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");

@@ -28,10 +28,12 @@ pub enum Timer {
     Again,
     /// Audit lines wait to be written, or a failed write is retried.
     Audit,
+    /// The service manager's watchdog wants a ping.
+    Watchdog,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 8] = [
+const ALL: [Timer; 9] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -40,6 +42,7 @@ const ALL: [Timer; 8] = [
     Timer::Control,
     Timer::Again,
     Timer::Audit,
+    Timer::Watchdog,
 ];
 const N: usize = ALL.len();
 

@@ -14,6 +14,8 @@ pub const DBUS: Token = Token(3);
 /// Reserved for the HTTP listener.
 #[allow(dead_code)]
 pub const HTTP: Token = Token(4);
+/// The privileged hook spawner's socketpair (with `system.user`).
+pub const SPAWNER: Token = Token(5);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -27,6 +29,8 @@ pub enum Source {
     Netlink,
     Signals,
     ControlListener,
+    /// Replies from the hook spawner.
+    Spawner,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -41,6 +45,7 @@ pub fn source(t: Token) -> Source {
         NETLINK => Source::Netlink,
         SIGNALS => Source::Signals,
         CONTROL => Source::ControlListener,
+        SPAWNER => Source::Spawner,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,

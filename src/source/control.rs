@@ -29,6 +29,11 @@
 //! socket file is changed only through a descriptor that was checked to
 //! be the socket this daemon bound, never through a path that may have
 //! become a symbolic link.
+//!
+//! Socket activation: when the service manager passes a listening socket
+//! (`LISTEN_FDS`/`LISTEN_PID`, sd_listen_fds(3)), `take_listen_fds` keeps
+//! it at start and `Control::open` serves it instead of binding; its
+//! mode, group and removal are then the socket unit's business.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -47,6 +52,83 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Group};
 use serde_json::Value;
+
+/// A listening socket passed by the service manager, until
+/// `Control::open` takes it; -1 for none.
+static INHERITED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The first descriptor passed by the service manager (sd_listen_fds(3)).
+const SD_LISTEN_FDS_START: i32 = 3;
+
+/// Takes the control socket passed by the service manager, if
+/// `LISTEN_PID` is this process and `LISTEN_FDS` names at least one: it
+/// must be a listening Unix stream socket. Removes the variables (hooks
+/// and children must not think they are activated). Call at start, before
+/// any fork and any thread. Returns whether one was taken, or why the one
+/// passed is unusable.
+pub fn take_listen_fds() -> Result<bool, String> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(false);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(false);
+    }
+    let n: i32 = fds
+        .trim()
+        .parse()
+        .map_err(|_| format!("LISTEN_FDS={fds:?} is not a number"))?;
+    if n < 1 {
+        return Ok(false);
+    }
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n {
+        // SAFETY: F_SETFD on descriptors the manager passed: none of them
+        // may leak into hooks.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    if n > 1 {
+        log::warn!(
+            "control: {n} sockets passed (LISTEN_FDS), serving the first; the others are closed"
+        );
+        for fd in SD_LISTEN_FDS_START + 1..SD_LISTEN_FDS_START + n {
+            // SAFETY: closing descriptors passed to us and used by no one.
+            unsafe { libc::close(fd) };
+        }
+    }
+    let fd = SD_LISTEN_FDS_START;
+    // SAFETY: the descriptor is open (passed by the manager) and only
+    // borrowed for these checks.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    use nix::sys::socket::{sockopt, SockType};
+    let stream =
+        getsockopt(&b, sockopt::SockType).map_err(|e| format!("LISTEN_FDS: descriptor 3: {e}"))?;
+    let listening = getsockopt(&b, sockopt::AcceptConn).unwrap_or(false);
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_DOMAIN writes one int into `domain`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            &mut domain as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if stream != SockType::Stream || !listening || r < 0 || domain != libc::AF_UNIX {
+        return Err(
+            "LISTEN_FDS: descriptor 3 is not a listening Unix stream socket (the socket unit \
+             needs ListenStream= with a path)"
+                .into(),
+        );
+    }
+    INHERITED.store(fd, std::sync::atomic::Ordering::SeqCst);
+    Ok(true)
+}
 
 /// Bytes read from a client's socket at once.
 const READ_CHUNK: usize = 8192;
@@ -158,6 +240,9 @@ pub struct Control {
     path: PathBuf,
     /// The socket file this daemon bound, by device and inode.
     bound: (u64, u64),
+    /// Passed by the service manager: its file is not ours to change or
+    /// remove.
+    activated: bool,
     settings: Settings,
     clients: Vec<Option<Client>>,
     base: usize,
@@ -190,6 +275,10 @@ impl Control {
         listener_token: Token,
         client_base: usize,
     ) -> io::Result<Control> {
+        let fd = INHERITED.swap(-1, std::sync::atomic::Ordering::SeqCst);
+        if fd >= 0 {
+            return Control::adopt(fd, settings, reg, listener_token, client_base);
+        }
         let path = settings.path.clone();
         if let Some(dir) = path.parent() {
             if !dir.exists() {
@@ -229,6 +318,7 @@ impl Control {
             listener,
             path,
             bound: (m.dev(), m.ino()),
+            activated: false,
             settings,
             clients: Vec::new(),
             base: client_base,
@@ -245,10 +335,66 @@ impl Control {
         Ok(c)
     }
 
-    /// Gives the socket file its mode and group, through a descriptor
-    /// checked to be the socket this daemon bound: a symbolic link put at
-    /// the path, or another file, is never changed.
-    fn apply_mode(&self) -> io::Result<()> {
+    /// Serves the listening socket `fd` the service manager passed.
+    fn adopt(
+        fd: i32,
+        settings: Settings,
+        reg: &Registry,
+        listener_token: Token,
+        client_base: usize,
+    ) -> io::Result<Control> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: `take_listen_fds` checked it is a listening Unix stream
+        // socket, and nothing else owns it.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        let path = std_listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| settings.path.clone());
+        let bound = fs::symlink_metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap_or((0, 0));
+        log::info!(
+            "control: serving {} passed by the service manager (its mode and group are the socket unit's)",
+            path.display()
+        );
+        let mut c = Control {
+            listener: UnixListener::from_std(std_listener),
+            path,
+            bound,
+            activated: true,
+            settings,
+            clients: Vec::new(),
+            base: client_base,
+            listening: 0,
+            queued: Vec::new(),
+            flush_at: None,
+            accept_retry: None,
+            accept_waiting: false,
+            stats: Stats::default(),
+        };
+        reg.register(&mut c.listener, listener_token, Interest::READABLE)?;
+        Ok(c)
+    }
+
+    /// Gives the socket file to `uid` (before the daemon drops to that
+    /// user), so that a reload may still change its mode.
+    #[cfg(feature = "privsep")]
+    pub fn give_to(&self, uid: u32) -> io::Result<()> {
+        if self.activated {
+            return Ok(());
+        }
+        let f = self.checked()?;
+        let me = format!("/proc/self/fd/{}", f.as_raw_fd());
+        nix::unistd::chown(me.as_str(), Some(nix::unistd::Uid::from_raw(uid)), None)?;
+        Ok(())
+    }
+
+    /// The socket file, opened without following links and checked to be
+    /// the one this daemon bound.
+    fn checked(&self) -> io::Result<fs::File> {
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
@@ -259,6 +405,17 @@ impl Control {
                 "the path is no longer the socket this daemon bound",
             ));
         }
+        Ok(f)
+    }
+
+    /// Gives the socket file its mode and group, through a descriptor
+    /// checked to be the socket this daemon bound: a symbolic link put at
+    /// the path, or another file, is never changed.
+    fn apply_mode(&self) -> io::Result<()> {
+        if self.activated {
+            return Ok(());
+        }
+        let f = self.checked()?;
         // /proc/self/fd/N of an O_PATH descriptor names its inode itself;
         // nothing is looked up by path again.
         let me = format!("/proc/self/fd/{}", f.as_raw_fd());
@@ -275,11 +432,16 @@ impl Control {
     /// New bounds, mode and group; the path only changes at restart. The
     /// privilege of clients already connected follows the new group.
     pub fn set_settings(&mut self, s: Settings) {
+        let same = (s.mode, s.gid) == (self.settings.mode, self.settings.gid);
         self.settings = Settings {
             path: self.settings.path.clone(),
             ..s
         };
-        if let Err(e) = self.apply_mode() {
+        // As root the configured mode and group are put back at every
+        // reload; after the drop to system.user only a change is tried
+        // (the group may be one that user cannot give).
+        if same && !nix::unistd::geteuid().is_root() {
+        } else if let Err(e) = self.apply_mode() {
             log::error!(
                 "control: {}: cannot set its mode and group: {e}",
                 self.path.display()
@@ -777,6 +939,9 @@ impl Control {
     /// On shutdown: the socket file goes with the daemon, if it is still
     /// the one this daemon bound.
     pub fn remove(&self) {
+        if self.activated {
+            return;
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound => {
                 let _ = fs::remove_file(&self.path);
