@@ -55,6 +55,17 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// A count and its noun, singular for one: `Count(1, "link")` is "1
+/// link", `Count(3, "link")` "3 links". For nouns that take an `s`.
+pub struct Count(pub u64, pub &'static str);
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.0 == 1 { "" } else { "s" };
+        write!(f, "{} {}{s}", self.0, self.1)
+    }
+}
+
 /// Whether `c` must not reach a log line as is: C0 and C1 controls, DEL,
 /// and the Unicode line and paragraph separators.
 fn is_unsafe(c: char) -> bool {
@@ -154,7 +165,8 @@ impl Log for Stderr {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0
             && !self.write_line(&format!(
-                "netevd: warning: {dropped} log lines dropped: the log reader was not reading\n"
+                "netevd: warning: {} dropped: the log reader was not reading\n",
+                Count(dropped, "log line")
             ))
         {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -342,6 +354,13 @@ mod tests {
         assert!(matches!(sanitize("plain \\ text"), Cow::Borrowed(_)));
         assert_eq!(sanitize("a\nb\x00c"), "a\\nb\\x00c");
         assert_eq!(sanitize("\u{9b}2J"), "\\x9b2J");
+    }
+
+    #[test]
+    fn counts_have_plurals() {
+        assert_eq!(Count(0, "link").to_string(), "0 links");
+        assert_eq!(Count(1, "link").to_string(), "1 link");
+        assert_eq!(Count(2, "running hook").to_string(), "2 running hooks");
     }
 
     #[test]

@@ -243,3 +243,40 @@ fn no_cap_net_admin_is_said_once_at_start() {
     assert!(!log.contains("policy: add"), "{log}");
     assert!(owned_entries(&n.h).is_empty());
 }
+
+/// What keeps a hook from running is said at start and at each reload,
+/// naming the file: a missing script_dir, a hook without the execute bit,
+/// a script without `#!` (exec'd without a shell, it would fail with
+/// ENOEXEC at every event).
+#[test]
+fn hook_problems_are_named_at_start_and_reload() {
+    let ns = Ns::new();
+    let d = Dir::new();
+    let dm = Daemon::start(&ns, &d, "");
+    let missing = format!("script_dir {} does not exist", d.join("hooks").display());
+    assert!(d.log().contains(&missing), "{}", d.log());
+    d.write("hooks/routable.d/10-noexec", "#!/bin/sh\necho hi\n", 0o644);
+    d.write("hooks/routable.d/20-noshebang", "echo hi\n", 0o755);
+    d.write("hooks/routable.d/30-fine", "#!/bin/sh\necho hi\n", 0o755);
+    dm.signal("HUP");
+    let noexec = format!(
+        "{} is not executable",
+        d.join("hooks/routable.d/10-noexec").display()
+    );
+    let noshebang = format!(
+        "{} has no #! line",
+        d.join("hooks/routable.d/20-noshebang").display()
+    );
+    wait(
+        "the reload to name both hooks",
+        5,
+        || d.log().contains(&noexec) && d.log().contains(&noshebang),
+        || d.log(),
+    );
+    assert!(!d.log().contains("30-fine"), "{}", d.log());
+    // And at the next start.
+    drop(dm);
+    let _dm = Daemon::start(&ns, &d, "");
+    let log = d.log();
+    assert!(log.contains(&noexec) && log.contains(&noshebang), "{log}");
+}

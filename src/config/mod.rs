@@ -552,10 +552,10 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
 fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
-        let keys: &[&str] = match name {
-            "systemd_networkd" => &["emit_json"],
-            "dhclient" => &["use_dns", "use_domain", "use_hostname"],
-            "networkmanager" => &[],
+        let keys = match name {
+            "systemd_networkd" | "dhclient" | "networkmanager" => {
+                section_keys(&format!("backends.{name}"))
+            }
             other => {
                 return Err(cx.err(
                     k,
@@ -660,8 +660,49 @@ fn priority(cx: &Ctx, v: &Node, what: &str) -> Result<u32, Error> {
     Ok(p)
 }
 
+/// An unknown key, with the keys its section takes, so that a typo needs
+/// no trip to the manual.
 fn unknown(cx: &Ctx, k: &Node, section: &str, key: &str) -> Error {
-    cx.err(k, format!("unknown key {key:?} in {section}"))
+    let valid = section_keys(section);
+    let expected = match valid {
+        [] => "it takes no keys".to_string(),
+        [one] => format!("expected {one}"),
+        [init @ .., last] => format!("expected {} or {last}", init.join(", ")),
+    };
+    cx.err(k, format!("unknown key {key:?} in {section} ({expected})"))
+}
+
+/// The keys each section takes, as the functions above read them; a new
+/// key goes in both places (the `every_section_lists_its_keys` test
+/// checks each listed key is accepted).
+fn section_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "system" => &[
+            "log_level",
+            "backend",
+            "script_dir",
+            "netlink_receive_buffer",
+            "watch_config",
+        ],
+        "scripts" => &["timeout_seconds", "run_on_startup", "max_parallel"],
+        "monitoring" => &["interfaces"],
+        "routing" => &["policy_rules", "table_base", "from_priority", "to_priority"],
+        "routing.policy_rules" => &["interface", "table", "from_priority", "to_priority"],
+        "control" => &[
+            "socket",
+            "enabled",
+            "group",
+            "mode",
+            "max_clients",
+            "idle_timeout_seconds",
+            "max_queue_bytes",
+            "event_history",
+            "hook_history",
+        ],
+        "backends.systemd_networkd" => &["emit_json"],
+        "backends.dhclient" => &["use_dns", "use_domain", "use_hostname"],
+        _ => &[],
+    }
 }
 
 #[cfg(test)]
@@ -745,7 +786,8 @@ metrics:
         let cases = [
             (
                 "system:\n  log_levl: debug\n",
-                "t.yaml:2:3: unknown key \"log_levl\" in system",
+                "t.yaml:2:3: unknown key \"log_levl\" in system (expected log_level, backend, \
+                 script_dir, netlink_receive_buffer or watch_config)",
             ),
             ("sytem: {}\n", "t.yaml:1:1: unknown key \"sytem\""),
             (
@@ -754,7 +796,7 @@ metrics:
             ),
             (
                 "scripts:\n  timeout_seconds: 0\n",
-                "t.yaml:2:20: scripts.timeout_seconds: 0 is out of range",
+                "t.yaml:2:20: scripts.timeout_seconds: 0 is out of range: it must be between 1 and 86400",
             ),
             (
                 "scripts:\n  run_on_startup: maybe\n",
@@ -784,6 +826,39 @@ metrics:
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn every_section_lists_its_keys() {
+        let sections = [
+            "system",
+            "scripts",
+            "monitoring",
+            "routing",
+            "routing.policy_rules",
+            "control",
+            "backends.systemd_networkd",
+            "backends.dhclient",
+        ];
+        for section in sections {
+            for key in section_keys(section) {
+                // A value no key takes: the error must be about the value.
+                let text = match section.split_once('.') {
+                    Some(("routing", _)) => {
+                        format!("routing:\n  policy_rules:\n    - {key}: [[]]\n")
+                    }
+                    Some((a, b)) => format!("{a}:\n  {b}:\n    {key}: [[]]\n"),
+                    None => format!("{section}:\n  {key}: [[]]\n"),
+                };
+                if let Err(e) = parse(&text) {
+                    assert!(!e.msg.contains("unknown key"), "{section}.{key}: {e}");
+                }
+            }
+        }
+        let e = parse("backends:\n  networkmanager:\n    x: 1\n").unwrap_err();
+        assert!(e.msg.ends_with("in backends.networkmanager (it takes no keys)"), "{e}");
+        let e = parse("monitoring:\n  iface: []\n").unwrap_err();
+        assert!(e.msg.ends_with("in monitoring (expected interfaces)"), "{e}");
     }
 
     #[test]
@@ -819,7 +894,7 @@ metrics:
                 "t.yaml:6:20: routing.policy_rules.to_priority: priority 50 is already eth1's",
             ),
             ("routing:\n  policy_rules: [eth1, eth1]\n", "eth1 is listed twice"),
-            ("routing:\n  table_base: 200\n", "routing.table_base: 200 is out of range 256"),
+            ("routing:\n  table_base: 200\n", "routing.table_base: 200 is out of range: it must be between 256 and 2147483648"),
             ("routing:\n  policy_rules:\n    - table: 5000\n", "an entry without an interface name"),
             ("routing:\n  policy_rules:\n    - interface: eth1\n      tabel: 5\n", "unknown key \"tabel\" in routing.policy_rules"),
         ];
@@ -1011,7 +1086,7 @@ metrics:
             ("scripts:\n  max_parallel: +5\n", "t.yaml:2:17: scripts.max_parallel: expected a number (a plain decimal integer), not \"+5\""),
             ("scripts:\n  max_parallel: 0x10\n", "expected a number (a plain decimal integer), not \"0x10\""),
             ("scripts:\n  max_parallel: 1_0\n", "not \"1_0\""),
-            ("scripts:\n  max_parallel: 99999999999999999999999\n", "99999999999999999999999 is out of range 1..=1024"),
+            ("scripts:\n  max_parallel: 99999999999999999999999\n", "99999999999999999999999 is out of range: it must be between 1 and 1024"),
             ("scripts:\n  run_on_startup: yes\n", "t.yaml:2:19: scripts.run_on_startup: expected true or false, not \"yes\""),
             ("scripts:\n  run_on_startup: \"true\"\n", "expected true or false, not the string \"true\""),
             ("api:\n  enabled: maybe\n", "t.yaml:2:12: api.enabled: expected true or false, not \"maybe\""),

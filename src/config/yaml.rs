@@ -353,7 +353,10 @@ impl Ctx<'_> {
         }
         match s.parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => Ok(v),
-            _ => Err(self.err(n, format!("{what}: {s} is out of range {min}..={max}"))),
+            _ => Err(self.err(
+                n,
+                format!("{what}: {s} is out of range: it must be between {min} and {max}"),
+            )),
         }
     }
 }

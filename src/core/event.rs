@@ -558,7 +558,10 @@ mod tests {
         assert_eq!(get(&env, "LINKINDEX"), b"3");
         assert_eq!(get(&env, "STATE"), b"routable");
         assert_eq!(get(&env, "PREVIOUS_STATE"), b"carrier");
-        assert!(env.iter().all(|(k, _)| *k != "PREVIOUS_LINK"), "not renamed");
+        assert!(
+            env.iter().all(|(k, _)| *k != "PREVIOUS_LINK"),
+            "not renamed"
+        );
         let mut renamed = ev();
         renamed.previous_name = Some(b"eth\xff0".to_vec());
         let env = environment(&renamed.seal(None), &RUN);

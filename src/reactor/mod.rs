@@ -405,9 +405,9 @@ impl Daemon {
         self.reconcile(instant);
         if !was_synced && self.core.synced() {
             log::info!(
-                "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
+                "netevd {} running: backend kernel, {}, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
-                self.core.links().count(),
+                crate::logger::Count(self.core.links().count() as u64, "link"),
                 self.config.script_dir.display(),
                 match &self.control {
                     Some(c) => format!(", control socket {}", c.path().display()),
