@@ -83,9 +83,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@if command -v mandoc >/dev/null; then mandoc -T lint -W warning man/*.[0-9]; fi
 	@if command -v shellcheck >/dev/null; then \
-	  shellcheck -s sh contrib/hooks/print-event contrib/openwrt/netevd contrib/debian/postinst contrib/debian/postrm; \
-	  shellcheck -s bash contrib/completions/netevd.bash contrib/completions/netevctl.bash; \
-	  shellcheck -s sh -e SC2034 contrib/openrc/netevd; fi
+	  shellcheck contrib/hooks/print-event contrib/openrc/netevd contrib/openwrt/netevd \
+	    contrib/debian/postinst contrib/debian/postrm contrib/completions/*.bash; fi
 
 bench: build
 	python3 bench/bench.py
@@ -146,14 +145,21 @@ deb: build
 	$(MAKE) install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
 	@# netevd.yaml.new or rt_protos.d leftovers cannot occur in a fresh root
 	install -d $(DEB_ROOT)/DEBIAN $(DEB_ROOT)/usr/share/doc/netevd $(DEB_ROOT)/usr/share/lintian/overrides
+	@# Depends: the shared libraries the binaries link, as dpkg-shlibdeps
+	@# finds them (it wants a debian/control to exist).
+	rm -rf target/debian/shlibs && mkdir -p target/debian/shlibs/debian
+	printf 'Source: netevd\n\nPackage: netevd\nArchitecture: any\n' > target/debian/shlibs/debian/control
+	cd target/debian/shlibs && dpkg-shlibdeps -O ../root/usr/sbin/netevd ../root/usr/bin/netevctl \
+	  2>/dev/null | sed -n 's/^shlibs:Depends=//p' > depends
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+	  -e "s/@DEPENDS@/$$(cat target/debian/shlibs/depends)/" \
 	  -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" \
 	  contrib/debian/control > $(DEB_ROOT)/DEBIAN/control
 	install -m 644 contrib/debian/conffiles $(DEB_ROOT)/DEBIAN/conffiles
 	install -m 755 contrib/debian/postinst contrib/debian/postrm $(DEB_ROOT)/DEBIAN/
 	install -m 644 contrib/debian/copyright $(DEB_ROOT)/usr/share/doc/netevd/copyright
 	install -m 644 contrib/debian/lintian-overrides $(DEB_ROOT)/usr/share/lintian/overrides/netevd
-	sed 's/@VERSION@/$(VERSION)/' contrib/debian/changelog | gzip -9n > $(DEB_ROOT)/usr/share/doc/netevd/changelog.Debian.gz
+	sed 's/@VERSION@/$(VERSION)/' contrib/debian/changelog | gzip -9n > $(DEB_ROOT)/usr/share/doc/netevd/changelog.gz
 	gzip -9n $(DEB_ROOT)/usr/share/man/man*/*
 	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | \
 	  xargs -0 md5sum > DEBIAN/md5sums
