@@ -5,8 +5,8 @@
 #   make test             deps, then the whole suite (as root: tests make namespaces)
 #   make bench            the benchmark (as root), figures in bench/out/results.md
 #   make install DESTDIR=... PREFIX=/usr   installs what `make` built; builds nothing
-#   make deb              target/debian/netevd_<version>_<arch>.deb (dpkg-deb)
-#   make rpm              target/rpm/RPMS/<arch>/netevd-<version>-1.<arch>.rpm (rpmbuild)
+#   make deb              target/debian/netevd_<version>_<arch>.deb (dpkg-deb; DEB_OUT=dir)
+#   make rpm              target/rpm/RPMS/<arch>/netevd-<version>-1.<arch>.rpm (rpmbuild; RPM_OUT=dir)
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 BINDIR  ?= $(PREFIX)/bin
@@ -139,20 +139,21 @@ keep:
 # then dpkg-deb. Builds offline (no debhelper, no crates beyond `cargo
 # fetch`). The package's own files are in contrib/debian/.
 DEB_ARCH = $(shell dpkg --print-architecture)
-DEB_ROOT = target/debian/root
+DEB_OUT ?= $(CURDIR)/target/debian
+DEB_ROOT = $(DEB_OUT)/root
 deb: build
 	rm -rf $(DEB_ROOT)
-	$(MAKE) install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
+	$(MAKE) install DESTDIR=$(DEB_ROOT) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
 	@# netevd.yaml.new or rt_protos.d leftovers cannot occur in a fresh root
 	install -d $(DEB_ROOT)/DEBIAN $(DEB_ROOT)/usr/share/doc/netevd $(DEB_ROOT)/usr/share/lintian/overrides
 	@# Depends: the shared libraries the binaries link, as dpkg-shlibdeps
 	@# finds them (it wants a debian/control to exist).
-	rm -rf target/debian/shlibs && mkdir -p target/debian/shlibs/debian
-	printf 'Source: netevd\n\nPackage: netevd\nArchitecture: any\n' > target/debian/shlibs/debian/control
-	cd target/debian/shlibs && dpkg-shlibdeps -O ../root/usr/sbin/netevd ../root/usr/bin/netevctl \
+	rm -rf $(DEB_OUT)/shlibs && mkdir -p $(DEB_OUT)/shlibs/debian
+	printf 'Source: netevd\n\nPackage: netevd\nArchitecture: any\n' > $(DEB_OUT)/shlibs/debian/control
+	cd $(DEB_OUT)/shlibs && dpkg-shlibdeps -O ../root/usr/sbin/netevd ../root/usr/bin/netevctl \
 	  2>/dev/null | sed -n 's/^shlibs:Depends=//p' > depends
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
-	  -e "s/@DEPENDS@/$$(cat target/debian/shlibs/depends)/" \
+	  -e "s/@DEPENDS@/$$(cat $(DEB_OUT)/shlibs/depends)/" \
 	  -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" \
 	  contrib/debian/control > $(DEB_ROOT)/DEBIAN/control
 	install -m 644 contrib/debian/conffiles $(DEB_ROOT)/DEBIAN/conffiles
@@ -164,14 +165,15 @@ deb: build
 	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | \
 	  xargs -0 md5sum > DEBIAN/md5sums
 	chmod 644 $(DEB_ROOT)/DEBIAN/md5sums
-	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) target/debian/netevd_$(VERSION)_$(DEB_ARCH).deb
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB_OUT)/netevd_$(VERSION)_$(DEB_ARCH).deb
 
 # The RPM, from the same `make install`: the spec installs the binaries
 # built here (rpmbuild does not build Rust).
+RPM_OUT ?= $(CURDIR)/target/rpm
 rpm: build
-	rm -rf target/rpm
-	mkdir -p target/rpm/SOURCES
-	rpmbuild -bb --define "_topdir $(CURDIR)/target/rpm" --define "srcdir $(CURDIR)" \
+	rm -rf $(RPM_OUT)
+	mkdir -p $(RPM_OUT)/SOURCES
+	rpmbuild -bb --define "_topdir $(RPM_OUT)" --define "srcdir $(CURDIR)" \
 	  --define "version $(VERSION)" contrib/rpm/netevd.spec
 
 clean:

@@ -28,7 +28,8 @@ fn have(tool: &str, package: &str) -> bool {
 
 fn output(c: &mut Command) -> (bool, String) {
     let o = c.output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     (o.status.success(), text)
 }
 
@@ -189,8 +190,18 @@ fn bash_completion_offers_commands_flags_and_states() {
         return;
     }
     let cases = [
-        ("netevctl.bash", "_netevctl", "netevctl --socket /x ev", "events"),
-        ("netevctl.bash", "_netevctl", "netevctl events --fo", "--follow"),
+        (
+            "netevctl.bash",
+            "_netevctl",
+            "netevctl --socket /x ev",
+            "events",
+        ),
+        (
+            "netevctl.bash",
+            "_netevctl",
+            "netevctl events --fo",
+            "--follow",
+        ),
         (
             "netevctl.bash",
             "_netevctl",
@@ -220,7 +231,11 @@ fn fish_completion_offers_commands_and_flags() {
     }
     let cases = [
         ("netevctl.fish", "netevctl ev", "events"),
-        ("netevctl.fish", "netevctl test --state rou", "routable\nroutes"),
+        (
+            "netevctl.fish",
+            "netevctl test --state rou",
+            "routable\nroutes",
+        ),
         ("netevd.fish", "netevd --val", "--validate"),
     ];
     for (file, line, want) in cases {
@@ -230,10 +245,7 @@ fn fish_completion_offers_commands_and_flags() {
         );
         let (ok, out) = output(Command::new("fish").arg("-c").arg(&script));
         assert!(ok, "{out}");
-        let got: Vec<&str> = out
-            .lines()
-            .map(|l| l.split('\t').next().unwrap())
-            .collect();
+        let got: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
         assert_eq!(got.join("\n"), want, "{line:?}");
     }
 }

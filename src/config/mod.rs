@@ -856,9 +856,16 @@ metrics:
             }
         }
         let e = parse("backends:\n  networkmanager:\n    x: 1\n").unwrap_err();
-        assert!(e.msg.ends_with("in backends.networkmanager (it takes no keys)"), "{e}");
+        assert!(
+            e.msg
+                .ends_with("in backends.networkmanager (it takes no keys)"),
+            "{e}"
+        );
         let e = parse("monitoring:\n  iface: []\n").unwrap_err();
-        assert!(e.msg.ends_with("in monitoring (expected interfaces)"), "{e}");
+        assert!(
+            e.msg.ends_with("in monitoring (expected interfaces)"),
+            "{e}"
+        );
     }
 
     #[test]
