@@ -17,7 +17,10 @@
 //! I/O here: reading the file, and `/proc/self/status` for whether the
 //! process may change routing at all (CAP_NET_ADMIN).
 
+mod watch;
 mod yaml;
+
+pub use watch::Watch;
 
 use std::fmt;
 use std::fs::OpenOptions;

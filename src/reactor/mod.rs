@@ -63,6 +63,8 @@ pub struct Daemon {
     netlink: Netlink,
     signals: Signals,
     control: Option<Control>,
+    /// `system.watch_config`: the configuration's directories, watched.
+    watch: Option<crate::config::Watch>,
     core: Core,
     sched: Scheduler,
     runner: Runner,
@@ -115,6 +117,37 @@ fn control_settings(c: &Config, gid: Option<u32>) -> ControlSettings {
     }
 }
 
+/// The watch `system.watch_config` asks for, registered; None when it is
+/// off, or (said in the log) when inotify refuses: the daemon runs on,
+/// reloading on SIGHUP only.
+fn open_watch(c: &Config, opts: &Options, poll: &Poll) -> Option<crate::config::Watch> {
+    if !c.watch_config {
+        return None;
+    }
+    let w = crate::config::Watch::new(&opts.config_path).and_then(|w| {
+        poll.registry()
+            .register(
+                &mut SourceFd(&w.fd()),
+                token::CONFIG_WATCH,
+                Interest::READABLE,
+            )
+            .map(|()| w)
+    });
+    match w {
+        Ok(w) => {
+            log::debug!(
+                "watch_config: watching {} and its conf.d",
+                opts.config_path.display()
+            );
+            Some(w)
+        }
+        Err(e) => {
+            log::warn!("watch_config: {e}; reloads come from SIGHUP only");
+            None
+        }
+    }
+}
+
 /// Gives the memory a burst freed back to the system: glibc keeps freed
 /// heap pages otherwise, and RSS would stay at the burst's peak.
 fn trim() {
@@ -157,11 +190,13 @@ impl Daemon {
         } else {
             None
         };
+        let watch = open_watch(&config, &opts, &poll);
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
+            watch,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
@@ -217,6 +252,11 @@ impl Daemon {
                     Source::ControlListener => {
                         if let Some(c) = self.control.as_mut() {
                             c.accept(self.poll.registry(), Instant::now());
+                        }
+                    }
+                    Source::ConfigWatch => {
+                        if self.watch.as_mut().is_some_and(|w| w.changed()) {
+                            self.reload_and_log("the configuration changed");
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -537,20 +577,40 @@ impl Daemon {
             self.reap();
         }
         if reload {
-            match self.reload() {
-                Ok(changes) if changes.is_empty() => log::info!(
-                    "reloaded {}: nothing changed",
-                    self.opts.config_path.display()
-                ),
-                Ok(changes) => log::info!(
-                    "reloaded {}: {}",
-                    self.opts.config_path.display(),
-                    changes.join("; ")
-                ),
-                Err(e) => log::error!("reload refused: {e}; keeping the current configuration"),
-            }
+            self.reload_and_log("SIGHUP");
         }
         stop
+    }
+
+    /// Reloads (on SIGHUP, or when `system.watch_config` saw a change)
+    /// and says how it went.
+    fn reload_and_log(&mut self, why: &str) {
+        match self.reload() {
+            Ok(changes) if changes.is_empty() => log::info!(
+                "reloaded {} ({why}): nothing changed",
+                self.opts.config_path.display()
+            ),
+            Ok(changes) => log::info!(
+                "reloaded {} ({why}): {}",
+                self.opts.config_path.display(),
+                changes.join("; ")
+            ),
+            Err(e) => log::error!("reload refused: {e}; keeping the current configuration"),
+        }
+    }
+
+    /// Starts or stops watching the configuration when a reload turned
+    /// `system.watch_config` on or off.
+    fn sync_watch(&mut self) {
+        match (self.config.watch_config, self.watch.is_some()) {
+            (true, false) => self.watch = open_watch(&self.config, &self.opts, &self.poll),
+            (false, true) => {
+                if let Some(w) = self.watch.take() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd()));
+                }
+            }
+            _ => {}
+        }
     }
 
     fn reap(&mut self) {
@@ -595,6 +655,7 @@ impl Daemon {
         self.runner.check_script_dir();
         self.config_hash = answer::config_hash(&c);
         self.config = c;
+        self.sync_watch();
         self.core
             .set_settings(core_settings(&self.config), now_ms(), &mut self.out);
         self.reconcile(Instant::now());

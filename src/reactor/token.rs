@@ -14,6 +14,8 @@ pub const DBUS: Token = Token(3);
 /// Reserved for the HTTP listener.
 #[allow(dead_code)]
 pub const HTTP: Token = Token(4);
+/// The inotify descriptor of `system.watch_config`.
+pub const CONFIG_WATCH: Token = Token(5);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -27,6 +29,8 @@ pub enum Source {
     Netlink,
     Signals,
     ControlListener,
+    /// The configuration's directories changed (`system.watch_config`).
+    ConfigWatch,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -41,6 +45,7 @@ pub fn source(t: Token) -> Source {
         NETLINK => Source::Netlink,
         SIGNALS => Source::Signals,
         CONTROL => Source::ControlListener,
+        CONFIG_WATCH => Source::ConfigWatch,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,
@@ -55,6 +60,7 @@ mod tests {
     fn ranges_do_not_overlap() {
         assert_eq!(source(NETLINK), Source::Netlink);
         assert_eq!(source(CONTROL), Source::ControlListener);
+        assert_eq!(source(CONFIG_WATCH), Source::ConfigWatch);
         assert_eq!(source(Token(HOOKS)), Source::Hook(Token(HOOKS)));
         assert_eq!(
             source(Token(HOOKS + HOOKS_LEN - 1)),
