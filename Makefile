@@ -22,7 +22,7 @@ CARGO   ?= cargo
 RUNDIR  := target/run
 STATES  := off no-carrier dormant carrier degraded routable routes
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-RELEASE := target/release
+RELEASE ?= target/release
 
 # What the tests need beyond a Rust toolchain, as `tool:Debian package`.
 # gcc is the linker rustc calls (cc) and builds the benchmark's hook;

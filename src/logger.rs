@@ -250,8 +250,12 @@ fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
     };
     // SAFETY: fd 2 stays open for the life of the process.
     let fd = unsafe { BorrowedFd::borrow_raw(2) };
-    match (dev.parse::<u64>(), ino.parse::<u64>(), fstat(fd)) {
-        (Ok(d), Ok(i), Ok(st)) => st.st_dev as u64 == d && st.st_ino as u64 == i,
+    match (
+        dev.parse::<nix::libc::dev_t>(),
+        ino.parse::<nix::libc::ino_t>(),
+        fstat(fd),
+    ) {
+        (Ok(d), Ok(i), Ok(st)) => st.st_dev == d && st.st_ino == i,
         _ => false,
     }
 }

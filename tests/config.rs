@@ -334,7 +334,10 @@ fn includes_and_watch_config_reload_on_change() {
     wait(
         "the reload after the bad include went",
         5,
-        || d.log().contains("(the configuration changed): nothing changed"),
+        || {
+            d.log()
+                .contains("(the configuration changed): nothing changed")
+        },
         || d.log(),
     );
     let main = d.join("netevd.yaml");

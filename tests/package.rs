@@ -302,3 +302,80 @@ fn rpm_builds_with_the_same_layout() {
     let scripts = run(Command::new("rpm").args(["-qp", "--scripts"]).arg(rpm));
     assert!(scripts.contains("useradd -r -g netevd"), "{scripts}");
 }
+
+/// `make install` installs the binaries `make` built and builds nothing
+/// (so `sudo make install` needs no toolchain and leaves no root-owned
+/// files in target/); it never overwrites an edited config or
+/// rt_protos.d file.
+#[test]
+fn make_install_builds_nothing_and_keeps_edits() {
+    if !have("make", "make") {
+        return;
+    }
+    let dir = common::Dir::new();
+    let dest = dir.join("dest");
+    let install = |release: &Path| {
+        Command::new("make")
+            .arg("install")
+            .arg(format!("DESTDIR={}", dest.display()))
+            .arg(format!("RELEASE={}", release.display()))
+            .arg("PREFIX=/usr")
+            // No cargo at all: a rebuild would fail loudly.
+            .env("CARGO", "/bin/false")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let empty = dir.join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let o = install(&empty);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("netevd is missing: run make first (as your user, not root)"),
+        "{err}"
+    );
+
+    // Stand-ins for what `make` built: installed as they are.
+    let built = dir.join("built");
+    dir.write("built/netevd", "#!/bin/sh\necho built netevd\n", 0o755);
+    dir.write("built/netevctl", "#!/bin/sh\necho built netevctl\n", 0o755);
+    let o = install(&built);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        fs::read_to_string(dest.join("usr/sbin/netevd")).unwrap(),
+        "#!/bin/sh\necho built netevd\n"
+    );
+    for f in FILES {
+        if !f.starts_with("usr/lib/systemd") {
+            assert!(dest.join(f).exists(), "{f} not installed");
+        }
+    }
+    assert!(dest.join("lib/systemd/system/netevd.service").exists());
+
+    let protos = dest.join("etc/iproute2/rt_protos.d/netevd.conf");
+    let yaml = dest.join("etc/netevd/netevd.yaml");
+    fs::write(&protos, "148\tmine\n").unwrap();
+    fs::write(&yaml, "# mine\n").unwrap();
+    let o = install(&built);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(fs::read_to_string(&protos).unwrap(), "148\tmine\n");
+    assert_eq!(fs::read_to_string(&yaml).unwrap(), "# mine\n");
+    assert!(out.contains("keeping the edited"), "{out}");
+    let new = dest.join("etc/iproute2/rt_protos.d/netevd.conf.new");
+    assert!(fs::read_to_string(new).unwrap().contains("netevd"));
+    // Unchanged files are installed again silently, with no .new.
+    fs::remove_file(dest.join("etc/netevd/netevd.yaml.new")).unwrap();
+    fs::remove_file(&yaml).unwrap();
+    let o = install(&built);
+    assert!(o.status.success(), "{o:?}");
+    let o = install(&built);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("keeping the edited") && l.contains("netevd.yaml")),
+        "{out}"
+    );
+    assert!(!dest.join("etc/netevd/netevd.yaml.new").exists());
+}
