@@ -37,7 +37,7 @@ TEST_TOOLS := cc:gcc ip:iproute2 ping:iputils-ping mandoc:mandoc kill:procps \
 # (shellcheck), the completions (zsh, fish), the packages (dpkg-dev,
 # lintian, rpm).
 EXTRA_TOOLS := systemd-analyze:systemd shellcheck:shellcheck zsh:zsh fish:fish \
-	dpkg-deb:dpkg-dev lintian:lintian rpmbuild:rpm
+	dpkg-shlibdeps:dpkg-dev lintian:lintian rpmbuild:rpm
 
 all: build
 

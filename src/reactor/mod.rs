@@ -378,31 +378,32 @@ impl Daemon {
     }
 
     fn log_summary(&self) {
+        use crate::logger::Count;
         let c = self.counters();
         log::info!(
-            "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, \
-             {} starts retried, {} output lines dropped; \
-             policy: {} requests, {} refused, {} rules restored; control: {} requests, {} errors, {} subscribers dropped",
-            c.netlink_messages,
+            "netevd stopping: {} ({} undecodable), {}, {} started, {} completed; \
+             {} ({} coalesced); {} started, {} failed, {} timed out, {} could not start, \
+             {} retried, {} dropped; \
+             policy: {}, {} refused, {} restored; control: {}, {}, {} dropped",
+            Count(c.netlink_messages, "netlink message"),
             c.netlink_undecodable,
-            c.netlink_overruns,
-            c.resyncs_started,
+            Count(c.netlink_overruns, "overrun"),
+            Count(c.resyncs_started, "resync"),
             c.resyncs_completed,
-            c.events,
+            Count(c.events, "event"),
             c.coalesced,
-            c.hooks_started,
+            Count(c.hooks_started, "hook"),
             c.hooks_failed,
             c.hooks_timed_out,
             c.hooks_not_started,
-            c.hook_starts_retried,
-            c.hook_lines_dropped,
-            c.policy_requests,
+            Count(c.hook_starts_retried, "start"),
+            Count(c.hook_lines_dropped, "output line"),
+            Count(c.policy_requests, "request"),
             c.policy_refused,
-            c.policy_restored,
-            c.control_requests,
-            c.control_errors,
-            c.subscribers_dropped,
+            Count(c.policy_restored, "rule"),
+            Count(c.control_requests, "request"),
+            Count(c.control_errors, "error"),
+            Count(c.subscribers_dropped, "subscriber"),
         );
     }
 
