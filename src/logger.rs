@@ -8,7 +8,7 @@
 //! without a word ([`daemonize`]).
 //!
 //! The loop must not stall on a log reader that stops reading. Syslog goes
-//! through a non-blocking datagram socket, and stderr, when it is a socket
+//! through a non-blocking socket to /dev/log, and stderr, when it is a socket
 //! (journald's stream under systemd), is written with `MSG_DONTWAIT`; a
 //! line that finds the reader full is dropped and counted, and the next
 //! line that gets through says how many were lost. A terminal, a pipe or a
@@ -24,7 +24,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::{LevelFilter, Log, Metadata, Record};
@@ -97,32 +99,77 @@ pub fn sanitize(msg: &str) -> Cow<'_, str> {
     Cow::Owned(s)
 }
 
-/// Syslog with every message sanitised first.
-struct Syslog(syslog::BasicLogger);
+/// The syslog socket, /dev/log: a datagram socket (journald, rsyslog) or,
+/// on some systems, a stream. Non-blocking either way.
+enum SyslogSock {
+    Dgram(UnixDatagram),
+    Stream(UnixStream),
+}
+
+/// Syslog, RFC 3164 lines written here: `<30>Nov 27 09:41:07
+/// netevd[812]: message`, every message sanitised first. (The syslog
+/// crate formats the same line through the `time` crate, 30 KB of
+/// binary for a time stamp.)
+struct Syslog {
+    sock: SyslogSock,
+    pid: u32,
+    dropped: AtomicU64,
+}
+
+/// The daemon facility (3) and the level's severity.
+fn priority(l: log::Level) -> u8 {
+    let severity = match l {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    };
+    3 * 8 + severity
+}
+
+impl Syslog {
+    fn send(&self, level: log::Level, msg: &str) -> bool {
+        let stamp = local_time(c"%b %e %H:%M:%S");
+        let line = format!("<{}>{stamp} netevd[{}]: {msg}", priority(level), self.pid);
+        match &self.sock {
+            SyslogSock::Dgram(s) => matches!(s.send(line.as_bytes()), Ok(n) if n == line.len()),
+            // A stream needs a delimiter; a line cut short by a full
+            // socket is lost with its end, not merged with the next.
+            SyslogSock::Stream(s) => {
+                let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+                let line = line + "\n";
+                matches!(send(s.as_raw_fd(), line.as_bytes(), flags), Ok(n) if n == line.len())
+            }
+        }
+    }
+}
 
 impl Log for Syslog {
     fn enabled(&self, m: &Metadata) -> bool {
-        self.0.enabled(m)
+        m.level() <= log::max_level()
     }
 
     fn log(&self, r: &Record) {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format!(
+                "{} dropped: the log reader was not reading",
+                Count(dropped, "log line")
+            );
+            if !self.send(log::Level::Warn, &note) {
+                self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
         let msg = r.args().to_string();
-        let msg = sanitize(&msg);
-        self.0.log(
-            &Record::builder()
-                .args(format_args!("{msg}"))
-                .level(r.level())
-                .target(r.target())
-                .build(),
-        );
+        if !self.send(r.level(), &sanitize(&msg)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    fn flush(&self) {
-        self.0.flush()
-    }
+    fn flush(&self) {}
 }
 
 struct Stderr {
@@ -198,48 +245,35 @@ fn stderr_is_socket() -> bool {
         .unwrap_or(false)
 }
 
-/// The local time as `2026-11-27 09:41:07.123 `, from localtime_r(3)
-/// (the zone from TZ or /etc/localtime); UTC with a `Z` when that fails.
-fn timestamp(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as nix::libc::time_t;
-    let ms = d.subsec_millis();
-    // SAFETY: localtime_r writes only into `tm`, which outlives the call.
-    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
-    let ok = !unsafe { nix::libc::localtime_r(&secs, &mut tm) }.is_null();
-    if ok {
-        return format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{ms:03} ",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        );
-    }
-    let s = d.as_secs();
-    let (y, m, day) = civil(s / 86400);
-    format!(
-        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}.{ms:03}Z ",
-        s / 3600 % 24,
-        s / 60 % 60,
-        s % 60
-    )
+/// The local time in strftime(3) `format`, from localtime_r(3) (the
+/// zone from TZ or /etc/localtime); empty in the unlikely case that the C
+/// library cannot tell.
+fn local_time(format: &std::ffi::CStr) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as nix::libc::time_t;
+    format_time(secs, format)
 }
 
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's
-/// `civil_from_days`, for the proleptic Gregorian calendar.
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(m <= 2), m, d)
+fn format_time(secs: nix::libc::time_t, format: &std::ffi::CStr) -> String {
+    let mut buf = [0u8; 32];
+    // SAFETY: localtime_r writes only into `tm`; strftime writes at most
+    // `buf.len()` bytes into `buf` and returns how many (0 on failure).
+    let n = unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        if nix::libc::localtime_r(&secs, &mut tm).is_null() {
+            return String::new();
+        }
+        nix::libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm)
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// `2026-11-27 09:41:07.123 `: the stamp of a line on stderr.
+fn timestamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let date = format_time(d.as_secs() as nix::libc::time_t, c"%Y-%m-%d %H:%M:%S");
+    format!("{date}.{:03} ", d.subsec_millis())
 }
 
 /// Whether `JOURNAL_STREAM` (`<device>:<inode>`, set by systemd) names
@@ -264,25 +298,25 @@ fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 /// listens on /dev/log. Made before going to the background, so that the
 /// caller can still say so on stderr.
 pub fn connect_syslog() -> Option<SyslogConn> {
-    let f = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_DAEMON,
-        hostname: None,
-        process: "netevd".into(),
-        // Set in `init`, after daemon(3) forked.
-        pid: 0,
+    connect_syslog_at(Path::new("/dev/log"))
+}
+
+fn connect_syslog_at(path: &Path) -> Option<SyslogConn> {
+    let sock = match UnixDatagram::unbound().and_then(|s| s.connect(path).map(|()| s)) {
+        Ok(s) => SyslogSock::Dgram(s),
+        // EPROTOTYPE: a stream socket there.
+        Err(_) => SyslogSock::Stream(UnixStream::connect(path).ok()?),
     };
-    let w = syslog::unix(f).ok()?;
-    let nonblocking = match &w.backend {
-        syslog::LoggerBackend::Unix(s) => s.set_nonblocking(true),
-        syslog::LoggerBackend::UnixStream(s) => s.get_ref().set_nonblocking(true),
-        _ => Ok(()),
+    let nonblocking = match &sock {
+        SyslogSock::Dgram(s) => s.set_nonblocking(true),
+        SyslogSock::Stream(s) => s.set_nonblocking(true),
     };
     nonblocking.ok()?;
-    Some(SyslogConn(w))
+    Some(SyslogConn(sock))
 }
 
 /// A connected syslog socket, not yet the logger.
-pub struct SyslogConn(syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>);
+pub struct SyslogConn(SyslogSock);
 
 /// daemon(3): with a syslog, every standard descriptor goes to /dev/null;
 /// without one, stderr stays where it was, so that log lines still reach
@@ -309,9 +343,13 @@ pub fn daemonize(syslog: bool) -> nix::Result<()> {
 /// stderr otherwise.
 pub fn init(syslog: Option<SyslogConn>, level: LevelFilter) {
     log::set_max_level(level);
-    if let Some(SyslogConn(mut w)) = syslog {
-        w.formatter.pid = std::process::id();
-        let _ = log::set_boxed_logger(Box::new(Syslog(syslog::BasicLogger::new(w))));
+    if let Some(SyslogConn(sock)) = syslog {
+        // The pid after daemon(3) forked.
+        let _ = log::set_boxed_logger(Box::new(Syslog {
+            sock,
+            pid: std::process::id(),
+            dropped: AtomicU64::new(0),
+        }));
         return;
     }
     let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
@@ -368,14 +406,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(59), (1970, 3, 1));
-        assert_eq!(civil(11_016), (2000, 2, 29));
-        assert_eq!(civil(20_784), (2026, 11, 27));
-    }
-
-    #[test]
     fn timestamps_read_as_a_date_and_time() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_772_467_089);
         let s = timestamp(t);
@@ -387,7 +417,7 @@ mod tests {
             (b[4], b[7], b[10], b[13], b[16], b[19]),
             (b'-', b'-', b' ', b':', b':', b'.')
         );
-        assert!(s.ends_with(".089 ") || s.ends_with(".089Z "), "{s}");
+        assert!(s.ends_with(".089 "), "{s}");
     }
 
     #[test]
@@ -399,5 +429,37 @@ mod tests {
         let st = fstat(unsafe { BorrowedFd::borrow_raw(2) }).unwrap();
         let ours = format!("{}:{}", st.st_dev, st.st_ino);
         assert!(stderr_is_journal(Some(&ours)));
+    }
+
+    #[test]
+    fn syslog_lines_are_rfc_3164() {
+        let dir = std::env::temp_dir().join(format!("netevd-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let SyslogConn(sock) = connect_syslog_at(&path).unwrap();
+        let l = Syslog {
+            sock,
+            pid: 812,
+            dropped: AtomicU64::new(0),
+        };
+        log::set_max_level(LevelFilter::Info);
+        l.log(
+            &Record::builder()
+                .args(format_args!("hook\nforged"))
+                .level(log::Level::Warn)
+                .build(),
+        );
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        let line = std::str::from_utf8(&buf[..n]).unwrap();
+        // <28>: daemon facility, warning; then "Nov 27 09:41:07 ".
+        assert!(line.starts_with("<28>"), "{line}");
+        assert_eq!(line.as_bytes()[10], b' ', "{line}");
+        assert!(line.ends_with(" netevd[812]: hook\\nforged"), "{line}");
+        assert_eq!(priority(log::Level::Info), 30);
+        assert!(connect_syslog_at(&dir.join("none")).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

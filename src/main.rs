@@ -65,12 +65,11 @@ fn parse_args() -> Result<Args, ExitCode> {
             let _ = std::io::stdout().write_all(e.output.as_bytes());
             return ExitCode::SUCCESS;
         }
-        let msg = e.output.trim_end();
-        let mut c = msg.chars();
-        let msg: String = match c.next() {
-            Some(first) => first.to_lowercase().chain(c).collect(),
-            None => String::new(),
-        };
+        // argh says "Unrecognized argument: ..."; mid-line, lower case.
+        let mut msg = e.output.trim_end().to_string();
+        if let Some(first) = msg.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
         eprintln!("netevd: {msg}\nRun 'netevd --help' for the flags.");
         ExitCode::from(2)
     })
@@ -81,8 +80,8 @@ fn parse_args() -> Result<Args, ExitCode> {
 struct PidFile(PathBuf);
 
 impl PidFile {
-    fn create(path: &std::path::Path) -> std::io::Result<PidFile> {
-        let path = std::path::absolute(path)?;
+    /// `path` is absolute: made so before daemon(3) moved to /.
+    fn create(path: PathBuf) -> std::io::Result<PidFile> {
         std::fs::write(&path, format!("{}\n", std::process::id()))?;
         Ok(PidFile(path))
     }
@@ -91,7 +90,7 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let ours = format!("{}\n", std::process::id());
-        if std::fs::read_to_string(&self.0).is_ok_and(|s| s == ours) {
+        if std::fs::read(&self.0).is_ok_and(|s| s == ours.as_bytes()) {
             let _ = std::fs::remove_file(&self.0);
         }
     }
@@ -113,6 +112,18 @@ fn main() -> ExitCode {
             eprintln!("netevd: {}: {e}", args.config.display());
             return ExitCode::from(1);
         }
+    };
+    // Absolute too, before daemon(3) moves to / (an absolute one stays).
+    let pidfile = match args
+        .pidfile
+        .as_ref()
+        .map(|p| std::env::current_dir().map(|d| d.join(p)))
+    {
+        Some(Err(e)) => {
+            eprintln!("netevd: --pidfile: {e}");
+            return ExitCode::from(2);
+        }
+        p => p.and_then(Result::ok),
     };
     let (cfg, defaults) = match config::Config::load_start(&config_path) {
         Ok(c) => c,
@@ -167,7 +178,7 @@ fn main() -> ExitCode {
         }
     }
     logger::init(syslog, level);
-    let _pidfile = match args.pidfile.as_deref().map(PidFile::create).transpose() {
+    let _pidfile = match pidfile.map(PidFile::create).transpose() {
         Ok(p) => p,
         Err(e) => {
             let path = args.pidfile.as_deref().unwrap_or(std::path::Path::new(""));
