@@ -409,8 +409,9 @@ fn background_without_syslog_keeps_the_log() {
         .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
         .arg("--config")
         .arg(&cfg)
-        .arg("--pidfile")
-        .arg(&pidfile)
+        // Relative: made absolute before daemon(3) moves to /.
+        .args(["--pidfile", "netevd.pid"])
+        .current_dir(&dir.path)
         .stderr(std::fs::File::create(&err_path).unwrap())
         .status()
         .unwrap();
