@@ -379,3 +379,43 @@ fn make_install_builds_nothing_and_keeps_edits() {
     );
     assert!(!dest.join("etc/netevd/netevd.yaml.new").exists());
 }
+
+/// `make deps` names the package of a missing tool and fails, rather than
+/// letting a test fail in a way that looks like a bug; as root on Debian
+/// it would install it (not tried here: the test would change the
+/// machine). Run as nobody, with a tool that exists nowhere.
+#[test]
+fn make_deps_names_missing_packages() {
+    common::require_root();
+    if !have("make", "make") || !have("setpriv", "util-linux") {
+        return;
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args([
+            "make",
+            "-s",
+            "deps",
+            "TEST_TOOLS=sh:dash no-such-tool-x:no-such-package-x",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "install these Debian packages (or your system's equivalents): no-such-package-x\n"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("or run make deps as root on Debian"), "{err}");
+    // Nothing missing: nothing to do, as anyone.
+    let o = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["make", "-s", "deps", "TEST_TOOLS=sh:dash"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+}
