@@ -1,13 +1,14 @@
 //! netevd: watches the kernel's links, addresses, routes and rules over
 //! rtnetlink and runs the user's hooks when they change.
 //!
-//! This file: flags, configuration, logging, privileges, then the reactor.
+//! This file: flags, configuration, logging, the pid file, privileges,
+//! then the reactor.
 //!
 //! Start-up order, each step for a reason:
 //! 1. configuration, and the users it names looked up;
 //! 2. a socket passed by the service manager taken (`LISTEN_PID` is this
 //!    pid only before daemon(3) forks);
-//! 3. background, logging; netevd becomes a child subreaper;
+//! 3. background, logging, the pid file; netevd becomes a child subreaper;
 //! 4. with `system.user`: the privileged hook spawner is forked, while the
 //!    process is root and has no other descriptor the spawner should hold;
 //! 5. the reactor opens what needs root: the netlink socket (a forced
@@ -17,8 +18,8 @@
 //! 7. the loop.
 //!
 //! Exit status: 0 stopped by SIGTERM/SIGINT or `--validate` passed; 1 the
-//! configuration is wrong; 2 bad flags; 3 start-up failed (netlink socket,
-//! signals, the privilege drop).
+//! configuration is wrong or missing; 2 bad flags; 3 start-up failed
+//! (netlink socket, signals, the pid file, the privilege drop).
 
 mod config;
 mod core;
@@ -55,10 +56,62 @@ struct Args {
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
+    /// write the daemon's process id to this file (removed at exit)
+    #[argh(option)]
+    pidfile: Option<PathBuf>,
+}
+
+/// The flags, with `-h` as `--help` (argh knows only the long form) and
+/// errors in the daemon's own voice, with the way to the help. Exits with
+/// 0 after the help, 2 after a bad flag.
+fn parse_args() -> Result<Args, ExitCode> {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let mut strs: Vec<&str> = Vec::with_capacity(all.len());
+    for (i, a) in all.iter().enumerate() {
+        // Not when it is the value of an option (`--config -h` is a file).
+        let value = i > 0 && matches!(all[i - 1].as_str(), "-c" | "--config" | "--pidfile");
+        strs.push(if a == "-h" && !value { "--help" } else { a });
+    }
+    Args::from_args(&["netevd"], &strs).map_err(|e| {
+        if e.status.is_ok() {
+            use std::io::Write;
+            // A closed pipe (`netevd --help | head -1`) is no error.
+            let _ = std::io::stdout().write_all(e.output.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        // argh says "Unrecognized argument: ..."; mid-line, lower case.
+        let mut msg = e.output.trim_end().to_string();
+        if let Some(first) = msg.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        eprintln!("netevd: {msg}\nRun 'netevd --help' for the flags.");
+        ExitCode::from(2)
+    })
+}
+
+/// Writes our pid to `path` and removes it again on drop, if it still
+/// names us (a second instance may have taken it over).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    /// `path` is absolute: made so before daemon(3) moved to /.
+    fn create(path: PathBuf) -> std::io::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = format!("{}\n", std::process::id());
+        if std::fs::read(&self.0).is_ok_and(|s| s == ours.as_bytes()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let args: Args = match netevd_ctl::parse_args("netevd") {
+    let args: Args = match parse_args() {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -74,6 +127,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Absolute too, before daemon(3) moves to / (an absolute one stays).
+    let pidfile = match args
+        .pidfile
+        .as_ref()
+        .map(|p| std::env::current_dir().map(|d| d.join(p)))
+    {
+        Some(Err(e)) => {
+            eprintln!("netevd: --pidfile: {e}");
+            return ExitCode::from(2);
+        }
+        p => p.and_then(Result::ok),
+    };
     let (cfg, defaults) = match config::Config::load_start(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -84,10 +149,16 @@ fn main() -> ExitCode {
     let not_found = format!("{} not found: using the defaults", config_path.display());
     if args.validate {
         if defaults {
-            println!("{not_found}");
-        } else {
-            println!("{}: configuration is valid", config_path.display());
+            // Nothing was checked: say so, and fail, so that a typo in a
+            // path or a missing package is not mistaken for a valid file.
+            eprintln!(
+                "netevd: {}: no such file: nothing to validate (netevd would start with the \
+                 defaults)",
+                config_path.display()
+            );
+            return ExitCode::from(1);
         }
+        println!("{}: configuration is valid", config_path.display());
         for l in &cfg.inactive {
             println!("not active: {l}");
         }
@@ -141,13 +212,34 @@ fn main() -> ExitCode {
     let level = cli_level
         .or(cfg.log_level)
         .unwrap_or(log::LevelFilter::Info);
+    let syslog = if args.foreground {
+        None
+    } else {
+        let s = logger::connect_syslog();
+        if s.is_none() {
+            // Better on the terminal or wherever stderr goes than nowhere.
+            eprintln!(
+                "netevd: warning: no syslog daemon at /dev/log: logging to standard error \
+                 instead (run with --foreground under a supervisor)"
+            );
+        }
+        s
+    };
     if !args.foreground {
-        if let Err(e) = nix::unistd::daemon(false, false) {
+        if let Err(e) = logger::daemonize(syslog.is_some()) {
             eprintln!("netevd: cannot go to the background: {e}");
             return ExitCode::from(3);
         }
     }
-    logger::init(args.foreground, level);
+    logger::init(syslog, level);
+    let _pidfile = match pidfile.map(PidFile::create).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            let path = args.pidfile.as_deref().unwrap_or(std::path::Path::new(""));
+            log::error!("cannot write the pid file {}: {e}", path.display());
+            return ExitCode::from(3);
+        }
+    };
     if defaults {
         log::info!("{not_found}");
     }

@@ -1,5 +1,7 @@
 //! Flags, validation and exit codes of the real binary.
 
+mod common;
+
 use std::process::Command;
 
 fn netevd(args: &[&str]) -> (Option<i32>, String, String) {
@@ -76,16 +78,16 @@ fn missing_config_given_is_an_error() {
 }
 
 #[test]
-fn missing_default_config_means_defaults() {
+fn validate_without_the_default_file_fails_and_says_so() {
     if std::path::Path::new("/etc/netevd/netevd.yaml").exists() {
         eprintln!("skipped: /etc/netevd/netevd.yaml exists on this machine");
         return;
     }
     let (code, out, err) = netevd(&["--validate"]);
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(1), "{out}{err}");
     assert!(
-        out.contains("/etc/netevd/netevd.yaml not found: using the defaults"),
-        "{out}"
+        err.contains("netevd: /etc/netevd/netevd.yaml: no such file: nothing to validate"),
+        "{err}"
     );
 }
 
@@ -204,8 +206,232 @@ fn no_cap_net_admin_is_reported() {
 fn bad_flag_is_a_usage_error() {
     let (code, _, err) = netevd(&["--no-such-flag"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--no-such-flag"), "{err}");
+    assert_eq!(
+        err,
+        "netevd: unrecognized argument: --no-such-flag\nRun 'netevd --help' for the flags.\n"
+    );
+    let (code, _, err) = netevd(&["--config"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("netevd: "), "{err}");
+    assert!(err.contains("--help"), "{err}");
     let (code, out, _) = netevd(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("--dry-run"), "{out}");
+    assert!(out.contains("--pidfile"), "{out}");
+}
+
+#[test]
+fn short_help_works() {
+    let (code, out, err) = netevd(&["-h"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("Usage: netevd"), "{out}");
+    // As the value of --config it is a file name, not a flag.
+    let (code, _, err) = netevd(&["--validate", "--config", "-h"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("-h: cannot open"), "{err}");
+}
+
+#[test]
+fn numbers_and_unknown_keys_read_as_people_write_them() {
+    let (code, _, err) = validate("range.yaml", "scripts:\n  timeout_seconds: 0\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            ":2:20: scripts.timeout_seconds: 0 is out of range: it must be between 1 and 86400"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = validate("typo.yaml", "scripts:\n  timeout: 5\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            ":2:3: unknown key \"timeout\" in scripts (expected timeout_seconds, run_on_startup or max_parallel)"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = validate("ctl.yaml", "control:\n  sock: /run/x\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("(expected socket, enabled, group, mode,"),
+        "{err}"
+    );
+}
+
+/// The example hook, run by hand with the environment netevd gives it.
+fn print_event(env: &[(&str, &str)]) -> String {
+    let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/hooks/print-event");
+    let o = Command::new(hook)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_example_hook_reads_well() {
+    let route = print_event(&[
+        ("STATE", "routes"),
+        ("LINK", "eth0"),
+        ("LINKINDEX", "2"),
+        ("ROUTE_ACTION", "add"),
+        ("ROUTE_DST", "10.0.0.0/24"),
+        ("ROUTE_GATEWAY", "192.0.2.1"),
+        ("ROUTE_TABLE", "254"),
+    ]);
+    assert_eq!(
+        route,
+        "route 10.0.0.0/24 via 192.0.2.1 added on eth0 (table 254)\n"
+    );
+    let gone = print_event(&[
+        ("STATE", "routes"),
+        ("LINK", "eth0"),
+        ("ROUTE_ACTION", "del"),
+        ("ROUTE_DST", "default"),
+        ("ROUTE_TABLE", "254"),
+    ]);
+    assert_eq!(gone, "route default deleted on eth0 (table 254)\n");
+    let renamed = print_event(&[
+        ("STATE", "carrier"),
+        ("EVENT", "state"),
+        ("EVENT_ID", "4"),
+        ("LINK", "wan0"),
+        ("LINKINDEX", "3"),
+        ("PREVIOUS_STATE", "carrier"),
+        ("PREVIOUS_LINK", "eth1"),
+    ]);
+    assert_eq!(
+        renamed,
+        "event 4: wan0 (index 3) is carrier (was carrier), renamed from eth1 [state] addresses: none\n"
+    );
+}
+
+/// Runs the daemon in a namespace of its own until it logs that it runs,
+/// then stops it with SIGTERM: returns what it wrote on stderr. With
+/// `journal`, JOURNAL_STREAM names the stderr file, as systemd does.
+/// Checks `--pidfile` on the way: the pid while it runs, gone after.
+fn run_briefly(journal: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ns = common::Ns::new();
+    let dir = common::Dir::new();
+    let cfg = dir.write(
+        "netevd.yaml",
+        &format!(
+            "system:\n  script_dir: {}\ncontrol:\n  enabled: false\n",
+            dir.join("hooks").display()
+        ),
+        0o644,
+    );
+    let pidfile = dir.join("netevd.pid");
+    let err_path = dir.join("stderr");
+    let f = std::fs::File::create(&err_path).unwrap();
+    let m = f.metadata().unwrap();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
+        .args(["--foreground", "--config"])
+        .arg(&cfg)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .env_remove("JOURNAL_STREAM")
+        .stderr(f);
+    if journal {
+        c.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+    }
+    let mut child = c.spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    while !log().contains("running: backend kernel") {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not start:\n{}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // `ip netns exec` execs netevd: the same process.
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(pid, format!("{}\n", child.id()));
+    common::run("kill", &["-s", "TERM", &child.id().to_string()]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log());
+    assert!(!pidfile.exists(), "pid file left behind");
+    log()
+}
+
+#[test]
+fn foreground_lines_carry_the_time_and_a_pidfile_is_kept() {
+    let err = run_briefly(false);
+    // "2026-11-27 09:41:07.123 netevd: info: ..."
+    for l in err.lines() {
+        let b = l.as_bytes();
+        assert!(
+            b.len() > 24 && b[4] == b'-' && b[10] == b' ' && b[13] == b':' && b[19] == b'.',
+            "no time stamp: {l:?}"
+        );
+        assert!(l.contains(" netevd: "), "{l:?}");
+    }
+    assert!(err.contains("running: backend kernel, 1 link,"), "{err}");
+}
+
+/// Under systemd, stderr is journald's and JOURNAL_STREAM names it:
+/// journald stamps the lines itself.
+#[test]
+fn no_time_stamp_when_stderr_is_the_journal() {
+    let err = run_briefly(true);
+    assert!(!err.is_empty());
+    for l in err.lines() {
+        assert!(l.starts_with("netevd: "), "{l:?}");
+    }
+}
+
+/// In the background with no syslog daemon, lines are not thrown away:
+/// a warning says so before netevd leaves, and the log goes to stderr.
+#[test]
+fn background_without_syslog_keeps_the_log() {
+    if std::path::Path::new("/dev/log").exists() {
+        eprintln!("skipped: a syslog daemon listens on /dev/log here");
+        return;
+    }
+    let ns = common::Ns::new();
+    let dir = common::Dir::new();
+    let cfg = dir.write(
+        "netevd.yaml",
+        &format!(
+            "system:\n  script_dir: {}\ncontrol:\n  enabled: false\n",
+            dir.join("hooks").display()
+        ),
+        0o644,
+    );
+    let pidfile = dir.join("netevd.pid");
+    let err_path = dir.join("stderr");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
+        .arg("--config")
+        .arg(&cfg)
+        // Relative: made absolute before daemon(3) moves to /.
+        .args(["--pidfile", "netevd.pid"])
+        .current_dir(&dir.path)
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log().contains("running: backend kernel") {
+        assert!(std::time::Instant::now() < end, "no log:\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        log().starts_with("netevd: warning: no syslog daemon at /dev/log"),
+        "{}",
+        log()
+    );
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    common::run("kill", &["-s", "TERM", pid.trim()]);
+    while pidfile.exists() {
+        assert!(std::time::Instant::now() < end, "still running:\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(log().contains("netevd stopping"), "{}", log());
 }

@@ -243,3 +243,132 @@ fn no_cap_net_admin_is_said_once_at_start() {
     assert!(!log.contains("policy: add"), "{log}");
     assert!(owned_entries(&n.h).is_empty());
 }
+
+/// What keeps a hook from running is said at start and at each reload,
+/// naming the file: a missing script_dir, a hook without the execute bit,
+/// a script without `#!` (exec'd without a shell, it would fail with
+/// ENOEXEC at every event).
+#[test]
+fn hook_problems_are_named_at_start_and_reload() {
+    let ns = Ns::new();
+    let d = Dir::new();
+    let dm = Daemon::start(&ns, &d, "");
+    let missing = format!("script_dir {} does not exist", d.join("hooks").display());
+    assert!(d.log().contains(&missing), "{}", d.log());
+    d.write("hooks/routable.d/10-noexec", "#!/bin/sh\necho hi\n", 0o644);
+    d.write("hooks/routable.d/20-noshebang", "echo hi\n", 0o755);
+    d.write("hooks/routable.d/30-fine", "#!/bin/sh\necho hi\n", 0o755);
+    dm.signal("HUP");
+    let noexec = format!(
+        "{} is not executable",
+        d.join("hooks/routable.d/10-noexec").display()
+    );
+    let noshebang = format!(
+        "{} has no #! line",
+        d.join("hooks/routable.d/20-noshebang").display()
+    );
+    wait(
+        "the reload to name both hooks",
+        5,
+        || d.log().contains(&noexec) && d.log().contains(&noshebang),
+        || d.log(),
+    );
+    assert!(!d.log().contains("30-fine"), "{}", d.log());
+    // And at the next start.
+    drop(dm);
+    let _dm = Daemon::start(&ns, &d, "");
+    let log = d.log();
+    assert!(log.contains(&noexec) && log.contains(&noshebang), "{log}");
+}
+
+/// How many lines of the log contain `what`.
+fn count(d: &Dir, what: &str) -> usize {
+    d.log().matches(what).count()
+}
+
+/// `conf.d/*.yaml` is read with the main file, and with
+/// `system.watch_config: true` (set here by an include) a change to any
+/// of them reloads at once; a bad include is refused naming its file and
+/// the daemon runs on; turned off, changes wait for SIGHUP.
+#[test]
+fn includes_and_watch_config_reload_on_change() {
+    let ns = Ns::new();
+    let d = Dir::new();
+    d.write(
+        "conf.d/10-watch.yaml",
+        "system:\n  watch_config: true\nscripts:\n  max_parallel: 2\n",
+        0o644,
+    );
+    let _dm = Daemon::start(&ns, &d, "");
+    assert!(d.log().contains("watch_config: watching"), "{}", d.log());
+    let changed = "(the configuration changed)";
+
+    d.write(
+        "conf.d/20-timeout.yaml",
+        "scripts:\n  timeout_seconds: 7\n",
+        0o644,
+    );
+    wait(
+        "a reload for the new include",
+        5,
+        || d.log().contains("hook timeout: 30 s -> 7 s"),
+        || d.log(),
+    );
+    assert!(d.log().contains(changed), "{}", d.log());
+
+    let bad = d.write("conf.d/30-bad.yaml", "scripts:\n  max_paralel: 1\n", 0o644);
+    let want = format!(
+        "reload refused: {}:2:3: unknown key \"max_paralel\" in scripts",
+        bad.display()
+    );
+    wait(
+        "the bad include refused",
+        5,
+        || d.log().contains(&want),
+        || d.log(),
+    );
+
+    // An edit of the main file, the way editors save: a new file renamed
+    // over the old one.
+    fs::remove_file(&bad).unwrap();
+    wait(
+        "the reload after the bad include went",
+        5,
+        || {
+            d.log()
+                .contains("(the configuration changed): nothing changed")
+        },
+        || d.log(),
+    );
+    let main = d.join("netevd.yaml");
+    let text = fs::read_to_string(&main).unwrap() + "monitoring:\n  interfaces: [\"v*\"]\n";
+    let tmp = d.write("netevd.yaml.tmp", &text, 0o644);
+    fs::rename(&tmp, &main).unwrap();
+    wait(
+        "a reload for the renamed main file",
+        5,
+        || d.log().contains("monitored interfaces: [] -> [\"v*\"]"),
+        || d.log(),
+    );
+
+    // Off again: the next change waits for SIGHUP.
+    d.write(
+        "conf.d/10-watch.yaml",
+        "system:\n  watch_config: false\n",
+        0o644,
+    );
+    wait(
+        "watch_config turned off",
+        5,
+        || d.log().contains("watch_config: true -> false"),
+        || d.log(),
+    );
+    let reloads = count(&d, "reloaded ");
+    d.write(
+        "conf.d/40-later.yaml",
+        "scripts:\n  max_parallel: 5\n",
+        0o644,
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(count(&d, "reloaded "), reloads, "{}", d.log());
+}

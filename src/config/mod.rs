@@ -17,7 +17,10 @@
 //! I/O here: reading the file, and `/proc/self/status` for whether the
 //! process may change routing at all (CAP_NET_ADMIN).
 
+mod watch;
 mod yaml;
+
+pub use watch::Watch;
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -89,6 +92,8 @@ pub struct Config {
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
+    /// `system.watch_config`: reload when the file or `conf.d` changes.
+    pub watch_config: bool,
 }
 
 impl Default for Config {
@@ -110,6 +115,7 @@ impl Default for Config {
             user: None,
             hook_user: None,
             inactive: Vec::new(),
+            watch_config: false,
         }
     }
 }
@@ -271,13 +277,58 @@ fn cap_eff_has(status: &str, bit: u32) -> Option<bool> {
     Some(caps & (1 << bit) != 0)
 }
 
+/// The most files `conf.d/` may hold; more is an error, not a silent cut.
+pub const MAX_INCLUDES: usize = 64;
+
+/// `conf.d` next to the main file: its `*.yaml` files are read after it.
+pub fn include_dir(main: &Path) -> PathBuf {
+    main.parent().unwrap_or(Path::new("/")).join("conf.d")
+}
+
+/// Whether a file in `conf.d` is read: `*.yaml`, not hidden (editors'
+/// swap files, a ConfigMap's `..data`).
+pub fn is_include_name(name: &[u8]) -> bool {
+    name.ends_with(b".yaml") && !name.starts_with(b".") && name.len() > 5
+}
+
+/// The `conf.d/*.yaml` files in byte order of their names; none when the
+/// directory does not exist.
+fn includes(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(whole(dir, format!("cannot read the directory: {e}"))),
+    };
+    let mut files = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| whole(dir, format!("cannot read the directory: {e}")))?;
+        if is_include_name(e.file_name().as_bytes()) {
+            files.push(e.path());
+        }
+    }
+    if files.len() > MAX_INCLUDES {
+        return Err(whole(
+            dir,
+            format!("{} files, more than {MAX_INCLUDES}, the limit", files.len()),
+        ));
+    }
+    // One directory: paths compare by their last component's bytes.
+    files.sort();
+    Ok(files)
+}
+
 impl Config {
-    /// Reads and checks `path`: anything but a readable, non-empty,
-    /// well-formed file is an error, so a reload keeps what runs.
+    /// Reads and checks `path` and then `conf.d/*.yaml` next to it:
+    /// anything but readable, non-empty, well-formed files is an error, so
+    /// a reload keeps what runs.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let bytes = read(path)?;
-        let file = path.display().to_string();
-        let mut c = Config::parse(yaml::decode(&bytes, &file)?, &file)?;
+        let mut texts = vec![(path.display().to_string(), read(path)?)];
+        for p in includes(&include_dir(path))? {
+            let bytes = read(&p)?;
+            texts.push((p.display().to_string(), bytes));
+        }
+        let mut c = Config::parse_files(&texts)?;
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         if cap_eff_has(&status, CAP_NET_ADMIN) == Some(false) {
             c.without_net_admin();
@@ -316,24 +367,60 @@ impl Config {
 
     /// Parses the text of a configuration file named `file`; no document
     /// at all (only comments) means the defaults.
+    #[cfg(test)]
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
-        let cx = Ctx { file };
+        let root = yaml::parse(text, file)?;
+        Config::build(root, &Ctx { file, files: &[] })
+    }
+
+    /// Parses several files (name, bytes), each laid over the ones before
+    /// it ([`yaml::merge`]): the main file first, then `conf.d/*.yaml`.
+    /// Every error names the file it is in.
+    fn parse_files(texts: &[(String, Vec<u8>)]) -> Result<Config, Error> {
+        let mut root: Option<yaml::Node> = None;
+        for (i, (file, bytes)) in texts.iter().enumerate() {
+            let Some(tree) = yaml::parse_nth(yaml::decode(bytes, file)?, file, i)? else {
+                continue;
+            };
+            if !matches!(tree.v, yaml::Value::Map(_)) {
+                // As the one-file case says it, with this file's name.
+                let cx = Ctx { file, files: &[] };
+                cx.map(&tree, "top level")?;
+            }
+            match root.as_mut() {
+                Some(r) => yaml::merge(r, tree),
+                None => root = Some(tree),
+            }
+        }
+        let names: Vec<String> = texts.iter().map(|(f, _)| f.clone()).collect();
+        let main = texts.first().map_or("", |(f, _)| f.as_str());
+        Config::build(
+            root,
+            &Ctx {
+                file: main,
+                files: &names,
+            },
+        )
+    }
+
+    /// The configuration a parsed tree describes.
+    fn build(root: Option<yaml::Node>, cx: &Ctx) -> Result<Config, Error> {
         let mut c = Config::default();
-        let Some(root) = yaml::parse(text, file)? else {
+        let Some(root) = root else {
             return Ok(c);
         };
         for (k, v) in cx.map(&root, "top level")? {
             let key = cx.key(k)?;
             match key {
-                "system" => c.system(&cx, v)?,
-                "monitoring" => c.interfaces = monitoring(&cx, v)?,
-                "routing" => c.policy = routing(&cx, v)?,
-                "backends" => backends(&cx, v)?,
-                "control" => c.control = control(&cx, v)?,
-                "scripts" => c.scripts(&cx, v)?,
-                "metrics" => c.metrics = metrics_section(&cx, v)?,
-                "audit" => c.audit = audit(&cx, v)?,
-                "filters" => c.filters = filters(&cx, v)?,
+                "system" => c.system(cx, v)?,
+                "monitoring" => c.interfaces = monitoring(cx, v)?,
+                "routing" => c.policy = routing(cx, v)?,
+                "backends" => backends(cx, v)?,
+                "control" => c.control = control(cx, v)?,
+                "scripts" => c.scripts(cx, v)?,
+                "metrics" => c.metrics = metrics_section(cx, v)?,
+                "audit" => c.audit = audit(cx, v)?,
+                "filters" => c.filters = filters(cx, v)?,
                 "api" => {
                     if section_enabled(&cx, v, key)? {
                         c.inactive.push(format!(
@@ -420,6 +507,7 @@ impl Config {
                     self.netlink_rcvbuf =
                         cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;
                 }
+                "watch_config" => self.watch_config = cx.bool(v, "system.watch_config")?,
                 other => return Err(unknown(cx, k, "system", other)),
             }
         }
@@ -643,10 +731,10 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
 fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
-        let keys: &[&str] = match name {
-            "systemd_networkd" => &["emit_json"],
-            "dhclient" => &["use_dns", "use_domain", "use_hostname"],
-            "networkmanager" => &[],
+        let keys = match name {
+            "systemd_networkd" | "dhclient" | "networkmanager" => {
+                section_keys(&format!("backends.{name}"))
+            }
             other => {
                 return Err(cx.err(
                     k,
@@ -1071,8 +1159,49 @@ fn priority(cx: &Ctx, v: &Node, what: &str) -> Result<u32, Error> {
     Ok(p)
 }
 
+/// An unknown key, with the keys its section takes, so that a typo needs
+/// no trip to the manual.
 fn unknown(cx: &Ctx, k: &Node, section: &str, key: &str) -> Error {
-    cx.err(k, format!("unknown key {key:?} in {section}"))
+    let valid = section_keys(section);
+    let expected = match valid {
+        [] => "it takes no keys".to_string(),
+        [one] => format!("expected {one}"),
+        [init @ .., last] => format!("expected {} or {last}", init.join(", ")),
+    };
+    cx.err(k, format!("unknown key {key:?} in {section} ({expected})"))
+}
+
+/// The keys each section takes, as the functions above read them; a new
+/// key goes in both places (the `every_section_lists_its_keys` test
+/// checks each listed key is accepted).
+fn section_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "system" => &[
+            "log_level",
+            "backend",
+            "script_dir",
+            "netlink_receive_buffer",
+            "watch_config",
+        ],
+        "scripts" => &["timeout_seconds", "run_on_startup", "max_parallel"],
+        "monitoring" => &["interfaces"],
+        "routing" => &["policy_rules", "table_base", "from_priority", "to_priority"],
+        "routing.policy_rules" => &["interface", "table", "from_priority", "to_priority"],
+        "control" => &[
+            "socket",
+            "enabled",
+            "group",
+            "mode",
+            "max_clients",
+            "idle_timeout_seconds",
+            "max_queue_bytes",
+            "event_history",
+            "hook_history",
+        ],
+        "backends.systemd_networkd" => &["emit_json"],
+        "backends.dhclient" => &["use_dns", "use_domain", "use_hostname"],
+        _ => &[],
+    }
 }
 
 #[cfg(test)]
@@ -1189,7 +1318,8 @@ metrics:
         let cases = [
             (
                 "system:\n  log_levl: debug\n",
-                "t.yaml:2:3: unknown key \"log_levl\" in system",
+                "t.yaml:2:3: unknown key \"log_levl\" in system (expected log_level, backend, \
+                 script_dir, netlink_receive_buffer or watch_config)",
             ),
             ("sytem: {}\n", "t.yaml:1:1: unknown key \"sytem\""),
             (
@@ -1198,7 +1328,7 @@ metrics:
             ),
             (
                 "scripts:\n  timeout_seconds: 0\n",
-                "t.yaml:2:20: scripts.timeout_seconds: 0 is out of range",
+                "t.yaml:2:20: scripts.timeout_seconds: 0 is out of range: it must be between 1 and 86400",
             ),
             (
                 "scripts:\n  run_on_startup: maybe\n",
@@ -1228,6 +1358,46 @@ metrics:
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn every_section_lists_its_keys() {
+        let sections = [
+            "system",
+            "scripts",
+            "monitoring",
+            "routing",
+            "routing.policy_rules",
+            "control",
+            "backends.systemd_networkd",
+            "backends.dhclient",
+        ];
+        for section in sections {
+            for key in section_keys(section) {
+                // A value no key takes: the error must be about the value.
+                let text = match section.split_once('.') {
+                    Some(("routing", _)) => {
+                        format!("routing:\n  policy_rules:\n    - {key}: [[]]\n")
+                    }
+                    Some((a, b)) => format!("{a}:\n  {b}:\n    {key}: [[]]\n"),
+                    None => format!("{section}:\n  {key}: [[]]\n"),
+                };
+                if let Err(e) = parse(&text) {
+                    assert!(!e.msg.contains("unknown key"), "{section}.{key}: {e}");
+                }
+            }
+        }
+        let e = parse("backends:\n  networkmanager:\n    x: 1\n").unwrap_err();
+        assert!(
+            e.msg
+                .ends_with("in backends.networkmanager (it takes no keys)"),
+            "{e}"
+        );
+        let e = parse("monitoring:\n  iface: []\n").unwrap_err();
+        assert!(
+            e.msg.ends_with("in monitoring (expected interfaces)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1263,7 +1433,7 @@ metrics:
                 "t.yaml:6:20: routing.policy_rules.to_priority: priority 50 is already eth1's",
             ),
             ("routing:\n  policy_rules: [eth1, eth1]\n", "eth1 is listed twice"),
-            ("routing:\n  table_base: 200\n", "routing.table_base: 200 is out of range 256"),
+            ("routing:\n  table_base: 200\n", "routing.table_base: 200 is out of range: it must be between 256 and 2147483648"),
             ("routing:\n  policy_rules:\n    - table: 5000\n", "an entry without an interface name"),
             ("routing:\n  policy_rules:\n    - interface: eth1\n      tabel: 5\n", "unknown key \"tabel\" in routing.policy_rules"),
         ];
@@ -1321,6 +1491,136 @@ metrics:
         }
         let t = Temp::new("comments", b"# all defaults\n");
         assert_eq!(Config::load(&t.0).unwrap(), Config::default());
+    }
+
+    /// A scratch directory with a main file and `conf.d`, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str, main: &str, includes: &[(&str, &str)]) -> TempDir {
+            let d = std::env::temp_dir().join(format!("netevd-unit-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(d.join("conf.d")).unwrap();
+            std::fs::write(d.join("netevd.yaml"), main).unwrap();
+            for (n, text) in includes {
+                std::fs::write(d.join("conf.d").join(n), text).unwrap();
+            }
+            TempDir(d)
+        }
+
+        fn main(&self) -> PathBuf {
+            self.0.join("netevd.yaml")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn includes_are_merged_in_byte_order() {
+        let t = TempDir::new(
+            "incl",
+            "scripts:\n  timeout_seconds: 5\n  max_parallel: 2\nmonitoring:\n  interfaces: [eth0]\n",
+            &[
+                // B sorts before a: byte order, not the locale's.
+                ("b.yaml", "scripts:\n  max_parallel: 7\n"),
+                ("B.yaml", "scripts:\n  max_parallel: 3\n  run_on_startup: false\n"),
+                ("c.yaml", "monitoring:\n  interfaces: [wan*]\nsystem:\n"),
+                (".hidden.yaml", "nonsense: 1\n"),
+                ("notes.txt", "nonsense: 1\n"),
+                ("empty-ish.yaml", "# nothing yet\n"),
+            ],
+        );
+        let c = Config::load(&t.main()).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(5), "main file kept");
+        assert_eq!(c.max_parallel, 7, "b.yaml after B.yaml");
+        assert!(
+            !c.run_on_startup,
+            "B.yaml's key merged, not the section replaced"
+        );
+        assert_eq!(c.interfaces, vec!["wan*"], "a list is replaced whole");
+    }
+
+    #[test]
+    fn include_errors_name_their_file() {
+        let t = TempDir::new(
+            "incl-err",
+            "scripts:\n  max_parallel: 2\n",
+            &[
+                ("10-ok.yaml", "system:\n  log_level: debug\n"),
+                ("20-bad.yaml", "\nscripts:\n  max_paralel: 3\n"),
+            ],
+        );
+        let e = Config::load(&t.main()).unwrap_err();
+        let bad = t.0.join("conf.d/20-bad.yaml");
+        assert_eq!(e.file, bad.display().to_string(), "{e}");
+        assert_eq!((e.line, e.col), (3, 3), "{e}");
+        // A bad value laid over a good one is the later file's error.
+        std::fs::write(&bad, "scripts:\n  max_parallel: 0\n").unwrap();
+        let e = Config::load(&t.main()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:2:17: scripts.max_parallel: 0 is out of range",
+                bad.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&bad, "- a list\n").unwrap();
+        let e = Config::load(&t.main()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:1:1: top level: expected a mapping",
+                bad.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&bad, "").unwrap();
+        let e = Config::load(&t.main()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: the file is empty", bad.display())),
+            "{e}"
+        );
+        // The main file's own errors still name it.
+        std::fs::remove_file(&bad).unwrap();
+        std::fs::write(t.main(), "scripts:\n  max_parallel: x\n").unwrap();
+        let e = Config::load(&t.main()).unwrap_err();
+        assert_eq!(e.file, t.main().display().to_string());
+    }
+
+    #[test]
+    fn includes_are_bounded() {
+        let many: Vec<(String, &str)> = (0..=MAX_INCLUDES)
+            .map(|i| (format!("{i:03}.yaml"), "scripts: {}\n"))
+            .collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let t = TempDir::new("incl-many", "scripts: {}\n", &refs);
+        let e = Config::load(&t.main()).unwrap_err().to_string();
+        assert!(e.ends_with("65 files, more than 64, the limit"), "{e}");
+        std::fs::remove_file(t.0.join("conf.d/000.yaml")).unwrap();
+        Config::load(&t.main()).unwrap();
+        // No conf.d at all is no include.
+        std::fs::remove_dir_all(t.0.join("conf.d")).unwrap();
+        Config::load(&t.main()).unwrap();
+    }
+
+    #[test]
+    fn watch_config_is_a_boolean() {
+        assert!(!Config::default().watch_config);
+        assert!(
+            parse("system:\n  watch_config: true\n")
+                .unwrap()
+                .watch_config
+        );
+        let e = parse("system:\n  watch_config: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("system.watch_config: expected true or false"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1461,7 +1761,7 @@ metrics:
             ("scripts:\n  max_parallel: +5\n", "t.yaml:2:17: scripts.max_parallel: expected a number (a plain decimal integer), not \"+5\""),
             ("scripts:\n  max_parallel: 0x10\n", "expected a number (a plain decimal integer), not \"0x10\""),
             ("scripts:\n  max_parallel: 1_0\n", "not \"1_0\""),
-            ("scripts:\n  max_parallel: 99999999999999999999999\n", "99999999999999999999999 is out of range 1..=1024"),
+            ("scripts:\n  max_parallel: 99999999999999999999999\n", "99999999999999999999999 is out of range: it must be between 1 and 1024"),
             ("scripts:\n  run_on_startup: yes\n", "t.yaml:2:19: scripts.run_on_startup: expected true or false, not \"yes\""),
             ("scripts:\n  run_on_startup: \"true\"\n", "expected true or false, not the string \"true\""),
             ("api:\n  enabled: maybe\n", "t.yaml:2:12: api.enabled: expected true or false, not \"maybe\""),

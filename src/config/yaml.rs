@@ -14,7 +14,11 @@
 //!   looser: `true`/`false` (also `True`, `TRUE`, ...), plain decimal
 //!   integers without sign or leading zeros; a quoted scalar is a string.
 //!
-//! No I/O here: [`super`] reads the file, with its size capped.
+//! A configuration can span files (the main one and `conf.d/*.yaml`):
+//! each node remembers which file it came from, [`merge`] lays one file's
+//! tree over another's, and errors name the node's own file.
+//!
+//! No I/O here: [`super`] reads the files, with their sizes capped.
 
 use std::collections::HashMap;
 
@@ -46,6 +50,8 @@ pub struct Node {
     pub v: Value,
     pub line: usize,
     pub col: usize,
+    /// Which file: an index into [`Ctx::files`], 0 for the main one.
+    pub src: usize,
 }
 
 impl Node {
@@ -122,7 +128,13 @@ fn check_chars(text: &str, file: &str) -> Result<(), Error> {
 
 /// Parses `text` into its one document's root node; `None` for a file
 /// with no document (only comments).
+#[cfg(test)]
 pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Error> {
+    parse_nth(text, file, 0)
+}
+
+/// As [`parse`], for the `src`th file of a configuration.
+pub fn parse_nth(text: &str, file: &str, src: usize) -> Result<Option<Node>, Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     check_chars(text, file)?;
     let err = |m: Marker, msg: String| at(file, (m.line(), m.col() + 1), msg);
@@ -183,6 +195,7 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Error> {
                     v: Value::Scalar(s, style == TScalarStyle::Plain),
                     line,
                     col,
+                    src,
                 }
             }
             Event::SequenceStart(..) | Event::MappingStart(..) => {
@@ -194,7 +207,7 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Error> {
                 } else {
                     Value::Map(Vec::new())
                 };
-                stack.push((Node { v, line, col }, None));
+                stack.push((Node { v, line, col, src }, None));
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
@@ -249,15 +262,44 @@ fn no_duplicates(m: &[(Node, Node)], file: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Typed reads of nodes, each error naming the file, the position and the
-/// key (`what`).
+/// Lays `over` (a later file's tree) on `base`: a mapping is merged key
+/// by key, recursively; anything else (a list, a scalar) replaces what
+/// was there; a null (`system:` with nothing under it) changes nothing.
+pub fn merge(base: &mut Node, over: Node) {
+    if over.is_null() {
+        return;
+    }
+    let Value::Map(b) = &mut base.v else {
+        *base = over;
+        return;
+    };
+    let Value::Map(o) = over.v else {
+        *base = over;
+        return;
+    };
+    for (k, v) in o {
+        let same = |(bk, _): &&mut (Node, Node)| matches!((&bk.v, &k.v), (Value::Scalar(x, _), Value::Scalar(y, _)) if x == y);
+        match b.iter_mut().find(same) {
+            Some((_, bv)) => merge(bv, v),
+            None => b.push((k, v)),
+        }
+    }
+}
+
+/// Typed reads of nodes, each error naming the node's file, the position
+/// and the key (`what`).
 pub struct Ctx<'a> {
+    /// The main file.
     pub file: &'a str,
+    /// Every file by [`Node::src`], the main one first; empty when there
+    /// is only the main one.
+    pub files: &'a [String],
 }
 
 impl Ctx<'_> {
     pub fn err(&self, n: &Node, msg: impl Into<String>) -> Error {
-        at(self.file, (n.line, n.col), msg)
+        let file = self.files.get(n.src).map_or(self.file, String::as_str);
+        at(file, (n.line, n.col), msg)
     }
 
     /// A mapping; a null is an empty section.
@@ -353,7 +395,10 @@ impl Ctx<'_> {
         }
         match s.parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => Ok(v),
-            _ => Err(self.err(n, format!("{what}: {s} is out of range {min}..={max}"))),
+            _ => Err(self.err(
+                n,
+                format!("{what}: {s} is out of range: it must be between {min} and {max}"),
+            )),
         }
     }
 }

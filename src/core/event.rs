@@ -92,6 +92,9 @@ pub struct Event {
     pub origin: Origin,
     pub index: u32,
     pub name: Vec<u8>,
+    /// The link's name consumers were last told, when this event is the
+    /// first since a rename (`PREVIOUS_LINK`).
+    pub previous_name: Option<Vec<u8>>,
     pub state: OperState,
     /// What consumers were told of this link before this event.
     pub previous: Option<OperState>,
@@ -129,6 +132,7 @@ impl Event {
             origin,
             index,
             name,
+            previous_name: None,
             state,
             previous,
             addrs: Vec::new(),
@@ -335,6 +339,9 @@ fn to_json(ev: &Event) -> String {
             x.close();
         });
     }
+    if let Some(old) = &ev.previous_name {
+        o.str("previous_link", &String::from_utf8_lossy(old));
+    }
     o.opt_str("previous_state", ev.previous.map(OperState::as_str));
     if let Some(rc) = &ev.route {
         let r = &rc.route;
@@ -444,6 +451,9 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         ("BACKEND", s(ev.origin.as_str().into())),
         ("ADDRESSES", s(addresses)),
     ];
+    if let Some(old) = &ev.previous_name {
+        env.push(("PREVIOUS_LINK", OsString::from_vec(old.clone())));
+    }
     if json_in_file(json) {
         env.push(("JSON", OsString::new()));
         env.push(("JSON_FILE", s(format!("/dev/fd/{JSON_FD}"))));
@@ -548,6 +558,14 @@ mod tests {
         assert_eq!(get(&env, "LINKINDEX"), b"3");
         assert_eq!(get(&env, "STATE"), b"routable");
         assert_eq!(get(&env, "PREVIOUS_STATE"), b"carrier");
+        assert!(
+            env.iter().all(|(k, _)| *k != "PREVIOUS_LINK"),
+            "not renamed"
+        );
+        let mut renamed = ev();
+        renamed.previous_name = Some(b"eth\xff0".to_vec());
+        let env = environment(&renamed.seal(None), &RUN);
+        assert_eq!(get(&env, "PREVIOUS_LINK"), b"eth\xff0");
         assert_eq!(get(&env, "COALESCED"), b"0");
         assert_eq!(get(&env, "EVENT"), b"state");
         assert_eq!(get(&env, "EVENT_ID"), b"7");

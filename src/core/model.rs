@@ -358,6 +358,12 @@ mod tests {
                 "".into()
             )]
         );
+        // Hooks learn the old name (PREVIOUS_LINK); the next event of the
+        // same name carries none.
+        assert_eq!(evs[0].previous_name.as_deref(), Some(&b"va"[..]));
+        assert!(evs[0].json().contains("\"previous_link\":\"va\""));
+        let evs = run(&mut c, vec![link(2, "wan0", UP, 6)]);
+        assert!(evs.iter().all(|e| e.previous_name.is_none()), "{evs:?}");
     }
 
     #[test]

@@ -163,8 +163,11 @@ impl Publisher {
             return;
         }
         let previous = last.map(|p| p.state);
+        let renamed = last.filter(|p| p.name != now.name).map(|p| p.name.clone());
         let id = self.alloc_id();
-        out.push(make_event(id, kind, link, previous, now_ms));
+        let mut ev = make_event(id, kind, link, previous, now_ms);
+        ev.previous_name = renamed;
+        out.push(ev);
         self.published.insert(index, now);
     }
 

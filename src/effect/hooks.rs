@@ -248,6 +248,12 @@ pub fn check_script_dir(script_dir: &Path, owner: u32) -> usize {
                 Ok(m) if m.permissions().mode() & 0o111 == 0 => {
                     log::warn!("hooks: {name} is not executable: skipped (chmod +x to run it)")
                 }
+                // Hooks are exec'd with no shell in between: a script
+                // without `#!` fails with ENOEXEC at every event.
+                Ok(_) if !has_interpreter_or_is_binary(&p) => log::warn!(
+                    "hooks: {name} has no #! line and is not a program: it cannot be run \
+                     (start it with #!/bin/sh)"
+                ),
                 Ok(_) => match check_hook(&p, script_dir, owner) {
                     Ok(()) => continue,
                     Err(why) => log::warn!("hooks: {why}: refused"),
@@ -257,6 +263,18 @@ pub fn check_script_dir(script_dir: &Path, owner: u32) -> usize {
         }
     }
     problems
+}
+
+/// Whether the file starts with `#!` or is an ELF binary. An unreadable
+/// file passes: exec may still work (mode 0711), and the run reports it.
+fn has_interpreter_or_is_binary(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let n = match std::fs::File::open(p).and_then(|mut f| f.read(&mut head)) {
+        Ok(n) => n,
+        Err(_) => return true,
+    };
+    head[..n].starts_with(b"#!") || head[..n].starts_with(b"\x7fELF")
 }
 
 /// A token bucket in thousandths of a line.
@@ -1114,7 +1132,8 @@ impl Runner {
         }
         if n > 0 {
             log::info!(
-                "stopping: SIGTERM sent to {n} running hooks, SIGKILL in {} s",
+                "stopping: SIGTERM sent to {}, SIGKILL in {} s",
+                crate::logger::Count(n, "running hook"),
                 GRACE.as_secs()
             );
         }
@@ -1527,9 +1546,9 @@ fn flush(p: &mut Proc, link: &str, stats: &mut Stats) {
 fn report_dropped(p: &mut Proc, link: &str) {
     if p.dropped > 0 {
         log::warn!(
-            "{}[{link}]: {} lines of output dropped (more than {LOG_BURST} at once or {LOG_PER_SEC} a second)",
+            "{}[{link}]: {} of output dropped (more than {LOG_BURST} at once or {LOG_PER_SEC} a second)",
             p.hook,
-            p.dropped
+            crate::logger::Count(p.dropped, "line")
         );
         p.dropped = 0;
     }

@@ -78,6 +78,12 @@ pub fn config_changes(old: &Config, new: &Config) -> Vec<String> {
             new.timeout.as_secs()
         ));
     }
+    if old.watch_config != new.watch_config {
+        v.push(format!(
+            "watch_config: {} -> {}",
+            old.watch_config, new.watch_config
+        ));
+    }
     if old.max_parallel != new.max_parallel {
         v.push(format!(
             "max_parallel: {} -> {}",

@@ -80,6 +80,8 @@ pub struct Daemon {
     netlink: Netlink,
     signals: Signals,
     control: Option<Control>,
+    /// `system.watch_config`: the configuration's directories, watched.
+    watch: Option<crate::config::Watch>,
     core: Core,
     sched: Scheduler,
     /// `filters:`, with their hit counts: which events run which hooks.
@@ -142,6 +144,37 @@ fn control_settings(c: &Config, gid: Option<u32>) -> ControlSettings {
     }
 }
 
+/// The watch `system.watch_config` asks for, registered; None when it is
+/// off, or (said in the log) when inotify refuses: the daemon runs on,
+/// reloading on SIGHUP only.
+fn open_watch(c: &Config, opts: &Options, poll: &Poll) -> Option<crate::config::Watch> {
+    if !c.watch_config {
+        return None;
+    }
+    let w = crate::config::Watch::new(&opts.config_path).and_then(|w| {
+        poll.registry()
+            .register(
+                &mut SourceFd(&w.fd()),
+                token::CONFIG_WATCH,
+                Interest::READABLE,
+            )
+            .map(|()| w)
+    });
+    match w {
+        Ok(w) => {
+            log::debug!(
+                "watch_config: watching {} and its conf.d",
+                opts.config_path.display()
+            );
+            Some(w)
+        }
+        Err(e) => {
+            log::warn!("watch_config: {e}; reloads come from SIGHUP only");
+            None
+        }
+    }
+}
+
 /// Gives the memory a burst freed back to the system: glibc keeps freed
 /// heap pages otherwise, and RSS would stay at the burst's peak.
 fn trim() {
@@ -193,11 +226,13 @@ impl Daemon {
         } else {
             None
         };
+        let watch = open_watch(&config, &opts, &poll);
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
+            watch,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             filters: FilterSet::new(config.filters.clone()),
@@ -279,6 +314,11 @@ impl Daemon {
                         );
                         for l in self.done.drain(..) {
                             self.sched.done(l);
+                        }
+                    }
+                    Source::ConfigWatch => {
+                        if self.watch.as_mut().is_some_and(|w| w.changed()) {
+                            self.reload_and_log("watch", "the configuration changed");
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -406,31 +446,32 @@ impl Daemon {
     }
 
     fn log_summary(&self) {
+        use crate::logger::Count;
         let c = self.counters();
         log::info!(
-            "netevd stopping: {} netlink messages ({} undecodable), {} overruns, {} resyncs started, {} completed; \
-             {} events ({} coalesced); {} hooks started, {} failed, {} timed out, {} could not start, \
-             {} starts retried, {} output lines dropped; \
-             policy: {} requests, {} refused, {} rules restored; control: {} requests, {} errors, {} subscribers dropped",
-            c.netlink_messages,
+            "netevd stopping: {} ({} undecodable), {}, {} started, {} completed; \
+             {} ({} coalesced); {} started, {} failed, {} timed out, {} could not start, \
+             {} retried, {} dropped; \
+             policy: {}, {} refused, {} restored; control: {}, {}, {} dropped",
+            Count(c.netlink_messages, "netlink message"),
             c.netlink_undecodable,
-            c.netlink_overruns,
-            c.resyncs_started,
+            Count(c.netlink_overruns, "overrun"),
+            Count(c.resyncs_started, "resync"),
             c.resyncs_completed,
-            c.events,
+            Count(c.events, "event"),
             c.coalesced,
-            c.hooks_started,
+            Count(c.hooks_started, "hook"),
             c.hooks_failed,
             c.hooks_timed_out,
             c.hooks_not_started,
-            c.hook_starts_retried,
-            c.hook_lines_dropped,
-            c.policy_requests,
+            Count(c.hook_starts_retried, "start"),
+            Count(c.hook_lines_dropped, "output line"),
+            Count(c.policy_requests, "request"),
             c.policy_refused,
-            c.policy_restored,
-            c.control_requests,
-            c.control_errors,
-            c.subscribers_dropped,
+            Count(c.policy_restored, "rule"),
+            Count(c.control_requests, "request"),
+            Count(c.control_errors, "error"),
+            Count(c.subscribers_dropped, "subscriber"),
         );
     }
 
@@ -483,9 +524,9 @@ impl Daemon {
         if !was_synced && self.core.synced() {
             self.notify.ready();
             log::info!(
-                "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
+                "netevd {} running: backend kernel, {}, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
-                self.core.links().count(),
+                crate::logger::Count(self.core.links().count() as u64, "link"),
                 self.config.script_dir.display(),
                 match &self.control {
                     Some(c) => format!(", control socket {}", c.path().display()),
@@ -668,20 +709,40 @@ impl Daemon {
             self.reap();
         }
         if reload {
-            match self.reload("signal") {
-                Ok(changes) if changes.is_empty() => log::info!(
-                    "reloaded {}: nothing changed",
-                    self.opts.config_path.display()
-                ),
-                Ok(changes) => log::info!(
-                    "reloaded {}: {}",
-                    self.opts.config_path.display(),
-                    changes.join("; ")
-                ),
-                Err(e) => log::error!("reload refused: {e}; keeping the current configuration"),
-            }
+            self.reload_and_log("signal", "SIGHUP");
         }
         stop
+    }
+
+    /// Reloads (on SIGHUP, or when `system.watch_config` saw a change)
+    /// and says how it went.
+    fn reload_and_log(&mut self, trigger: &str, why: &str) {
+        match self.reload(trigger) {
+            Ok(changes) if changes.is_empty() => log::info!(
+                "reloaded {} ({why}): nothing changed",
+                self.opts.config_path.display()
+            ),
+            Ok(changes) => log::info!(
+                "reloaded {} ({why}): {}",
+                self.opts.config_path.display(),
+                changes.join("; ")
+            ),
+            Err(e) => log::error!("reload refused: {e}; keeping the current configuration"),
+        }
+    }
+
+    /// Starts or stops watching the configuration when a reload turned
+    /// `system.watch_config` on or off.
+    fn sync_watch(&mut self) {
+        match (self.config.watch_config, self.watch.is_some()) {
+            (true, false) => self.watch = open_watch(&self.config, &self.opts, &self.poll),
+            (false, true) => {
+                if let Some(w) = self.watch.take() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd()));
+                }
+            }
+            _ => {}
+        }
     }
 
     fn reap(&mut self) {
@@ -848,6 +909,7 @@ impl Daemon {
         self.runner.check_script_dir();
         self.config_hash = answer::config_hash(&c);
         self.config = c;
+        self.sync_watch();
         self.core
             .set_settings(core_settings(&self.config), now_ms(), &mut self.out);
         self.reconcile(Instant::now());

@@ -16,6 +16,8 @@ pub const DBUS: Token = Token(3);
 pub const HTTP: Token = Token(4);
 /// The privileged hook spawner's socketpair (with `system.user`).
 pub const SPAWNER: Token = Token(5);
+/// The inotify descriptor of `system.watch_config`.
+pub const CONFIG_WATCH: Token = Token(6);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -31,6 +33,8 @@ pub enum Source {
     ControlListener,
     /// Replies from the hook spawner.
     Spawner,
+    /// The configuration's directories changed (`system.watch_config`).
+    ConfigWatch,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -46,6 +50,7 @@ pub fn source(t: Token) -> Source {
         SIGNALS => Source::Signals,
         CONTROL => Source::ControlListener,
         SPAWNER => Source::Spawner,
+        CONFIG_WATCH => Source::ConfigWatch,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,
@@ -60,6 +65,7 @@ mod tests {
     fn ranges_do_not_overlap() {
         assert_eq!(source(NETLINK), Source::Netlink);
         assert_eq!(source(CONTROL), Source::ControlListener);
+        assert_eq!(source(CONFIG_WATCH), Source::ConfigWatch);
         assert_eq!(source(Token(HOOKS)), Source::Hook(Token(HOOKS)));
         assert_eq!(
             source(Token(HOOKS + HOOKS_LEN - 1)),
