@@ -422,7 +422,7 @@ impl Config {
                 "audit" => c.audit = audit(cx, v)?,
                 "filters" => c.filters = filters(cx, v)?,
                 "api" => {
-                    if section_enabled(&cx, v, key)? {
+                    if section_enabled(cx, v, key)? {
                         c.inactive.push(format!(
                             "{key} (line {}): accepted but not built yet; it has no effect",
                             k.line
