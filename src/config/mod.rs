@@ -73,6 +73,8 @@ pub struct Config {
     pub max_parallel: usize,
     /// Netlink socket receive buffer in bytes.
     pub netlink_rcvbuf: usize,
+    /// `backends.dhclient`: the lease files watched.
+    pub dhclient: DhclientSettings,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -91,7 +93,35 @@ impl Default for Config {
             run_on_startup: true,
             max_parallel: 4,
             netlink_rcvbuf: 4 << 20,
+            dhclient: DhclientSettings::default(),
             inactive: Vec::new(),
+        }
+    }
+}
+
+/// `backends.dhclient.*` that the lease watcher reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhclientSettings {
+    /// Absolute paths; the file name may be a glob (`*`, `?`, `[...]`).
+    pub lease_files: Vec<PathBuf>,
+}
+
+/// Where Debian (`dhclient.leases`, `dhclient.<iface>.leases`,
+/// `dhclient6.leases`) and Fedora (`dhclient-<uuid>-<iface>.lease`,
+/// `dhclient.leases`) keep dhclient's leases.
+pub const DEFAULT_LEASE_FILES: [&str; 3] = [
+    "/var/lib/dhcp/dhclient*.leases",
+    "/var/lib/dhclient/*.lease",
+    "/var/lib/dhclient/*.leases",
+];
+
+/// Lease file patterns at most.
+pub const MAX_LEASE_FILES: usize = 32;
+
+impl Default for DhclientSettings {
+    fn default() -> Self {
+        DhclientSettings {
+            lease_files: DEFAULT_LEASE_FILES.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -283,7 +313,7 @@ impl Config {
                 "system" => c.system(&cx, v)?,
                 "monitoring" => c.interfaces = monitoring(&cx, v)?,
                 "routing" => c.policy = routing(&cx, v)?,
-                "backends" => backends(&cx, v)?,
+                "backends" => c.dhclient = backends(&cx, v)?,
                 "control" => c.control = control(&cx, v)?,
                 "scripts" => c.scripts(&cx, v)?,
                 "api" | "metrics" | "audit" | "filters" => {
@@ -349,7 +379,7 @@ impl Config {
                             ))
                         }
                     };
-                    if self.backend != Backend::Kernel {
+                    if !matches!(self.backend, Backend::Kernel | Backend::Dhclient) {
                         self.inactive.push(format!(
                             "system.backend {s:?} (line {}): that backend is not built yet; \
                              running on the kernel backend",
@@ -548,13 +578,15 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
     Ok(iface)
 }
 
-/// `backends`: checked for the existing schema; nothing reads it yet.
-fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
+/// `backends`: checked for the existing schema; the lease watcher reads
+/// `dhclient.lease_files`.
+fn backends(cx: &Ctx, v: &Node) -> Result<DhclientSettings, Error> {
+    let mut dhclient = DhclientSettings::default();
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
         let keys: &[&str] = match name {
             "systemd_networkd" => &["emit_json"],
-            "dhclient" => &["use_dns", "use_domain", "use_hostname"],
+            "dhclient" => &["use_dns", "use_domain", "use_hostname", "lease_files"],
             "networkmanager" => &[],
             other => {
                 return Err(cx.err(
@@ -571,10 +603,59 @@ fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
             if !keys.contains(&key) {
                 return Err(unknown(cx, k2, &format!("backends.{name}"), key));
             }
+            if key == "lease_files" {
+                dhclient.lease_files = lease_files(cx, v2)?;
+                continue;
+            }
             cx.bool(v2, &format!("backends.{name}.{key}"))?;
         }
     }
-    Ok(())
+    Ok(dhclient)
+}
+
+/// `backends.dhclient.lease_files`: absolute paths, a glob allowed in the
+/// file name only (the watcher watches directories, which must be named).
+fn lease_files(cx: &Ctx, v: &Node) -> Result<Vec<PathBuf>, Error> {
+    const WHAT: &str = "backends.dhclient.lease_files";
+    let items = cx.seq(v, WHAT)?;
+    if items.is_empty() {
+        return Err(cx.err(
+            v,
+            format!("{WHAT}: an empty list; leave the key out for the default paths"),
+        ));
+    }
+    if items.len() > MAX_LEASE_FILES {
+        return Err(cx.err(
+            v,
+            format!("{WHAT}: more than {MAX_LEASE_FILES} entries"),
+        ));
+    }
+    let mut out = Vec::new();
+    for item in items {
+        let p = absolute(cx, item, WHAT)?;
+        let s = p.to_string_lossy();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let dir = p.parent().map(|d| d.to_string_lossy().into_owned());
+        match (name, dir) {
+            (Some(n), Some(d)) if !n.is_empty() && !s.ends_with('/') => {
+                if d.contains(['*', '?', '[']) {
+                    return Err(cx.err(
+                        item,
+                        format!(
+                            "{WHAT}: {s:?}: a glob is allowed in the file name only, \
+                             not in the directory"
+                        ),
+                    ));
+                }
+                if d.split('/').any(|c| c == "..") {
+                    return Err(cx.err(item, format!("{WHAT}: {s:?}: \"..\" in the path")));
+                }
+            }
+            _ => return Err(cx.err(item, format!("{WHAT}: {s:?} names no file"))),
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// `control`: the control socket's settings.
@@ -783,6 +864,50 @@ metrics:
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn dhclient_lease_files() {
+        let c = parse("system:\n  backend: dhclient\n").unwrap();
+        assert_eq!(c.backend, Backend::Dhclient);
+        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        assert_eq!(c.dhclient, DhclientSettings::default());
+        let c = parse(
+            "backends:\n  dhclient:\n    use_dns: true\n    lease_files:\n      - /run/dh/*.leases\n      - /var/lib/x/dhclient.leases\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dhclient.lease_files,
+            vec![
+                PathBuf::from("/run/dh/*.leases"),
+                PathBuf::from("/var/lib/x/dhclient.leases")
+            ]
+        );
+        for (text, want) in [
+            (
+                "backends:\n  dhclient:\n    lease_files: [dhclient.leases]\n",
+                "t.yaml:3:19: backends.dhclient.lease_files: expected an absolute path",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: [/var/*/x.leases]\n",
+                "t.yaml:3:19: backends.dhclient.lease_files: \"/var/*/x.leases\": a glob is allowed in the file name only",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: []\n",
+                "t.yaml:3:18: backends.dhclient.lease_files: an empty list",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: /var/lib/dhcp/x\n",
+                "t.yaml:3:18: backends.dhclient.lease_files",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: [/var/lib/]\n",
+                "names no file",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
         }
     }
 

@@ -25,7 +25,7 @@ use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::core::event::{Event, PolicyView};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
@@ -33,6 +33,7 @@ use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
 use crate::source::control::{self, Control, Settings as ControlSettings};
+use crate::source::lease::{self, LeaseWatch};
 use crate::source::netlink::Netlink;
 
 use timers::{Timer, Timers};
@@ -63,6 +64,8 @@ pub struct Daemon {
     netlink: Netlink,
     signals: Signals,
     control: Option<Control>,
+    /// dhclient's lease files, with `system.backend: dhclient`.
+    lease: Option<LeaseWatch>,
     core: Core,
     sched: Scheduler,
     runner: Runner,
@@ -157,11 +160,32 @@ impl Daemon {
         } else {
             None
         };
+        let lease = if config.backend == Backend::Dhclient {
+            if !lease::lease_files_present(&config.dhclient) {
+                log::info!(
+                    "dhclient: no lease file yet ({}); waiting for one",
+                    config
+                        .dhclient
+                        .lease_files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let w = LeaseWatch::open(&config.dhclient)?;
+            poll.registry()
+                .register(&mut SourceFd(&w.fd()), token::LEASE, Interest::READABLE)?;
+            Some(w)
+        } else {
+            None
+        };
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
+            lease,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
@@ -189,6 +213,9 @@ impl Daemon {
         self.runner.check_script_dir();
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
+        // The lease files there are now: held by the core until the
+        // first dump shows their links.
+        self.on_lease();
         loop {
             // Whatever the last turn queued (events, finished hooks, a
             // reload) starts here, before the loop sleeps again.
@@ -220,6 +247,8 @@ impl Daemon {
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    Source::Lease if self.stopping => {}
+                    Source::Lease => self.on_lease(),
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
@@ -286,6 +315,7 @@ impl Daemon {
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
+            || (self.lease.as_ref().is_some_and(LeaseWatch::more) && !self.stopping)
             || self.control.as_ref().is_some_and(Control::has_more))
         .then_some(now);
         self.timers.arm(Timer::Again, again);
@@ -296,6 +326,9 @@ impl Daemon {
         self.runner.read_pending(self.poll.registry());
         if self.netlink.more() && !self.stopping {
             self.on_netlink();
+        }
+        if self.lease.as_ref().is_some_and(LeaseWatch::more) && !self.stopping {
+            self.on_lease();
         }
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
         let now = Instant::now();
@@ -416,6 +449,26 @@ impl Daemon {
                 if self.opts.dry_run { " (dry run)" } else { "" }
             );
         }
+    }
+
+    /// Reads the lease files that changed; a new lease is an event, and a
+    /// lease's router may change a link's policy-routing gateway.
+    fn on_lease(&mut self) {
+        let Some(w) = self.lease.as_mut() else {
+            return;
+        };
+        let mut got = Vec::new();
+        w.read(&mut got);
+        if got.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        for i in got {
+            self.core.apply_lease(i, now, &mut self.out);
+        }
+        self.reconcile(Instant::now());
+        self.publish_out();
+        self.dispatch(Instant::now());
     }
 
     /// Seals what the core emitted and hands it to every consumer.
@@ -578,6 +631,11 @@ impl Daemon {
         }
         if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
+        }
+        if c.backend != self.config.backend || c.dhclient != self.config.dhclient {
+            log::warn!(
+                "reload: system.backend and backends.dhclient.lease_files take effect at the next start"
+            );
         }
         if c.control.socket != self.config.control.socket
             || c.control.enabled != self.config.control.enabled

@@ -14,6 +14,9 @@ pub const DBUS: Token = Token(3);
 /// Reserved for the HTTP listener.
 #[allow(dead_code)]
 pub const HTTP: Token = Token(4);
+/// The dhclient lease watcher's inotify descriptor: one for every
+/// watched directory.
+pub const LEASE: Token = Token(5);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -27,6 +30,7 @@ pub enum Source {
     Netlink,
     Signals,
     ControlListener,
+    Lease,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -41,6 +45,7 @@ pub fn source(t: Token) -> Source {
         NETLINK => Source::Netlink,
         SIGNALS => Source::Signals,
         CONTROL => Source::ControlListener,
+        LEASE => Source::Lease,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,
@@ -55,6 +60,7 @@ mod tests {
     fn ranges_do_not_overlap() {
         assert_eq!(source(NETLINK), Source::Netlink);
         assert_eq!(source(CONTROL), Source::ControlListener);
+        assert_eq!(source(LEASE), Source::Lease);
         assert_eq!(source(Token(HOOKS)), Source::Hook(Token(HOOKS)));
         assert_eq!(
             source(Token(HOOKS + HOOKS_LEN - 1)),

@@ -7,7 +7,8 @@
 //! for each global address, IPv4 and IPv6; in `T` the connected route of
 //! each address and a default route via the interface's gateway. The
 //! gateway is learnt from a default route through the interface in a table
-//! netevd does not own, so address first or gateway first ends the same.
+//! netevd does not own, so address first or gateway first ends the same;
+//! failing that, from the router of the interface's DHCP lease.
 //!
 //! Cost: a plan and a diff are O(n log n) in the addresses, routes and
 //! rules; nothing here is computed per change (a per-change fingerprint
@@ -330,7 +331,14 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
                         && r.gateway.is_some()
                 })
                 .min_by_key(|r| (r.priority, r.table != RT_TABLE_MAIN))
-                .and_then(|r| r.gateway);
+                .and_then(|r| r.gateway)
+                // No default route through the link (a second uplink's
+                // dhclient-script cannot add one beside the first): its
+                // DHCP lease's router is the gateway.
+                .or_else(|| match family {
+                    2 => core.leases().gateway(&link.info.name).map(IpAddr::V4),
+                    _ => None,
+                });
             if let Some(gw) = gw {
                 lp.gateways.push(gw);
                 if lp.up {
