@@ -119,7 +119,11 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
     let _dnsmasq = Proc(
         Command::new("ip")
             .args(["netns", "exec", &srv.name, "dnsmasq", "--no-daemon"])
-            .args(["--conf-file=/dev/null", "--bind-interfaces", "--interface=ds0"])
+            .args([
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+                "--interface=ds0",
+            ])
             .args(["--except-interface=lo", "--port=0", "--dhcp-authoritative"])
             .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
             .arg("--dhcp-option=option:router,192.0.2.1")
@@ -172,14 +176,20 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
     assert_eq!(&r[..4], ["lease", "routable", "dhclient", "dc0"], "{r:?}");
     assert!(r[4].starts_with("192.0.2.1"), "DHCP_ADDRESS {r:?}");
     let granted = fs::read_to_string(&lease_file).unwrap();
-    assert!(granted.contains(&format!("fixed-address {};", r[4])), "{granted}");
+    assert!(
+        granted.contains(&format!("fixed-address {};", r[4])),
+        "{granted}"
+    );
     assert_eq!(r[5], "255.255.255.0", "DHCP_SUBNET_MASK");
     assert_eq!(r[6], "192.0.2.1", "DHCP_GATEWAY");
     assert_eq!(r[7], "192.0.2.53 192.0.2.54", "DHCP_DNS");
     assert_eq!(r[8], "example.test", "DHCP_DOMAIN");
     assert_eq!(r[10], "120", "DHCP_LEASE");
     // dnsmasq gives back the name the client sent, when it sent one.
-    assert!(r[9].is_empty() || r[9] == "nvt-client", "DHCP_HOSTNAME {r:?}");
+    assert!(
+        r[9].is_empty() || r[9] == "nvt-client",
+        "DHCP_HOSTNAME {r:?}"
+    );
     // The host's resolv.conf is untouched: the script wrote the overlay.
     assert!(!fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
@@ -219,9 +229,17 @@ fn bad_lease_files_keep_the_last_good_lease_and_the_daemon_running() {
     let skipped = "skipped, its last good leases stay";
     // Garbage, a block cut short, an emptied file: each skipped and logged
     // with what was wrong, and no hook runs.
-    fs::write(&f, "lease {\n  interface \"lz0\";\n  fixed-address 10.9.0.7;\n  \x01garbage\n}\n").unwrap();
+    fs::write(
+        &f,
+        "lease {\n  interface \"lz0\";\n  fixed-address 10.9.0.7;\n  \x01garbage\n}\n",
+    )
+    .unwrap();
     wait_log(&dir, "garbage skipped", skipped, 1);
-    assert!(dir.log().contains("line 4: unexpected byte 0x01"), "{}", dir.log());
+    assert!(
+        dir.log().contains("line 4: unexpected byte 0x01"),
+        "{}",
+        dir.log()
+    );
     fs::write(&f, &GOOD.replace("10.9.0.2", "10.9.0.8")[..GOOD.len() / 2]).unwrap();
     wait_log(&dir, "a truncated file skipped", skipped, 2);
     fs::write(&f, "").unwrap();
@@ -268,7 +286,10 @@ fn policy_routing_takes_the_gateway_from_the_lease() {
     let _d = Daemon::start(
         &h,
         &dir,
-        &config(&dir, "routing:\n  policy_rules:\n    - interface: wan1\n      table: 1077\n"),
+        &config(
+            &dir,
+            "routing:\n  policy_rules:\n    - interface: wan1\n      table: 1077\n",
+        ),
     );
     let table = || h.output(&["route", "show", "table", "1077"]);
     let wait = |what: &str, pred: &dyn Fn(&str) -> bool| {
@@ -286,7 +307,9 @@ fn policy_routing_takes_the_gateway_from_the_lease() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    wait("the connected route", &|t| t.contains("10.2.0.0/24 dev wan1"));
+    wait("the connected route", &|t| {
+        t.contains("10.2.0.0/24 dev wan1")
+    });
     // No default route through wan1 anywhere: no gateway yet.
     assert!(!table().contains("default"), "{}", table());
     fs::write(

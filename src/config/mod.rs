@@ -625,10 +625,7 @@ fn lease_files(cx: &Ctx, v: &Node) -> Result<Vec<PathBuf>, Error> {
         ));
     }
     if items.len() > MAX_LEASE_FILES {
-        return Err(cx.err(
-            v,
-            format!("{WHAT}: more than {MAX_LEASE_FILES} entries"),
-        ));
+        return Err(cx.err(v, format!("{WHAT}: more than {MAX_LEASE_FILES} entries")));
     }
     let mut out = Vec::new();
     for item in items {

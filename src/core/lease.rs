@@ -148,7 +148,9 @@ impl Leases {
             }
         }
         let routers = |m: &BTreeMap<Key, Lease>| -> Vec<(Key, Vec<Ipv4Addr>)> {
-            m.iter().map(|(k, l)| (k.clone(), l.routers.clone())).collect()
+            m.iter()
+                .map(|(k, l)| (k.clone(), l.routers.clone()))
+                .collect()
         };
         let before = routers(&self.current);
         self.current = win.into_iter().map(|(k, l)| (k, l.clone())).collect();
@@ -254,7 +256,12 @@ mod tests {
         assert!(l.apply(file("/f", vec![renewed]), NOW + 300_000).is_empty());
         assert_eq!(l.generation(), g1);
         // A different address is.
-        let b = lease("eth0", "10.0.0.3", Some("10.0.0.1"), Some(NOW / 1000 + 2000));
+        let b = lease(
+            "eth0",
+            "10.0.0.3",
+            Some("10.0.0.1"),
+            Some(NOW / 1000 + 2000),
+        );
         assert_eq!(keys(&l.apply(file("/f", vec![b.clone()]), NOW)), ["eth0/2"]);
         assert_eq!(l.generation(), g1, "the same router");
         // Released: dhclient appends an expired block; nothing is new and
@@ -279,14 +286,22 @@ mod tests {
         assert_eq!(keys(&l.apply(file("/b", vec![v4, other]), NOW)), ["eth1/2"]);
         assert_eq!(l.iter().count(), 3);
         // Of two files, the lease that runs out later wins.
-        let longer = lease("eth1", "10.1.0.9", Some("10.1.0.1"), Some(NOW / 1000 + 6000));
+        let longer = lease(
+            "eth1",
+            "10.1.0.9",
+            Some("10.1.0.1"),
+            Some(NOW / 1000 + 6000),
+        );
         assert_eq!(keys(&l.apply(file("/c", vec![longer]), NOW)), ["eth1/2"]);
         assert_eq!(
             l.get(&(b"eth1".to_vec(), 2)).unwrap().address.to_string(),
             "10.1.0.9"
         );
         // A file that goes takes its leases with it; no hook for that.
-        assert_eq!(keys(&l.apply(LeaseInput::Gone("/c".into()), NOW)), ["eth1/2"]);
+        assert_eq!(
+            keys(&l.apply(LeaseInput::Gone("/c".into()), NOW)),
+            ["eth1/2"]
+        );
         assert_eq!(
             l.get(&(b"eth1".to_vec(), 2)).unwrap().address.to_string(),
             "10.1.0.2"

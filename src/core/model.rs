@@ -731,7 +731,10 @@ mod tests {
                     e.name_lossy(),
                     e.kind.as_str(),
                     e.dir(),
-                    e.lease.as_ref().map(|l| l.address.to_string()).unwrap_or_default(),
+                    e.lease
+                        .as_ref()
+                        .map(|l| l.address.to_string())
+                        .unwrap_or_default(),
                 )
             })
             .collect()
@@ -763,7 +766,10 @@ mod tests {
                 ("vz".into(), "lease", "routable", "198.51.100.2".into())
             ]
         );
-        assert_eq!(c.leases().gateway(b"vz"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            c.leases().gateway(b"vz"),
+            Some("192.0.2.1".parse().unwrap())
+        );
     }
 
     #[test]
@@ -775,7 +781,11 @@ mod tests {
             assert!(out.is_empty());
             let evs = run(
                 &mut c,
-                vec![Input::ResyncBegin, link(2, "va", UP, IF_OPER_UP), Input::ResyncEnd],
+                vec![
+                    Input::ResyncBegin,
+                    link(2, "va", UP, IF_OPER_UP),
+                    Input::ResyncEnd,
+                ],
             );
             let leases = evs.iter().filter(|e| e.kind == Kind::Lease).count();
             assert_eq!(leases, startup as usize, "run_on_startup {startup}");
@@ -788,7 +798,10 @@ mod tests {
             interfaces: vec![b"wg*".to_vec()],
             run_on_startup: false,
         });
-        run(&mut c, vec![Input::ResyncBegin, link(2, "va", UP, 0), Input::ResyncEnd]);
+        run(
+            &mut c,
+            vec![Input::ResyncBegin, link(2, "va", UP, 0), Input::ResyncEnd],
+        );
         let mut out = Vec::new();
         c.apply_lease(dhcp("va", "192.0.2.10"), 1_000, &mut out);
         assert!(out.is_empty());

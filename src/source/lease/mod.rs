@@ -146,7 +146,13 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, Skip> {
         // A FIFO named like a lease file must not block the loop.
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| if gone(&e) { Skip::Gone } else { Skip::Other(e.to_string()) })?;
+        .map_err(|e| {
+            if gone(&e) {
+                Skip::Gone
+            } else {
+                Skip::Other(e.to_string())
+            }
+        })?;
     let before = f.metadata().map_err(|e| Skip::Other(e.to_string()))?;
     if !before.is_file() {
         return Err(Skip::Other("not a regular file".into()));
@@ -226,7 +232,11 @@ impl LeaseWatch {
                 if let Some(p) = d.parent_wd.take() {
                     // Shared with another directory's parent watch? Then
                     // the kernel keeps one descriptor; leave it.
-                    if !self.dirs.iter().any(|o| o.parent_wd == Some(p) || o.wd == Some(p)) {
+                    if !self
+                        .dirs
+                        .iter()
+                        .any(|o| o.parent_wd == Some(p) || o.wd == Some(p))
+                    {
                         let _ = self.inotify.rm_watch(p);
                     }
                 }
@@ -489,7 +499,11 @@ mod tests {
                 .unwrap();
         }
         let seen = addrs(&drain(&mut w2));
-        assert_eq!(seen.last().unwrap(), "dhclient.e0.leases: 10.0.0.4", "{seen:?}");
+        assert_eq!(
+            seen.last().unwrap(),
+            "dhclient.e0.leases: 10.0.0.4",
+            "{seen:?}"
+        );
         std::fs::remove_file(&f).unwrap();
         assert_eq!(addrs(&drain(&mut w2)), ["gone dhclient.e0.leases"]);
     }

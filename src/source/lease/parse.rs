@@ -178,7 +178,10 @@ impl<'a> Lexer<'a> {
                 c => out.push(c),
             }
             if out.len() > MAX_WORD {
-                return err(line, format!("a quoted string longer than {MAX_WORD} bytes"));
+                return err(
+                    line,
+                    format!("a quoted string longer than {MAX_WORD} bytes"),
+                );
             }
         }
     }
@@ -250,7 +253,10 @@ impl Parser<'_> {
         let mut words = vec![first];
         loop {
             let Some((tok, l)) = self.next()? else {
-                return err(self.lex.line, format!("the statement at line {line} has no `;`"));
+                return err(
+                    self.lex.line,
+                    format!("the statement at line {line} has no `;`"),
+                );
             };
             match tok {
                 Tok::Semi => {
@@ -347,7 +353,10 @@ fn time(words: &[Tok], line: usize) -> Result<Option<u64>, Error> {
             let s = days_from_civil(d[0], d[1], d[2]) * 86400 + t[0] * 3600 + t[1] * 60 + t[2];
             Ok(Some(s as u64))
         }
-        _ => err(line, "a time is `N YYYY/MM/DD HH:MM:SS`, `epoch N` or `never`"),
+        _ => err(
+            line,
+            "a time is `N YYYY/MM/DD HH:MM:SS`, `epoch N` or `never`",
+        ),
     }
 }
 
@@ -489,7 +498,9 @@ fn lease4(block: &[Stmt], line: usize, f: &mut Fields) -> Result<Lease, Error> {
                     }
                     "domain-name" => l.domain = f.names("domain-name", s, v),
                     "host-name" => l.hostname = f.names("host-name", s, v),
-                    "dhcp-lease-time" => l.lease_secs = Some(uint(s, v.first(), "dhcp-lease-time")?),
+                    "dhcp-lease-time" => {
+                        l.lease_secs = Some(uint(s, v.first(), "dhcp-lease-time")?)
+                    }
                     _ => {}
                 }
             }
@@ -693,9 +704,8 @@ mod tests {
     fn dates_epochs_and_never() {
         // 2026/11/27 09:27:32 UTC, checked with `date -u -d @1795771652`.
         let t = |s: &str| {
-            let file = format!(
-                "lease {{ interface \"e0\"; fixed-address 10.0.0.2; expire {s}; }}\n"
-            );
+            let file =
+                format!("lease {{ interface \"e0\"; fixed-address 10.0.0.2; expire {s}; }}\n");
             parse(file.as_bytes()).map(|p| p.leases[0].expires)
         };
         assert_eq!(t("5 2026/11/27 09:27:32"), Ok(Some(1795771652)));
@@ -717,7 +727,12 @@ lease6 { interface \"a\"; ia-na 1 { iaaddr 2001:db8::5 { starts 1; max-life 4294
         let got: Vec<(String, String)> = p
             .leases
             .iter()
-            .map(|l| (String::from_utf8_lossy(&l.interface).into(), l.address.to_string()))
+            .map(|l| {
+                (
+                    String::from_utf8_lossy(&l.interface).into(),
+                    l.address.to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -733,20 +748,48 @@ lease6 { interface \"a\"; ia-na 1 { iaaddr 2001:db8::5 { starts 1; max-life 4294
     #[test]
     fn errors_name_the_line() {
         let cases: &[(&[u8], &str)] = &[
-            (b"lease {\n  interface \"e0\";\n  fixed-address 10.0.0.300;\n}\n", "line 3: fixed-address"),
-            (b"lease {\n interface \"e0\"\n}\n", "line 3: the statement at line 2 has no `;`"),
-            (b"lease {\n  interface \"e0\";\n", "line 3: the end of the file inside the block opened at line 1"),
+            (
+                b"lease {\n  interface \"e0\";\n  fixed-address 10.0.0.300;\n}\n",
+                "line 3: fixed-address",
+            ),
+            (
+                b"lease {\n interface \"e0\"\n}\n",
+                "line 3: the statement at line 2 has no `;`",
+            ),
+            (
+                b"lease {\n  interface \"e0\";\n",
+                "line 3: the end of the file inside the block opened at line 1",
+            ),
             (b"\n\ngarbage\x01\n", "line 3: unexpected byte 0x01"),
-            (b"hello world;\n", "line 1: \"hello\" is not a lease file entry"),
-            (b"lease { fixed-address 10.0.0.2; expire never; }", "line 1: the lease has no interface"),
-            (b"lease { interface \"a/b\"; }", "line 1: interface \"a/b\" is not an interface name"),
-            (b"lease { interface \"e0; }\n", "line 1: a quoted string runs past"),
+            (
+                b"hello world;\n",
+                "line 1: \"hello\" is not a lease file entry",
+            ),
+            (
+                b"lease { fixed-address 10.0.0.2; expire never; }",
+                "line 1: the lease has no interface",
+            ),
+            (
+                b"lease { interface \"a/b\"; }",
+                "line 1: interface \"a/b\" is not an interface name",
+            ),
+            (
+                b"lease { interface \"e0; }\n",
+                "line 1: a quoted string runs past",
+            ),
             (b"}\n", "line 1: a `}` with no block"),
-            (b"a { b { c { d { e; } } } }", "line 1: blocks nested more than 4 deep"),
+            (
+                b"a { b { c { d { e; } } } }",
+                "line 1: blocks nested more than 4 deep",
+            ),
         ];
         for (input, want) in cases {
             let e = parse(input).unwrap_err().to_string();
-            assert!(e.starts_with(want), "{:?}: {e}", String::from_utf8_lossy(input));
+            assert!(
+                e.starts_with(want),
+                "{:?}: {e}",
+                String::from_utf8_lossy(input)
+            );
         }
         assert_eq!(
             parse(&vec![b' '; MAX_FILE + 1]),
@@ -779,7 +822,11 @@ lease6 { interface \"a\"; ia-na 1 { iaaddr 2001:db8::5 { starts 1; max-life 4294
         assert_eq!(l.domain, None);
         assert_eq!(l.dns.len(), 2);
         assert_eq!(p.dropped.len(), 3, "{:?}", p.dropped);
-        assert!(p.dropped[1].starts_with("line 5: host-name"), "{:?}", p.dropped);
+        assert!(
+            p.dropped[1].starts_with("line 5: host-name"),
+            "{:?}",
+            p.dropped
+        );
     }
 
     struct Rng(u64);
