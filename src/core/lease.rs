@@ -171,11 +171,20 @@ impl Leases {
         self.current.values()
     }
 
-    /// The first router of the interface's current IPv4 lease.
-    pub fn gateway(&self, name: &[u8]) -> Option<Ipv4Addr> {
+    /// The interface's current IPv4 lease's address and first router.
+    pub fn gateway(&self, name: &[u8]) -> Option<(IpAddr, Ipv4Addr)> {
         self.current
             .get(&(name.to_vec(), 2))
-            .and_then(|l| l.routers.first().copied())
+            .and_then(|l| Some((l.address, *l.routers.first()?)))
+    }
+
+    /// An address came or went: if a current lease has it, what policy
+    /// routing planned from the leases may change (a lease's gateway is
+    /// used only while its link holds its address).
+    pub fn address_changed(&mut self, ip: IpAddr) {
+        if self.current.values().any(|l| l.address == ip) {
+            self.generation += 1;
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -247,7 +256,16 @@ mod tests {
         let g0 = l.generation();
         // A first lease is new, and its router feeds policy routing.
         assert_eq!(keys(&l.apply(file("/f", vec![a.clone()]), NOW)), ["eth0/2"]);
-        assert_eq!(l.gateway(b"eth0"), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            l.gateway(b"eth0"),
+            Some((a.address, Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        // Its address coming or going may change the plan; another not.
+        let g = l.generation();
+        l.address_changed("10.0.0.9".parse().unwrap());
+        assert_eq!(l.generation(), g);
+        l.address_changed(a.address);
+        assert_ne!(l.generation(), g);
         assert_ne!(l.generation(), g0);
         // A renewal (only the times moved) is not new.
         let g1 = l.generation();

@@ -94,6 +94,9 @@ impl Core {
             Input::ResyncEnd => Some(None),
             _ => None,
         };
+        if let Input::NewAddr(a) | Input::DelAddr(a) = &input {
+            self.leases.address_changed(a.ip);
+        }
         let first_sync = !self.mirror.synced();
         let mut changes = std::mem::take(&mut self.changes);
         self.mirror.apply(input, &mut changes);
@@ -767,7 +770,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.leases().gateway(b"vz"),
+            c.leases().gateway(b"vz").map(|g| g.1),
             Some("192.0.2.1".parse().unwrap())
         );
     }

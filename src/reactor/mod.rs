@@ -278,6 +278,8 @@ impl Daemon {
                         }
                     }
                     Timer::Again => self.on_leftovers(),
+                    Timer::Lease if self.stopping => {}
+                    Timer::Lease => self.on_lease(),
                     Timer::Flush => {
                         if let Some(c) = self.control.as_mut() {
                             c.flush_queued(self.poll.registry(), now);
@@ -309,6 +311,8 @@ impl Daemon {
             self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
+        let lease = self.lease.as_ref().and_then(LeaseWatch::next_deadline);
+        self.timers.arm(Timer::Lease, lease);
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -458,13 +462,26 @@ impl Daemon {
             return;
         };
         let mut got = Vec::new();
-        w.read(&mut got);
+        w.read(Instant::now(), &mut got);
         if got.is_empty() {
             return;
         }
         let now = now_ms();
         for i in got {
             self.core.apply_lease(i, now, &mut self.out);
+        }
+        for ev in &self.out {
+            if let Some(l) = &ev.lease {
+                log::info!(
+                    "dhclient: new lease on {}: {}{}",
+                    ev.name_lossy(),
+                    l.address,
+                    match l.routers.first() {
+                        Some(r) => format!(" via {r}"),
+                        None => String::new(),
+                    }
+                );
+            }
         }
         self.reconcile(Instant::now());
         self.publish_out();

@@ -334,9 +334,15 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
                 .and_then(|r| r.gateway)
                 // No default route through the link (a second uplink's
                 // dhclient-script cannot add one beside the first): its
-                // DHCP lease's router is the gateway.
-                .or_else(|| match family {
-                    2 => core.leases().gateway(&link.info.name).map(IpAddr::V4),
+                // DHCP lease's router is the gateway, while the link holds
+                // the leased address (dhclient-script removes it when the
+                // lease runs out, and nothing rewrites the file then).
+                .or_else(|| match (family, core.leases().gateway(&link.info.name)) {
+                    (2, Some((ip, gw)))
+                        if link.addrs.values().any(|a| a.ip == ip && a.usable()) =>
+                    {
+                        Some(IpAddr::V4(gw))
+                    }
                     _ => None,
                 });
             if let Some(gw) = gw {

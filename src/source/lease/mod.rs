@@ -8,6 +8,12 @@
 //! its parent until it appears. An inotify queue overflow reads every
 //! file again.
 //!
+//! A file is read once it has been quiet for [`SETTLE`] (and at the
+//! latest [`MAX_WAIT`] after its first change): dhclient rewrites its file
+//! in place, truncating it and writing it in stdio-buffer pieces, and a
+//! read between two pieces that happened to end on a block boundary would
+//! parse, and make an older lease look like the newest.
+//!
 //! What must not reach the core: a file that does not parse (garbage, or
 //! cut short while dhclient rewrites it), one that changed or was
 //! replaced while it was read (its change makes another event, and it is
@@ -28,6 +34,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -40,6 +47,10 @@ use crate::core::lease::LeaseInput;
 const READS_PER_TURN: usize = 16;
 /// inotify reads (4 KiB each) per call.
 const EVENT_READS_PER_TURN: usize = 16;
+/// How long a changed file must be quiet before it is read.
+pub const SETTLE: Duration = Duration::from_millis(20);
+/// The longest a file that keeps changing waits to be read.
+pub const MAX_WAIT: Duration = Duration::from_millis(200);
 /// Files one directory may match: a glob over a directory someone filled
 /// with thousands of files must not make thousands of reads.
 const FILES_PER_DIR: usize = 64;
@@ -68,8 +79,8 @@ struct Dir {
 pub struct LeaseWatch {
     inotify: Inotify,
     dirs: Vec<Dir>,
-    /// Files to read.
-    dirty: BTreeSet<PathBuf>,
+    /// Files to read, with when they first and last changed.
+    dirty: BTreeMap<PathBuf, (Instant, Instant)>,
     /// Files whose leases reached the core, with how many they hold.
     known: BTreeMap<PathBuf, usize>,
     /// Whether a directory's entries must be listed again.
@@ -112,8 +123,8 @@ fn matching(dir: &Path, patterns: &[Vec<u8>]) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .filter(|e| {
             let n = e.file_name();
-            patterns.iter().any(|p| glob::matches(p, n.as_bytes()))
-                && e.file_type().is_ok_and(|t| t.is_file())
+            // Symbolic links are followed, as reads follow them.
+            patterns.iter().any(|p| glob::matches(p, n.as_bytes())) && e.path().is_file()
         })
         .map(|e| e.path())
         .collect();
@@ -129,6 +140,11 @@ pub fn lease_files_present(s: &DhclientSettings) -> bool {
         Some((dir, pat)) => !matching(&dir, &[pat]).is_empty(),
         None => false,
     })
+}
+
+/// When a file that first changed at `first` and last at `last` is read.
+fn due(first: Instant, last: Instant) -> Instant {
+    (last + SETTLE).min(first + MAX_WAIT)
 }
 
 /// Why a read was skipped, for the log.
@@ -173,7 +189,10 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, Skip> {
             Skip::Other(e.to_string())
         }
     })?;
+    // File times move by the kernel's coarse clock (a jiffy), so a
+    // rewrite within one tick leaves them alone: the sizes must agree too.
     let same = (before.ino(), before.dev()) == (after.ino(), after.dev())
+        && before.len() == buf.len() as u64
         && after.len() == buf.len() as u64
         && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec());
     if !same {
@@ -208,7 +227,7 @@ impl LeaseWatch {
             inotify,
             rescan: (0..dirs.len()).collect(),
             dirs,
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             known: BTreeMap::new(),
             events_left: false,
             stats: Stats::default(),
@@ -269,14 +288,26 @@ impl LeaseWatch {
         }
     }
 
-    /// Whether files are still waiting to be read.
+    /// Whether inotify or a rescan has more than this turn took.
     pub fn more(&self) -> bool {
-        !self.dirty.is_empty() || !self.rescan.is_empty() || self.events_left
+        !self.rescan.is_empty() || self.events_left
     }
 
-    /// Drains inotify (within a budget) and reads what changed (within
-    /// another); what the core should hear goes to `out`.
-    pub fn read(&mut self, out: &mut Vec<LeaseInput>) {
+    /// When the next changed file is due to be read.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.dirty.values().map(|&(f, l)| due(f, l)).min()
+    }
+
+    fn mark(&mut self, path: PathBuf, now: Instant) {
+        self.dirty
+            .entry(path)
+            .and_modify(|e| e.1 = now)
+            .or_insert((now, now));
+    }
+
+    /// Drains inotify (within a budget) and reads the files that are due
+    /// (within another); what the core should hear goes to `out`.
+    pub fn read(&mut self, now: Instant, out: &mut Vec<LeaseInput>) {
         self.events_left = false;
         for n in 0.. {
             if n == EVENT_READS_PER_TURN {
@@ -286,7 +317,7 @@ impl LeaseWatch {
             match self.inotify.read_events() {
                 Ok(evs) => {
                     for e in evs {
-                        self.on_event(e.wd, e.mask, e.name.as_deref());
+                        self.on_event(e.wd, e.mask, e.name.as_deref(), now);
                     }
                 }
                 Err(Errno::EAGAIN) => break,
@@ -297,27 +328,42 @@ impl LeaseWatch {
                 }
             }
         }
+        // What a listing finds is read at once: it did not just change.
+        let long_ago = now.checked_sub(MAX_WAIT).unwrap_or(now);
         for i in std::mem::take(&mut self.rescan) {
             let d = &self.dirs[i];
-            for f in matching(&d.path, &d.patterns) {
-                self.dirty.insert(f);
-            }
+            let mut found = matching(&d.path, &d.patterns);
             // And whatever was there before, to see it gone.
-            for k in self.known.keys() {
-                if k.parent() == Some(&d.path) {
-                    self.dirty.insert(k.clone());
-                }
+            found.extend(
+                self.known
+                    .keys()
+                    .filter(|k| k.parent() == Some(&d.path))
+                    .cloned(),
+            );
+            for f in found {
+                self.dirty.entry(f).or_insert((long_ago, long_ago));
             }
         }
-        for _ in 0..READS_PER_TURN {
-            let Some(path) = self.dirty.pop_first() else {
-                break;
-            };
+        let ready: Vec<PathBuf> = self
+            .dirty
+            .iter()
+            .filter(|(_, &(f, l))| due(f, l) <= now)
+            .map(|(p, _)| p.clone())
+            .take(READS_PER_TURN)
+            .collect();
+        for path in ready {
+            self.dirty.remove(&path);
             self.read_file(path, out);
         }
     }
 
-    fn on_event(&mut self, wd: WatchDescriptor, mask: AddWatchFlags, name: Option<&OsStr>) {
+    fn on_event(
+        &mut self,
+        wd: WatchDescriptor,
+        mask: AddWatchFlags,
+        name: Option<&OsStr>,
+        now: Instant,
+    ) {
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             self.stats.overflows += 1;
             log::warn!("dhclient: inotify queue overflow; reading every lease file again");
@@ -349,7 +395,7 @@ impl LeaseWatch {
                 };
                 if d.patterns.iter().any(|p| glob::matches(p, name.as_bytes())) {
                     let path = d.path.join(name);
-                    self.dirty.insert(path);
+                    self.mark(path, now);
                 }
             } else if d.parent_wd == Some(wd)
                 && name.is_some_and(|n| Some(n) == d.path.file_name())
@@ -434,12 +480,13 @@ mod tests {
 
     const GOOD: &str = "lease {\n  interface \"e0\";\n  fixed-address 10.0.0.2;\n  option routers 10.0.0.1;\n  expire never;\n}\n";
 
+    /// Everything the watcher reads once the files settled.
     fn drain(w: &mut LeaseWatch) -> Vec<LeaseInput> {
         let mut out = Vec::new();
         // inotify events are queued by the time the write returns.
-        for _ in 0..4 {
-            w.read(&mut out);
-        }
+        let now = Instant::now();
+        w.read(now, &mut out);
+        w.read(now + MAX_WAIT, &mut out);
         out
     }
 
@@ -506,6 +553,79 @@ mod tests {
         );
         std::fs::remove_file(&f).unwrap();
         assert_eq!(addrs(&drain(&mut w2)), ["gone dhclient.e0.leases"]);
+    }
+
+    /// dhclient rewrites its file in place: truncated, then written in
+    /// pieces. A read between two pieces that ended on a block boundary
+    /// would make an older lease look like the newest; the file is read
+    /// only once it has been quiet for SETTLE, or MAX_WAIT after its first
+    /// change if it never is. Time is passed in, so this is exact.
+    #[test]
+    fn a_file_rewritten_in_pieces_is_read_once_whole() {
+        use std::io::Write;
+        let t = tmp("pieces");
+        std::fs::create_dir_all(&t.0).unwrap();
+        let s = DhclientSettings {
+            lease_files: vec![t.0.join("*.leases")],
+        };
+        let f = t.0.join("d.leases");
+        let version = |net: u8| -> String {
+            (1..=20)
+                .map(|i| GOOD.replace("10.0.0.2", &format!("10.0.{net}.{i}")))
+                .collect()
+        };
+        let (a, b) = (version(1), version(2));
+        std::fs::write(&f, &a).unwrap();
+        let mut w = LeaseWatch::open(&s).unwrap();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut out = Vec::new();
+        // A file found by listing is read at once.
+        w.read(t0, &mut out);
+        assert_eq!(addrs(&out), ["d.leases: 10.0.1.20"]);
+        out.clear();
+        // Truncated, and half of the new version written, up to the end of
+        // its tenth block: whole blocks, the newest of them old.
+        let cut = b.match_indices("}\n").nth(9).unwrap().0 + 2;
+        File::create(&f)
+            .unwrap()
+            .write_all(&b.as_bytes()[..cut])
+            .unwrap();
+        w.read(t0, &mut out);
+        w.read(t0 + ms(10), &mut out);
+        assert!(out.is_empty(), "{:?}", addrs(&out));
+        assert_eq!(w.next_deadline(), Some(t0 + SETTLE));
+        // The rest comes; the file is read once it is quiet.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .write_all(&b.as_bytes()[cut..])
+            .unwrap();
+        w.read(t0 + ms(15), &mut out);
+        w.read(t0 + ms(30), &mut out);
+        assert!(out.is_empty(), "{:?}", addrs(&out));
+        w.read(t0 + ms(35), &mut out);
+        assert_eq!(addrs(&out), ["d.leases: 10.0.2.20"]);
+        assert_eq!(w.next_deadline(), None);
+        // A file that never stops changing is still read, MAX_WAIT after
+        // its first change.
+        out.clear();
+        let t1 = t0 + ms(1000);
+        let mut at = t1;
+        while at < t1 + MAX_WAIT {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&f)
+                .unwrap()
+                .write_all(GOOD.replace("10.0.0.2", "10.0.3.1").as_bytes())
+                .unwrap();
+            w.read(at, &mut out);
+            assert!(out.is_empty(), "read {:?} before MAX_WAIT", at - t1);
+            at += ms(15);
+        }
+        w.read(t1 + MAX_WAIT, &mut out);
+        assert_eq!(addrs(&out), ["d.leases: 10.0.3.1"]);
     }
 
     #[test]

@@ -197,17 +197,13 @@ struct Stmt {
 
 struct Parser<'a> {
     lex: Lexer<'a>,
-    peeked: Option<(Tok, usize)>,
     /// Statements in the current top-level block.
     count: usize,
 }
 
 impl Parser<'_> {
     fn next(&mut self) -> Result<Option<(Tok, usize)>, Error> {
-        match self.peeked.take() {
-            Some(t) => Ok(Some(t)),
-            None => self.lex.next(),
-        }
+        self.lex.next()
     }
 
     /// Statements up to a `}` (depth > 0) or the end of input (depth 0).
@@ -581,7 +577,6 @@ fn lease6(block: &[Stmt], line: usize, f: &mut Fields) -> Result<Lease, Error> {
                             .collect()
                     }
                     "dhcp6.domain-search" => l.domain = f.names("dhcp6.domain-search", s, v),
-                    "dhcp6.fqdn" => l.hostname = f.names("dhcp6.fqdn", s, v),
                     _ => {}
                 }
             }
@@ -617,7 +612,6 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
             pos: 0,
             line: 1,
         },
-        peeked: None,
         count: 0,
     };
     let top = p.block(0, 0)?;

@@ -852,8 +852,9 @@ fn a_refused_default_route_is_retried_when_an_address_comes() {
 }
 
 /// A link with no default route through it gets its DHCP lease's router
-/// as its gateway, once the lease is read; a kernel default route wins
-/// over it, and a released lease takes it away.
+/// as its gateway, once the lease is read and while the link holds the
+/// leased address; a kernel default route wins over it, and a released
+/// lease takes it away.
 #[test]
 fn a_lease_router_is_the_gateway_when_the_kernel_has_none() {
     use crate::core::lease::{Lease, LeaseInput};
@@ -931,6 +932,20 @@ fn a_lease_router_is_the_gateway_when_the_kernel_has_none() {
     );
     sync.observe(&Input::DelRoute(r.clone()), now);
     core.apply(Input::DelRoute(r), 0, &mut out);
+    sync.reconcile(&core, now);
+    let lease_gw = vec!["10.2.0.1".parse::<IpAddr>().unwrap()];
+    assert_eq!(sync.plan.link(3).unwrap().gateways, lease_gw);
+    // It holds only while the link has the leased address (which
+    // dhclient-script removes when the lease runs out).
+    let a = addr("10.2.0.2", 24);
+    sync.observe(&Input::DelAddr(a.clone()), now);
+    core.apply(Input::DelAddr(a.clone()), 0, &mut out);
+    sync.reconcile(&core, now);
+    assert!(sync.plan.link(3).unwrap().gateways.is_empty());
+    sync.observe(&Input::NewAddr(a.clone()), now);
+    core.apply(Input::NewAddr(a), 0, &mut out);
+    sync.reconcile(&core, now);
+    assert_eq!(sync.plan.link(3).unwrap().gateways, lease_gw);
     // Released (an expired block): no gateway is left.
     core.apply_lease(lease(Some(1)), 2_000, &mut out);
     sync.reconcile(&core, now);
