@@ -15,6 +15,8 @@
 //! isc-dhcp-client) for the first test, which says so and skips when one
 //! is missing.
 
+#![cfg(feature = "dhclient")]
+
 mod common;
 
 use common::*;

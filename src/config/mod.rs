@@ -379,7 +379,13 @@ impl Config {
                             ))
                         }
                     };
-                    if !matches!(self.backend, Backend::Kernel | Backend::Dhclient) {
+                    if self.backend == Backend::Dhclient && !cfg!(feature = "dhclient") {
+                        self.inactive.push(format!(
+                            "system.backend {s:?} (line {}): this build has no dhclient \
+                             backend (cargo feature dhclient); running on the kernel backend",
+                            v.line
+                        ));
+                    } else if !matches!(self.backend, Backend::Kernel | Backend::Dhclient) {
                         self.inactive.push(format!(
                             "system.backend {s:?} (line {}): that backend is not built yet; \
                              running on the kernel backend",
@@ -868,7 +874,15 @@ metrics:
     fn dhclient_lease_files() {
         let c = parse("system:\n  backend: dhclient\n").unwrap();
         assert_eq!(c.backend, Backend::Dhclient);
-        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        if cfg!(feature = "dhclient") {
+            assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        } else {
+            assert!(
+                c.inactive[0].contains("cargo feature dhclient"),
+                "{:?}",
+                c.inactive
+            );
+        }
         assert_eq!(c.dhclient, DhclientSettings::default());
         let c = parse(
             "backends:\n  dhclient:\n    use_dns: true\n    lease_files:\n      - /run/dh/*.leases\n      - /var/lib/x/dhclient.leases\n",

@@ -38,6 +38,7 @@ pub enum Kind {
     Test,
     /// A new DHCP lease from dhclient's lease file: runs `routable.d`,
     /// whatever the link's kernel state (`OPERSTATE` has that).
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
     Lease,
 }
 
@@ -77,6 +78,7 @@ pub enum Origin {
     /// `netevctl test`.
     Control,
     /// dhclient's lease files.
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
     Dhclient,
 }
 
@@ -323,6 +325,7 @@ fn to_json(ev: &Event) -> String {
         })
     });
     o.str("backend", ev.origin.as_str());
+    #[cfg(feature = "dhclient")]
     if let Some(l) = &ev.lease {
         o.raw("dhcp", |out| lease_json(out, l));
     }
@@ -376,6 +379,7 @@ fn to_json(ev: &Event) -> String {
 }
 
 /// A lease's members, in the order of their names.
+#[cfg(feature = "dhclient")]
 fn lease_json(out: &mut String, l: &super::lease::Lease) {
     let mut x = Obj::open(out);
     let _ = write!(x.key("address"), "\"{}\"", l.address);
@@ -410,6 +414,7 @@ fn lease_json(out: &mut String, l: &super::lease::Lease) {
 /// formats: lists separated by spaces, the mask dotted, a variable the
 /// lease has no value for left unset. `DHCP_LEASE` is the lease time in
 /// seconds.
+#[cfg(feature = "dhclient")]
 fn lease_env(l: &super::lease::Lease, env: &mut Vec<(&'static str, OsString)>) {
     let join = |v: Vec<String>| OsString::from(v.join(" "));
     env.push(("DHCP_ADDRESS", OsString::from(l.address.to_string())));
@@ -551,6 +556,7 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         env.push(("ROUTE_TABLE", s(r.table.to_string())));
         env.push(("ROUTE_METRIC", s(r.priority.to_string())));
     }
+    #[cfg(feature = "dhclient")]
     if let Some(l) = &ev.lease {
         lease_env(l, &mut env);
     }
@@ -798,6 +804,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "dhclient")]
     fn lease_event_environment_and_json() {
         let mut e = ev();
         e.kind = Kind::Lease;

@@ -10,7 +10,9 @@
 //! same last event per link, as the lost messages would have produced.
 
 use super::event::{Event, Kind, Origin};
-use super::lease::{Key as LeaseKey, LeaseInput, Leases};
+use super::lease::Leases;
+#[cfg(feature = "dhclient")]
+use super::lease::{Key as LeaseKey, LeaseInput};
 use super::mirror::{Change, Mirror, Routes};
 use super::publish::{make_event, Publisher};
 use super::types::*;
@@ -25,6 +27,7 @@ pub struct Core {
     /// dhclient's leases (lease.rs); a new one is an event for its link.
     leases: Leases,
     /// `scripts.run_on_startup`, for leases read before the first dump.
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
     run_on_startup: bool,
 }
 
@@ -87,23 +90,84 @@ impl Core {
 
     /// Applies one kernel message; events are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
-        // A lease held for want of its link may now have one.
-        let held = match &input {
-            _ if !self.leases.has_pending() => None,
-            Input::NewLink(l) => Some(Some(l.name.clone())),
-            Input::ResyncEnd => Some(None),
-            _ => None,
-        };
-        if let Input::NewAddr(a) | Input::DelAddr(a) = &input {
-            self.leases.address_changed(a.ip);
-        }
-        let first_sync = !self.mirror.synced();
+        #[cfg(feature = "dhclient")]
+        let held = self.lease_input(&input);
         let mut changes = std::mem::take(&mut self.changes);
         self.mirror.apply(input, &mut changes);
         for c in changes.drain(..) {
             self.publisher.on(&self.mirror, c, now_ms, out);
         }
         self.changes = changes;
+        #[cfg(feature = "dhclient")]
+        self.lease_release(held, now_ms, out);
+    }
+
+    /// The current DHCP leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// An event for `netevctl test`: the link's current state, run through
+    /// hook directory `dir`. None when no such link exists. A dry run
+    /// shows the id the next event will have without taking it.
+    pub fn test_event(
+        &mut self,
+        index: u32,
+        dir: &'static str,
+        dry_run: bool,
+        now_ms: u64,
+    ) -> Option<Event> {
+        let link = self.mirror.link(index)?;
+        let previous = self.publisher.previous(index);
+        let id = if dry_run {
+            self.publisher.next_id()
+        } else {
+            self.publisher.alloc_id()
+        };
+        let mut ev = make_event(id, Kind::Test, link, previous, now_ms);
+        ev.origin = Origin::Control;
+        ev.test_dir = Some(dir);
+        Some(ev)
+    }
+}
+
+/// Leases (`--features dhclient`): compiled out of the kernel-only build,
+/// where nothing reads lease files.
+#[cfg(feature = "dhclient")]
+impl Core {
+    /// Applies what the lease watcher saw; a new lease is an event for
+    /// its link, now or once the link is known.
+    pub fn apply_lease(&mut self, input: LeaseInput, now_ms: u64, out: &mut Vec<Event>) {
+        for k in self.leases.apply(input, now_ms) {
+            self.lease_event(k, now_ms, out);
+        }
+    }
+
+    /// Before a kernel message: what it means for the leases. Returns
+    /// whether held leases may now find their link (`Some(Some(name))`
+    /// for a new link, `Some(None)` at the end of a dump), and whether
+    /// the first dump is not over yet.
+    fn lease_input(&mut self, input: &Input) -> (Option<Option<Vec<u8>>>, bool) {
+        if let Input::NewAddr(a) | Input::DelAddr(a) = input {
+            self.leases.address_changed(a.ip);
+        }
+        let held = match input {
+            _ if !self.leases.has_pending() => None,
+            Input::NewLink(l) => Some(Some(l.name.clone())),
+            Input::ResyncEnd => Some(None),
+            _ => None,
+        };
+        (held, !self.mirror.synced())
+    }
+
+    /// After a kernel message: a lease held for want of its link may now
+    /// have one.
+    fn lease_release(
+        &mut self,
+        (held, first_sync): (Option<Option<Vec<u8>>>, bool),
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
         match held {
             _ if !self.mirror.synced() || self.mirror.resyncing() => {}
             Some(Some(name)) => {
@@ -123,19 +187,6 @@ impl Core {
             }
             None => {}
         }
-    }
-
-    /// Applies what the lease watcher saw; a new lease is an event for
-    /// its link, now or once the link is known.
-    pub fn apply_lease(&mut self, input: LeaseInput, now_ms: u64, out: &mut Vec<Event>) {
-        for k in self.leases.apply(input, now_ms) {
-            self.lease_event(k, now_ms, out);
-        }
-    }
-
-    /// The current DHCP leases.
-    pub fn leases(&self) -> &Leases {
-        &self.leases
     }
 
     fn lease_event(&mut self, key: LeaseKey, now_ms: u64, out: &mut Vec<Event>) {
@@ -160,29 +211,6 @@ impl Core {
         ev.origin = Origin::Dhclient;
         ev.lease = Some(lease);
         out.push(ev);
-    }
-
-    /// An event for `netevctl test`: the link's current state, run through
-    /// hook directory `dir`. None when no such link exists. A dry run
-    /// shows the id the next event will have without taking it.
-    pub fn test_event(
-        &mut self,
-        index: u32,
-        dir: &'static str,
-        dry_run: bool,
-        now_ms: u64,
-    ) -> Option<Event> {
-        let link = self.mirror.link(index)?;
-        let previous = self.publisher.previous(index);
-        let id = if dry_run {
-            self.publisher.next_id()
-        } else {
-            self.publisher.alloc_id()
-        };
-        let mut ev = make_event(id, Kind::Test, link, previous, now_ms);
-        ev.origin = Origin::Control;
-        ev.test_dir = Some(dir);
-        Some(ev)
     }
 }
 
@@ -716,6 +744,7 @@ mod tests {
         assert!(evs.is_empty(), "{:?}", summary(&evs));
     }
 
+    #[cfg(feature = "dhclient")]
     fn dhcp(iface: &str, ip: &str) -> LeaseInput {
         LeaseInput::File {
             path: "/var/lib/dhcp/dhclient.leases".into(),
@@ -727,6 +756,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "dhclient")]
     fn lease_summary(evs: &[Event]) -> Vec<(String, &'static str, &'static str, String)> {
         evs.iter()
             .map(|e| {
@@ -744,6 +774,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "dhclient")]
     fn a_new_lease_is_an_event_for_its_link() {
         let mut c = synced(false);
         let mut out = Vec::new();
@@ -776,6 +807,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "dhclient")]
     fn leases_read_before_the_first_dump_follow_run_on_startup() {
         for startup in [true, false] {
             let mut c = core(startup);
@@ -796,6 +828,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "dhclient")]
     fn leases_of_unmonitored_links_make_no_event() {
         let mut c = Core::new(Settings {
             interfaces: vec![b"wg*".to_vec()],

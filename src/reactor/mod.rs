@@ -25,7 +25,9 @@ use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{Backend, Config};
+#[cfg(feature = "dhclient")]
+use crate::config::Backend;
+use crate::config::Config;
 use crate::core::event::{Event, PolicyView};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
@@ -33,6 +35,7 @@ use crate::core::types::Input;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
 use crate::source::control::{self, Control, Settings as ControlSettings};
+#[cfg(feature = "dhclient")]
 use crate::source::lease::{self, LeaseWatch};
 use crate::source::netlink::Netlink;
 
@@ -65,6 +68,7 @@ pub struct Daemon {
     signals: Signals,
     control: Option<Control>,
     /// dhclient's lease files, with `system.backend: dhclient`.
+    #[cfg(feature = "dhclient")]
     lease: Option<LeaseWatch>,
     core: Core,
     sched: Scheduler,
@@ -160,31 +164,14 @@ impl Daemon {
         } else {
             None
         };
-        let lease = if config.backend == Backend::Dhclient {
-            if !lease::lease_files_present(&config.dhclient) {
-                log::info!(
-                    "dhclient: no lease file yet ({}); waiting for one",
-                    config
-                        .dhclient
-                        .lease_files
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            let w = LeaseWatch::open(&config.dhclient)?;
-            poll.registry()
-                .register(&mut SourceFd(&w.fd()), token::LEASE, Interest::READABLE)?;
-            Some(w)
-        } else {
-            None
-        };
+        #[cfg(feature = "dhclient")]
+        let lease = open_lease(&config, &poll)?;
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
+            #[cfg(feature = "dhclient")]
             lease,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
@@ -311,15 +298,14 @@ impl Daemon {
             self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
-        let lease = self.lease.as_ref().and_then(LeaseWatch::next_deadline);
-        self.timers.arm(Timer::Lease, lease);
+        self.timers.arm(Timer::Lease, self.lease_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
-            || (self.lease.as_ref().is_some_and(LeaseWatch::more) && !self.stopping)
+            || (self.lease_more() && !self.stopping)
             || self.control.as_ref().is_some_and(Control::has_more))
         .then_some(now);
         self.timers.arm(Timer::Again, again);
@@ -331,7 +317,7 @@ impl Daemon {
         if self.netlink.more() && !self.stopping {
             self.on_netlink();
         }
-        if self.lease.as_ref().is_some_and(LeaseWatch::more) && !self.stopping {
+        if self.lease_more() && !self.stopping {
             self.on_lease();
         }
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
@@ -453,39 +439,6 @@ impl Daemon {
                 if self.opts.dry_run { " (dry run)" } else { "" }
             );
         }
-    }
-
-    /// Reads the lease files that changed; a new lease is an event, and a
-    /// lease's router may change a link's policy-routing gateway.
-    fn on_lease(&mut self) {
-        let Some(w) = self.lease.as_mut() else {
-            return;
-        };
-        let mut got = Vec::new();
-        w.read(Instant::now(), &mut got);
-        if got.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        for i in got {
-            self.core.apply_lease(i, now, &mut self.out);
-        }
-        for ev in &self.out {
-            if let Some(l) = &ev.lease {
-                log::info!(
-                    "dhclient: new lease on {}: {}{}",
-                    ev.name_lossy(),
-                    l.address,
-                    match l.routers.first() {
-                        Some(r) => format!(" via {r}"),
-                        None => String::new(),
-                    }
-                );
-            }
-        }
-        self.reconcile(Instant::now());
-        self.publish_out();
-        self.dispatch(Instant::now());
     }
 
     /// Seals what the core emitted and hands it to every consumer.
@@ -695,5 +648,89 @@ impl Daemon {
                 self.sched.done(index);
             }
         }
+    }
+}
+
+/// The lease watcher, registered with the loop, when the backend is
+/// dhclient.
+#[cfg(feature = "dhclient")]
+fn open_lease(config: &Config, poll: &Poll) -> io::Result<Option<LeaseWatch>> {
+    if config.backend != Backend::Dhclient {
+        return Ok(None);
+    }
+    if !lease::lease_files_present(&config.dhclient) {
+        log::info!(
+            "dhclient: no lease file yet ({}); waiting for one",
+            config
+                .dhclient
+                .lease_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let w = LeaseWatch::open(&config.dhclient)?;
+    poll.registry()
+        .register(&mut SourceFd(&w.fd()), token::LEASE, Interest::READABLE)?;
+    Ok(Some(w))
+}
+
+/// The lease watcher's part of the loop (`--features dhclient`).
+#[cfg(feature = "dhclient")]
+impl Daemon {
+    /// Reads the lease files that changed; a new lease is an event, and a
+    /// lease's router may change a link's policy-routing gateway.
+    fn on_lease(&mut self) {
+        let Some(w) = self.lease.as_mut() else {
+            return;
+        };
+        let mut got = Vec::new();
+        w.read(Instant::now(), &mut got);
+        if got.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        for i in got {
+            self.core.apply_lease(i, now, &mut self.out);
+        }
+        for ev in &self.out {
+            if let Some(l) = &ev.lease {
+                log::info!(
+                    "dhclient: new lease on {}: {}{}",
+                    ev.name_lossy(),
+                    l.address,
+                    match l.routers.first() {
+                        Some(r) => format!(" via {r}"),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        self.reconcile(Instant::now());
+        self.publish_out();
+        self.dispatch(Instant::now());
+    }
+
+    fn lease_more(&self) -> bool {
+        self.lease.as_ref().is_some_and(LeaseWatch::more)
+    }
+
+    fn lease_deadline(&self) -> Option<Instant> {
+        self.lease.as_ref().and_then(LeaseWatch::next_deadline)
+    }
+}
+
+/// Built without the lease watcher: no lease file is ever read.
+#[cfg(not(feature = "dhclient"))]
+impl Daemon {
+    fn on_lease(&mut self) {}
+
+    fn lease_more(&self) -> bool {
+        false
+    }
+
+    fn lease_deadline(&self) -> Option<Instant> {
+        None
     }
 }

@@ -856,6 +856,7 @@ fn a_refused_default_route_is_retried_when_an_address_comes() {
 /// leased address; a kernel default route wins over it, and a released
 /// lease takes it away.
 #[test]
+#[cfg(feature = "dhclient")]
 fn a_lease_router_is_the_gateway_when_the_kernel_has_none() {
     use crate::core::lease::{Lease, LeaseInput};
     let settings = Settings {
