@@ -1,10 +1,11 @@
 //! dhclient's lease files driving the real daemon (`system.backend:
 //! dhclient`), each test in namespaces of its own:
 //!
-//! - dnsmasq serves DHCP in one namespace and ISC dhclient, in another
-//!   (and in a mount namespace of its own with an overlay on /etc, so its
-//!   script cannot touch the machine's resolv.conf), writes a real lease
-//!   file: routable.d sees BACKEND=dhclient and the DHCP_* variables.
+//! - dnsmasq serves DHCPv4 and DHCPv6 in one namespace and ISC dhclient,
+//!   in another (and in a mount namespace of its own with an overlay on
+//!   /etc, so its script cannot touch the machine's resolv.conf), writes
+//!   real lease files (`lease` and `lease6` blocks): routable.d sees
+//!   BACKEND=dhclient and the DHCP_* variables.
 //! - Lease files written by hand: garbage, a block cut short, an emptied
 //!   file and files replaced by rename; the last good lease stays and the
 //!   daemon goes on.
@@ -12,8 +13,8 @@
 //!   route goes through the interface.
 //!
 //! Needs dnsmasq (Debian package dnsmasq-base) and dhclient (package
-//! isc-dhcp-client) for the first test, which says so and skips when one
-//! is missing.
+//! isc-dhcp-client) for the first two tests, which say so and skip when
+//! one is missing.
 
 #![cfg(feature = "dhclient")]
 
@@ -98,13 +99,23 @@ impl Drop for Proc {
     }
 }
 
-#[test]
-fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
+/// dnsmasq serving DHCPv4 and DHCPv6 (with router advertisements) on ds0
+/// in one namespace, and the daemon in another on dc0, its peer; None
+/// (the test is skipped) when a program is missing.
+struct Dhcp {
+    // Dropped in this order: the processes first, the namespaces last.
+    procs: Vec<Proc>,
+    dir: Dir,
+    cli: Ns,
+    _srv: Ns,
+}
+
+fn dhcp() -> Option<Dhcp> {
     require_root();
     for (prog, pkg) in [("dnsmasq", "dnsmasq-base"), ("dhclient", "isc-dhcp-client")] {
         if !have(prog) {
             eprintln!("SKIP: {prog} is missing; install the Debian package {pkg}");
-            return;
+            return None;
         }
     }
     let (srv, cli) = (Ns::new(), Ns::new());
@@ -115,27 +126,26 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
         "link", "add", "ds0", "type", "veth", "peer", "name", "dc0", "netns", &cli.name,
     ]);
     srv.ip(&["addr", "add", "192.0.2.1/24", "dev", "ds0"]);
+    srv.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "ds0", "nodad"]);
     srv.ip(&["link", "set", "ds0", "up"]);
-    let d = Daemon::start(&cli, &dir, &config(&dir, ""));
-    cli.ip(&["link", "set", "dc0", "up"]);
-    let _dnsmasq = Proc(
+    let dnsmasq = Proc(
         Command::new("ip")
             .args(["netns", "exec", &srv.name, "dnsmasq", "--no-daemon"])
-            .args([
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--interface=ds0",
-            ])
-            .args(["--except-interface=lo", "--port=0", "--dhcp-authoritative"])
+            .args(["--conf-file=/dev/null", "--bind-interfaces"])
+            .args(["--interface=ds0", "--except-interface=lo", "--port=0"])
+            .arg("--dhcp-authoritative")
             .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
+            .arg("--dhcp-range=2001:db8:1::100,2001:db8:1::1ff,64,2m")
+            .arg("--enable-ra")
             .arg("--dhcp-option=option:router,192.0.2.1")
             .arg("--dhcp-option=option:dns-server,192.0.2.53,192.0.2.54")
             .arg("--dhcp-option=option:domain-name,example.test")
+            .arg("--dhcp-option=option6:dns-server,[2001:db8:1::53]")
+            .arg("--dhcp-option=option6:domain-search,example.test")
             .arg(format!(
                 "--dhcp-leasefile={}",
                 dir.join("dnsmasq.leases").display()
             ))
-            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,7 +157,7 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
     for d in ["etc-upper", "etc-work"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let wrap = dir.write(
+    dir.write(
         "wrap.sh",
         &format!(
             "#!/bin/sh\nset -e\nmount -t overlay nvt-etc -o lowerdir=/etc,upperdir={},workdir={} /etc\n\
@@ -157,23 +167,51 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
         ),
         0o755,
     );
-    let lease_file = dir.join("leases/dhclient.dc0.leases");
-    let _dhclient = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &cli.name, "unshare", "-m", "-u"])
-            .args(["--propagation", "private"])
-            .arg(&wrap)
-            .args(["dhclient", "-4", "-d", "-lf"])
-            .arg(&lease_file)
-            .arg("-pf")
-            .arg(dir.join("dhclient.pid"))
-            .arg("dc0")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("dhclient.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let runs = wait_runs(&dir, "routable.d for the lease", 30, 1);
+    Some(Dhcp {
+        procs: vec![dnsmasq],
+        dir,
+        cli,
+        _srv: srv,
+    })
+}
+
+impl Dhcp {
+    /// Runs `dhclient -4` or `-6` on dc0, its lease file in the watched
+    /// directory; returns the lease file.
+    fn dhclient(&mut self, family: &str) -> std::path::PathBuf {
+        let lease_file = self
+            .dir
+            .join(&format!("leases/dhclient{family}.dc0.leases"));
+        let log = fs::File::create(self.dir.join(&format!("dhclient{family}.log"))).unwrap();
+        self.procs.push(Proc(
+            Command::new("ip")
+                .args(["netns", "exec", &self.cli.name, "unshare", "-m", "-u"])
+                .args(["--propagation", "private"])
+                .arg(self.dir.join("wrap.sh"))
+                .args(["dhclient", family, "-d", "-lf"])
+                .arg(&lease_file)
+                .arg("-pf")
+                .arg(self.dir.join(&format!("dhclient{family}.pid")))
+                .arg("dc0")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+        lease_file
+    }
+}
+
+#[test]
+fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
+    let Some(mut net) = dhcp() else {
+        return;
+    };
+    let d = Daemon::start(&net.cli, &net.dir, &config(&net.dir, ""));
+    net.cli.ip(&["link", "set", "dc0", "up"]);
+    let lease_file = net.dhclient("-4");
+    let dir = &net.dir;
+    let runs = wait_runs(dir, "routable.d for the lease", 30, 1);
     let r = &runs[0];
     assert_eq!(&r[..4], ["lease", "routable", "dhclient", "dc0"], "{r:?}");
     assert!(r[4].starts_with("192.0.2.1"), "DHCP_ADDRESS {r:?}");
@@ -196,8 +234,56 @@ fn dhclient_lease_runs_routable_with_the_dhcp_variables() {
     assert!(!fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .contains("192.0.2.53"));
+    assert!(
+        dir.log().contains("dhclient: new lease on dc0"),
+        "{}",
+        dir.log()
+    );
     // A renewal with the same terms (about every 60 s) runs nothing; the
     // test does not wait for one. The daemon stops cleanly.
+    assert_eq!(d.stop(), Some(0));
+}
+
+#[test]
+fn dhclient6_lease_runs_routable_with_the_dhcp_variables() {
+    let Some(mut net) = dhcp() else {
+        return;
+    };
+    let d = Daemon::start(&net.cli, &net.dir, &config(&net.dir, ""));
+    net.cli.ip(&["link", "set", "dc0", "up"]);
+    // dhclient -6 needs a link-local address that is no longer tentative.
+    let end = Instant::now() + Duration::from_secs(10);
+    while net
+        .cli
+        .output(&["-6", "addr", "show", "dev", "dc0", "scope", "link"])
+        .contains("tentative")
+        || !net
+            .cli
+            .output(&["-6", "addr", "show", "dev", "dc0", "scope", "link"])
+            .contains("fe80")
+    {
+        assert!(
+            Instant::now() < end,
+            "dc0's link-local address stays tentative"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lease_file = net.dhclient("-6");
+    let dir = &net.dir;
+    let runs = wait_runs(dir, "routable.d for the DHCPv6 lease", 30, 1);
+    let r = &runs[0];
+    assert_eq!(&r[..4], ["lease", "routable", "dhclient", "dc0"], "{r:?}");
+    assert!(r[4].starts_with("2001:db8:1::1"), "DHCP_ADDRESS {r:?}");
+    let granted = fs::read_to_string(&lease_file).unwrap();
+    assert!(
+        granted.contains(&format!("iaaddr {} {{", r[4])),
+        "{granted}"
+    );
+    assert_eq!(r[5], "", "no DHCP_SUBNET_MASK in DHCPv6");
+    assert_eq!(r[6], "", "no DHCP_GATEWAY in DHCPv6");
+    assert_eq!(r[7], "2001:db8:1::53", "DHCP_DNS");
+    assert_eq!(r[8], "example.test", "DHCP_DOMAIN");
+    assert_eq!(r[10], "120", "DHCP_LEASE");
     assert_eq!(d.stop(), Some(0));
 }
 
