@@ -14,7 +14,6 @@
 //!
 //! Pure: no I/O, no clock reads.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -92,13 +91,17 @@ pub enum LeaseInput {
 /// An interface name and a family.
 pub type Key = (Vec<u8>, u8);
 
+/// The current leases are few (one or two per interface): plain vectors,
+/// searched, cost far less code than maps (the binary's size is a goal).
 #[derive(Debug, Default)]
 pub struct Leases {
-    files: BTreeMap<PathBuf, Vec<Lease>>,
-    current: BTreeMap<Key, Lease>,
+    /// Each file's leases, as last read.
+    files: Vec<(PathBuf, Vec<Lease>)>,
+    /// The current lease of each interface and family, in key order.
+    current: Vec<Lease>,
     /// New leases whose link the kernel has not shown yet, or that came
     /// before the first dump was over.
-    pending: BTreeSet<Key>,
+    pending: Vec<Key>,
     /// Changes whenever a current lease's routers change, so policy
     /// routing knows to plan again.
     generation: u64,
@@ -113,68 +116,83 @@ fn later(a: Option<u64>, b: Option<u64>) -> bool {
     }
 }
 
+fn same_key(a: &Lease, b: &Lease) -> bool {
+    a.interface == b.interface && a.family() == b.family()
+}
+
+fn has_key(l: &Lease, k: &Key) -> bool {
+    l.interface == k.0 && l.family() == k.1
+}
+
 impl Leases {
     /// Applies what the watcher saw; returns the keys whose lease is new,
     /// in key order.
     pub fn apply(&mut self, input: LeaseInput, now_ms: u64) -> Vec<Key> {
         match input {
             LeaseInput::File { path, leases } => {
-                self.files.insert(path, leases);
+                match self.files.iter_mut().find(|f| f.0 == path) {
+                    Some(f) => f.1 = leases,
+                    None => self.files.push((path, leases)),
+                }
             }
-            LeaseInput::Gone(path) => {
-                self.files.remove(&path);
-            }
+            LeaseInput::Gone(path) => self.files.retain(|f| f.0 != path),
         }
         let now_s = now_ms / 1000;
         // Among files, the lease that runs out last wins; each file's own
         // newest was chosen by the parser.
-        let mut win: BTreeMap<Key, &Lease> = BTreeMap::new();
-        for l in self.files.values().flatten() {
+        let mut win: Vec<&Lease> = Vec::new();
+        for l in self.files.iter().flat_map(|f| &f.1) {
             if l.expired(now_s) {
                 continue;
             }
-            let key = (l.interface.clone(), l.family());
-            match win.get(&key) {
-                Some(o) if !later(l.expires, o.expires) => {}
-                _ => {
-                    win.insert(key, l);
-                }
+            match win.iter_mut().find(|o| same_key(o, l)) {
+                Some(o) if later(l.expires, o.expires) => *o = l,
+                Some(_) => {}
+                None => win.push(l),
             }
         }
-        let mut new = Vec::new();
-        for (k, l) in &win {
-            if !self.current.get(k).is_some_and(|c| c.same_terms(l)) {
-                new.push(k.clone());
-            }
-        }
-        let routers = |m: &BTreeMap<Key, Lease>| -> Vec<(Key, Vec<Ipv4Addr>)> {
-            m.iter()
-                .map(|(k, l)| (k.clone(), l.routers.clone()))
-                .collect()
-        };
-        let before = routers(&self.current);
-        self.current = win.into_iter().map(|(k, l)| (k, l.clone())).collect();
-        if routers(&self.current) != before {
+        win.sort_by(|a, b| (&a.interface, a.family()).cmp(&(&b.interface, b.family())));
+        let new: Vec<Key> = win
+            .iter()
+            .filter(|l| {
+                !self
+                    .current
+                    .iter()
+                    .any(|c| same_key(c, l) && c.same_terms(l))
+            })
+            .map(|l| (l.interface.clone(), l.family()))
+            .collect();
+        // Both in key order: the routers changed unless they pair up.
+        let same_routers = win.len() == self.current.len()
+            && win
+                .iter()
+                .zip(&self.current)
+                .all(|(a, b)| same_key(a, b) && a.routers == b.routers);
+        if !same_routers {
             self.generation += 1;
         }
-        self.pending.retain(|k| self.current.contains_key(k));
+        self.current = win.into_iter().cloned().collect();
+        let current = &self.current;
+        self.pending
+            .retain(|k| current.iter().any(|l| has_key(l, k)));
         new
     }
 
     pub fn get(&self, key: &Key) -> Option<&Lease> {
-        self.current.get(key)
+        self.current.iter().find(|l| has_key(l, key))
     }
 
     /// The current leases, in key order.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.current.values()
+        self.current.iter()
     }
 
     /// The interface's current IPv4 lease's address and first router.
     pub fn gateway(&self, name: &[u8]) -> Option<(IpAddr, Ipv4Addr)> {
         self.current
-            .get(&(name.to_vec(), 2))
+            .iter()
+            .find(|l| l.interface == name && l.address.is_ipv4())
             .and_then(|l| Some((l.address, *l.routers.first()?)))
     }
 
@@ -182,7 +200,7 @@ impl Leases {
     /// routing planned from the leases may change (a lease's gateway is
     /// used only while its link holds its address).
     pub fn address_changed(&mut self, ip: IpAddr) {
-        if self.current.values().any(|l| l.address == ip) {
+        if self.current.iter().any(|l| l.address == ip) {
             self.generation += 1;
         }
     }
@@ -193,7 +211,9 @@ impl Leases {
 
     /// Holds a new lease until its link is known.
     pub fn defer(&mut self, key: Key) {
-        self.pending.insert(key);
+        if !self.pending.contains(&key) {
+            self.pending.push(key);
+        }
     }
 
     pub fn has_pending(&self) -> bool {
@@ -202,21 +222,16 @@ impl Leases {
 
     /// The held leases of link `name`, no longer held.
     pub fn take_pending(&mut self, name: &[u8]) -> Vec<Key> {
-        let keys: Vec<Key> = self
-            .pending
-            .iter()
-            .filter(|k| k.0 == name)
-            .cloned()
-            .collect();
-        for k in &keys {
-            self.pending.remove(k);
-        }
-        keys
+        let (mine, rest) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|k| k.0 == name);
+        self.pending = rest;
+        mine
     }
 
     /// Every held lease, no longer held.
     pub fn take_all_pending(&mut self) -> Vec<Key> {
-        std::mem::take(&mut self.pending).into_iter().collect()
+        std::mem::take(&mut self.pending)
     }
 }
 

@@ -26,7 +26,6 @@
 
 pub mod parse;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -51,6 +50,8 @@ const EVENT_READS_PER_TURN: usize = 16;
 pub const SETTLE: Duration = Duration::from_millis(20);
 /// The longest a file that keeps changing waits to be read.
 pub const MAX_WAIT: Duration = Duration::from_millis(200);
+/// Changed files waiting to be read at most.
+const MAX_DIRTY: usize = 1024;
 /// Files one directory may match: a glob over a directory someone filled
 /// with thousands of files must not make thousands of reads.
 const FILES_PER_DIR: usize = 64;
@@ -79,12 +80,14 @@ struct Dir {
 pub struct LeaseWatch {
     inotify: Inotify,
     dirs: Vec<Dir>,
-    /// Files to read, with when they first and last changed.
-    dirty: BTreeMap<PathBuf, (Instant, Instant)>,
+    /// Files to read, with when they first and last changed. Vectors,
+    /// not maps, here and below: they hold a few entries, and maps cost
+    /// kilobytes of code each (the binary's size is a goal).
+    dirty: Vec<(PathBuf, Instant, Instant)>,
     /// Files whose leases reached the core, with how many they hold.
-    known: BTreeMap<PathBuf, usize>,
+    known: Vec<(PathBuf, usize)>,
     /// Whether a directory's entries must be listed again.
-    rescan: BTreeSet<usize>,
+    rescan: Vec<usize>,
     /// The inotify fd may hold more events than this turn read.
     events_left: bool,
     pub stats: Stats,
@@ -227,8 +230,8 @@ impl LeaseWatch {
             inotify,
             rescan: (0..dirs.len()).collect(),
             dirs,
-            dirty: BTreeMap::new(),
-            known: BTreeMap::new(),
+            dirty: Vec::new(),
+            known: Vec::new(),
             events_left: false,
             stats: Stats::default(),
         };
@@ -295,14 +298,30 @@ impl LeaseWatch {
 
     /// When the next changed file is due to be read.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.dirty.values().map(|&(f, l)| due(f, l)).min()
+        self.dirty.iter().map(|&(_, f, l)| due(f, l)).min()
     }
 
-    fn mark(&mut self, path: PathBuf, now: Instant) {
-        self.dirty
-            .entry(path)
-            .and_modify(|e| e.1 = now)
-            .or_insert((now, now));
+    /// `path` changed at `now` (`first` for a file found by listing).
+    fn mark(&mut self, path: PathBuf, first: Instant, now: Instant) {
+        if let Some(e) = self.dirty.iter_mut().find(|e| e.0 == path) {
+            e.2 = e.2.max(now);
+        } else if self.dirty.len() < MAX_DIRTY {
+            self.dirty.push((path, first, now));
+        } else {
+            // Thousands of matching names churning: list the directories
+            // again instead, which reads at most FILES_PER_DIR each.
+            self.rescan_all();
+        }
+    }
+
+    fn rescan(&mut self, i: usize) {
+        if !self.rescan.contains(&i) {
+            self.rescan.push(i);
+        }
+    }
+
+    fn rescan_all(&mut self) {
+        self.rescan = (0..self.dirs.len()).collect();
     }
 
     /// Drains inotify (within a budget) and reads the files that are due
@@ -336,24 +355,26 @@ impl LeaseWatch {
             // And whatever was there before, to see it gone.
             found.extend(
                 self.known
-                    .keys()
-                    .filter(|k| k.parent() == Some(&d.path))
-                    .cloned(),
+                    .iter()
+                    .filter(|k| k.0.parent() == Some(&d.path))
+                    .map(|k| k.0.clone()),
             );
             for f in found {
-                self.dirty.entry(f).or_insert((long_ago, long_ago));
+                if !self.dirty.iter().any(|e| e.0 == f) {
+                    self.mark(f, long_ago, long_ago);
+                }
             }
         }
-        let ready: Vec<PathBuf> = self
-            .dirty
-            .iter()
-            .filter(|(_, &(f, l))| due(f, l) <= now)
-            .map(|(p, _)| p.clone())
-            .take(READS_PER_TURN)
-            .collect();
-        for path in ready {
-            self.dirty.remove(&path);
-            self.read_file(path, out);
+        let (mut i, mut n) = (0, 0);
+        while i < self.dirty.len() && n < READS_PER_TURN {
+            let (_, first, last) = self.dirty[i];
+            if due(first, last) <= now {
+                let (path, ..) = self.dirty.swap_remove(i);
+                self.read_file(path, out);
+                n += 1;
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -367,7 +388,7 @@ impl LeaseWatch {
         if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             self.stats.overflows += 1;
             log::warn!("dhclient: inotify queue overflow; reading every lease file again");
-            self.rescan = (0..self.dirs.len()).collect();
+            self.rescan_all();
             return;
         }
         for i in 0..self.dirs.len() {
@@ -384,7 +405,7 @@ impl LeaseWatch {
                     if let Some(wd) = self.dirs[i].wd.take() {
                         let _ = self.inotify.rm_watch(wd);
                     }
-                    self.rescan.insert(i);
+                    self.rescan(i);
                     if let Err(e) = self.watch(i) {
                         log::warn!("dhclient: {e}");
                     }
@@ -395,7 +416,7 @@ impl LeaseWatch {
                 };
                 if d.patterns.iter().any(|p| glob::matches(p, name.as_bytes())) {
                     let path = d.path.join(name);
-                    self.mark(path, now);
+                    self.mark(path, now, now);
                 }
             } else if d.parent_wd == Some(wd)
                 && name.is_some_and(|n| Some(n) == d.path.file_name())
@@ -404,7 +425,7 @@ impl LeaseWatch {
                 if let Err(e) = self.watch(i) {
                     log::warn!("dhclient: {e}");
                 }
-                self.rescan.insert(i);
+                self.rescan(i);
             }
         }
     }
@@ -413,7 +434,9 @@ impl LeaseWatch {
         let bytes = match read_bounded(&path) {
             Ok(b) => b,
             Err(Skip::Gone) => {
-                if self.known.remove(&path).is_some() {
+                let before = self.known.len();
+                self.known.retain(|k| k.0 != path);
+                if self.known.len() < before {
                     log::info!("dhclient: {} is gone", path.display());
                     out.push(LeaseInput::Gone(path));
                 }
@@ -429,7 +452,7 @@ impl LeaseWatch {
                 for d in &p.dropped {
                     log::warn!("dhclient: {}: {d}", path.display());
                 }
-                let had = self.known.get(&path).copied().unwrap_or(0);
+                let had = self.known.iter().find(|k| k.0 == path).map_or(0, |k| k.1);
                 if p.leases.is_empty() && had > 0 {
                     // dhclient truncates its file before writing it again.
                     self.skip(&path, "it holds no lease now (cut short?)");
@@ -441,7 +464,10 @@ impl LeaseWatch {
                     path.display(),
                     p.leases.len()
                 );
-                self.known.insert(path.clone(), p.leases.len());
+                match self.known.iter_mut().find(|k| k.0 == path) {
+                    Some(k) => k.1 = p.leases.len(),
+                    None => self.known.push((path.clone(), p.leases.len())),
+                }
                 out.push(LeaseInput::File {
                     path,
                     leases: p.leases,
