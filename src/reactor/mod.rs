@@ -471,6 +471,20 @@ impl Daemon {
             ev.dir(),
             ev.previous.map(|p| p.as_str()).unwrap_or("-")
         );
+        // Here, not where leases are read: a lease held until its link
+        // appeared comes out of a netlink read.
+        #[cfg(feature = "dhclient")]
+        if let Some(l) = &ev.lease {
+            log::info!(
+                "dhclient: new lease on {}: {}{}",
+                ev.name_lossy(),
+                l.address,
+                match l.routers.first() {
+                    Some(r) => format!(" via {r}"),
+                    None => String::new(),
+                }
+            );
+        }
         self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
             if c.listening() {
@@ -693,19 +707,6 @@ impl Daemon {
         let now = now_ms();
         for i in got {
             self.core.apply_lease(i, now, &mut self.out);
-        }
-        for ev in &self.out {
-            if let Some(l) = &ev.lease {
-                log::info!(
-                    "dhclient: new lease on {}: {}{}",
-                    ev.name_lossy(),
-                    l.address,
-                    match l.routers.first() {
-                        Some(r) => format!(" via {r}"),
-                        None => String::new(),
-                    }
-                );
-            }
         }
         self.reconcile(Instant::now());
         self.publish_out();
