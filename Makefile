@@ -35,9 +35,12 @@ TEST_TOOLS := cc:gcc ip:iproute2 ping:iputils-ping mandoc:mandoc kill:procps \
 # Tests that skip, naming the package, when these are missing: the units'
 # security score and socket activation (systemd), the init scripts
 # (shellcheck), the completions (zsh, fish), the packages (dpkg-dev,
-# lintian, rpm), the metrics' exposition format (promtool).
+# lintian, rpm), the metrics' exposition format (promtool), the dhclient
+# backend against a real DHCP server and client (dnsmasq-base,
+# isc-dhcp-client).
 EXTRA_TOOLS := systemd-analyze:systemd shellcheck:shellcheck zsh:zsh fish:fish \
-	dpkg-shlibdeps:dpkg-dev lintian:lintian rpmbuild:rpm promtool:prometheus
+	dpkg-shlibdeps:dpkg-dev lintian:lintian rpmbuild:rpm promtool:prometheus \
+	dnsmasq:dnsmasq-base dhclient:isc-dhcp-client
 
 all: build
 

@@ -275,7 +275,7 @@ pub const COMMANDS: [&str; 15] = [
 ];
 
 /// The kinds of event.
-pub const KINDS: [&str; 5] = ["startup", "state", "removed", "routes", "test"];
+pub const KINDS: [&str; 6] = ["startup", "state", "removed", "routes", "test", "lease"];
 
 /// The hook directories a `test` may run.
 pub const STATES: [&str; 12] = [

@@ -89,6 +89,8 @@ pub struct Config {
     /// `scripts.user`: the user hooks run as. None: root (or, without
     /// privileges, the daemon's own user).
     pub hook_user: Option<String>,
+    /// `backends.dhclient`: the lease files watched.
+    pub dhclient: DhclientSettings,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -114,6 +116,7 @@ impl Default for Config {
             audit: AuditSettings::default(),
             user: None,
             hook_user: None,
+            dhclient: DhclientSettings::default(),
             inactive: Vec::new(),
             watch_config: false,
         }
@@ -143,6 +146,33 @@ impl Default for AuditSettings {
             max_size: 10 << 20,
             keep: 5,
             retention_days: None,
+        }
+    }
+}
+
+/// `backends.dhclient.*` that the lease watcher reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhclientSettings {
+    /// Absolute paths; the file name may be a glob (`*`, `?`, `[...]`).
+    pub lease_files: Vec<PathBuf>,
+}
+
+/// Where Debian (`dhclient.leases`, `dhclient.<iface>.leases`,
+/// `dhclient6.leases`) and Fedora (`dhclient-<uuid>-<iface>.lease`,
+/// `dhclient.leases`) keep dhclient's leases.
+pub const DEFAULT_LEASE_FILES: [&str; 3] = [
+    "/var/lib/dhcp/dhclient*.leases",
+    "/var/lib/dhclient/*.lease",
+    "/var/lib/dhclient/*.leases",
+];
+
+/// Lease file patterns at most.
+pub const MAX_LEASE_FILES: usize = 32;
+
+impl Default for DhclientSettings {
+    fn default() -> Self {
+        DhclientSettings {
+            lease_files: DEFAULT_LEASE_FILES.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -415,7 +445,7 @@ impl Config {
                 "system" => c.system(cx, v)?,
                 "monitoring" => c.interfaces = monitoring(cx, v)?,
                 "routing" => c.policy = routing(cx, v)?,
-                "backends" => backends(cx, v)?,
+                "backends" => c.dhclient = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
                 "metrics" => c.metrics = metrics_section(cx, v)?,
@@ -484,7 +514,13 @@ impl Config {
                             ))
                         }
                     };
-                    if self.backend != Backend::Kernel {
+                    if self.backend == Backend::Dhclient && !cfg!(feature = "dhclient") {
+                        self.inactive.push(format!(
+                            "system.backend {s:?} (line {}): this build has no dhclient \
+                             backend (cargo feature dhclient); running on the kernel backend",
+                            v.line
+                        ));
+                    } else if !matches!(self.backend, Backend::Kernel | Backend::Dhclient) {
                         self.inactive.push(format!(
                             "system.backend {s:?} (line {}): that backend is not built yet; \
                              running on the kernel backend",
@@ -727,8 +763,10 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
     Ok(iface)
 }
 
-/// `backends`: checked for the existing schema; nothing reads it yet.
-fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
+/// `backends`: checked for the existing schema; the lease watcher reads
+/// `dhclient.lease_files`.
+fn backends(cx: &Ctx, v: &Node) -> Result<DhclientSettings, Error> {
+    let mut dhclient = DhclientSettings::default();
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
         let keys = match name {
@@ -750,10 +788,56 @@ fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
             if !keys.contains(&key) {
                 return Err(unknown(cx, k2, &format!("backends.{name}"), key));
             }
+            if key == "lease_files" {
+                dhclient.lease_files = lease_files(cx, v2)?;
+                continue;
+            }
             cx.bool(v2, &format!("backends.{name}.{key}"))?;
         }
     }
-    Ok(())
+    Ok(dhclient)
+}
+
+/// `backends.dhclient.lease_files`: absolute paths, a glob allowed in the
+/// file name only (the watcher watches directories, which must be named).
+fn lease_files(cx: &Ctx, v: &Node) -> Result<Vec<PathBuf>, Error> {
+    const WHAT: &str = "backends.dhclient.lease_files";
+    let items = cx.seq(v, WHAT)?;
+    if items.is_empty() {
+        return Err(cx.err(
+            v,
+            format!("{WHAT}: an empty list; leave the key out for the default paths"),
+        ));
+    }
+    if items.len() > MAX_LEASE_FILES {
+        return Err(cx.err(v, format!("{WHAT}: more than {MAX_LEASE_FILES} entries")));
+    }
+    let mut out = Vec::new();
+    for item in items {
+        let p = absolute(cx, item, WHAT)?;
+        let s = p.to_string_lossy();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let dir = p.parent().map(|d| d.to_string_lossy().into_owned());
+        match (name, dir) {
+            (Some(n), Some(d)) if !n.is_empty() && !s.ends_with('/') => {
+                if d.contains(['*', '?', '[']) {
+                    return Err(cx.err(
+                        item,
+                        format!(
+                            "{WHAT}: {s:?}: a glob is allowed in the file name only, \
+                             not in the directory"
+                        ),
+                    ));
+                }
+                if d.split('/').any(|c| c == "..") {
+                    return Err(cx.err(item, format!("{WHAT}: {s:?}: \"..\" in the path")));
+                }
+            }
+            _ => return Err(cx.err(item, format!("{WHAT}: {s:?} names no file"))),
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// `control`: the control socket's settings.
@@ -1199,7 +1283,7 @@ fn section_keys(section: &str) -> &'static [&'static str] {
             "hook_history",
         ],
         "backends.systemd_networkd" => &["emit_json"],
-        "backends.dhclient" => &["use_dns", "use_domain", "use_hostname"],
+        "backends.dhclient" => &["use_dns", "use_domain", "use_hostname", "lease_files"],
         _ => &[],
     }
 }
@@ -1398,6 +1482,58 @@ metrics:
             e.msg.ends_with("in monitoring (expected interfaces)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dhclient_lease_files() {
+        let c = parse("system:\n  backend: dhclient\n").unwrap();
+        assert_eq!(c.backend, Backend::Dhclient);
+        if cfg!(feature = "dhclient") {
+            assert!(c.inactive.is_empty(), "{:?}", c.inactive);
+        } else {
+            assert!(
+                c.inactive[0].contains("cargo feature dhclient"),
+                "{:?}",
+                c.inactive
+            );
+        }
+        assert_eq!(c.dhclient, DhclientSettings::default());
+        let c = parse(
+            "backends:\n  dhclient:\n    use_dns: true\n    lease_files:\n      - /run/dh/*.leases\n      - /var/lib/x/dhclient.leases\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dhclient.lease_files,
+            vec![
+                PathBuf::from("/run/dh/*.leases"),
+                PathBuf::from("/var/lib/x/dhclient.leases")
+            ]
+        );
+        for (text, want) in [
+            (
+                "backends:\n  dhclient:\n    lease_files: [dhclient.leases]\n",
+                "t.yaml:3:19: backends.dhclient.lease_files: expected an absolute path",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: [/var/*/x.leases]\n",
+                "t.yaml:3:19: backends.dhclient.lease_files: \"/var/*/x.leases\": a glob is allowed in the file name only",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: []\n",
+                "t.yaml:3:18: backends.dhclient.lease_files: an empty list",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: /var/lib/dhcp/x\n",
+                "t.yaml:3:18: backends.dhclient.lease_files",
+            ),
+            (
+                "backends:\n  dhclient:\n    lease_files: [/var/lib/]\n",
+                "names no file",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum Kind {
     /// Asked for by `netevctl test`: the link's current state, run
     /// through the hook directory the request named.
     Test,
+    /// A new DHCP lease from dhclient's lease file: runs `routable.d`,
+    /// whatever the link's kernel state (`OPERSTATE` has that).
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
+    Lease,
 }
 
 impl Kind {
@@ -46,6 +50,7 @@ impl Kind {
             Kind::Removed => "removed",
             Kind::Routes => "routes",
             Kind::Test => "test",
+            Kind::Lease => "lease",
         }
     }
 }
@@ -72,6 +77,9 @@ pub enum Origin {
     Kernel,
     /// `netevctl test`.
     Control,
+    /// dhclient's lease files.
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
+    Dhclient,
 }
 
 impl Origin {
@@ -79,6 +87,7 @@ impl Origin {
         match self {
             Origin::Kernel => "kernel",
             Origin::Control => "control",
+            Origin::Dhclient => "dhclient",
         }
     }
 }
@@ -107,6 +116,8 @@ pub struct Event {
     pub test_dir: Option<&'static str>,
     /// Policy routing's view of the link when the event was sealed.
     pub policy: Option<PolicyView>,
+    /// For a `Lease` event: the new lease.
+    pub lease: Option<Box<super::lease::Lease>>,
     /// The versioned JSON, made once, when the first consumer asks: an
     /// event nobody reads (coalesced away, no subscriber) costs none.
     json: std::cell::OnceCell<String>,
@@ -142,6 +153,7 @@ impl Event {
             route: None,
             test_dir: None,
             policy: None,
+            lease: None,
             json: std::cell::OnceCell::new(),
         }
     }
@@ -170,6 +182,7 @@ impl Event {
         match (self.kind, self.test_dir) {
             (Kind::Test, Some(d)) => d,
             (Kind::Routes, _) => "routes",
+            (Kind::Lease, _) => "routable",
             _ => self.state.as_str(),
         }
     }
@@ -316,6 +329,10 @@ fn to_json(ev: &Event) -> String {
         })
     });
     o.str("backend", ev.origin.as_str());
+    #[cfg(feature = "dhclient")]
+    if let Some(l) = &ev.lease {
+        o.raw("dhcp", |out| lease_json(out, l));
+    }
     o.str("event", ev.kind.as_str());
     o.num("id", ev.id);
     o.num("ifindex", ev.index);
@@ -366,6 +383,72 @@ fn to_json(ev: &Event) -> String {
     o.num("version", JSON_VERSION);
     o.close();
     s
+}
+
+/// A lease's members, in the order of their names.
+#[cfg(feature = "dhclient")]
+fn lease_json(out: &mut String, l: &super::lease::Lease) {
+    let mut x = Obj::open(out);
+    let _ = write!(x.key("address"), "\"{}\"", l.address);
+    x.raw("dns", |out| {
+        list(out, &l.dns, |out, a| {
+            let _ = write!(out, "\"{a}\"");
+        })
+    });
+    x.opt_str("domain", l.domain.as_deref());
+    match l.expires {
+        Some(e) => x.num("expires", e),
+        None => x.key("expires").push_str("null"),
+    }
+    x.raw("gateway", |out| {
+        list(out, &l.routers, |out, a| {
+            let _ = write!(out, "\"{a}\"");
+        })
+    });
+    x.opt_str("hostname", l.hostname.as_deref());
+    match l.lease_secs {
+        Some(n) => x.num("lease_time", n),
+        None => x.key("lease_time").push_str("null"),
+    }
+    x.opt_str(
+        "subnet_mask",
+        l.subnet_mask.map(|m| m.to_string()).as_deref(),
+    );
+    x.close();
+}
+
+/// The DHCP_* variables of a lease, with the existing netevd's names and
+/// formats: lists separated by spaces, the mask dotted, a variable the
+/// lease has no value for left unset. `DHCP_LEASE` is the lease time in
+/// seconds.
+#[cfg(feature = "dhclient")]
+fn lease_env(l: &super::lease::Lease, env: &mut Vec<(&'static str, OsString)>) {
+    let join = |v: Vec<String>| OsString::from(v.join(" "));
+    env.push(("DHCP_ADDRESS", OsString::from(l.address.to_string())));
+    if let Some(m) = l.subnet_mask {
+        env.push(("DHCP_SUBNET_MASK", OsString::from(m.to_string())));
+    }
+    if !l.routers.is_empty() {
+        env.push((
+            "DHCP_GATEWAY",
+            join(l.routers.iter().map(|r| r.to_string()).collect()),
+        ));
+    }
+    if !l.dns.is_empty() {
+        env.push((
+            "DHCP_DNS",
+            join(l.dns.iter().map(|r| r.to_string()).collect()),
+        ));
+    }
+    if let Some(d) = &l.domain {
+        env.push(("DHCP_DOMAIN", OsString::from(d)));
+    }
+    if let Some(h) = &l.hostname {
+        env.push(("DHCP_HOSTNAME", OsString::from(h)));
+    }
+    if let Some(n) = l.lease_secs {
+        env.push(("DHCP_LEASE", OsString::from(n.to_string())));
+    }
 }
 
 /// What one hook run adds to its event.
@@ -482,6 +565,10 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         ));
         env.push(("ROUTE_TABLE", s(r.table.to_string())));
         env.push(("ROUTE_METRIC", s(r.priority.to_string())));
+    }
+    #[cfg(feature = "dhclient")]
+    if let Some(l) = &ev.lease {
+        lease_env(l, &mut env);
     }
     // Whatever else grows one day is bounded too.
     for (k, v) in env.iter_mut() {
@@ -732,6 +819,58 @@ mod tests {
         let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["route"]["action"], "del");
         assert_eq!(v["route"]["table"], 254);
+    }
+
+    #[test]
+    #[cfg(feature = "dhclient")]
+    fn lease_event_environment_and_json() {
+        let mut e = ev();
+        e.kind = Kind::Lease;
+        e.origin = Origin::Dhclient;
+        e.state = OperState::Degraded;
+        e.lease = Some(Box::new(crate::core::lease::Lease {
+            interface: b"e0".to_vec(),
+            subnet_mask: Some("255.255.255.0".parse().unwrap()),
+            routers: vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+            dns: vec!["192.0.2.53".parse().unwrap(), "192.0.2.54".parse().unwrap()],
+            domain: Some("example.test".into()),
+            hostname: Some("h1".into()),
+            lease_secs: Some(120),
+            expires: Some(1795771771),
+            ..crate::core::lease::Lease::empty("192.0.2.116".parse().unwrap())
+        }));
+        let e = e.seal(None);
+        let env = environment(&e, &RUN);
+        assert_eq!(get(&env, "STATE"), b"routable");
+        assert_eq!(get(&env, "OPERSTATE"), b"degraded");
+        assert_eq!(get(&env, "BACKEND"), b"dhclient");
+        assert_eq!(get(&env, "EVENT"), b"lease");
+        assert_eq!(get(&env, "DHCP_ADDRESS"), b"192.0.2.116");
+        assert_eq!(get(&env, "DHCP_SUBNET_MASK"), b"255.255.255.0");
+        assert_eq!(get(&env, "DHCP_GATEWAY"), b"192.0.2.1 192.0.2.2");
+        assert_eq!(get(&env, "DHCP_DNS"), b"192.0.2.53 192.0.2.54");
+        assert_eq!(get(&env, "DHCP_DOMAIN"), b"example.test");
+        assert_eq!(get(&env, "DHCP_HOSTNAME"), b"h1");
+        assert_eq!(get(&env, "DHCP_LEASE"), b"120");
+        let v: Value = serde_json::from_str(e.json()).unwrap();
+        assert_eq!(v["backend"], "dhclient");
+        assert_eq!(v["state"], "routable");
+        assert_eq!(v["dhcp"]["gateway"][1], "192.0.2.2");
+        assert_eq!(v["dhcp"]["lease_time"], 120);
+        assert_eq!(e.json(), v.to_string());
+        // A lease with nothing but an address sets nothing else.
+        let mut bare = ev();
+        bare.kind = Kind::Lease;
+        bare.lease = Some(Box::new(crate::core::lease::Lease::empty(
+            "2001:db8::7".parse().unwrap(),
+        )));
+        let env = environment(&bare.seal(None), &RUN);
+        let dhcp: Vec<&str> = env
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| k.starts_with("DHCP_"))
+            .collect();
+        assert_eq!(dhcp, ["DHCP_ADDRESS"]);
     }
 
     #[test]

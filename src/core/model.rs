@@ -10,6 +10,9 @@
 //! same last event per link, as the lost messages would have produced.
 
 use super::event::{Event, Kind, Origin};
+use super::lease::Leases;
+#[cfg(feature = "dhclient")]
+use super::lease::{Key as LeaseKey, LeaseInput};
 use super::mirror::{Change, Mirror, Routes};
 use super::publish::{make_event, Publisher};
 use super::types::*;
@@ -21,14 +24,21 @@ pub struct Core {
     mirror: Mirror,
     publisher: Publisher,
     changes: Vec<Change>,
+    /// dhclient's leases (lease.rs); a new one is an event for its link.
+    leases: Leases,
+    /// `scripts.run_on_startup`, for leases read before the first dump.
+    #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
+    run_on_startup: bool,
 }
 
 impl Core {
     pub fn new(settings: Settings) -> Self {
         Core {
             mirror: Mirror::default(),
+            run_on_startup: settings.run_on_startup,
             publisher: Publisher::new(settings),
             changes: Vec::new(),
+            leases: Leases::default(),
         }
     }
 
@@ -73,18 +83,28 @@ impl Core {
     /// forgotten; newly monitored ones get an event for their current
     /// state.
     pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<Event>) {
+        self.run_on_startup = settings.run_on_startup;
         self.publisher
             .set_settings(settings, &self.mirror, now_ms, out);
     }
 
     /// Applies one kernel message; events are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
+        #[cfg(feature = "dhclient")]
+        let held = self.lease_input(&input);
         let mut changes = std::mem::take(&mut self.changes);
         self.mirror.apply(input, &mut changes);
         for c in changes.drain(..) {
             self.publisher.on(&self.mirror, c, now_ms, out);
         }
         self.changes = changes;
+        #[cfg(feature = "dhclient")]
+        self.lease_release(held, now_ms, out);
+    }
+
+    /// The current DHCP leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// An event for `netevctl test`: the link's current state, run through
@@ -108,6 +128,89 @@ impl Core {
         ev.origin = Origin::Control;
         ev.test_dir = Some(dir);
         Some(ev)
+    }
+}
+
+/// Leases (`--features dhclient`): compiled out of the kernel-only build,
+/// where nothing reads lease files.
+#[cfg(feature = "dhclient")]
+impl Core {
+    /// Applies what the lease watcher saw; a new lease is an event for
+    /// its link, now or once the link is known.
+    pub fn apply_lease(&mut self, input: LeaseInput, now_ms: u64, out: &mut Vec<Event>) {
+        for k in self.leases.apply(input, now_ms) {
+            self.lease_event(k, now_ms, out);
+        }
+    }
+
+    /// Before a kernel message: what it means for the leases. Returns
+    /// whether held leases may now find their link (`Some(Some(name))`
+    /// for a new link, `Some(None)` at the end of a dump), and whether
+    /// the first dump is not over yet.
+    fn lease_input(&mut self, input: &Input) -> (Option<Option<Vec<u8>>>, bool) {
+        if let Input::NewAddr(a) | Input::DelAddr(a) = input {
+            self.leases.address_changed(a.ip);
+        }
+        let held = match input {
+            _ if !self.leases.has_pending() => None,
+            Input::NewLink(l) => Some(Some(l.name.clone())),
+            Input::ResyncEnd => Some(None),
+            _ => None,
+        };
+        (held, !self.mirror.synced())
+    }
+
+    /// After a kernel message: a lease held for want of its link may now
+    /// have one.
+    fn lease_release(
+        &mut self,
+        (held, first_sync): (Option<Option<Vec<u8>>>, bool),
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
+        match held {
+            _ if !self.mirror.synced() || self.mirror.resyncing() => {}
+            Some(Some(name)) => {
+                for k in self.leases.take_pending(&name) {
+                    self.lease_event(k, now_ms, out);
+                }
+            }
+            Some(None) => {
+                let keys = self.leases.take_all_pending();
+                // Leases read before the first dump are the start-up
+                // state: replayed like the links', or not at all.
+                if !first_sync || self.run_on_startup {
+                    for k in keys {
+                        self.lease_event(k, now_ms, out);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn lease_event(&mut self, key: LeaseKey, now_ms: u64, out: &mut Vec<Event>) {
+        let link = match self.mirror.synced() && !self.mirror.resyncing() {
+            true => self.mirror.links().find(|l| l.info.name == key.0),
+            false => None,
+        };
+        let Some(link) = link else {
+            self.leases.defer(key);
+            return;
+        };
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        if !self.publisher.monitored(&key.0) {
+            return;
+        }
+        let previous = self.publisher.previous(link.info.index);
+        let lease = Box::new(lease.clone());
+        let id = self.publisher.alloc_id();
+        let mut ev = make_event(id, Kind::Lease, link, previous, now_ms);
+        ev.origin = Origin::Dhclient;
+        ev.lease = Some(lease);
+        out.push(ev);
     }
 }
 
@@ -645,6 +748,107 @@ mod tests {
             ],
         );
         assert!(evs.is_empty(), "{:?}", summary(&evs));
+    }
+
+    #[cfg(feature = "dhclient")]
+    fn dhcp(iface: &str, ip: &str) -> LeaseInput {
+        LeaseInput::File {
+            path: "/var/lib/dhcp/dhclient.leases".into(),
+            leases: vec![crate::core::lease::Lease {
+                interface: iface.as_bytes().to_vec(),
+                routers: vec!["192.0.2.1".parse().unwrap()],
+                ..crate::core::lease::Lease::empty(ip.parse().unwrap())
+            }],
+        }
+    }
+
+    #[cfg(feature = "dhclient")]
+    fn lease_summary(evs: &[Event]) -> Vec<(String, &'static str, &'static str, String)> {
+        evs.iter()
+            .map(|e| {
+                (
+                    e.name_lossy(),
+                    e.kind.as_str(),
+                    e.dir(),
+                    e.lease
+                        .as_ref()
+                        .map(|l| l.address.to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg(feature = "dhclient")]
+    fn a_new_lease_is_an_event_for_its_link() {
+        let mut c = synced(false);
+        let mut out = Vec::new();
+        c.apply_lease(dhcp("va", "192.0.2.10"), 5_000, &mut out);
+        assert_eq!(
+            lease_summary(&out),
+            vec![("va".into(), "lease", "routable", "192.0.2.10".into())]
+        );
+        assert_eq!(out[0].origin, Origin::Dhclient);
+        assert_eq!(out[0].state, OperState::NoCarrier);
+        // The same lease read again is not new.
+        out.clear();
+        c.apply_lease(dhcp("va", "192.0.2.10"), 6_000, &mut out);
+        assert!(out.is_empty());
+        // A lease for a link not there yet waits for it.
+        c.apply_lease(dhcp("vz", "198.51.100.2"), 7_000, &mut out);
+        assert!(out.is_empty());
+        let evs = run(&mut c, vec![link(9, "vz", UP, IF_OPER_UP)]);
+        assert_eq!(
+            lease_summary(&evs),
+            vec![
+                ("vz".into(), "state", "carrier", "".into()),
+                ("vz".into(), "lease", "routable", "198.51.100.2".into())
+            ]
+        );
+        assert_eq!(
+            c.leases().gateway(b"vz").map(|g| g.1),
+            Some("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "dhclient")]
+    fn leases_read_before_the_first_dump_follow_run_on_startup() {
+        for startup in [true, false] {
+            let mut c = core(startup);
+            let mut out = Vec::new();
+            c.apply_lease(dhcp("va", "192.0.2.10"), 1_000, &mut out);
+            assert!(out.is_empty());
+            let evs = run(
+                &mut c,
+                vec![
+                    Input::ResyncBegin,
+                    link(2, "va", UP, IF_OPER_UP),
+                    Input::ResyncEnd,
+                ],
+            );
+            let leases = evs.iter().filter(|e| e.kind == Kind::Lease).count();
+            assert_eq!(leases, startup as usize, "run_on_startup {startup}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "dhclient")]
+    fn leases_of_unmonitored_links_make_no_event() {
+        let mut c = Core::new(Settings {
+            interfaces: vec![b"wg*".to_vec()],
+            run_on_startup: false,
+        });
+        run(
+            &mut c,
+            vec![Input::ResyncBegin, link(2, "va", UP, 0), Input::ResyncEnd],
+        );
+        let mut out = Vec::new();
+        c.apply_lease(dhcp("va", "192.0.2.10"), 1_000, &mut out);
+        assert!(out.is_empty());
+        // but its gateway is still known, for policy routing
+        assert!(c.leases().gateway(b"va").is_some());
     }
 
     #[test]

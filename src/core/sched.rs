@@ -34,6 +34,9 @@ enum Class {
     Route(u8, u32, Option<IpAddr>, u8, u32),
     /// A test of one hook directory: tests of two directories both run.
     Test(Option<&'static str>),
+    /// A DHCP lease of one family: never folded into a kernel state
+    /// event, which has no DHCP_* to give.
+    Lease(u8),
 }
 
 fn class(ev: &Event) -> Class {
@@ -43,6 +46,7 @@ fn class(ev: &Event) -> Class {
             Class::Route(r.family, r.table, r.dst, r.dst_len, r.priority)
         }
         (Kind::Test, _) => Class::Test(ev.test_dir),
+        (Kind::Lease, _) => Class::Lease(ev.lease.as_ref().map_or(0, |l| l.family())),
         _ => Class::State,
     }
 }

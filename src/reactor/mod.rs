@@ -32,6 +32,8 @@ use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+#[cfg(feature = "dhclient")]
+use crate::config::Backend;
 use crate::config::Config;
 use crate::core::event::{Event, Kind, PolicyView};
 use crate::core::metrics::{self, HookResult, PolicyResult, Registry};
@@ -48,6 +50,8 @@ use crate::effect::policy::{self, Policy};
 use crate::effect::sdnotify::Notify;
 use crate::effect::spawner::Spawner;
 use crate::source::control::{self, Control, Settings as ControlSettings};
+#[cfg(feature = "dhclient")]
+use crate::source::lease::{self, LeaseWatch};
 use crate::source::netlink::Netlink;
 
 use timers::{Timer, Timers};
@@ -82,6 +86,9 @@ pub struct Daemon {
     control: Option<Control>,
     /// `system.watch_config`: the configuration's directories, watched.
     watch: Option<crate::config::Watch>,
+    /// dhclient's lease files, with `system.backend: dhclient`.
+    #[cfg(feature = "dhclient")]
+    lease: Option<LeaseWatch>,
     core: Core,
     sched: Scheduler,
     /// `filters:`, with their hit counts: which events run which hooks.
@@ -227,12 +234,16 @@ impl Daemon {
             None
         };
         let watch = open_watch(&config, &opts, &poll);
+        #[cfg(feature = "dhclient")]
+        let lease = open_lease(&config, &poll)?;
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
             watch,
+            #[cfg(feature = "dhclient")]
+            lease,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             filters: FilterSet::new(config.filters.clone()),
@@ -275,6 +286,9 @@ impl Daemon {
         self.runner.check_script_dir();
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
+        // The lease files there are now: held by the core until the
+        // first dump shows their links.
+        self.on_lease();
         loop {
             // Whatever the last turn queued (events, finished hooks, a
             // reload) starts here, before the loop sleeps again.
@@ -322,6 +336,8 @@ impl Daemon {
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    Source::Lease if self.stopping => {}
+                    Source::Lease => self.on_lease(),
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
@@ -351,6 +367,8 @@ impl Daemon {
                         }
                     }
                     Timer::Again => self.on_leftovers(),
+                    Timer::Lease if self.stopping => {}
+                    Timer::Lease => self.on_lease(),
                     Timer::Flush => {
                         if let Some(c) = self.control.as_mut() {
                             c.flush_queued(self.poll.registry(), now);
@@ -387,12 +405,14 @@ impl Daemon {
         self.timers.arm(Timer::Audit, self.audit.next_flush(now));
         self.timers
             .arm(Timer::Watchdog, self.notify.next_watchdog());
+        self.timers.arm(Timer::Lease, self.lease_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
+            || (self.lease_more() && !self.stopping)
             || self.control.as_ref().is_some_and(Control::has_more))
         .then_some(now);
         self.timers.arm(Timer::Again, again);
@@ -403,6 +423,9 @@ impl Daemon {
         self.runner.read_pending(self.poll.registry());
         if self.netlink.more() && !self.stopping {
             self.on_netlink();
+        }
+        if self.lease_more() && !self.stopping {
+            self.on_lease();
         }
         let more = self.control.as_ref().map(Control::more).unwrap_or_default();
         let now = Instant::now();
@@ -590,6 +613,20 @@ impl Daemon {
             ev.dir(),
             ev.previous.map(|p| p.as_str()).unwrap_or("-")
         );
+        // Here, not where leases are read: a lease held until its link
+        // appeared comes out of a netlink read.
+        #[cfg(feature = "dhclient")]
+        if let Some(l) = &ev.lease {
+            log::info!(
+                "dhclient: new lease on {}: {}{}",
+                ev.name_lossy(),
+                l.address,
+                match l.routers.first() {
+                    Some(r) => format!(" via {r}"),
+                    None => String::new(),
+                }
+            );
+        }
         self.remember(&ev);
         if let Some(c) = self.control.as_mut() {
             if c.listening() {
@@ -814,6 +851,33 @@ impl Daemon {
         s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
         // Figures other modules keep go in as extra families. One series
         // per configured filter: the config bounds their number.
+        #[cfg(feature = "dhclient")]
+        if let Some(w) = &self.lease {
+            for (name, help, v) in [
+                (
+                    "netevd_lease_reads_total",
+                    "Lease files read and parsed.",
+                    w.stats.reads,
+                ),
+                (
+                    "netevd_lease_reads_skipped_total",
+                    "Lease file reads skipped: unparsable, changed while read, too large, emptied.",
+                    w.stats.skipped,
+                ),
+                (
+                    "netevd_lease_watch_overflows_total",
+                    "inotify queue overflows on the lease directories (every file read again).",
+                    w.stats.overflows,
+                ),
+            ] {
+                s.extra.push(metrics::Family {
+                    name,
+                    help,
+                    kind: metrics::Kind::Counter,
+                    samples: vec![(Vec::new(), v as f64)],
+                });
+            }
+        }
         s.extra.push(metrics::Family {
             name: "netevd_filter_hits_total",
             help: "Events a filter decided (the first filter that matched them).",
@@ -889,6 +953,11 @@ impl Daemon {
         if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
         }
+        if c.backend != self.config.backend || c.dhclient != self.config.dhclient {
+            log::warn!(
+                "reload: system.backend and backends.dhclient.lease_files take effect at the next start"
+            );
+        }
         if c.control.socket != self.config.control.socket
             || c.control.enabled != self.config.control.enabled
         {
@@ -958,5 +1027,77 @@ fn policy_done(m: &mut Registry, a: &mut Audit, ch: &Change, r: PolicyResult, co
         } else {
             l.end();
         }
+    }
+}
+
+/// The lease watcher, registered with the loop, when the backend is
+/// dhclient.
+#[cfg(feature = "dhclient")]
+fn open_lease(config: &Config, poll: &Poll) -> io::Result<Option<LeaseWatch>> {
+    if config.backend != Backend::Dhclient {
+        return Ok(None);
+    }
+    if !lease::lease_files_present(&config.dhclient) {
+        log::info!(
+            "dhclient: no lease file yet ({}); waiting for one",
+            config
+                .dhclient
+                .lease_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let w = LeaseWatch::open(&config.dhclient)?;
+    poll.registry()
+        .register(&mut SourceFd(&w.fd()), token::LEASE, Interest::READABLE)?;
+    Ok(Some(w))
+}
+
+/// The lease watcher's part of the loop (`--features dhclient`).
+#[cfg(feature = "dhclient")]
+impl Daemon {
+    /// Reads the lease files that changed; a new lease is an event, and a
+    /// lease's router may change a link's policy-routing gateway.
+    fn on_lease(&mut self) {
+        let Some(w) = self.lease.as_mut() else {
+            return;
+        };
+        let mut got = Vec::new();
+        w.read(Instant::now(), &mut got);
+        if got.is_empty() {
+            return;
+        }
+        self.input_at = Instant::now();
+        let now = now_ms();
+        for i in got {
+            self.core.apply_lease(i, now, &mut self.out);
+        }
+        self.reconcile(Instant::now());
+        self.publish_out();
+        self.dispatch(Instant::now());
+    }
+
+    fn lease_more(&self) -> bool {
+        self.lease.as_ref().is_some_and(LeaseWatch::more)
+    }
+
+    fn lease_deadline(&self) -> Option<Instant> {
+        self.lease.as_ref().and_then(LeaseWatch::next_deadline)
+    }
+}
+
+/// Built without the lease watcher: no lease file is ever read.
+#[cfg(not(feature = "dhclient"))]
+impl Daemon {
+    fn on_lease(&mut self) {}
+
+    fn lease_more(&self) -> bool {
+        false
+    }
+
+    fn lease_deadline(&self) -> Option<Instant> {
+        None
     }
 }

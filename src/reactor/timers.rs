@@ -30,10 +30,12 @@ pub enum Timer {
     Audit,
     /// The service manager's watchdog wants a ping.
     Watchdog,
+    /// A changed lease file has settled and is due to be read.
+    Lease,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 9] = [
+const ALL: [Timer; 10] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -43,6 +45,7 @@ const ALL: [Timer; 9] = [
     Timer::Again,
     Timer::Audit,
     Timer::Watchdog,
+    Timer::Lease,
 ];
 const N: usize = ALL.len();
 

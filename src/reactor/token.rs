@@ -18,6 +18,9 @@ pub const HTTP: Token = Token(4);
 pub const SPAWNER: Token = Token(5);
 /// The inotify descriptor of `system.watch_config`.
 pub const CONFIG_WATCH: Token = Token(6);
+/// The dhclient lease watcher's inotify descriptor: one for every
+/// watched directory.
+pub const LEASE: Token = Token(7);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -35,6 +38,7 @@ pub enum Source {
     Spawner,
     /// The configuration's directories changed (`system.watch_config`).
     ConfigWatch,
+    Lease,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -51,6 +55,7 @@ pub fn source(t: Token) -> Source {
         CONTROL => Source::ControlListener,
         SPAWNER => Source::Spawner,
         CONFIG_WATCH => Source::ConfigWatch,
+        LEASE => Source::Lease,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,
@@ -66,6 +71,7 @@ mod tests {
         assert_eq!(source(NETLINK), Source::Netlink);
         assert_eq!(source(CONTROL), Source::ControlListener);
         assert_eq!(source(CONFIG_WATCH), Source::ConfigWatch);
+        assert_eq!(source(LEASE), Source::Lease);
         assert_eq!(source(Token(HOOKS)), Source::Hook(Token(HOOKS)));
         assert_eq!(
             source(Token(HOOKS + HOOKS_LEN - 1)),

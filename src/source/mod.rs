@@ -1,4 +1,6 @@
 //! Event sources: I/O and decoding only, one module per source.
 
 pub mod control;
+#[cfg(feature = "dhclient")]
+pub mod lease;
 pub mod netlink;

@@ -7,7 +7,8 @@
 //! for each global address, IPv4 and IPv6; in `T` the connected route of
 //! each address and a default route via the interface's gateway. The
 //! gateway is learnt from a default route through the interface in a table
-//! netevd does not own, so address first or gateway first ends the same.
+//! netevd does not own, so address first or gateway first ends the same;
+//! failing that, from the router of the interface's DHCP lease.
 //!
 //! Cost: a plan and a diff are O(n log n) in the addresses, routes and
 //! rules; nothing here is computed per change (a per-change fingerprint
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use super::super::model::Core;
+use super::super::model::{Core, Link};
 use super::super::types::*;
 use super::{route_key, rule_key, rule_text, Change, Iface, Key, Settings};
 
@@ -277,6 +278,27 @@ fn rule(ip: IpAddr, table: u32, priority: u32, from: bool) -> RuleInfo {
     }
 }
 
+/// With no default route through the link (a second uplink's
+/// dhclient-script cannot add one beside the first's), its DHCP lease's
+/// router is the gateway, while the link holds the leased address
+/// (dhclient-script removes it when the lease runs out, and nothing
+/// rewrites the lease file then).
+#[cfg(feature = "dhclient")]
+fn lease_gateway(core: &Core, link: &Link, family: u8) -> Option<IpAddr> {
+    match (family, core.leases().gateway(&link.info.name)) {
+        (2, Some((ip, gw))) if link.addrs.values().any(|a| a.ip == ip && a.usable()) => {
+            Some(IpAddr::V4(gw))
+        }
+        _ => None,
+    }
+}
+
+/// Built without the lease watcher: gateways come from the kernel only.
+#[cfg(not(feature = "dhclient"))]
+fn lease_gateway(_: &Core, _: &Link, _: u8) -> Option<IpAddr> {
+    None
+}
+
 pub fn plan(s: &Settings, core: &Core) -> Plan {
     let mut p = Plan::default();
     // Resolve links and tables first: the gateway search must skip every
@@ -330,7 +352,8 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
                         && r.gateway.is_some()
                 })
                 .min_by_key(|r| (r.priority, r.table != RT_TABLE_MAIN))
-                .and_then(|r| r.gateway);
+                .and_then(|r| r.gateway)
+                .or_else(|| lease_gateway(core, link, family));
             if let Some(gw) = gw {
                 lp.gateways.push(gw);
                 if lp.up {

@@ -77,6 +77,9 @@ pub struct Reconciler {
     /// in full.
     full: bool,
     resyncing: bool,
+    /// The leases' generation last planned with: a lease's router can be
+    /// a link's gateway (plan.rs).
+    lease_gen: u64,
     /// Keys whose wanted or actual state changed since the last reconcile.
     touched: BTreeSet<Key>,
     pub stats: Stats,
@@ -99,6 +102,7 @@ impl Reconciler {
             next_ctx: 0,
             full: true,
             resyncing: false,
+            lease_gen: 0,
             touched: BTreeSet::new(),
             stats: Stats::default(),
         }
@@ -305,6 +309,10 @@ impl Reconciler {
         self.requests.fire(now);
         if !core.synced() || core.resyncing() {
             return Vec::new();
+        }
+        if core.leases().generation() != self.lease_gen {
+            self.lease_gen = core.leases().generation();
+            self.full = true;
         }
         let mut keys = self.requests.take_recheck();
         keys.append(&mut self.touched);

@@ -850,3 +850,105 @@ fn a_refused_default_route_is_retried_when_an_address_comes() {
         ]
     );
 }
+
+/// A link with no default route through it gets its DHCP lease's router
+/// as its gateway, once the lease is read and while the link holds the
+/// leased address; a kernel default route wins over it, and a released
+/// lease takes it away.
+#[test]
+#[cfg(feature = "dhclient")]
+fn a_lease_router_is_the_gateway_when_the_kernel_has_none() {
+    use crate::core::lease::{Lease, LeaseInput};
+    let settings = Settings {
+        ifaces: vec![Iface {
+            name: "wan1".into(),
+            table: None,
+            from_priority: None,
+            to_priority: None,
+        }],
+        ..Settings::default()
+    };
+    let mut sync = Reconciler::new(settings);
+    let mut core = Core::new(CoreSettings::default());
+    let mut out = Vec::new();
+    for i in [
+        Input::ResyncBegin,
+        Input::NewLink(wan1()),
+        Input::NewAddr(addr("10.2.0.2", 24)),
+        Input::ResyncEnd,
+    ] {
+        core.apply(i, 0, &mut out);
+    }
+    let now = Instant::now();
+    let gateways = |chs: &[Change]| -> Vec<String> {
+        chs.iter()
+            .filter_map(|c| match c {
+                Change::AddRoute(r) if r.dst.is_none() => {
+                    Some(format!("{} table {}", r.gateway.unwrap(), r.table))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(gateways(&sync.reconcile(&core, now)).is_empty());
+    let lease = |expires| LeaseInput::File {
+        path: "/var/lib/dhcp/dhclient.wan1.leases".into(),
+        leases: vec![Lease {
+            interface: b"wan1".to_vec(),
+            routers: vec!["10.2.0.1".parse().unwrap()],
+            expires,
+            ..Lease::empty("10.2.0.2".parse().unwrap())
+        }],
+    };
+    core.apply_lease(lease(None), 1_000, &mut out);
+    assert_eq!(
+        gateways(&sync.reconcile(&core, now)),
+        vec!["10.2.0.1 table 1003"]
+    );
+    assert_eq!(
+        sync.plan.link(3).unwrap().gateways,
+        vec!["10.2.0.1".parse::<IpAddr>().unwrap()]
+    );
+    // The kernel's default route through the link wins.
+    let r = default_via("10.2.0.7");
+    sync.observe(
+        &Input::NewRoute {
+            route: r.clone(),
+            replace: false,
+        },
+        now,
+    );
+    core.apply(
+        Input::NewRoute {
+            route: r.clone(),
+            replace: false,
+        },
+        0,
+        &mut out,
+    );
+    sync.reconcile(&core, now);
+    assert_eq!(
+        sync.plan.link(3).unwrap().gateways,
+        vec!["10.2.0.7".parse::<IpAddr>().unwrap()]
+    );
+    sync.observe(&Input::DelRoute(r.clone()), now);
+    core.apply(Input::DelRoute(r), 0, &mut out);
+    sync.reconcile(&core, now);
+    let lease_gw = vec!["10.2.0.1".parse::<IpAddr>().unwrap()];
+    assert_eq!(sync.plan.link(3).unwrap().gateways, lease_gw);
+    // It holds only while the link has the leased address (which
+    // dhclient-script removes when the lease runs out).
+    let a = addr("10.2.0.2", 24);
+    sync.observe(&Input::DelAddr(a.clone()), now);
+    core.apply(Input::DelAddr(a.clone()), 0, &mut out);
+    sync.reconcile(&core, now);
+    assert!(sync.plan.link(3).unwrap().gateways.is_empty());
+    sync.observe(&Input::NewAddr(a.clone()), now);
+    core.apply(Input::NewAddr(a), 0, &mut out);
+    sync.reconcile(&core, now);
+    assert_eq!(sync.plan.link(3).unwrap().gateways, lease_gw);
+    // Released (an expired block): no gateway is left.
+    core.apply_lease(lease(Some(1)), 2_000, &mut out);
+    sync.reconcile(&core, now);
+    assert!(sync.plan.link(3).unwrap().gateways.is_empty());
+}
