@@ -5,14 +5,14 @@ _netevctl() {
     local cur prev cmd i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="status interfaces interface routes rules events history hooks reload test validate"
+    local commands="status interfaces interface routes rules events history hooks filters metrics audit reload test validate"
     local states="off no-carrier dormant carrier degraded routable routes configured configuring activated disconnected"
     case $prev in
     --socket)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         return
         ;;
-    --timeout | --limit)
+    --timeout | --limit | --where | --since | --until)
         return
         ;;
     --link)
@@ -20,7 +20,11 @@ _netevctl() {
         return
         ;;
     --kind)
-        mapfile -t COMPREPLY < <(compgen -W "startup state removed routes test" -- "$cur")
+        if [[ " ${COMP_WORDS[*]} " == *" audit "* ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "state hook control reload policy audit" -- "$cur")
+        else
+            mapfile -t COMPREPLY < <(compgen -W "startup state removed routes test lease" -- "$cur")
+        fi
         return
         ;;
     --state)
@@ -44,7 +48,8 @@ _netevctl() {
     case $cmd in
     '') words="--socket --timeout --json --version --help $commands" ;;
     interface) words="--json $(ls /sys/class/net 2>/dev/null)" ;;
-    events) words="--limit --link --kind --state --follow --json" ;;
+    events) words="--limit --link --kind --state --where --follow --json" ;;
+    audit) words="--since --until --kind --link --limit --json" ;;
     history) words="--limit --link --json" ;;
     test) words="--state --link --dry-run --json" ;;
     validate)

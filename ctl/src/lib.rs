@@ -174,7 +174,7 @@ impl fmt::Display for LinkRef {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
     pub link: Option<LinkRef>,
-    /// startup, state, removed, routes, test
+    /// startup, state, removed, routes, test, lease
     pub kind: Option<String>,
     /// The hook directory: carrier, routable, routes, ...
     pub state: Option<String>,

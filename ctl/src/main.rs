@@ -154,7 +154,7 @@ struct Events {
     /// only events of this link (name or index)
     #[argh(option)]
     link: Option<String>,
-    /// only this kind: startup, state, removed, routes, test
+    /// only this kind: startup, state, removed, routes, test, lease
     #[argh(option)]
     kind: Option<String>,
     /// only events for this hook directory (carrier, routable, routes...)
