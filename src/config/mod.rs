@@ -790,9 +790,10 @@ fn api(cx: &Ctx, v: &Node) -> Result<ApiSettings, Error> {
         }
     }
     if let (Some(path), Some(n)) = (&a.auth_token_file, token_node) {
-        a.auth_token = Some(read_token(path).map_err(|e| {
-            cx.err(n, format!("api.auth_token_file: {}: {e}", path.display()))
-        })?);
+        a.auth_token = Some(
+            read_token(path)
+                .map_err(|e| cx.err(n, format!("api.auth_token_file: {}: {e}", path.display())))?,
+        );
     }
     if a.auth_required_for_reads && a.auth_token.is_none() {
         return Err(Error {

@@ -11,6 +11,8 @@
 //! subscribers and the hook scheduler.
 
 mod answer;
+#[cfg(feature = "http")]
+mod http;
 mod timers;
 mod token;
 
@@ -63,6 +65,9 @@ pub struct Daemon {
     netlink: Netlink,
     signals: Signals,
     control: Option<Control>,
+    /// The HTTP shim, when `api.enabled`.
+    #[cfg(feature = "http")]
+    http: Option<crate::source::http::Http>,
     core: Core,
     sched: Scheduler,
     runner: Runner,
@@ -157,11 +162,15 @@ impl Daemon {
         } else {
             None
         };
+        #[cfg(feature = "http")]
+        let http = http::open(&config, poll.registry())?;
         Ok(Daemon {
             poll,
             netlink,
             signals,
             control,
+            #[cfg(feature = "http")]
+            http,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
@@ -220,13 +229,20 @@ impl Daemon {
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    #[cfg(feature = "http")]
+                    Source::HttpListener => self.on_http_listener(),
+                    #[cfg(feature = "http")]
+                    Source::HttpClient(i) => {
+                        self.on_http_client(i, ev.is_readable(), ev.is_writable())
+                    }
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
                         }
                     }
-                    // A pipe or client already closed can still report once.
-                    Source::Unknown => {}
+                    // A pipe or client already closed can still report once
+                    // (and a build without the shim has no HTTP tokens).
+                    _ => {}
                 }
             }
             let now = Instant::now();
@@ -254,6 +270,10 @@ impl Daemon {
                             c.flush_queued(self.poll.registry(), now);
                         }
                     }
+                    #[cfg(feature = "http")]
+                    Timer::Http => self.http_expire(now),
+                    #[cfg(not(feature = "http"))]
+                    Timer::Http => {}
                     Timer::Trim => {
                         self.since_trim = 0;
                         trim();
@@ -282,12 +302,24 @@ impl Daemon {
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
+        #[cfg(feature = "http")]
+        let http_more = {
+            let h = self.http.as_ref();
+            self.timers.arm(
+                Timer::Http,
+                h.and_then(crate::source::http::Http::next_deadline),
+            );
+            h.is_some_and(crate::source::http::Http::has_more)
+        };
+        #[cfg(not(feature = "http"))]
+        let http_more = false;
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
-            || self.control.as_ref().is_some_and(Control::has_more))
-        .then_some(now);
+            || self.control.as_ref().is_some_and(Control::has_more)
+            || http_more)
+            .then_some(now);
         self.timers.arm(Timer::Again, again);
     }
 
@@ -302,6 +334,8 @@ impl Daemon {
         for i in more {
             self.serve(i, now);
         }
+        #[cfg(feature = "http")]
+        self.http_leftovers();
     }
 
     fn stop(&mut self) {
@@ -461,6 +495,8 @@ impl Daemon {
                 );
             }
         }
+        #[cfg(feature = "http")]
+        self.http_publish(&ev);
         self.last_event = Some(ev.clone());
         self.sched.submit(ev);
     }
@@ -587,6 +623,8 @@ impl Daemon {
         if let Some(ctl) = self.control.as_mut() {
             ctl.set_settings(control_settings(&c, gid));
         }
+        #[cfg(feature = "http")]
+        self.http_reload(&c);
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
         self.policy.set_settings(c.policy.clone());

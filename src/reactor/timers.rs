@@ -26,10 +26,12 @@ pub enum Timer {
     /// Work left over from a turn whose budget ran out: poll without
     /// sleeping.
     Again,
+    /// HTTP clients' request, idle and keep-alive deadlines.
+    Http,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 7] = [
+const ALL: [Timer; 8] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -37,6 +39,7 @@ const ALL: [Timer; 7] = [
     Timer::Flush,
     Timer::Control,
     Timer::Again,
+    Timer::Http,
 ];
 const N: usize = ALL.len();
 
