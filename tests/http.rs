@@ -97,8 +97,8 @@ fn read_resp(s: &mut TcpStream, head: bool) -> Resp {
     let headers: HashMap<String, String> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_ascii_lowercase(), v.to_string())
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_ascii_lowercase(), v.trim().to_string())
         })
         .collect();
     let len: usize = headers
@@ -794,6 +794,145 @@ fn a_stream_client_that_never_reads_is_dropped_and_the_loop_goes_on() {
     assert!(closed(&mut lazy));
 }
 
+/// A minimal WebSocket client for the DevTools protocol: masked text
+/// frames out, text frames in (no fragmentation, which Chromium does not
+/// use for these replies).
+struct Cdp {
+    s: TcpStream,
+    id: u64,
+}
+
+impl Cdp {
+    fn connect(ns: &Ns, port: u16, path: &str) -> Cdp {
+        let mut s = connect(ns, port);
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1);
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        Cdp { s, id: 0 }
+    }
+
+    fn frame(&mut self) -> Vec<u8> {
+        let mut h = [0u8; 2];
+        self.s.read_exact(&mut h).unwrap();
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                self.s.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                self.s.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut p = vec![0u8; len];
+        self.s.read_exact(&mut p).unwrap();
+        p
+    }
+
+    /// Sends a command and returns its result, skipping events.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.id += 1;
+        let msg =
+            serde_json::json!({"id": self.id, "method": method, "params": params}).to_string();
+        let p = msg.as_bytes();
+        let mut f = vec![0x81u8];
+        if p.len() < 126 {
+            f.push(0x80 | p.len() as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(p);
+        self.s.write_all(&f).unwrap();
+        loop {
+            let v: Value = serde_json::from_slice(&self.frame()).unwrap();
+            if v["id"] == self.id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    fn eval(&mut self, js: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": js, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    fn screenshot(&mut self, path: &std::path::Path) {
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        std::fs::write(path, base64_decode(r["data"].as_str().unwrap())).unwrap();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let b: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(b.len() * 3 / 4);
+    for c in b.chunks(4) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &x)| n | (val(x) as u32) << (18 - 6 * i));
+        out.push((n >> 16) as u8);
+        if c.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if c.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
+
+/// Chromium in the test's namespace; stopped on drop.
+struct Browser(std::process::Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            sleep_ms(50);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_dashboard_shows_a_live_event_in_chromium() {
     let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
@@ -808,46 +947,132 @@ fn the_dashboard_shows_a_live_event_in_chromium() {
     };
     let (ns, d, p) = (Ns::new(), Dir::new(), port());
     veth(&ns, "da", "db");
-    let _daemon = Daemon::start(&ns, &d, &api(p, ""));
-    // Chromium loads the page, and the page's script waits (it is told so
-    // by the URL fragment) for an event about "da" before the DOM is
-    // dumped; the link changes while it waits.
-    let url = format!("http://127.0.0.1:{p}/#wait=da");
-    let shot = std::env::temp_dir().join(format!("netevd-dashboard-{}.png", ns.name));
-    let ns_name = ns.name.clone();
-    let run = |args: Vec<String>| {
+    let tf = d.write("token", "dashboard-token-0123456789", 0o600);
+    let cfg = api(
+        p,
+        &format!(
+            "  auth_token_file: {}\n  auth_required_for_reads: true\n",
+            tf.display()
+        ),
+    );
+    let _daemon = Daemon::start(&ns, &d, &cfg);
+    let devtools = port();
+    let _browser = Browser(
         Command::new("ip")
-            .args(["netns", "exec", &ns_name, chromium])
+            .args(["netns", "exec", &ns.name, chromium])
             .args([
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--window-size=1280,900",
-                "--virtual-time-budget=8000",
-                "--run-all-compositor-stages-before-draw",
+                &format!("--remote-debugging-port={devtools}"),
+                &format!("--user-data-dir={}", d.join("chromium").display()),
+                &format!("http://127.0.0.1:{p}/"),
             ])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let dump = std::thread::scope(|sc| {
-        let h = sc.spawn(|| run(vec!["--dump-dom".into(), url.clone()]));
-        sleep_ms(2500);
-        ns.ip(&["link", "set", "da", "up"]);
-        ns.ip(&["link", "set", "db", "up"]);
-        h.join().unwrap()
-    });
-    let dom = String::from_utf8_lossy(&dump.stdout);
-    assert!(dom.contains("id=\"events\""), "{dom}");
-    assert!(
-        dom.contains("data-live-event=\"da\""),
-        "no live event for da in the DOM:\n{dom}"
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("chromium.log")).unwrap())
+            .spawn()
+            .unwrap(),
     );
-    // A screenshot, kept as the test's artifact, at desktop and phone width.
-    let o = run(vec![
-        format!("--screenshot={}", shot.display()),
-        url.clone(),
-    ]);
-    assert!(shot.exists(), "{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!("dashboard screenshot: {}", shot.display());
+    // The page's DevTools target, once Chromium is up.
+    let end = Instant::now() + Duration::from_secs(30);
+    let ws_path = loop {
+        let name = ns.name.clone();
+        let list = in_ns(&name, move || {
+            let mut s = TcpStream::connect(("127.0.0.1", devtools)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+            serde_json::from_slice::<Value>(&read_resp(&mut s, false).body).ok()
+        });
+        let page = list.as_ref().and_then(|l| {
+            l.as_array()?
+                .iter()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                .and_then(|u| u.find("/devtools/").map(|at| u[at..].to_string()))
+        });
+        if let Some(path) = page {
+            break path;
+        }
+        assert!(
+            Instant::now() < end,
+            "chromium did not start: {}",
+            std::fs::read_to_string(d.join("chromium.log")).unwrap_or_default()
+        );
+        sleep_ms(200);
+    };
+    let mut cdp = Cdp::connect(&ns, devtools, &ws_path);
+    let wait_js = |cdp: &mut Cdp, js: &str, what: &str| {
+        let end = Instant::now() + Duration::from_secs(15);
+        while cdp.eval(js) != Value::Bool(true) {
+            assert!(
+                Instant::now() < end,
+                "{what}: {}",
+                cdp.eval("document.body.innerText")
+            );
+            sleep_ms(100);
+        }
+    };
+    // Without the token the page asks for it; with it, the cards appear.
+    wait_js(
+        &mut cdp,
+        "document.getElementById('auth').classList.contains('show')",
+        "asks for the token",
+    );
+    cdp.eval(
+        "document.getElementById('token').value = 'dashboard-token-0123456789'; \
+         document.getElementById('auth').requestSubmit(); true",
+    );
+    wait_js(
+        &mut cdp,
+        "!!document.querySelector('[data-link=\"da\"]')",
+        "an interface card for da",
+    );
+    wait_js(
+        &mut cdp,
+        "document.getElementById('stream-state').textContent === '(live)'",
+        "the stream is live",
+    );
+    assert_eq!(
+        cdp.eval("!!document.querySelector('[data-live-event=\"da\"]')"),
+        Value::Bool(false)
+    );
+    // The test changes a link; the event appears without a reload.
+    ns.ip(&["link", "set", "da", "up"]);
+    ns.ip(&["link", "set", "db", "up"]);
+    wait_js(
+        &mut cdp,
+        "!!document.querySelector('[data-live-event=\"da\"]')",
+        "a live event for da",
+    );
+    wait_js(
+        &mut cdp,
+        "document.querySelector('[data-link=\"da\"] .badge').textContent !== 'off'",
+        "the card follows the event",
+    );
+    let dir = std::env::temp_dir();
+    let desktop = dir.join(format!("netevd-dashboard-{}-desktop.png", ns.name));
+    cdp.screenshot(&desktop);
+    // Phone width: nothing wider than the screen.
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    sleep_ms(300);
+    assert_eq!(
+        cdp.eval("document.documentElement.scrollWidth <= window.innerWidth"),
+        Value::Bool(true),
+        "the page scrolls sideways at phone width"
+    );
+    let phone = dir.join(format!("netevd-dashboard-{}-phone.png", ns.name));
+    cdp.screenshot(&phone);
+    for f in [&desktop, &phone] {
+        let b = std::fs::read(f).unwrap();
+        assert!(
+            b.starts_with(b"\x89PNG") && b.len() > 10_000,
+            "{}",
+            f.display()
+        );
+        eprintln!("dashboard screenshot: {}", f.display());
+    }
 }
