@@ -133,7 +133,7 @@ fn req(ns: &Ns, port: u16, method: &str, path: &str, extra: &str) -> Resp {
 fn closed(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut rest = Vec::new();
-    matches!(s.read_to_end(&mut rest), Ok(_))
+    s.read_to_end(&mut rest).is_ok()
 }
 
 fn api(port: u16, more: &str) -> String {

@@ -240,9 +240,11 @@ impl Daemon {
                             self.runner.output(t, self.poll.registry())
                         }
                     }
-                    // A pipe or client already closed can still report once
-                    // (and a build without the shim has no HTTP tokens).
-                    _ => {}
+                    // A build without the shim registers no HTTP token.
+                    #[cfg(not(feature = "http"))]
+                    Source::HttpListener | Source::HttpClient(_) => {}
+                    // A pipe or client already closed can still report once.
+                    Source::Unknown => {}
                 }
             }
             let now = Instant::now();
