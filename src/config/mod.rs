@@ -984,6 +984,59 @@ metrics:
     }
 
     #[test]
+    fn api_section() {
+        let dir = std::env::temp_dir().join(format!("netevd-api-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tok = dir.join("token");
+        std::fs::write(&tok, "  0123456789abcdefXYZ  \nsecond line\n").unwrap();
+        let c = parse(&format!(
+            "api:\n  enabled: true\n  address: \"::1\"\n  port: 8080\n  request_timeout_seconds: 3\n  \
+             idle_timeout_seconds: 9\n  max_clients: 7\n  max_queue_bytes: 8192\n  \
+             auth_token_file: {}\n  auth_required_for_reads: true\n  rate_limiting:\n    \
+             requests_per_second: 5\n    burst: 6\n    exempt_loopback: false\n",
+            tok.display()
+        ))
+        .unwrap();
+        let a = &c.api;
+        assert!(a.enabled);
+        assert_eq!(a.bind_address.to_string(), "::1");
+        assert_eq!(a.port, 8080);
+        assert_eq!(a.request_timeout, Duration::from_secs(3));
+        assert_eq!(a.idle_timeout, Duration::from_secs(9));
+        assert_eq!((a.max_clients, a.max_queue), (7, 8192));
+        assert_eq!(a.auth_token, Some(Secret(b"0123456789abcdefXYZ".to_vec())));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "the token never shows");
+        assert!(a.auth_required_for_reads);
+        assert_eq!(
+            a.rate,
+            Some(RateSettings {
+                requests_per_second: 5,
+                burst: 6,
+                exempt_loopback: false
+            })
+        );
+        let off = parse("api:\n  rate_limiting:\n    enabled: false\n  tls:\n    enabled: false\n").unwrap();
+        assert_eq!((off.api.rate, off.api.tls, off.api.enabled), (None, None, false));
+        std::fs::write(&tok, "short\n").unwrap();
+        let cases = [
+            (format!("api:\n  auth_token_file: {}\n", tok.display()), "at least 16 characters"),
+            ("api:\n  auth_token_file: /nonexistent/t\n".to_string(), "cannot read"),
+            ("api:\n  auth_token_file: relative\n".to_string(), "absolute path"),
+            ("api:\n  port: 0\n".to_string(), "api.port: 0 is out of range"),
+            ("api:\n  bind_address: localhost\n".to_string(), "not an IPv4 or IPv6 address"),
+            ("api:\n  auth_required_for_reads: true\n".to_string(), "no api.auth_token_file"),
+            ("api:\n  rate_limiting:\n    burst: 0\n".to_string(), "api.rate_limiting.burst"),
+            ("api:\n  tls:\n    cert_file: /c.pem\n".to_string(), "needs both cert_file and key_file"),
+            ("api:\n  nope: 1\n".to_string(), "unknown key \"nope\" in api"),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn own_keys() {
         let c = parse(
             "system:\n  script_dir: /tmp/h\n  netlink_receive_buffer: 65536\ncontrol:\n  socket: /tmp/s.sock\nscripts:\n  timeout_seconds: 5\n  run_on_startup: false\n  max_parallel: 2\n",
