@@ -1076,3 +1076,91 @@ fn the_dashboard_shows_a_live_event_in_chromium() {
         eprintln!("dashboard screenshot: {}", f.display());
     }
 }
+
+/// The metric names issue 8 gives the registry; contrib/ uses no others.
+const METRICS: [&str; 19] = [
+    "netevd_uptime_seconds",
+    "netevd_build_info",
+    "netevd_events_total",
+    "netevd_event_duration_seconds_bucket",
+    "netevd_interfaces",
+    "netevd_interface_state_changes_total",
+    "netevd_routing_rules",
+    "netevd_routes",
+    "netevd_hook_runs_total",
+    "netevd_hook_duration_seconds_bucket",
+    "netevd_hook_timeouts_total",
+    "netevd_netlink_messages_total",
+    "netevd_netlink_overruns_total",
+    "netevd_resyncs_total",
+    "netevd_dbus_calls_total",
+    "netevd_dbus_errors_total",
+    "netevd_control_requests_total",
+    "netevd_filter_hits_total",
+    "netevd_policy_requests_total",
+];
+
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("netevd_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        v.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    v
+}
+
+#[test]
+fn contrib_grafana_and_prometheus_rules() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("contrib/grafana-netevd.json")).unwrap(),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            for m in metric_names(e) {
+                assert!(METRICS.contains(&m.as_str()), "{m} in {e}");
+                seen.push(m);
+            }
+        }
+    }
+    for m in METRICS {
+        assert!(
+            seen.iter().any(|s| s == m),
+            "the dashboard does not show {m}"
+        );
+    }
+    let rules = root.join("contrib/prometheus-netevd-rules.yml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    for m in metric_names(&text) {
+        assert!(METRICS.contains(&m.as_str()), "{m} in the rules");
+    }
+    for alert in [
+        "NetevdDown",
+        "NetevdHookFailuresRising",
+        "NetevdNetlinkOverruns",
+        "NetevdDbusDown",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => eprintln!("skipped promtool: needs promtool (Debian package prometheus)"),
+    }
+}

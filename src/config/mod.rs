@@ -1005,7 +1005,10 @@ metrics:
         assert_eq!(a.idle_timeout, Duration::from_secs(9));
         assert_eq!((a.max_clients, a.max_queue), (7, 8192));
         assert_eq!(a.auth_token, Some(Secret(b"0123456789abcdefXYZ".to_vec())));
-        assert!(!format!("{c:?}").contains("0123456789abcdef"), "the token never shows");
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "the token never shows"
+        );
         assert!(a.auth_required_for_reads);
         assert_eq!(
             a.rate,
@@ -1015,19 +1018,50 @@ metrics:
                 exempt_loopback: false
             })
         );
-        let off = parse("api:\n  rate_limiting:\n    enabled: false\n  tls:\n    enabled: false\n").unwrap();
-        assert_eq!((off.api.rate, off.api.tls, off.api.enabled), (None, None, false));
+        let off = parse("api:\n  rate_limiting:\n    enabled: false\n  tls:\n    enabled: false\n")
+            .unwrap();
+        assert_eq!(
+            (off.api.rate, off.api.tls, off.api.enabled),
+            (None, None, false)
+        );
         std::fs::write(&tok, "short\n").unwrap();
         let cases = [
-            (format!("api:\n  auth_token_file: {}\n", tok.display()), "at least 16 characters"),
-            ("api:\n  auth_token_file: /nonexistent/t\n".to_string(), "cannot read"),
-            ("api:\n  auth_token_file: relative\n".to_string(), "absolute path"),
-            ("api:\n  port: 0\n".to_string(), "api.port: 0 is out of range"),
-            ("api:\n  bind_address: localhost\n".to_string(), "not an IPv4 or IPv6 address"),
-            ("api:\n  auth_required_for_reads: true\n".to_string(), "no api.auth_token_file"),
-            ("api:\n  rate_limiting:\n    burst: 0\n".to_string(), "api.rate_limiting.burst"),
-            ("api:\n  tls:\n    cert_file: /c.pem\n".to_string(), "needs both cert_file and key_file"),
-            ("api:\n  nope: 1\n".to_string(), "unknown key \"nope\" in api"),
+            (
+                format!("api:\n  auth_token_file: {}\n", tok.display()),
+                "at least 16 characters",
+            ),
+            (
+                "api:\n  auth_token_file: /nonexistent/t\n".to_string(),
+                "cannot read",
+            ),
+            (
+                "api:\n  auth_token_file: relative\n".to_string(),
+                "absolute path",
+            ),
+            (
+                "api:\n  port: 0\n".to_string(),
+                "api.port: 0 is out of range",
+            ),
+            (
+                "api:\n  bind_address: localhost\n".to_string(),
+                "not an IPv4 or IPv6 address",
+            ),
+            (
+                "api:\n  auth_required_for_reads: true\n".to_string(),
+                "no api.auth_token_file",
+            ),
+            (
+                "api:\n  rate_limiting:\n    burst: 0\n".to_string(),
+                "api.rate_limiting.burst",
+            ),
+            (
+                "api:\n  tls:\n    cert_file: /c.pem\n".to_string(),
+                "needs both cert_file and key_file",
+            ),
+            (
+                "api:\n  nope: 1\n".to_string(),
+                "unknown key \"nope\" in api",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err().to_string();
