@@ -1164,3 +1164,163 @@ fn contrib_grafana_and_prometheus_rules() {
         Err(_) => eprintln!("skipped promtool: needs promtool (Debian package prometheus)"),
     }
 }
+
+/// `openssl` with these arguments in `dir`, which must succeed.
+#[cfg(feature = "tls")]
+fn openssl(dir: &Dir, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(&dir.path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A CA `name`, and a certificate it signs for `cn` with `ext` (an
+/// openssl extension line).
+#[cfg(feature = "tls")]
+fn ca_and_cert(dir: &Dir, ca: &str, leaf: &str, cn: &str, ext: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    if !dir.join(&format!("{ca}.pem")).exists() {
+        let mut a = vec!["req", "-x509", "-days", "2", "-subj"];
+        let subj = format!("/CN={ca}");
+        a.push(&subj);
+        a.extend_from_slice(&ec);
+        let (k, c) = (format!("{ca}.key"), format!("{ca}.pem"));
+        a.extend_from_slice(&["-keyout", &k, "-out", &c]);
+        openssl(dir, &a);
+    }
+    let subj = format!("/CN={cn}");
+    let (k, r, c) = (
+        format!("{leaf}.key"),
+        format!("{leaf}.csr"),
+        format!("{leaf}.pem"),
+    );
+    let mut a = vec!["req", "-subj", &subj, "-keyout", &k, "-out", &r];
+    a.extend_from_slice(&ec);
+    openssl(dir, &a);
+    dir.write(&format!("{leaf}.ext"), &format!("{ext}\n"), 0o644);
+    let (cap, cak, extf) = (
+        format!("{ca}.pem"),
+        format!("{ca}.key"),
+        format!("{leaf}.ext"),
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &r,
+            "-CA",
+            &cap,
+            "-CAkey",
+            &cak,
+            "-CAcreateserial",
+            "-out",
+            &c,
+            "-extfile",
+            &extf,
+        ],
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_with_client_certificates_and_reload_on_sighup() {
+    if Command::new("openssl").arg("version").output().is_err()
+        || Command::new("curl").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs openssl and curl (Debian packages openssl, curl)");
+        return;
+    }
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let server = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth";
+    let client = "extendedKeyUsage=clientAuth";
+    ca_and_cert(&d, "ca1", "srv", "127.0.0.1", server);
+    ca_and_cert(&d, "clients", "alice", "alice", client);
+    ca_and_cert(&d, "stranger-ca", "mallory", "mallory", client);
+    let cfg = api(
+        p,
+        &format!(
+            "  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n",
+            d.join("srv.pem").display(),
+            d.join("srv.key").display(),
+            d.join("clients.pem").display()
+        ),
+    );
+    let daemon = Daemon::start(&ns, &d, &cfg);
+    assert!(
+        d.log()
+            .contains(&format!("listening on https://127.0.0.1:{p}")),
+        "{}",
+        d.log()
+    );
+    let curl = |ca: &str, cert: Option<&str>, url: &str| -> (bool, String) {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.name, "curl", "-sS", "--max-time", "10"]);
+        c.arg("--cacert").arg(d.join(&format!("{ca}.pem")));
+        if let Some(n) = cert {
+            c.arg("--cert").arg(d.join(&format!("{n}.pem")));
+            c.arg("--key").arg(d.join(&format!("{n}.key")));
+        }
+        let o = c.args(url.split(' ')).output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let url = format!("https://127.0.0.1:{p}/api/v1/status");
+    let (ok, out) = curl("ca1", Some("alice"), &url);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["synced"], true);
+    // Two requests on one kept connection.
+    let (ok, out) = curl(
+        "ca1",
+        Some("alice"),
+        &format!("{url} https://127.0.0.1:{p}/health"),
+    );
+    assert!(ok && out.contains("\"checks\""), "{out}");
+    // No client certificate, or one from another CA: refused.
+    assert!(!curl("ca1", None, &url).0);
+    assert!(!curl("ca1", Some("mallory"), &url).0);
+    // Plain HTTP to the TLS port gets no answer it could take for one.
+    let mut s = connect(&ns, p);
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\n\r\n").unwrap();
+    let mut back = Vec::new();
+    let _ = s.read_to_end(&mut back);
+    assert!(!back.starts_with(b"HTTP/1.1 200"));
+    // A new certificate from another CA, read at SIGHUP.
+    ca_and_cert(&d, "ca2", "srv2", "127.0.0.1", server);
+    std::fs::copy(d.join("srv2.pem"), d.join("srv.pem")).unwrap();
+    std::fs::copy(d.join("srv2.key"), d.join("srv.key")).unwrap();
+    daemon.signal("HUP");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("TLS certificates reloaded") {
+        assert!(Instant::now() < end, "{}", d.log());
+        sleep_ms(50);
+    }
+    let (ok, out) = curl("ca2", Some("alice"), &url);
+    assert!(ok, "{out}");
+    assert!(
+        !curl("ca1", Some("alice"), &url).0,
+        "the old certificate is gone"
+    );
+}

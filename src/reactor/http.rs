@@ -33,15 +33,21 @@ pub(super) fn open(c: &Config, reg: &Registry) -> std::io::Result<Option<Http>> 
     if !c.api.enabled {
         return Ok(None);
     }
-    let h = Http::open(
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut h = Http::open(
         http::Settings::of(&c.api),
         c.api.rate.clone(),
         reg,
         token::HTTP,
         token::HTTP_CLIENTS,
     )?;
+    #[cfg(feature = "tls")]
+    if let Some(t) = &c.api.tls {
+        h.set_tls(Some(http::tls::load(t).map_err(std::io::Error::other)?));
+    }
     log::info!(
-        "api: listening on http://{}{}",
+        "api: listening on {}://{}{}",
+        if c.api.tls.is_some() { "https" } else { "http" },
         h.local_addr()?,
         if c.api.auth_token.is_some() {
             " (bearer token required for POST)"
@@ -327,6 +333,21 @@ impl Daemon {
         }
         if let Some(h) = self.http.as_mut() {
             h.set_settings(http::Settings::of(&c.api), c.api.rate.clone());
+            // Certificates are read again at each reload; a file that
+            // cannot be loaded keeps the ones in use.
+            #[cfg(feature = "tls")]
+            match c.api.tls.as_ref().map(http::tls::load).transpose() {
+                Ok(cfg) => {
+                    if cfg.is_some() != self.config.api.tls.is_some() {
+                        log::warn!("reload: api.tls switched; new connections follow it");
+                    }
+                    if cfg.is_some() {
+                        log::info!("api: TLS certificates reloaded");
+                    }
+                    h.set_tls(cfg);
+                }
+                Err(e) => log::error!("reload: {e}; keeping the certificates in use"),
+            }
         }
     }
 }

@@ -26,6 +26,8 @@ pub mod gzip;
 pub mod limit;
 pub mod request;
 pub mod route;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "ws")]
 pub mod ws;
 
@@ -237,6 +239,9 @@ struct Client {
     eof: bool,
     /// Closes once `out` is written.
     closing: bool,
+    /// The TLS session, with HTTPS.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Client {
@@ -244,11 +249,47 @@ impl Client {
         self.out.len() - self.sent
     }
 
+    /// Output queued here or, with TLS, still held by rustls.
+    fn has_output(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            return true;
+        }
+        self.pending() > 0
+    }
+
+    /// Plaintext from the peer.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_mut() {
+            return tls::read(t, &mut self.sock, buf);
+        }
+        self.sock.read(buf)
+    }
+
+    /// Writes from `out`; returns how much was taken.
+    fn write_out(&mut self) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_mut() {
+            return tls::write(t, &mut self.sock, &self.out[self.sent..]);
+        }
+        self.sock.write(&self.out[self.sent..])
+    }
+
+    /// With TLS: sends what rustls holds.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_mut() {
+            return tls::flush(t, &mut self.sock);
+        }
+        Ok(())
+    }
+
     fn deadline(&self, s: &Settings) -> Instant {
         if self.closing {
             return self.active.max(self.progress) + CLOSE_GRACE;
         }
-        if self.pending() > 0 {
+        if self.has_output() {
             return self.progress + s.request_timeout;
         }
         if let Some(t) = self.started {
@@ -286,6 +327,9 @@ pub struct Http {
     more: Vec<usize>,
     /// Accepting is paused (out of descriptors) until then.
     accept_at: Option<Instant>,
+    /// With HTTPS: the configuration new connections get.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub stats: Stats,
 }
 
@@ -314,6 +358,8 @@ impl Http {
             count: 0,
             more: Vec::new(),
             accept_at: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             stats: Stats::default(),
         })
     }
@@ -332,6 +378,13 @@ impl Http {
             (Some(l), Some(r)) => l.set_settings(r),
             (l, r) => *l = r.map(Limiter::new),
         }
+    }
+
+    /// Serves HTTPS with `cfg` from the next connection on (None: plain
+    /// HTTP).
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, cfg: Option<std::sync::Arc<rustls::ServerConfig>>) {
+        self.tls = cfg;
     }
 
     pub fn clients(&self) -> usize {
@@ -374,6 +427,14 @@ impl Http {
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
+                    #[cfg(feature = "tls")]
+                    let tls = match self.tls.as_ref().map(tls::accept).transpose() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            log::warn!("api: TLS for a client: {e}");
+                            continue;
+                        }
+                    };
                     let i = self.free.pop().unwrap_or_else(|| {
                         self.clients.push(None);
                         self.clients.len() - 1
@@ -401,6 +462,8 @@ impl Http {
                         unread: true,
                         eof: false,
                         closing: false,
+                        #[cfg(feature = "tls")]
+                        tls,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -456,7 +519,7 @@ impl Http {
         };
         let mut buf = [0u8; 1024];
         loop {
-            match c.sock.read(&mut buf) {
+            match c.read(&mut buf) {
                 Ok(0) => {
                     self.close(i, reg);
                     return;
@@ -479,7 +542,7 @@ impl Http {
         let mut buf = [0u8; READ_CHUNK];
         while c.unread && c.input.len() < request::MAX_INPUT {
             let room = (request::MAX_INPUT - c.input.len()).min(READ_CHUNK);
-            match c.sock.read(&mut buf[..room]) {
+            match c.read(&mut buf[..room]) {
                 Ok(0) => {
                     c.eof = true;
                     c.unread = false;
@@ -525,6 +588,15 @@ impl Http {
                             self.close(i, reg);
                             return None;
                         }
+                    }
+                    if c.has_output() {
+                        // A TLS handshake's replies, or a reply to go.
+                        self.flush(i, reg, now);
+                        let c = self.clients.get_mut(i)?.as_mut()?;
+                        if c.eof && c.pending() == 0 {
+                            self.close(i, reg);
+                        }
+                        return None;
                     }
                     if c.eof {
                         // Half a request and a hang-up: nothing to answer.
@@ -749,7 +821,7 @@ impl Http {
             c.progress = now;
         }
         while c.pending() > 0 {
-            match c.sock.write(&c.out[c.sent..]) {
+            match c.write_out() {
                 Ok(0) => break,
                 Ok(n) => {
                     c.sent += n;
@@ -763,7 +835,11 @@ impl Http {
                 }
             }
         }
-        if c.pending() == 0 {
+        if c.flush_tls().is_err() {
+            self.close(i, reg);
+            return;
+        }
+        if !c.has_output() {
             c.out.clear();
             c.sent = 0;
             if c.out.capacity() > KEEP_CAPACITY {
@@ -778,7 +854,7 @@ impl Http {
             c.out.drain(..c.sent);
             c.sent = 0;
         }
-        let want = c.pending() > 0;
+        let want = c.has_output();
         if want != c.writing {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -833,7 +909,7 @@ impl Http {
             if c.deadline(&self.settings) > now {
                 continue;
             }
-            if c.closing || c.pending() > 0 {
+            if c.closing || c.has_output() {
                 if c.mode != Mode::Http {
                     self.stats.dropped_slow += 1;
                 }

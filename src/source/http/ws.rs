@@ -7,7 +7,7 @@
 //! protocol (unmasked, a control frame over 125 bytes, a reserved bit or
 //! opcode) closes the connection with status 1002.
 
-use std::io::{self, Read};
+use std::io;
 use std::time::Instant;
 
 use mio::Registry;
@@ -210,7 +210,7 @@ impl Http {
         // Bytes of a data frame still to be skipped.
         let mut buf = [0u8; 4096];
         loop {
-            match c.sock.read(&mut buf) {
+            match c.read(&mut buf) {
                 Ok(0) => {
                     self.close(i, reg);
                     return;
