@@ -233,6 +233,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The largest token file read.
+#[cfg(feature = "http")]
 pub const MAX_TOKEN_FILE: u64 = 4096;
 
 /// What is wrong, and where: line 0 for the file as a whole.
@@ -384,15 +385,22 @@ impl Config {
                 "backends" => backends(&cx, v)?,
                 "control" => c.control = control(&cx, v)?,
                 "scripts" => c.scripts(&cx, v)?,
+                // A build without the shim (the minimal, kernel-only one)
+                // treats the section as the others it lacks, and carries
+                // no code to read it.
+                #[cfg(not(feature = "http"))]
                 "api" => {
-                    c.api = api(&cx, v)?;
-                    if c.api.enabled && !cfg!(feature = "http") {
+                    if section_enabled(&cx, v, key)? {
                         c.inactive.push(format!(
                             "api (line {}): this netevd was built without the HTTP shim \
                              (cargo feature http); nothing listens",
                             k.line
                         ));
                     }
+                }
+                #[cfg(feature = "http")]
+                "api" => {
+                    c.api = api(&cx, v)?;
                     if c.api.enabled && c.api.tls.is_some() && !cfg!(feature = "tls") {
                         return Err(cx.err(
                             k,
@@ -747,6 +755,7 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
     Ok(c)
 }
 
+#[cfg(feature = "http")]
 /// `api`: the HTTP shim's listener, limits, token and rate limit.
 fn api(cx: &Ctx, v: &Node) -> Result<ApiSettings, Error> {
     let mut a = ApiSettings::default();
@@ -806,6 +815,7 @@ fn api(cx: &Ctx, v: &Node) -> Result<ApiSettings, Error> {
     Ok(a)
 }
 
+#[cfg(feature = "http")]
 /// The token: the file's first line without surrounding white space, from
 /// a regular file of at most [`MAX_TOKEN_FILE`] bytes; at least 16 bytes
 /// of printable ASCII, so that it fits a header and is not guessable by
@@ -836,6 +846,7 @@ fn read_token(path: &Path) -> Result<Secret, String> {
     Ok(Secret(t.to_vec()))
 }
 
+#[cfg(feature = "http")]
 /// `api.rate_limiting`; `enabled: false` turns it off.
 fn rate_limiting(cx: &Ctx, v: &Node) -> Result<Option<RateSettings>, Error> {
     let mut r = RateSettings::default();
@@ -857,6 +868,7 @@ fn rate_limiting(cx: &Ctx, v: &Node) -> Result<Option<RateSettings>, Error> {
     Ok(enabled.then_some(r))
 }
 
+#[cfg(feature = "http")]
 /// `api.tls`: both files or nothing.
 fn tls(cx: &Ctx, v: &Node) -> Result<Option<TlsSettings>, Error> {
     if v.is_null() {
@@ -976,13 +988,14 @@ metrics:
         let n = if cfg!(feature = "http") { 1 } else { 2 };
         assert_eq!(c.inactive.len(), n, "{:?}", c.inactive);
         assert!(c.inactive[0].contains("systemd-networkd"));
-        assert!(c.api.enabled);
+        assert_eq!(c.api.enabled, cfg!(feature = "http"));
         assert_eq!(c.api.bind_address.to_string(), "127.0.0.1");
         if n == 2 {
             assert!(c.inactive[1].starts_with("api"));
         }
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn api_section() {
         let dir = std::env::temp_dir().join(format!("netevd-api-cfg-{}", std::process::id()));
