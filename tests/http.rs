@@ -373,6 +373,15 @@ fn every_error_code_in_one_shape() {
     let mut idle = connect(&ns, p);
     idle.write_all(b"GET /api").unwrap();
     assert_eq!(read_resp(&mut idle, false).status, 408);
+    // A reload of a broken file: 500, and the running configuration stays.
+    d.write("netevd.yaml", "system:\n  nonsense: 1\n", 0o644);
+    let r = req(&ns, p, "POST", "/api/v1/reload", "Content-Length: 0\r\n");
+    assert_eq!((r.status, r.code().as_str()), (500, "invalid_config"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nonsense"));
+    assert_eq!(get(&ns, p, "/api/v1/status").status, 200);
 }
 
 #[test]
@@ -1322,5 +1331,29 @@ fn tls_with_client_certificates_and_reload_on_sighup() {
     assert!(
         !curl("ca1", Some("alice"), &url).0,
         "the old certificate is gone"
+    );
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_with_exit_status_3() {
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let _first = Daemon::start(&ns, &d, &api(p, ""));
+    let d2 = Dir::new();
+    let cfg = config_text(&d2, &api(p, ""));
+    let cfg_path = d2.write("netevd.yaml", &cfg, 0o644);
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
+        .args(["--foreground", "--config", cfg_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("api: cannot listen on 127.0.0.1:{p}")),
+        "{err}"
+    );
+    assert!(
+        !d2.join("ctl.sock").exists(),
+        "no control socket left behind"
     );
 }

@@ -150,6 +150,10 @@ impl Daemon {
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+        // Before the control socket, whose file a failure here would
+        // leave behind.
+        #[cfg(feature = "http")]
+        let http = http::open(&config, poll.registry())?;
         let control = if config.control.enabled {
             let gid = control::resolve_group(config.control.group.as_deref())
                 .map_err(io::Error::other)?;
@@ -162,8 +166,6 @@ impl Daemon {
         } else {
             None
         };
-        #[cfg(feature = "http")]
-        let http = http::open(&config, poll.registry())?;
         Ok(Daemon {
             poll,
             netlink,

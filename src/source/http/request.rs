@@ -307,8 +307,9 @@ mod tests {
     }
 
     /// Seeded mutations of valid requests: the parser never panics, never
-    /// claims more bytes than it was given, and a request it accepts is
-    /// accepted the same when more bytes follow it (pipelining).
+    /// claims more bytes than it was given, a request it accepts is
+    /// accepted the same when more bytes follow it (pipelining), and its
+    /// target routes without panicking.
     #[test]
     fn fuzz_request_parser() {
         let seeds: [&[u8]; 5] = [
@@ -354,6 +355,11 @@ mod tests {
             match parse(&b) {
                 Parse::Done(r, n) => {
                     assert!(n <= b.len());
+                    // Whatever target got through, routing it never panics
+                    // and refuses with one of its statuses.
+                    if let Err(e) = super::super::route::route(r.method, &r.target) {
+                        assert!([400, 404, 405].contains(&e.status), "{e:?}");
+                    }
                     let mut more = b.clone();
                     more.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
                     assert_eq!(parse(&more), Parse::Done(r, n));
