@@ -482,7 +482,7 @@ fn the_token_guards_changes_and_optionally_reads() {
     let token = "s3cret-token-0123456789";
     let tf = d.write("token", &format!("{token}\n"), 0o600);
     let cfg = api(p, &format!("  auth_token_file: {}\n", tf.display()));
-    let _daemon = Daemon::start(&ns, &d, &cfg);
+    let daemon = Daemon::start(&ns, &d, &cfg);
     let post = |extra: &str| {
         req(
             &ns,
@@ -513,6 +513,19 @@ fn the_token_guards_changes_and_optionally_reads() {
     );
     // Reads are open without auth_required_for_reads.
     assert_eq!(get(&ns, p, "/api/v1/status").status, 200);
+    // A new token is read at reload; the old one stops working.
+    let new = "the-next-token-9876543210";
+    d.write("token", new, 0o600);
+    daemon.signal("HUP");
+    let end = Instant::now() + Duration::from_secs(10);
+    while post(&format!("Authorization: Bearer {new}\r\n")).status != 200 {
+        assert!(Instant::now() < end, "{}", d.log());
+        sleep_ms(50);
+    }
+    assert_eq!(
+        post(&format!("Authorization: Bearer {token}\r\n")).status,
+        401
+    );
 
     // With it, everything but the page itself needs the token.
     let (ns2, d2, p2) = (Ns::new(), Dir::new(), port());
