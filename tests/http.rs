@@ -78,12 +78,23 @@ impl Resp {
     }
 }
 
+/// A read that is tried again when a signal interrupts it (the harness's
+/// children end meanwhile), as `read_exact` does.
+fn read_some(s: &mut TcpStream, b: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 /// Reads one response; a HEAD response has no body whatever its length.
 fn read_resp(s: &mut TcpStream, head: bool) -> Resp {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).expect("reading a response");
+        let n = read_some(s, &mut b).expect("reading a response");
         assert!(
             n > 0,
             "closed before a response; got {:?}",
@@ -654,7 +665,7 @@ fn wait_sse(
         }
         assert!(Instant::now() < end, "no such event; have {buf:?}");
         let mut b = [0u8; 4096];
-        let n = s.read(&mut b).expect("reading the stream");
+        let n = read_some(s, &mut b).expect("reading the stream");
         assert!(n > 0, "the stream closed");
         buf.push_str(std::str::from_utf8(&b[..n]).unwrap());
     }
@@ -666,7 +677,7 @@ fn sse_open(ns: &Ns, p: u16, path: &str, extra: &str) -> (TcpStream, String) {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1);
+        assert_eq!(read_some(&mut s, &mut b).unwrap(), 1);
         head.push(b[0]);
     }
     let head = String::from_utf8(head).unwrap();
@@ -717,7 +728,7 @@ fn events_stream_live_and_resume_from_last_event_id() {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(ws.read(&mut b).unwrap(), 1);
+        assert_eq!(read_some(&mut ws, &mut b).unwrap(), 1);
         head.push(b[0]);
     }
     let head = String::from_utf8(head).unwrap();
@@ -837,7 +848,7 @@ impl Cdp {
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1);
+            assert_eq!(read_some(&mut s, &mut b).unwrap(), 1);
             head.push(b[0]);
         }
         assert!(
