@@ -1381,3 +1381,45 @@ fn a_port_in_use_stops_the_start_with_exit_status_3() {
         "no control socket left behind"
     );
 }
+
+#[test]
+fn a_client_that_pipelines_and_never_reads_costs_little_and_is_dropped() {
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let daemon = Daemon::start(&ns, &d, &api(p, "  request_timeout_seconds: 2\n"));
+    let before = rss_kib(daemon.pid());
+    let mut greedy = connect(&ns, p);
+    greedy.set_nonblocking(true).unwrap();
+    // As many requests as the socket takes, none of the replies read.
+    let one = b"GET /api/v1/interfaces HTTP/1.1\r\n\r\n";
+    let mut sent = 0usize;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        match greedy.write(one) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sleep_ms(10),
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 100 * one.len(), "only {sent} bytes sent");
+    // Others are served meanwhile, and the daemon holds little for it.
+    for _ in 0..20 {
+        assert_eq!(get(&ns, p, "/api/v1/status").status, 200);
+    }
+    let during = rss_kib(daemon.pid());
+    assert!(during < before + 2048, "{before} -> {during} KiB");
+    // Dropped once its replies made no progress for the request timeout.
+    greedy.set_nonblocking(false).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = 0usize;
+    let mut b = vec![0u8; 1 << 16];
+    sleep_ms(3000);
+    loop {
+        match read_some(&mut greedy, &mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        assert!(Instant::now() < end, "not dropped");
+    }
+    assert!(got < sent * 50, "the daemon queued {got} bytes of replies");
+    assert_eq!(get(&ns, p, "/health").status, 200);
+}
