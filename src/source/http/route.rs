@@ -250,6 +250,13 @@ pub fn route(method: Method, target: &str) -> Result<Endpoint, Refusal> {
                 filter: q.filter()?,
             })
         }
+        // A stream has no end, so no HEAD: its headers would be all.
+        "/api/v1/events/stream" | "/api/v1/events/ws" if method == Method::Head => {
+            return Err(Refusal {
+                status: 405,
+                message: format!("{path}: method not allowed; use GET"),
+            })
+        }
         "/api/v1/events/stream" => {
             allow(false)?;
             Endpoint::Stream(q.filter()?)
@@ -357,6 +364,7 @@ mod tests {
         assert_eq!(err(Post, "/api/v1/status").0, 405);
         assert_eq!(err(Get, "/api/v1/reload").0, 405);
         assert_eq!(err(Other, "/health").0, 405);
+        assert_eq!(err(Head, "/api/v1/events/stream").0, 405);
         let (s, m) = err(Get, "/api/v1/status?verbose=1");
         assert_eq!(s, 400);
         assert!(m.contains("unknown parameter \"verbose\""), "{m}");
