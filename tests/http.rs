@@ -600,7 +600,7 @@ fn the_rate_limit_answers_429_with_its_headers() {
     let (ns, d, p) = (Ns::new(), Dir::new(), port());
     let cfg = api(
         p,
-        "  rate_limiting:\n    requests_per_second: 2\n    burst: 5\n    exempt_loopback: false\n",
+        "  rate_limiting:\n    requests_per_second: 1\n    burst: 5\n    exempt_loopback: false\n",
     );
     let _daemon = Daemon::start(&ns, &d, &cfg);
     let mut s = connect(&ns, p);
@@ -620,7 +620,7 @@ fn the_rate_limit_answers_429_with_its_headers() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     // The bucket refills at the rate.
-    sleep_ms(600);
+    sleep_ms(1100);
     send(&mut s, "GET", "/health", "");
     assert_eq!(read_resp(&mut s, false).status, 200);
 
