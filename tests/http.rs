@@ -291,6 +291,12 @@ fn every_endpoint_answers_as_the_control_socket_does() {
     let r = req(&ns, p, "POST", "/api/v1/reload", "Content-Length: 0\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reloaded"], true);
+    // From the daemon's own page it works; from another site's, not.
+    let own = "Content-Length: 0\r\nOrigin: http://t\r\n";
+    assert_eq!(req(&ns, p, "POST", "/api/v1/reload", own).status, 200);
+    let evil = "Content-Length: 0\r\nOrigin: http://evil.example\r\n";
+    let r = req(&ns, p, "POST", "/api/v1/reload", evil);
+    assert_eq!((r.status, r.code().as_str()), (403, "permission_denied"));
 }
 
 #[test]

@@ -671,6 +671,18 @@ impl Http {
                             continue;
                         }
                     };
+                    if req.method == Method::Post && req.cross_site() {
+                        // A page of another site cannot make this daemon
+                        // reload, token or not (a form POST needs no
+                        // preflight).
+                        let r = Response::error(
+                            403,
+                            "permission_denied",
+                            "a cross-site request (its Origin is not this host) may not change netevd",
+                        );
+                        self.reply(i, &r, keep_alive, head, reg, now);
+                        continue;
+                    }
                     if let Err(r) = self.authorize(&req, &endpoint) {
                         self.stats.unauthorized += 1;
                         self.reply(i, &r, keep_alive, head, reg, now);

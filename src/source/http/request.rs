@@ -51,6 +51,9 @@ pub struct Request {
     pub ws_key: Option<String>,
     /// `Sec-WebSocket-Version`.
     pub ws_version: Option<String>,
+    /// `Host` and `Origin`, to refuse cross-site POSTs from a browser.
+    pub host: Option<String>,
+    pub origin: Option<String>,
 }
 
 /// Why a request is refused: the status and what to tell the client.
@@ -160,6 +163,8 @@ pub fn parse(buf: &[u8]) -> Parse {
         last_event_id: None,
         ws_key: None,
         ws_version: None,
+        host: None,
+        origin: None,
     };
     let mut length: Option<u64> = None;
     let mut upgrade = false;
@@ -201,6 +206,10 @@ pub fn parse(buf: &[u8]) -> Parse {
             upgrade = token_list_has(v, "websocket");
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             r.ws_key = std::str::from_utf8(v).ok().map(|s| s.trim().to_string());
+        } else if name.eq_ignore_ascii_case("host") {
+            r.host = std::str::from_utf8(v).ok().map(|s| s.trim().to_string());
+        } else if name.eq_ignore_ascii_case("origin") {
+            r.origin = std::str::from_utf8(v).ok().map(|s| s.trim().to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             r.ws_version = std::str::from_utf8(v).ok().map(|s| s.trim().to_string());
         }
@@ -220,6 +229,25 @@ pub fn parse(buf: &[u8]) -> Parse {
         return Parse::Partial;
     }
     Parse::Done(r, total)
+}
+
+impl Request {
+    /// A browser's request made by a page of another site: its Origin
+    /// names another host than the request's Host (a page of this
+    /// daemon's own sends its own origin; curl and scripts send none).
+    pub fn cross_site(&self) -> bool {
+        let Some(origin) = &self.origin else {
+            return false;
+        };
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        match (authority, &self.host) {
+            (Some(a), Some(h)) => !a.eq_ignore_ascii_case(h),
+            // "null" (a sandboxed or file page) or no Host: not ours.
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +297,15 @@ mod tests {
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         );
         assert_eq!(r.ws_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        let site = |o: &str| {
+            done(format!("POST / HTTP/1.1\r\nHost: 127.0.0.1:9090\r\n{o}\r\n").as_bytes())
+                .0
+                .cross_site()
+        };
+        assert!(!site(""));
+        assert!(!site("Origin: http://127.0.0.1:9090\r\n"));
+        assert!(site("Origin: http://evil.example\r\n"));
+        assert!(site("Origin: null\r\n"));
     }
 
     #[test]
