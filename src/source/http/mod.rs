@@ -416,6 +416,11 @@ impl Http {
                         // Told in plain words, then closed: the socket is
                         // new, so this small write does not block.
                         self.stats.refused += 1;
+                        // A TLS client could not read a plain answer.
+                        #[cfg(feature = "tls")]
+                        if self.tls.is_some() {
+                            continue;
+                        }
                         let mut b = Vec::new();
                         encode(
                             &Response::error(503, "unavailable", "too many clients; try again"),
