@@ -27,6 +27,14 @@
                RSS before it, at peak, and after the daemon dropped it,
                twice (the second tells what the allocator kept)
 
+  http         the HTTP shim: GET /api/v1/status keep-alive requests a
+               second with wrk (1 thread, 10 connections, loopback) against
+               nginx (one worker) serving a static file of the same size;
+               RSS with 1,000 idle keep-alive connections; hook start p50
+               while wrk runs against without; the stripped binary with
+               the shim (default), without it and with TLS
+               (`python3 bench/bench.py http` runs only these)
+
 Every daemon gets its own control socket under bench/out/<run>/ctl.sock.
 
 Run as root from the repository: `make bench`. Writes bench/out/results.md.
@@ -646,6 +654,166 @@ def rss(results):
                           mon_loaded=mon_loaded, links=links)
 
 
+HTTP_PORT, NGINX_PORT = 18080, 18081
+
+
+def wrk(url, secs=5, conns=10):
+    """Requests a second of one wrk thread over `conns` kept connections."""
+    out = subprocess.run(["ip", "netns", "exec", NS, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not m or errors:
+        raise SystemExit(f"wrk {url}: {out}")
+    return float(m.group(1))
+
+
+def stripped_size(features, target):
+    """The stripped release binary built with `features` (cargo
+    arguments), in its own target directory so the default build stays."""
+    sh("cargo", "build", "--release", "--quiet", "--bin", "netevd", "--target-dir",
+       os.path.join(ROOT, "target", target), *features, cwd=ROOT)
+    return os.path.getsize(os.path.join(ROOT, "target", target, "release", "netevd"))
+
+
+HOLD = """
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /health HTTP/1.1\\r\\n\\r\\n")
+    held.append(s)
+for s in held:
+    buf = b""
+    while b"\\r\\n\\r\\n" not in buf:
+        buf += s.recv(65536)
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(buf[:100])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def http_bench(results, held=1000, n=100):
+    """The HTTP shim's figures; see the docstring."""
+    api = (f"api:\n  enabled: true\n  port: {HTTP_PORT}\n  max_clients: {held + 100}\n"
+           f"  idle_timeout_seconds: 600\n")
+    d = Daemon("http", "scripts:\n  run_on_startup: false\n" + api)
+    hook = d.hook("routes")
+    idle = rss_kib(d.p.pid)
+    # nginx with one worker serving a file as large as the status reply
+    body = subprocess.run(["ip", "netns", "exec", NS, "curl", "-s",
+                           f"http://127.0.0.1:{HTTP_PORT}/api/v1/status"],
+                          capture_output=True, check=True).stdout
+    ng = os.path.join(OUT, "nginx")
+    shutil.rmtree(ng, ignore_errors=True)
+    os.makedirs(os.path.join(ng, "html"))
+    with open(os.path.join(ng, "html", "status.json"), "wb") as f:
+        f.write(b"x" * len(body))
+    with open(os.path.join(ng, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {ng}/nginx.pid;
+error_log {ng}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {ng}/tmp; proxy_temp_path {ng}/tmp; fastcgi_temp_path {ng}/tmp;
+  uwsgi_temp_path {ng}/tmp; scgi_temp_path {ng}/tmp;
+  default_type application/json;
+  server {{ listen 127.0.0.1:{NGINX_PORT}; root {ng}/html; }}
+}}
+""")
+    nginx = subprocess.Popen(["ip", "netns", "exec", NS, "nginx", "-c", f"{ng}/nginx.conf", "-p", ng],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(nginx)
+    time.sleep(0.5)
+    # alternating runs, the best of each (a shared machine only slows)
+    ours, theirs = [], []
+    for _ in range(3):
+        ours.append(wrk(f"http://127.0.0.1:{HTTP_PORT}/api/v1/status"))
+        theirs.append(wrk(f"http://127.0.0.1:{NGINX_PORT}/status.json"))
+    nginx.terminate()
+    nginx.wait()
+    wait_idle(d.p.pid, 0.3)
+    # hook start while wrk runs, against without: routes 50 ms apart
+    feeder = subprocess.Popen(["ip", "-n", NS, "-batch", "-"], stdin=subprocess.PIPE, text=True)
+    sent, loaded_dsts = {}, set()
+    load = None
+    for i in range(2 * n):
+        if i == n:
+            load = subprocess.Popen(["ip", "netns", "exec", NS, "wrk", "-t1", "-c10", "-d60s",
+                                     f"http://127.0.0.1:{HTTP_PORT}/api/v1/status"],
+                                    stdout=subprocess.DEVNULL)
+            STARTED.append(load)
+            time.sleep(1)
+        dst = f"10.110.{i // 250}.{i % 250}/32"
+        if i >= n:
+            loaded_dsts.add(dst)
+        sent[dst] = time.time()
+        feeder.stdin.write(f"route add {dst} via 10.0.0.2\n")
+        feeder.stdin.flush()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    load.terminate()
+    load.wait()
+    feeder.stdin.close()
+    feeder.wait()
+    quiet, busy = [], []
+    for line in open(hook + ".log"):
+        t, _, act, dst = line.split()
+        if act == "add" and dst in sent:
+            (busy if dst in loaded_dsts else quiet).append((float(t) - sent[dst]) * 1000)
+    wait_idle(d.p.pid, 0.5)
+    before = rss_kib(d.p.pid)
+    holder = subprocess.Popen(["ip", "netns", "exec", NS, "python3", "-c", HOLD, str(HTTP_PORT), str(held)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    STARTED.append(holder)
+    if not select.select([holder.stdout], [], [], 60)[0] or holder.stdout.readline().strip() != "ready":
+        raise SystemExit("http: the keep-alive connections were not all answered")
+    time.sleep(0.5)
+    with_held = rss_kib(d.p.pid)
+    holder.stdin.close()
+    holder.wait()
+    d.stop()
+    results["http"] = dict(ours=max(ours), theirs=max(theirs), runs=(ours, theirs),
+                           body=len(body), idle=idle, before=before, held=held,
+                           with_held=with_held, quiet=statistics.median(quiet),
+                           busy=statistics.median(busy), hooks=(len(quiet), len(busy), n),
+                           size_default=os.path.getsize(BIN),
+                           size_min=stripped_size(["--no-default-features"], "bench-min"),
+                           size_tls=stripped_size(["--features", "tls"], "bench-tls"))
+
+
+def http_rows(results):
+    """The HTTP shim's figures, each with its floor and goal."""
+    H = results["http"]
+    ratio = H["ours"] / H["theirs"]
+    grow = H["with_held"] - H["before"]
+    lat = H["busy"] / H["quiet"]
+    return [
+        (f"GET /api/v1/status, keep-alive, wrk 1 thread 10 connections ({H['body']} bytes)",
+         f"{H['ours']:,.0f} req/s",
+         f"nginx 1 worker, a static file as large: {H['theirs']:,.0f} req/s ({ratio:.2f}x), goal at least "
+         f"0.5x: {verdict(ratio >= 0.5)}; best of 3 alternating 5 s runs "
+         f"(netevd {', '.join(f'{x:,.0f}' for x in H['runs'][0])}; nginx "
+         f"{', '.join(f'{x:,.0f}' for x in H['runs'][1])})"),
+        (f"RSS with {H['held']:,} idle keep-alive HTTP connections", mib(H["with_held"]),
+         f"without them {mib(H['before'])} ({grow / 1024:+.2f} MiB, {grow / H['held']:.2f} KiB each), "
+         f"goal at most +4 MiB: {verdict(grow <= 4096)}"),
+        ("event to hook start p50 while wrk runs against /api/v1/status", f"{H['busy']:.2f} ms",
+         f"without wrk {H['quiet']:.2f} ms ({lat:.2f}x), goal at most 1.5x: {verdict(lat <= 1.5)}; "
+         f"hooks {H['hooks'][0]} + {H['hooks'][1]} of {H['hooks'][2]} + {H['hooks'][2]}"),
+        ("stripped binary: default (HTTP shim, WebSocket) / without the shim / with TLS",
+         f"{H['size_default'] / 1024:.0f} / {H['size_min'] / 1024:.0f} / {H['size_tls'] / 1024:.0f} KiB",
+         f"goals: default at most 1.6 MiB: {verdict(H['size_default'] <= 1.6 * 1024 * 1024)}, "
+         f"without at most 1.0 MiB: {verdict(H['size_min'] <= 1024 * 1024)}; the shim costs "
+         f"{(H['size_default'] - H['size_min']) / 1024:.0f} KiB, TLS {(H['size_tls'] - H['size_default']) / 1024:.0f} KiB more"),
+    ]
+
+
 def mib(kib):
     return f"{kib / 1024:.2f} MiB"
 
@@ -773,10 +941,12 @@ def main():
     for src in ("stamp", "forkexec", "echo", "follow"):
         sh("gcc", "-O2", "-o", os.path.join(OUT, src), os.path.join(ROOT, "bench", f"{src}.c"))
     results = {"size": os.path.getsize(BIN)}
-    if only == ["audit"]:
+    parts = {"audit": (audit_ingest, audit_rows), "http": (http_bench, http_rows)}
+    if len(only) == 1 and only[0] in parts:
+        run, rows_of = parts[only[0]]
         try:
             setup()
-            audit_ingest(results)
+            run(results)
         finally:
             for p in STARTED:
                 if p.poll() is None:
@@ -784,7 +954,9 @@ def main():
                     p.wait()
             subprocess.run(["ip", "netns", "del", NS])
         text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
-            f"| {a} | {b} | {c} |" for a, b, c in audit_rows(results))
+            f"| {a} | {b} | {c} |" for a, b, c in rows_of(results))
+        with open(os.path.join(OUT, f"results-{only[0]}.md"), "w") as f:
+            f.write(text + "\n")
         print(text)
         return
     try:
@@ -805,6 +977,7 @@ def main():
         audit_ingest(results)
         filters_cost(results)
         burst(results)
+        http_bench(results)
     finally:
         for p in STARTED:
             if p.poll() is None:
@@ -834,6 +1007,7 @@ def main():
     rows += control_rows(results)
     rows += audit_rows(results)
     rows.append(filters_row(results))
+    rows += http_rows(results)
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:

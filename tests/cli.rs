@@ -245,7 +245,7 @@ fn numbers_and_unknown_keys_read_as_people_write_them() {
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(
-            ":2:3: unknown key \"timeout\" in scripts (expected timeout_seconds, run_on_startup or max_parallel)"
+            ":2:3: unknown key \"timeout\" in scripts (expected timeout_seconds, run_on_startup, max_parallel or user)"
         ),
         "{err}"
     );

@@ -221,7 +221,7 @@ impl Daemon {
             .ok_or_else(|| Error::new(Code::NotFound, format!("no interface {r}")))
     }
 
-    fn query(&mut self, r: Request) -> Result<Value, Error> {
+    pub(super) fn query(&mut self, r: Request) -> Result<Value, Error> {
         let plan = self.policy.plan();
         match r {
             Request::Status => Ok(self.status()),

@@ -18,6 +18,8 @@
 //! by `Timer::Audit`, a bounded chunk per turn (effect/audit.rs).
 
 mod answer;
+#[cfg(feature = "http")]
+mod http;
 mod timers;
 mod token;
 
@@ -89,6 +91,9 @@ pub struct Daemon {
     /// dhclient's lease files, with `system.backend: dhclient`.
     #[cfg(feature = "dhclient")]
     lease: Option<LeaseWatch>,
+    /// The HTTP shim, when `api.enabled`.
+    #[cfg(feature = "http")]
+    http: Option<crate::source::http::Http>,
     core: Core,
     sched: Scheduler,
     /// `filters:`, with their hit counts: which events run which hooks.
@@ -221,6 +226,10 @@ impl Daemon {
         }
         poll.registry()
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+        // Before the control socket, whose file a failure here would
+        // leave behind.
+        #[cfg(feature = "http")]
+        let http = http::open(&config, poll.registry())?;
         let control = if config.control.enabled {
             let gid = control::resolve_group(config.control.group.as_deref())
                 .map_err(io::Error::other)?;
@@ -244,6 +253,8 @@ impl Daemon {
             watch,
             #[cfg(feature = "dhclient")]
             lease,
+            #[cfg(feature = "http")]
+            http,
             core: Core::new(core_settings(&config)),
             sched: Scheduler::new(config.max_parallel),
             filters: FilterSet::new(config.filters.clone()),
@@ -338,11 +349,20 @@ impl Daemon {
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
                     Source::Lease if self.stopping => {}
                     Source::Lease => self.on_lease(),
+                    #[cfg(feature = "http")]
+                    Source::HttpListener => self.on_http_listener(),
+                    #[cfg(feature = "http")]
+                    Source::HttpClient(i) => {
+                        self.on_http_client(i, ev.is_readable(), ev.is_writable())
+                    }
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
                         }
                     }
+                    // A build without the shim registers no HTTP token.
+                    #[cfg(not(feature = "http"))]
+                    Source::HttpListener | Source::HttpClient(_) => {}
                     // A pipe or client already closed can still report once.
                     Source::Unknown => {}
                 }
@@ -374,6 +394,10 @@ impl Daemon {
                             c.flush_queued(self.poll.registry(), now);
                         }
                     }
+                    #[cfg(feature = "http")]
+                    Timer::Http => self.http_expire(now),
+                    #[cfg(not(feature = "http"))]
+                    Timer::Http => {}
                     Timer::Trim => {
                         self.since_trim = 0;
                         trim();
@@ -408,13 +432,25 @@ impl Daemon {
         self.timers.arm(Timer::Lease, self.lease_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
+        #[cfg(feature = "http")]
+        let http_more = {
+            let h = self.http.as_ref();
+            self.timers.arm(
+                Timer::Http,
+                h.and_then(crate::source::http::Http::next_deadline),
+            );
+            h.is_some_and(crate::source::http::Http::has_more)
+        };
+        #[cfg(not(feature = "http"))]
+        let http_more = false;
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
         let again = (self.runner.pending_output()
             || (self.netlink.more() && !self.stopping)
             || (self.lease_more() && !self.stopping)
-            || self.control.as_ref().is_some_and(Control::has_more))
-        .then_some(now);
+            || self.control.as_ref().is_some_and(Control::has_more)
+            || http_more)
+            .then_some(now);
         self.timers.arm(Timer::Again, again);
     }
 
@@ -432,6 +468,8 @@ impl Daemon {
         for i in more {
             self.serve(i, now);
         }
+        #[cfg(feature = "http")]
+        self.http_leftovers();
     }
 
     fn stop(&mut self) {
@@ -639,6 +677,8 @@ impl Daemon {
                 );
             }
         }
+        #[cfg(feature = "http")]
+        self.http_publish(&ev);
         self.last_event = Some(ev.clone());
         // Filters decide for hooks only: subscribers and the history saw
         // the event above whatever they say.
@@ -851,6 +891,59 @@ impl Daemon {
         s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
         // Figures other modules keep go in as extra families. One series
         // per configured filter: the config bounds their number.
+        #[cfg(feature = "http")]
+        if let Some(h) = &self.http {
+            let st = h.stats;
+            for (name, help, v) in [
+                (
+                    "netevd_http_connections_total",
+                    "HTTP connections accepted.",
+                    st.accepted,
+                ),
+                (
+                    "netevd_http_connections_refused_total",
+                    "HTTP connections refused at api.max_clients.",
+                    st.refused,
+                ),
+                (
+                    "netevd_http_requests_total",
+                    "HTTP requests answered.",
+                    st.requests,
+                ),
+                (
+                    "netevd_http_errors_total",
+                    "HTTP answers with a 4xx or 5xx status.",
+                    st.errors,
+                ),
+                (
+                    "netevd_http_unauthorized_total",
+                    "HTTP requests refused for a missing or wrong token.",
+                    st.unauthorized,
+                ),
+                (
+                    "netevd_http_rate_limited_total",
+                    "HTTP requests answered 429.",
+                    st.rate_limited,
+                ),
+                (
+                    "netevd_http_timeouts_total",
+                    "HTTP connections closed for a request that did not arrive in time.",
+                    st.timed_out,
+                ),
+                (
+                    "netevd_http_stream_clients_dropped_total",
+                    "Event stream clients dropped for not reading.",
+                    st.dropped_slow,
+                ),
+            ] {
+                s.extra.push(metrics::Family {
+                    name,
+                    help,
+                    kind: metrics::Kind::Counter,
+                    samples: vec![(Vec::new(), v as f64)],
+                });
+            }
+        }
         #[cfg(feature = "dhclient")]
         if let Some(w) = &self.lease {
             for (name, help, v) in [
@@ -966,6 +1059,8 @@ impl Daemon {
         if let Some(ctl) = self.control.as_mut() {
             ctl.set_settings(control_settings(&c, gid));
         }
+        #[cfg(feature = "http")]
+        self.http_reload(&c);
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
         self.policy.set_settings(c.policy.clone());

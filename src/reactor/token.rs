@@ -11,8 +11,8 @@ pub const CONTROL: Token = Token(2);
 /// Reserved for the DBus connection (systemd-networkd, NetworkManager).
 #[allow(dead_code)]
 pub const DBUS: Token = Token(3);
-/// Reserved for the HTTP listener.
-#[allow(dead_code)]
+/// The HTTP listener (feature `http`).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub const HTTP: Token = Token(4);
 /// The privileged hook spawner's socketpair (with `system.user`).
 pub const SPAWNER: Token = Token(5);
@@ -25,8 +25,10 @@ pub const LEASE: Token = Token(7);
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
 pub const HOOKS_LEN: usize = 1 << 16;
-/// Control socket clients: `CLIENTS..`.
+/// Control socket clients: `CLIENTS..HTTP_CLIENTS`.
 pub const CLIENTS: usize = HOOKS + HOOKS_LEN;
+/// HTTP clients: `HTTP_CLIENTS..`.
+pub const HTTP_CLIENTS: usize = 1 << 24;
 
 /// What a ready token belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,9 @@ pub enum Source {
     Hook(Token),
     /// A control client, by slot.
     Client(usize),
+    HttpListener,
+    /// An HTTP client, by slot.
+    HttpClient(usize),
     /// Closed since it was reported: ignored.
     Unknown,
 }
@@ -57,7 +62,9 @@ pub fn source(t: Token) -> Source {
         CONFIG_WATCH => Source::ConfigWatch,
         LEASE => Source::Lease,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
-        Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
+        HTTP => Source::HttpListener,
+        Token(n) if (CLIENTS..HTTP_CLIENTS).contains(&n) => Source::Client(n - CLIENTS),
+        Token(n) if n >= HTTP_CLIENTS => Source::HttpClient(n - HTTP_CLIENTS),
         _ => Source::Unknown,
     }
 }
@@ -80,6 +87,12 @@ mod tests {
         assert_eq!(source(Token(CLIENTS)), Source::Client(0));
         assert_eq!(source(Token(CLIENTS + 7)), Source::Client(7));
         assert_eq!(source(DBUS), Source::Unknown);
+        assert_eq!(source(HTTP), Source::HttpListener);
+        assert_eq!(
+            source(Token(HTTP_CLIENTS - 1)),
+            Source::Client(HTTP_CLIENTS - 1 - CLIENTS)
+        );
+        assert_eq!(source(Token(HTTP_CLIENTS + 3)), Source::HttpClient(3));
         assert_eq!(source(Token(HOOKS - 1)), Source::Unknown);
     }
 }

@@ -1,6 +1,8 @@
 //! Event sources: I/O and decoding only, one module per source.
 
 pub mod control;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "dhclient")]
 pub mod lease;
 pub mod netlink;
