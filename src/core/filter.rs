@@ -764,11 +764,30 @@ impl Expr {
 
     /// Whether the event of `f` satisfies the condition.
     pub fn holds(&self, f: &Facts) -> bool {
+        match self {
+            Expr::Or(a, b) => a.value(f) || b.value(f),
+            Expr::And(a, b) => a.value(f) && b.value(f),
+            Expr::Not(a) => !a.value(f),
+            term => term.term(f),
+        }
+    }
+
+    /// [`Expr::holds`], with a term's test inlined: most operands are
+    /// terms, and a call per term is most of the cost of a condition.
+    #[inline(always)]
+    fn value(&self, f: &Facts) -> bool {
+        match self {
+            Expr::Or(..) | Expr::And(..) | Expr::Not(..) => self.holds(f),
+            term => term.term(f),
+        }
+    }
+
+    /// The value of a term (`Flag`, `Num`, `Str`).
+    #[inline(always)]
+    fn term(&self, f: &Facts) -> bool {
         let ev = f.ev;
         match self {
-            Expr::Or(a, b) => a.holds(f) || b.holds(f),
-            Expr::And(a, b) => a.holds(f) && b.holds(f),
-            Expr::Not(a) => !a.holds(f),
+            Expr::Or(..) | Expr::And(..) | Expr::Not(..) => self.holds(f),
             Expr::Flag(x) => match x {
                 Flag::HasGateway => f.look.has_gateway(ev),
                 Flag::HasAddress => !ev.addrs.is_empty(),
