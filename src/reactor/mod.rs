@@ -8,7 +8,8 @@
 //! events, policy routing's changes go out, then each event is sealed
 //! (made immutable, serialised once) and handed to every consumer at one
 //! fan-out point, `publish`: the history ring, the control socket's
-//! subscribers and the hook scheduler.
+//! subscribers (each through its own `where`) and, through the configured
+//! filters (core/filter.rs), the hook scheduler.
 
 mod answer;
 mod timers;
