@@ -867,6 +867,7 @@ fn match_key(cx: &Ctx, f: &mut Filter, key: &str, v: &Node, label: &str) -> Resu
         }
         "backend" => {
             let s = cx.str(v, &what)?;
+            // The spellings system.backend takes.
             let b = match s {
                 "networkd" => "systemd-networkd",
                 "networkmanager" => "NetworkManager",

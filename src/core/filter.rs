@@ -107,8 +107,8 @@ impl Family {
 
     pub fn parse(s: &str) -> Option<Family> {
         match s {
-            "ipv4" | "inet" => Some(Family::Ipv4),
-            "ipv6" | "inet6" => Some(Family::Ipv6),
+            "ipv4" => Some(Family::Ipv4),
+            "ipv6" => Some(Family::Ipv6),
             "any" => Some(Family::Any),
             _ => None,
         }
