@@ -422,25 +422,37 @@ def filters_config(n=100):
         for i in range(n))
 
 
-def filters_cost(results):
-    """The ingest without filters, then with 100, back to back."""
-    ingest(results, key="filters_none")
-    ingest(results, key="filters_100", config=filters_config())
+def filters_cost(results, pairs=3):
+    """The ingest without filters, then with 100, back to back, `pairs`
+    times; the row takes the median of each. On two shared cores one run
+    to the next varies by about as much as the figure measured."""
+    runs = {"filters_none": [], "filters_100": []}
+    for _ in range(pairs):
+        for key, config in (("filters_none", ""), ("filters_100", filters_config())):
+            ingest(results, key=key, config=config)
+            runs[key].append(results[key])
+    for key, rs in runs.items():
+        rs.sort(key=lambda r: r["cpu"])
+        results[key] = dict(rs[len(rs) // 2], all=[r["cpu"] for r in rs])
 
 
 def filters_row(results):
     a, b = results["filters_none"], results["filters_100"]
     ratio = b["cpu"] / max(a["cpu"], 0.01)
     void = []
-    if a["published"] != b["published"] or a["overruns"] or b["overruns"]:
+    # a stray event or two (a link's own) is not another workload
+    if abs(a["published"] - b["published"]) > a["published"] // 1000 or a["overruns"] \
+            or b["overruns"]:
         void.append(f"not the same work: events published {b['published']:,} (without: "
                     f"{a['published']:,}), overruns {b['overruns']} (without: {a['overruns']})")
     per_event = (b["cpu"] - a["cpu"]) / max(b["published"], 1) * 1e6
-    return (f"{b['events']:,} address events, CPU, 100 filters checked for each (none match)",
+    runs = lambda r: ", ".join(f"{c:.2f}" for c in r.get("all", [r["cpu"]]))
+    return (f"{b['events']:,} address events, CPU, 100 filters checked for each (none match), "
+            f"median of {len(b.get('all', [0]))}",
             f"{b['cpu']:.2f} s",
             f"no filters {a['cpu']:.2f} s ({ratio:.2f}x, {per_event:+.2f} µs an event), "
-            f"{b['published']:,} events published; goal at most 1.1x: "
-            + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.1)))
+            f"{b['published']:,} events published; runs with {runs(b)} s, without {runs(a)} s; "
+            f"goal at most 1.1x: " + (f"VOID ({'; '.join(void)})" if void else verdict(ratio <= 1.1)))
 
 
 def burst(results, n=10_000):

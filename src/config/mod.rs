@@ -1436,7 +1436,7 @@ fn match_key(cx: &Ctx, f: &mut Filter, key: &str, v: &Node, label: &str) -> Resu
     match key {
         "interface" => f.interface = Some(cx.name(v, &what)?.as_bytes().to_vec()),
         "interface_pattern" => f.interface_pattern = Some(cx.name(v, &what)?.as_bytes().to_vec()),
-        "event_type" => f.event_types = vec![event_type(v)?],
+        "event_type" => f.event_types = [event_type(v)?].into_iter().collect(),
         "event_types" => {
             let items = cx.seq(v, &what)?;
             if items.is_empty() {
@@ -1449,6 +1449,7 @@ fn match_key(cx: &Ctx, f: &mut Filter, key: &str, v: &Node, label: &str) -> Resu
         }
         "backend" => {
             let s = cx.str(v, &what)?;
+            // The spellings system.backend takes.
             let b = match s {
                 "networkd" => "systemd-networkd",
                 "networkmanager" => "NetworkManager",
@@ -2312,6 +2313,10 @@ metrics:
         assert_eq!(c.control.group, None);
     }
 
+    fn ty(s: &str) -> EventType {
+        EventType::parse(s).unwrap()
+    }
+
     #[test]
     fn filters_both_forms() {
         let c = parse(
@@ -2347,8 +2352,8 @@ filters:
         assert_eq!(f[0].action, Action::Ignore);
         assert_eq!(f[1].interface.as_deref(), Some(&b"wg0"[..]));
         assert_eq!(
-            f[1].event_types,
-            vec![EventType::Dir("routable"), EventType::Address]
+            f[1].event_types.iter().collect::<Vec<_>>(),
+            vec![ty("routable"), ty("address")]
         );
         assert_eq!(f[1].ip_family, Some(Family::Ipv6));
         assert_eq!(f[1].action, Action::Log);
@@ -2359,7 +2364,10 @@ filters:
         assert_eq!(f[1].scripts.as_deref().unwrap(), ["50-vpn", "60-dns"]);
         assert_eq!(f[2].name, "filter-3");
         assert_eq!(f[2].backend.as_deref(), Some("systemd-networkd"));
-        assert_eq!(f[2].event_types, vec![EventType::Dir("routable")]);
+        assert_eq!(
+            f[2].event_types.iter().collect::<Vec<_>>(),
+            vec![ty("routable")]
+        );
         assert_eq!(f[2].ip_family, Some(Family::Any));
         assert!(parse("filters: []\n").unwrap().filters.is_empty());
         assert!(parse("filters:\n").unwrap().filters.is_empty());

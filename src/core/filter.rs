@@ -107,8 +107,8 @@ impl Family {
 
     pub fn parse(s: &str) -> Option<Family> {
         match s {
-            "ipv4" | "inet" => Some(Family::Ipv4),
-            "ipv6" | "inet6" => Some(Family::Ipv6),
+            "ipv4" => Some(Family::Ipv4),
+            "ipv6" => Some(Family::Ipv6),
             "any" => Some(Family::Any),
             _ => None,
         }
@@ -117,37 +117,67 @@ impl Family {
 
 /// One entry of `event_types`: a hook directory (the event's `STATE`),
 /// or `address`: a state event whose state did not change, so what did
-/// is the link's usable addresses (or its name).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventType {
-    Dir(&'static str),
-    Address,
-}
+/// is the link's usable addresses (or its name). Held as its index in
+/// [`EVENT_TYPES`], so that an event is matched with a bit mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventType(u8);
+
+/// The bit of `address` in an event's mask.
+const ADDRESS_BIT: u16 = 1 << 12;
 
 impl EventType {
     pub fn parse(s: &str) -> Option<EventType> {
-        match s {
-            "address" => Some(EventType::Address),
-            _ => EVENT_TYPES
-                .iter()
-                .find(|t| **t == s)
-                .map(|t| EventType::Dir(t)),
-        }
+        EVENT_TYPES
+            .iter()
+            .position(|t| *t == s)
+            .map(|i| EventType(i as u8))
     }
 
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            EventType::Dir(d) => d,
-            EventType::Address => "address",
-        }
+    pub fn as_str(self) -> &'static str {
+        EVENT_TYPES[self.0 as usize]
     }
 
-    fn matches(&self, ev: &Event) -> bool {
-        match self {
-            EventType::Dir(d) => ev.dir() == *d,
-            EventType::Address => ev.kind == Kind::State && ev.previous == Some(ev.state),
-        }
+    fn bit(self) -> u16 {
+        1 << self.0
     }
+}
+
+/// A set of event types, as bits of [`EVENT_TYPES`]; empty means every
+/// type. Listed in the order of [`EVENT_TYPES`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventTypes(u16);
+
+impl EventTypes {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = EventType> {
+        (0..EVENT_TYPES.len() as u8)
+            .map(EventType)
+            .filter(move |t| self.0 & t.bit() != 0)
+    }
+}
+
+impl FromIterator<EventType> for EventTypes {
+    fn from_iter<I: IntoIterator<Item = EventType>>(it: I) -> Self {
+        EventTypes(it.into_iter().fold(0, |m, t| m | t.bit()))
+    }
+}
+
+/// The event types an event is of, as bits of [`EVENT_TYPES`]: its hook
+/// directory's, and `address`'s when its state did not change. Made once
+/// per event, not per filter.
+fn event_mask(ev: &Event) -> u16 {
+    let dir = ev.dir();
+    let mut m = EVENT_TYPES[..12]
+        .iter()
+        .position(|t| *t == dir)
+        .map_or(0, |i| 1 << i);
+    if ev.kind == Kind::State && ev.previous == Some(ev.state) {
+        m |= ADDRESS_BIT;
+    }
+    m
 }
 
 /// What an event does not carry but a condition may ask.
@@ -187,7 +217,32 @@ pub enum Expr {
     Not(Box<Expr>),
     Flag(Flag),
     Num(NumField, Cmp, u64),
-    Str(StrField, StrOp, Vec<u8>),
+    Str(StrField, StrOp, Lit),
+}
+
+/// A string of a condition, with its first bytes as one word: most
+/// comparisons are settled by comparing that word and the length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lit {
+    pub bytes: Vec<u8>,
+    head: u64,
+}
+
+impl Lit {
+    pub fn new(bytes: Vec<u8>) -> Lit {
+        Lit {
+            head: head(&bytes),
+            bytes,
+        }
+    }
+}
+
+/// The first 8 bytes of `b`, zero-padded, as one word.
+fn head(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(w)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +262,7 @@ pub enum NumField {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The order is that of `Facts::strs`.
 pub enum StrField {
     Interface,
     Kind,
@@ -595,7 +651,7 @@ impl Parser {
                     }
                 }
             }
-            return Ok(Expr::Str(*f, op, s));
+            return Ok(Expr::Str(*f, op, Lit::new(s)));
         }
         let all: Vec<&str> = FLAGS
             .iter()
@@ -662,36 +718,86 @@ fn family_str(ev: &Event) -> &'static str {
     }
 }
 
-fn str_value(f: StrField, ev: &Event) -> &[u8] {
-    match f {
-        StrField::Interface => &ev.name,
-        StrField::Kind => ev.link_kind.as_deref().unwrap_or("").as_bytes(),
-        StrField::State => ev.dir().as_bytes(),
-        StrField::Operstate => ev.state.as_str().as_bytes(),
-        StrField::PreviousState => ev.previous.map_or("", |p| p.as_str()).as_bytes(),
-        StrField::Event => ev.kind.as_str().as_bytes(),
-        StrField::Backend => ev.origin.as_str().as_bytes(),
-        StrField::Family => family_str(ev).as_bytes(),
+/// An event as conditions read it, made once per event so that a term is
+/// a load and a compare, whatever the number of filters. What only
+/// [`Lookup`] knows is asked when a term needs it.
+pub struct Facts<'e> {
+    ev: &'e Event,
+    look: &'e dyn Lookup,
+    /// [`event_mask`].
+    mask: u16,
+    /// By `StrField as usize`.
+    strs: [&'e [u8]; 8],
+    /// The first bytes of each of `strs` (see [`Lit`]).
+    heads: [u64; 8],
+}
+
+impl<'e> Facts<'e> {
+    pub fn new(ev: &'e Event, look: &'e dyn Lookup) -> Facts<'e> {
+        let s = |x: &'static str| x.as_bytes();
+        let strs = [
+            &ev.name,
+            ev.link_kind.as_deref().unwrap_or("").as_bytes(),
+            s(ev.dir()),
+            s(ev.state.as_str()),
+            s(ev.previous.map_or("", |p| p.as_str())),
+            s(ev.kind.as_str()),
+            s(ev.origin.as_str()),
+            s(family_str(ev)),
+        ];
+        Facts {
+            ev,
+            look,
+            mask: event_mask(ev),
+            heads: strs.map(head),
+            strs,
+        }
     }
 }
 
 impl Expr {
     /// Whether `ev` satisfies the condition.
+    #[cfg(test)]
     pub fn eval(&self, ev: &Event, look: &dyn Lookup) -> bool {
+        self.holds(&Facts::new(ev, look))
+    }
+
+    /// Whether the event of `f` satisfies the condition.
+    pub fn holds(&self, f: &Facts) -> bool {
         match self {
-            Expr::Or(a, b) => a.eval(ev, look) || b.eval(ev, look),
-            Expr::And(a, b) => a.eval(ev, look) && b.eval(ev, look),
-            Expr::Not(a) => !a.eval(ev, look),
-            Expr::Flag(f) => match f {
-                Flag::HasGateway => look.has_gateway(ev),
+            Expr::Or(a, b) => a.value(f) || b.value(f),
+            Expr::And(a, b) => a.value(f) && b.value(f),
+            Expr::Not(a) => !a.value(f),
+            term => term.term(f),
+        }
+    }
+
+    /// [`Expr::holds`], with a term's test inlined: most operands are
+    /// terms, and a call per term is most of the cost of a condition.
+    #[inline(always)]
+    fn value(&self, f: &Facts) -> bool {
+        match self {
+            Expr::Or(..) | Expr::And(..) | Expr::Not(..) => self.holds(f),
+            term => term.term(f),
+        }
+    }
+
+    /// The value of a term (`Flag`, `Num`, `Str`).
+    #[inline(always)]
+    fn term(&self, f: &Facts) -> bool {
+        let ev = f.ev;
+        match self {
+            Expr::Or(..) | Expr::And(..) | Expr::Not(..) => self.holds(f),
+            Expr::Flag(x) => match x {
+                Flag::HasGateway => f.look.has_gateway(ev),
                 Flag::HasAddress => !ev.addrs.is_empty(),
                 Flag::HasIpv4 => ev.addrs.iter().any(|a| a.ip.is_ipv4()),
                 Flag::HasIpv6 => ev.addrs.iter().any(|a| a.ip.is_ipv6()),
             },
-            Expr::Num(f, c, n) => {
-                let v = match f {
+            Expr::Num(x, c, n) => {
+                let v = match x {
                     NumField::Mtu => ev.mtu as u64,
-                    NumField::DnsCount => look.dns_count(ev),
+                    NumField::DnsCount => f.look.dns_count(ev),
                     NumField::AddressCount => ev.addrs.len() as u64,
                     NumField::Ifindex => ev.index as u64,
                 };
@@ -704,13 +810,12 @@ impl Expr {
                     Cmp::Ge => v >= *n,
                 }
             }
-            Expr::Str(f, op, s) => {
-                let v = str_value(*f, ev);
-                match op {
-                    StrOp::Eq => v == s.as_slice(),
-                    StrOp::Ne => v != s.as_slice(),
-                    StrOp::Glob => glob::matches(s, v),
-                }
+            Expr::Str(x, StrOp::Glob, s) => glob::matches(&s.bytes, f.strs[*x as usize]),
+            Expr::Str(x, op, s) => {
+                let (v, h) = (f.strs[*x as usize], f.heads[*x as usize]);
+                // The word settles all but strings longer than 8 bytes.
+                let eq = h == s.head && v.len() == s.bytes.len() && (v.len() <= 8 || v == s.bytes);
+                eq == (*op == StrOp::Eq)
             }
         }
     }
@@ -749,7 +854,7 @@ impl fmt::Display for Expr {
                     StrOp::Glob => "~",
                 };
                 write!(f, "{} {op} ", field_name(*x))?;
-                quoted(f, s)
+                quoted(f, &s.bytes)
             }
         }
     }
@@ -769,6 +874,21 @@ impl Condition {
             expr: parse(text)?,
         })
     }
+
+    pub fn holds(&self, f: &Facts) -> bool {
+        self.expr.holds(f)
+    }
+}
+
+/// Which field of a filter an event missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    Interface,
+    Pattern,
+    EventTypes,
+    Backend,
+    Family,
+    Condition,
 }
 
 /// One entry of `filters:`. Every field given narrows what it matches.
@@ -778,7 +898,7 @@ pub struct Filter {
     pub interface: Option<Vec<u8>>,
     pub interface_pattern: Option<Vec<u8>>,
     /// Empty: every type.
-    pub event_types: Vec<EventType>,
+    pub event_types: EventTypes,
     pub backend: Option<String>,
     pub ip_family: Option<Family>,
     pub condition: Option<Condition>,
@@ -796,7 +916,7 @@ impl Filter {
             name: name.into(),
             interface: None,
             interface_pattern: None,
-            event_types: Vec::new(),
+            event_types: EventTypes::default(),
             backend: None,
             ip_family: None,
             condition: None,
@@ -818,35 +938,60 @@ impl Filter {
     }
 
     /// Whether the filter matches `ev`; the cheap fields are checked
-    /// before the condition.
+    /// before the condition. Allocates nothing: it runs for every filter
+    /// and every event.
+    #[cfg(test)]
     pub fn matches(&self, ev: &Event, look: &dyn Lookup) -> bool {
-        self.first_miss(ev, look).is_none()
+        self.first_miss(&Facts::new(ev, look)).is_none()
     }
 
-    /// The first field that does not match, in words; None when the filter
-    /// matches.
-    fn first_miss(&self, ev: &Event, look: &dyn Lookup) -> Option<String> {
-        let name = || String::from_utf8_lossy(&ev.name).into_owned();
-        if let Some(i) = &self.interface {
-            if *i != ev.name {
-                return Some(format!(
-                    "interface {:?} is not {:?}",
-                    String::from_utf8_lossy(i),
-                    name()
-                ));
-            }
+    /// The first field that does not match; None when the filter matches.
+    fn first_miss(&self, f: &Facts) -> Option<Miss> {
+        let ev = f.ev;
+        if !self.event_types.is_empty() && self.event_types.0 & f.mask == 0 {
+            return Some(Miss::EventTypes);
+        }
+        if self.interface.as_ref().is_some_and(|i| *i != ev.name) {
+            return Some(Miss::Interface);
         }
         if let Some(p) = &self.interface_pattern {
             if !glob::matches(p, &ev.name) {
-                return Some(format!(
-                    "interface_pattern {:?} does not match {:?}",
-                    String::from_utf8_lossy(p),
-                    name()
-                ));
+                return Some(Miss::Pattern);
             }
         }
-        if !self.event_types.is_empty() && !self.event_types.iter().any(|t| t.matches(ev)) {
-            return Some(format!(
+        if self
+            .backend
+            .as_ref()
+            .is_some_and(|b| b != ev.origin.as_str())
+        {
+            return Some(Miss::Backend);
+        }
+        if let Some(f) = self.ip_family {
+            if !Filter::family_ok(f, ev) {
+                return Some(Miss::Family);
+            }
+        }
+        if let Some(c) = &self.condition {
+            if !c.holds(f) {
+                return Some(Miss::Condition);
+            }
+        }
+        None
+    }
+
+    /// A miss in words, for `test --dry-run`.
+    fn miss_text(&self, miss: Miss, ev: &Event) -> String {
+        let lossy = |b: &Option<Vec<u8>>| {
+            String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned()
+        };
+        let name = String::from_utf8_lossy(&ev.name);
+        match miss {
+            Miss::Interface => format!("interface {:?} is not {name:?}", lossy(&self.interface)),
+            Miss::Pattern => format!(
+                "interface_pattern {:?} does not match {name:?}",
+                lossy(&self.interface_pattern)
+            ),
+            Miss::EventTypes => format!(
                 "event_types [{}] do not hold {}{}",
                 self.types_str(),
                 ev.dir(),
@@ -855,36 +1000,30 @@ impl Filter {
                 } else {
                     ""
                 }
-            ));
-        }
-        if let Some(b) = &self.backend {
-            if b != ev.origin.as_str() {
-                return Some(format!(
-                    "backend {b} is not the event's, {}",
-                    ev.origin.as_str()
-                ));
+            ),
+            Miss::Backend => format!(
+                "backend {} is not the event's, {}",
+                self.backend.as_deref().unwrap_or_default(),
+                ev.origin.as_str()
+            ),
+            Miss::Family => {
+                let f = self.ip_family.map_or("", Family::as_str);
+                match &ev.route {
+                    Some(_) => format!("ip_family {f} is not the route's"),
+                    None => format!("ip_family {f}: the link has no such address"),
+                }
             }
+            Miss::Condition => format!(
+                "condition {:?} is false",
+                self.condition.as_ref().map_or("", |c| c.text.as_str())
+            ),
         }
-        if let Some(f) = self.ip_family {
-            if !Filter::family_ok(f, ev) {
-                return Some(match &ev.route {
-                    Some(_) => format!("ip_family {} is not the route's", f.as_str()),
-                    None => format!("ip_family {}: the link has no such address", f.as_str()),
-                });
-            }
-        }
-        if let Some(c) = &self.condition {
-            if !c.expr.eval(ev, look) {
-                return Some(format!("condition {:?} is false", c.text));
-            }
-        }
-        None
     }
 
     fn types_str(&self) -> String {
         self.event_types
             .iter()
-            .map(EventType::as_str)
+            .map(|t| t.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -892,8 +1031,10 @@ impl Filter {
     /// Why the filter matches `ev`, one phrase per field it has: for
     /// `test --dry-run`. Err with the first field that does not match.
     pub fn explain(&self, ev: &Event, look: &dyn Lookup) -> Result<Vec<String>, String> {
-        if let Some(miss) = self.first_miss(ev, look) {
-            return Err(miss);
+        let facts = Facts::new(ev, look);
+        let mask = facts.mask;
+        if let Some(miss) = self.first_miss(&facts) {
+            return Err(self.miss_text(miss, ev));
         }
         let mut why = Vec::new();
         let name = String::from_utf8_lossy(&ev.name);
@@ -910,8 +1051,8 @@ impl Filter {
             let hit = self
                 .event_types
                 .iter()
-                .find(|t| t.matches(ev))
-                .map_or("", EventType::as_str);
+                .find(|t| t.bit() & mask != 0)
+                .map_or("", |t| t.as_str());
             why.push(format!("event_types [{}] hold {hit}", self.types_str()));
         }
         if let Some(b) = &self.backend {
@@ -968,7 +1109,12 @@ impl FilterSet {
     /// The filter that decides `ev`, counted as a hit; None when none
     /// matches (the hooks run).
     pub fn decide(&mut self, ev: &Event, look: &dyn Lookup) -> Option<&Filter> {
-        match self.filters.iter().position(|f| f.matches(ev, look)) {
+        let facts = Facts::new(ev, look);
+        match self
+            .filters
+            .iter()
+            .position(|f| f.first_miss(&facts).is_none())
+        {
             Some(i) => {
                 self.hits[i] += 1;
                 Some(&self.filters[i])
@@ -991,7 +1137,7 @@ impl FilterSet {
 #[derive(Clone, Debug)]
 pub struct Subscription {
     pub filter: EventFilter,
-    pub cond: Option<Expr>,
+    pub cond: Option<Condition>,
 }
 
 impl Subscription {
@@ -999,7 +1145,7 @@ impl Subscription {
     /// is wrong, for a `bad_request` reply.
     pub fn new(filter: EventFilter) -> Result<Subscription, String> {
         let cond = match &filter.condition {
-            Some(w) => Some(parse(w).map_err(|e| format!("where: {e}"))?),
+            Some(w) => Some(Condition::parse(w).map_err(|e| format!("where: {e}"))?),
             None => None,
         };
         Ok(Subscription { filter, cond })
@@ -1011,7 +1157,10 @@ impl Subscription {
             ev.index,
             ev.kind.as_str(),
             ev.dir(),
-        ) && self.cond.as_ref().map_or(true, |c| c.eval(ev, look))
+        ) && self
+            .cond
+            .as_ref()
+            .map_or(true, |c| c.holds(&Facts::new(ev, look)))
     }
 }
 
@@ -1239,6 +1388,10 @@ mod tests {
         Filter::new(name)
     }
 
+    fn ty(s: &str) -> EventType {
+        EventType::parse(s).unwrap()
+    }
+
     #[test]
     fn fields_narrow_and_first_match_wins() {
         let veth = ev("veth3", Carrier, None, &[]);
@@ -1248,7 +1401,7 @@ mod tests {
         ignore.action = Action::Ignore;
         let mut vpn = filter("vpn");
         vpn.condition = Some(Condition::parse("kind == \"wireguard\"").unwrap());
-        vpn.event_types = vec![EventType::Dir("routable")];
+        vpn.event_types = [ty("routable")].into_iter().collect();
         vpn.ip_family = Some(Family::Ipv6);
         vpn.scripts = Some(vec!["01-up".to_string()].into());
         let mut all = filter("log-rest");
@@ -1290,10 +1443,10 @@ mod tests {
         );
 
         let mut f = filter("x");
-        f.event_types = vec![EventType::Address];
+        f.event_types = [ty("address")].into_iter().collect();
         assert!(check(&f, &wg), "state unchanged: an address event");
         assert!(!check(&f, &ev("wg0", Routable, Some(Carrier), &[])));
-        f.event_types = vec![EventType::Dir("routes")];
+        f.event_types = [ty("routes")].into_iter().collect();
         assert!(!check(&f, &wg));
         assert!(check(&f, &route("wg0", 2)));
 
@@ -1315,7 +1468,7 @@ mod tests {
 
         let mut f = filter("x");
         f.interface_pattern = Some(b"wg*".to_vec());
-        f.event_types = vec![EventType::Dir("carrier"), EventType::Address];
+        f.event_types = [ty("carrier"), ty("address")].into_iter().collect();
         f.condition = Some(Condition::parse("mtu < 1500").unwrap());
         let why = f.explain(&wg, look).unwrap();
         assert_eq!(
@@ -1385,7 +1538,7 @@ mod tests {
         };
         let e = ev("veth0", Routable, Some(Carrier), &["10.1.1.1", "fe80::1"]);
         let mut parsed = 0;
-        for n in 0..200_000u32 {
+        for n in 0..100_000u32 {
             let mut s: Vec<char> = corpus[(rnd() % corpus.len() as u64) as usize]
                 .chars()
                 .collect();
@@ -1431,6 +1584,6 @@ mod tests {
                 Err(err) => assert!(err.at <= s.len(), "{text:?}: {err}"),
             }
         }
-        assert!(parsed > 10_000, "only {parsed} inputs parsed");
+        assert!(parsed > 5_000, "only {parsed} inputs parsed");
     }
 }

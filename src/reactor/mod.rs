@@ -8,8 +8,9 @@
 //! events, policy routing's changes go out, then each event is sealed
 //! (made immutable, serialised once) and handed to every consumer at one
 //! fan-out point, `publish`: the history ring, the control socket's
-//! subscribers, the hook scheduler, the metrics registry and the audit
-//! log.
+//! subscribers (each through its own `where`), the HTTP shim's event
+//! streams, the hook scheduler (through the configured filters,
+//! core/filter.rs), the metrics registry and the audit log.
 //!
 //! The metrics registry (`core::metrics`) is owned here and counted where
 //! things happen: at the fan-out (events, state changes), after a reap
