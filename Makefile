@@ -37,10 +37,11 @@ TEST_TOOLS := cc:gcc ip:iproute2 ping:iputils-ping mandoc:mandoc kill:procps \
 # (shellcheck), the completions (zsh, fish), the packages (dpkg-dev,
 # lintian, rpm), the metrics' exposition format (promtool), the dhclient
 # backend against a real DHCP server and client (dnsmasq-base,
-# isc-dhcp-client).
+# isc-dhcp-client), the HTTP shim's dashboard in a browser (chromium) and
+# its TLS certificates (openssl).
 EXTRA_TOOLS := systemd-analyze:systemd shellcheck:shellcheck zsh:zsh fish:fish \
 	dpkg-shlibdeps:dpkg-dev lintian:lintian rpmbuild:rpm promtool:prometheus \
-	dnsmasq:dnsmasq-base dhclient:isc-dhcp-client
+	dnsmasq:dnsmasq-base dhclient:isc-dhcp-client chromium:chromium openssl:openssl
 
 all: build
 
@@ -78,8 +79,11 @@ deps:
 
 # --no-fail-fast: one suite failing (or a tool missing) does not hide the
 # others' results.
+# Then the HTTP shim's tests once more with TLS (cargo feature tls, not in
+# the default build).
 test: deps
-	$(CARGO) test --workspace --no-fail-fast
+	@s=0; $(CARGO) test --workspace --no-fail-fast || s=1; \
+	$(CARGO) test --features tls --test http || s=1; exit $$s
 
 lint:
 	$(CARGO) fmt --all -- --check
