@@ -255,9 +255,29 @@ fn every_endpoint_answers_as_the_control_socket_does() {
     for k in ["netlink", "dbus", "config", "backend"] {
         assert_eq!(h["checks"][k]["ok"], true, "{h}");
     }
-    // Metrics wait for the registry.
+    // Metrics: the registry's text, as `netevctl metrics` prints it, and
+    // gzipped when asked.
     let m = get(&ns, p, "/metrics");
-    assert_eq!((m.status, m.code().as_str()), (503, "unavailable"));
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type").unwrap().starts_with("text/plain"),
+        "{:?}",
+        m.headers
+    );
+    let text = String::from_utf8(m.body.clone()).unwrap();
+    for family in [
+        "netevd_uptime_seconds",
+        "netevd_events_total",
+        "netevd_http_requests_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{text}");
+    }
+    let z = req(&ns, p, "GET", "/metrics", "Accept-Encoding: gzip\r\n");
+    assert_eq!(
+        (z.status, z.header("content-encoding")),
+        (200, Some("gzip"))
+    );
+    assert_eq!(&z.body[..2], &[0x1f, 0x8b], "a gzip member");
 
     // HEAD: the same headers, no body.
     let hd = req(&ns, p, "HEAD", "/api/v1/status", "");
@@ -700,12 +720,27 @@ fn events_stream_live_and_resume_from_last_event_id() {
     let (mut s, mut buf) = sse_open(&ns, p, "/api/v1/events/stream?interface=sa", "");
     let (mut other, mut obuf) =
         sse_open(&ns, p, "/api/v1/events/stream?interface=sb&kind=state", "");
+    // `where`, in the filter language: only sb's events.
+    let (mut cond, mut cbuf) = sse_open(
+        &ns,
+        p,
+        "/api/v1/events/stream?where=interface%20~%20%22sb%22",
+        "",
+    );
+    // One that does not parse is refused before the stream starts.
+    let bad = get(&ns, p, "/api/v1/events/stream?where=mtu%20%3E");
+    assert_eq!((bad.status, bad.code().as_str()), (400, "bad_request"));
     ns.ip(&["link", "set", "sa", "up"]);
     ns.ip(&["link", "set", "sb", "up"]);
     let (first, ev) = wait_sse(&mut s, &mut buf, |_, e| e["link"] == "sa");
     assert_eq!(ev["link"], "sa");
     let (_, evb) = wait_sse(&mut other, &mut obuf, |_, e| e["link"] == "sb");
     assert_eq!(evb["event"], "state");
+    let (_, evc) = wait_sse(&mut cond, &mut cbuf, |_, _| true);
+    assert_eq!(
+        evc["link"], "sb",
+        "the where stream got another link's event"
+    );
     // The same event as the control socket's history holds.
     let mut c = Ctl::connect(&d);
     let hist = c.ok(&format!(r#"{{"command":"events","since":{}}}"#, first - 1));
