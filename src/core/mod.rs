@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod glob;
+pub mod managers;
 pub mod mirror;
 pub mod model;
 pub mod policy;
