@@ -32,6 +32,9 @@ enum Class {
     Route(u8, u32, Option<IpAddr>, u8, u32),
     /// A test of one hook directory: tests of two directories both run.
     Test(Option<&'static str>),
+    /// A network manager's event, by directory: networkd's `routable` and
+    /// `configured` for one change both run.
+    Manager(&'static str),
 }
 
 fn class(ev: &Event) -> Class {
@@ -41,7 +44,10 @@ fn class(ev: &Event) -> Class {
             Class::Route(r.family, r.table, r.dst, r.dst_len, r.priority)
         }
         (Kind::Test, _) => Class::Test(ev.test_dir),
-        _ => Class::State,
+        _ => match &ev.manager {
+            Some(m) => Class::Manager(m.dir),
+            None => Class::State,
+        },
     }
 }
 
