@@ -40,6 +40,9 @@ const CAP_NET_ADMIN: u32 = 12;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// The default: systemd-networkd if it holds its bus name, else
+    /// NetworkManager, else dhclient if lease files exist, else the kernel.
+    Auto,
     Kernel,
     Networkd,
     NetworkManager,
@@ -49,10 +52,47 @@ pub enum Backend {
 impl Backend {
     pub fn as_str(&self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
             Backend::Kernel => "kernel",
             Backend::Networkd => "systemd-networkd",
             Backend::NetworkManager => "NetworkManager",
             Backend::Dhclient => "dhclient",
+        }
+    }
+
+    /// What `auto` picks, in this order: networkd holding its bus name,
+    /// NetworkManager holding its, dhclient when its lease files exist,
+    /// else the kernel alone.
+    pub fn auto(networkd: bool, network_manager: bool, dhclient_leases: bool) -> Backend {
+        if networkd {
+            Backend::Networkd
+        } else if network_manager {
+            Backend::NetworkManager
+        } else if dhclient_leases {
+            Backend::Dhclient
+        } else {
+            Backend::Kernel
+        }
+    }
+}
+
+/// `backends.*` that this build reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// `backends.systemd_networkd.emit_json`: networkd's `Describe` JSON
+    /// in the hooks' `JSON`.
+    pub emit_json: bool,
+    /// `backends.systemd_networkd.state_dir`: where networkd writes its
+    /// state files (`links/<N>`, `leases/<N>`), read for DNS, DOMAINS and
+    /// HOSTNAME.
+    pub networkd_state_dir: PathBuf,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            emit_json: false,
+            networkd_state_dir: PathBuf::from("/run/systemd/netif"),
         }
     }
 }
@@ -61,6 +101,7 @@ impl Backend {
 pub struct Config {
     pub log_level: Option<log::LevelFilter>,
     pub backend: Backend,
+    pub backends: BackendSettings,
     pub script_dir: PathBuf,
     /// `monitoring.interfaces`: glob patterns, empty for all links.
     pub interfaces: Vec<String>,
@@ -82,7 +123,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: None,
-            backend: Backend::Kernel,
+            backend: Backend::Auto,
+            backends: BackendSettings::default(),
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
             policy: policy::Settings::default(),
@@ -283,7 +325,7 @@ impl Config {
                 "system" => c.system(&cx, v)?,
                 "monitoring" => c.interfaces = monitoring(&cx, v)?,
                 "routing" => c.policy = routing(&cx, v)?,
-                "backends" => backends(&cx, v)?,
+                "backends" => c.backends = backends(&cx, v)?,
                 "control" => c.control = control(&cx, v)?,
                 "scripts" => c.scripts(&cx, v)?,
                 "api" | "metrics" | "audit" | "filters" => {
@@ -335,6 +377,7 @@ impl Config {
                 "backend" => {
                     let s = cx.str(v, "system.backend")?;
                     self.backend = match s {
+                        "auto" => Backend::Auto,
                         "kernel" => Backend::Kernel,
                         "systemd-networkd" | "networkd" => Backend::Networkd,
                         "NetworkManager" | "networkmanager" => Backend::NetworkManager,
@@ -343,13 +386,20 @@ impl Config {
                             return Err(cx.err(
                                 v,
                                 format!(
-                                    "system.backend: {s:?} is not one of kernel, \
+                                    "system.backend: {s:?} is not one of auto, kernel, \
                                      systemd-networkd, NetworkManager, dhclient"
                                 ),
                             ))
                         }
                     };
-                    if self.backend != Backend::Kernel {
+                    let dbus = matches!(self.backend, Backend::Networkd | Backend::NetworkManager);
+                    if dbus && !cfg!(feature = "dbus") {
+                        self.inactive.push(format!(
+                            "system.backend {s:?} (line {}): built without the dbus feature; \
+                             running on the kernel backend",
+                            v.line
+                        ));
+                    } else if self.backend == Backend::Dhclient {
                         self.inactive.push(format!(
                             "system.backend {s:?} (line {}): that backend is not built yet; \
                              running on the kernel backend",
@@ -548,12 +598,13 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
     Ok(iface)
 }
 
-/// `backends`: checked for the existing schema; nothing reads it yet.
-fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
+/// `backends`: the existing schema, and networkd's state directory.
+fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
+    let mut b = BackendSettings::default();
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
         let keys: &[&str] = match name {
-            "systemd_networkd" => &["emit_json"],
+            "systemd_networkd" => &["emit_json", "state_dir"],
             "dhclient" => &["use_dns", "use_domain", "use_hostname"],
             "networkmanager" => &[],
             other => {
@@ -571,10 +622,20 @@ fn backends(cx: &Ctx, v: &Node) -> Result<(), Error> {
             if !keys.contains(&key) {
                 return Err(unknown(cx, k2, &format!("backends.{name}"), key));
             }
-            cx.bool(v2, &format!("backends.{name}.{key}"))?;
+            match (name, key) {
+                ("systemd_networkd", "state_dir") => {
+                    b.networkd_state_dir = absolute(cx, v2, "backends.systemd_networkd.state_dir")?;
+                }
+                ("systemd_networkd", "emit_json") => {
+                    b.emit_json = cx.bool(v2, "backends.systemd_networkd.emit_json")?;
+                }
+                _ => {
+                    cx.bool(v2, &format!("backends.{name}.{key}"))?;
+                }
+            }
         }
     }
-    Ok(())
+    Ok(b)
 }
 
 /// `control`: the control socket's settings.
@@ -677,7 +738,7 @@ mod tests {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse("# nothing\n").unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!(c.backend, Backend::Kernel);
+        assert_eq!(c.backend, Backend::Auto);
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(c.run_on_startup);
     }
@@ -718,11 +779,30 @@ metrics:
         assert_eq!(c.policy.ifaces.len(), 1);
         assert_eq!(c.policy.ifaces[0].name, "eth1");
         assert_eq!(c.policy.ifaces[0].table, None);
-        // backend and api are reported as not active; metrics is disabled,
-        // so it is not
-        assert_eq!(c.inactive.len(), 2, "{:?}", c.inactive);
-        assert!(c.inactive[0].contains("systemd-networkd"));
-        assert!(c.inactive[1].starts_with("api"));
+        assert!(c.backends.emit_json);
+        // api is reported as not active; metrics is disabled, so it is not
+        let api = if cfg!(feature = "dbus") { 0 } else { 1 };
+        assert_eq!(c.inactive.len(), api + 1, "{:?}", c.inactive);
+        assert!(c.inactive[api].starts_with("api"));
+    }
+
+    #[test]
+    fn backends() {
+        let c = parse(
+            "system:\n  backend: auto\nbackends:\n  systemd_networkd:\n    state_dir: /tmp/netif\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Auto);
+        assert_eq!(c.backends.networkd_state_dir, PathBuf::from("/tmp/netif"));
+        assert!(!c.backends.emit_json);
+        let e = parse("backends:\n  systemd_networkd:\n    state_dir: run/x\n").unwrap_err();
+        assert!(e.to_string().contains("backends.systemd_networkd.state_dir"), "{e}");
+        let e = parse("backends:\n  systemd_networkd:\n    emit_json: 1\n").unwrap_err();
+        assert!(e.to_string().contains("backends.systemd_networkd.emit_json"), "{e}");
+        assert_eq!(Backend::auto(true, true, true), Backend::Networkd);
+        assert_eq!(Backend::auto(false, true, true), Backend::NetworkManager);
+        assert_eq!(Backend::auto(false, false, true), Backend::Dhclient);
+        assert_eq!(Backend::auto(false, false, false), Backend::Kernel);
     }
 
     #[test]
