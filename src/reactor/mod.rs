@@ -11,6 +11,8 @@
 //! subscribers and the hook scheduler.
 
 mod answer;
+#[cfg(feature = "dbus")]
+mod bus;
 mod timers;
 mod token;
 
@@ -26,7 +28,9 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::config::Backend;
 use crate::core::event::{Event, PolicyView};
+use crate::core::managers::{self, Managers};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
@@ -86,6 +90,18 @@ pub struct Daemon {
     /// SIGTERM or SIGINT came: no new hooks, and the loop ends once the
     /// running ones exited or were killed (`Runner::shutdown`).
     stopping: bool,
+    /// The system bus, when the backend is a network manager or `auto`.
+    #[cfg(feature = "dbus")]
+    bus: Option<crate::source::dbus::Bus>,
+    /// What the managers report per link (core/managers.rs).
+    managers: Managers,
+    mgr_inputs: Vec<managers::Input>,
+    mgr_out: Vec<managers::Out>,
+    /// The kernel's state events held from hooks at start until the bus
+    /// answered (reactor/bus.rs); None once released.
+    held_kernel: Option<Vec<Rc<Event>>>,
+    /// The backend in force: `auto` resolved, once known.
+    active: Backend,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -157,7 +173,24 @@ impl Daemon {
         } else {
             None
         };
+        #[cfg(feature = "dbus")]
+        let bus = bus::open(&config, Instant::now());
+        #[cfg(feature = "dbus")]
+        let held_kernel = bus.as_ref().map(|_| Vec::new());
+        #[cfg(not(feature = "dbus"))]
+        let held_kernel = None;
+        let active = match config.backend {
+            Backend::Auto => Backend::Kernel,
+            ref b => b.clone(),
+        };
         Ok(Daemon {
+            #[cfg(feature = "dbus")]
+            bus,
+            managers: Managers::new(config.run_on_startup),
+            mgr_inputs: Vec::new(),
+            mgr_out: Vec::new(),
+            held_kernel,
+            active,
             poll,
             netlink,
             signals,
@@ -220,6 +253,9 @@ impl Daemon {
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    #[cfg(feature = "dbus")]
+                    Source::Dbus if !self.stopping => self.on_dbus(true),
+                    Source::Dbus => {}
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
@@ -258,6 +294,9 @@ impl Daemon {
                         self.since_trim = 0;
                         trim();
                     }
+                    #[cfg(feature = "dbus")]
+                    Timer::Dbus if !self.stopping => self.on_dbus(false),
+                    Timer::Dbus => {}
                 }
             }
             if self.stopping && self.runner.stopped(Instant::now()) {
@@ -280,6 +319,8 @@ impl Daemon {
             self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
+        #[cfg(feature = "dbus")]
+        self.timers.arm(Timer::Dbus, self.dbus_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
@@ -405,8 +446,10 @@ impl Daemon {
         self.reconcile(instant);
         if !was_synced && self.core.synced() {
             log::info!(
-                "netevd {} running: backend kernel, {} links, hooks in {}{}{}",
+                "netevd {} running: backend {}, {} links, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
+                // `auto` runs on the kernel until the bus answered.
+                self.active.as_str(),
                 self.core.links().count(),
                 self.config.script_dir.display(),
                 match &self.control {
@@ -462,6 +505,20 @@ impl Daemon {
             }
         }
         self.last_event = Some(ev.clone());
+        #[cfg(feature = "dbus")]
+        {
+            if self.hold(&ev) {
+                return;
+            }
+            if self.claimed(&ev) {
+                log::debug!(
+                    "event {}: {} reports this link's states; no hooks for the kernel's",
+                    ev.id,
+                    self.active.as_str()
+                );
+                return;
+            }
+        }
         self.sched.submit(ev);
     }
 
@@ -589,6 +646,14 @@ impl Daemon {
         }
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
+        self.managers.set_run_on_startup(c.run_on_startup);
+        if c.backend != self.config.backend {
+            log::warn!("reload: system.backend takes effect at the next start");
+        }
+        #[cfg(feature = "dbus")]
+        if let Some(b) = self.bus.as_mut() {
+            b.set_emit_json(c.backends.emit_json);
+        }
         self.policy.set_settings(c.policy.clone());
         self.runner
             .set_settings(hook_settings(&c, self.opts.dry_run));

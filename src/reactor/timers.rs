@@ -26,10 +26,13 @@ pub enum Timer {
     /// Work left over from a turn whose budget ran out: poll without
     /// sleeping.
     Again,
+    /// The bus: a reconnect after backoff, or the end of start-up's wait
+    /// for the managers' first read.
+    Dbus,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 7] = [
+const ALL: [Timer; 8] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -37,6 +40,7 @@ const ALL: [Timer; 7] = [
     Timer::Flush,
     Timer::Control,
     Timer::Again,
+    Timer::Dbus,
 ];
 const N: usize = ALL.len();
 

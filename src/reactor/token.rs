@@ -8,8 +8,7 @@ use mio::Token;
 pub const NETLINK: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 pub const CONTROL: Token = Token(2);
-/// Reserved for the DBus connection (systemd-networkd, NetworkManager).
-#[allow(dead_code)]
+/// The DBus connection (systemd-networkd, NetworkManager).
 pub const DBUS: Token = Token(3);
 /// Reserved for the HTTP listener.
 #[allow(dead_code)]
@@ -27,6 +26,8 @@ pub enum Source {
     Netlink,
     Signals,
     ControlListener,
+    /// The system bus connection.
+    Dbus,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -41,6 +42,7 @@ pub fn source(t: Token) -> Source {
         NETLINK => Source::Netlink,
         SIGNALS => Source::Signals,
         CONTROL => Source::ControlListener,
+        DBUS => Source::Dbus,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         Token(n) if n >= CLIENTS => Source::Client(n - CLIENTS),
         _ => Source::Unknown,
@@ -62,7 +64,8 @@ mod tests {
         );
         assert_eq!(source(Token(CLIENTS)), Source::Client(0));
         assert_eq!(source(Token(CLIENTS + 7)), Source::Client(7));
-        assert_eq!(source(DBUS), Source::Unknown);
+        assert_eq!(source(DBUS), Source::Dbus);
+        assert_eq!(source(HTTP), Source::Unknown);
         assert_eq!(source(Token(HOOKS - 1)), Source::Unknown);
     }
 }

@@ -957,3 +957,32 @@ fn signature(msg: &Message) -> String {
     }
     loggable(&s)
 }
+
+/// The largest state file read; networkd's are a few hundred bytes.
+const STATE_MAX: u64 = 64 << 10;
+
+/// What networkd's state files say of link `index` beyond its states:
+/// `<dir>/links/<index>` (DNS, DOMAINS) and `<dir>/leases/<index>`
+/// (HOSTNAME). The path is made from the number alone. A file missing is
+/// nothing to report; a value refused is logged and left out.
+pub fn read_extras(dir: &std::path::Path, index: u32) -> Extras {
+    use std::io::Read;
+    let mut x = Extras::default();
+    for sub in ["links", "leases"] {
+        let path = dir.join(sub).join(index.to_string());
+        let mut buf = Vec::new();
+        let r = std::fs::File::open(&path).and_then(|f| f.take(STATE_MAX).read_to_end(&mut buf));
+        match r {
+            Ok(_) => parse_state(&buf, &mut x),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::debug!("{}: {e}", path.display()),
+        }
+    }
+    if !x.refused.is_empty() {
+        log::warn!(
+            "networkd state of link {index}: ignored {}",
+            x.refused.join(", ")
+        );
+    }
+    x
+}

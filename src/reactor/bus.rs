@@ -1,0 +1,224 @@
+//! The reactor's side of the network managers: the bus source's inputs
+//! through the managers' core (core/managers.rs), the events that makes,
+//! and which backend is followed. Also the one rule that keeps a change
+//! from running one directory twice: for a link a manager configures, the
+//! manager's events carry its state transitions, and the kernel's events
+//! for those transitions run no hooks (subscribers and history still see
+//! them). The kernel's route events, and its events that change no state
+//! (a new address on a routable link), run as always.
+//!
+//! At start the kernel's dump is usually read before the bus answers, so
+//! the kernel's state events wait (for hooks only) until the bus settled:
+//! every name looked up and the followed manager read once, or the bus
+//! unreachable, or `SETTLE_MAX` passed.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::config::Backend;
+use crate::core::event::{Event, Kind, ManagerView, Origin};
+use crate::core::managers::{Manager, Out, Why};
+use crate::source::dbus::{self, Bus, Want};
+
+use super::{now_ms, token, Daemon};
+
+/// The longest the kernel's start-up events wait for the bus.
+pub const SETTLE_MAX: Duration = Duration::from_secs(3);
+
+/// What `system.backend` asks of the bus, if anything.
+pub fn want(b: &Backend) -> Option<Want> {
+    match b {
+        Backend::Auto => Some(Want::Auto),
+        Backend::Networkd => Some(Want::One(Manager::Networkd)),
+        Backend::NetworkManager => Some(Want::One(Manager::NetworkManager)),
+        Backend::Kernel | Backend::Dhclient => None,
+    }
+}
+
+pub fn open(c: &crate::config::Config, now: Instant) -> Option<Bus> {
+    want(&c.backend).map(|w| {
+        Bus::new(
+            dbus::Settings {
+                address: Bus::address_from_env(),
+                want: w,
+                emit_json: c.backends.emit_json,
+            },
+            now,
+        )
+    })
+}
+
+/// Whether dhclient's lease files exist, for `system.backend: auto`. The
+/// lease watcher's module answers this once it is built; until then auto
+/// never picks dhclient.
+pub fn dhclient_leases_present() -> bool {
+    false
+}
+
+impl Daemon {
+    /// The bus is ready (`ready`) or its timer is due.
+    pub(super) fn on_dbus(&mut self, ready: bool) {
+        let now = Instant::now();
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let reg = self.poll.registry();
+        if ready {
+            bus.on_ready(reg, token::DBUS, now, &mut self.mgr_inputs);
+        } else {
+            bus.on_timer(reg, token::DBUS, now, &mut self.mgr_inputs);
+        }
+        self.apply_managers();
+        self.settle(now);
+    }
+
+    /// When the bus wants the loop back.
+    pub(super) fn dbus_deadline(&self) -> Option<Instant> {
+        let bus = self.bus.as_ref()?.next_deadline();
+        let hold = self.held_kernel.as_ref().map(|_| self.started + SETTLE_MAX);
+        match (bus, hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn apply_managers(&mut self) {
+        let inputs = std::mem::take(&mut self.mgr_inputs);
+        let mut out = std::mem::take(&mut self.mgr_out);
+        for i in inputs {
+            self.managers.apply(i, &mut out);
+        }
+        let chosen = self.bus.as_ref().and_then(Bus::chosen);
+        for o in out.drain(..) {
+            if Some(o.manager) != chosen {
+                continue;
+            }
+            let ev = self.manager_event(&o);
+            let ev = self.seal(ev);
+            self.publish(ev);
+        }
+        self.mgr_out = out;
+        self.dispatch(Instant::now());
+    }
+
+    fn manager_event(&mut self, o: &Out) -> Event {
+        let kind = match o.why {
+            Why::Startup => Kind::Startup,
+            Why::Change => Kind::State,
+        };
+        let origin = match o.manager {
+            Manager::Networkd => Origin::Networkd,
+            Manager::NetworkManager => Origin::NetworkManager,
+        };
+        let mut ev = self.core.manager_event(o.index, kind, origin, now_ms());
+        let bus = self.bus.as_ref();
+        if ev.name.is_empty() {
+            if let Some(n) = bus.and_then(|b| b.link_name(o.index)) {
+                ev.name = n.as_bytes().to_vec();
+            }
+        }
+        let mut view = ManagerView {
+            dir: o.dir,
+            previous: o.previous,
+            report: o.report,
+            ..ManagerView::default()
+        };
+        if o.index != 0 {
+            view.gateways = self
+                .core
+                .routes()
+                .defaults()
+                .filter(|r| r.oif == o.index && r.table == crate::core::types::RT_TABLE_MAIN)
+                .filter_map(|r| r.gateway)
+                .collect();
+            if o.manager == Manager::Networkd {
+                let x = dbus::read_extras(&self.config.backends.networkd_state_dir, o.index);
+                view.dns = x.dns;
+                view.domains = x.domains;
+                view.hostname = x.hostname;
+                if self.config.backends.emit_json {
+                    view.describe = bus.and_then(|b| b.describe(o.index)).map(str::to_string);
+                }
+            }
+        }
+        ev.manager = Some(Box::new(view));
+        ev
+    }
+
+    /// Whether a kernel event is one the manager reports itself.
+    pub(super) fn claimed(&self, ev: &Event) -> bool {
+        ev.origin == Origin::Kernel
+            && match ev.kind {
+                Kind::Startup => true,
+                Kind::State => ev.previous != Some(ev.state),
+                _ => false,
+            }
+            && self.managers.claims(ev.index)
+    }
+
+    /// Whether a kernel event must wait for the bus before hooks see it.
+    pub(super) fn hold(&mut self, ev: &Rc<Event>) -> bool {
+        let Some(h) = self.held_kernel.as_mut() else {
+            return false;
+        };
+        if ev.origin == Origin::Kernel && matches!(ev.kind, Kind::Startup | Kind::State) {
+            h.push(ev.clone());
+            return true;
+        }
+        false
+    }
+
+    /// Ends start-up's wait once the bus answered (or took too long), and
+    /// logs which backend `auto` chose.
+    pub(super) fn settle(&mut self, now: Instant) {
+        let Some(bus) = self.bus.as_ref() else {
+            return;
+        };
+        if self.held_kernel.is_none() {
+            return;
+        }
+        let timed_out = now >= self.started + SETTLE_MAX;
+        if !bus.settled() && !timed_out {
+            return;
+        }
+        let chosen = match bus.chosen() {
+            Some(Manager::Networkd) => Backend::Networkd,
+            Some(Manager::NetworkManager) => Backend::NetworkManager,
+            None if self.config.backend == Backend::Auto => {
+                Backend::auto(false, false, dhclient_leases_present())
+            }
+            None => self.config.backend.clone(),
+        };
+        if self.config.backend == Backend::Auto {
+            log::info!(
+                "backend auto: {} ({})",
+                chosen.as_str(),
+                if bus.up() {
+                    bus.status()
+                } else if timed_out {
+                    "the bus did not answer in time".to_string()
+                } else {
+                    "no system bus".to_string()
+                }
+            );
+        }
+        self.active = chosen;
+        let held = self.held_kernel.take().unwrap_or_default();
+        for ev in held {
+            if !self.claimed(&ev) {
+                self.sched.submit(ev);
+            }
+        }
+        self.dispatch(Instant::now());
+    }
+
+    /// `status`'s backend: the one in force, and the bus's state.
+    pub(super) fn backend_status(&self) -> (String, Option<String>) {
+        let b = match (&self.config.backend, self.bus.as_ref().and_then(Bus::chosen)) {
+            (Backend::Auto, Some(m)) => format!("auto: {}", m.as_str()),
+            (Backend::Auto, None) => format!("auto: {}", self.active.as_str()),
+            (b, _) => b.as_str().to_string(),
+        };
+        (b, self.bus.as_ref().map(Bus::status))
+    }
+}
