@@ -156,16 +156,44 @@ impl Daemon {
             && self.managers.claims(ev.index)
     }
 
-    /// Whether a kernel event must wait for the bus before hooks see it.
-    pub(super) fn hold(&mut self, ev: &Rc<Event>) -> bool {
-        let Some(h) = self.held_kernel.as_mut() else {
-            return false;
-        };
-        if ev.origin == Origin::Kernel && matches!(ev.kind, Kind::Startup | Kind::State) {
-            h.push(ev.clone());
-            return true;
+    /// Whether an event runs hooks, by the rules in the module comment.
+    pub(super) fn hooks_for(&mut self, ev: &Rc<Event>) -> bool {
+        match ev.origin {
+            Origin::Kernel => {
+                if ev.kind == Kind::Removed {
+                    self.kernel_told.remove(&ev.index);
+                }
+                if !matches!(ev.kind, Kind::Startup | Kind::State) {
+                    return true;
+                }
+                if let Some(h) = self.held_kernel.as_mut() {
+                    h.push(ev.clone());
+                    return false;
+                }
+                if self.claimed(ev) {
+                    log::debug!(
+                        "event {}: {} reports this link's states; no hooks for the kernel's",
+                        ev.id,
+                        self.active.as_str()
+                    );
+                    return false;
+                }
+                self.kernel_told.insert(ev.index, ev.dir());
+                true
+            }
+            Origin::Networkd | Origin::NetworkManager => {
+                let same = self.kernel_told.remove(&ev.index) == Some(ev.dir());
+                if same {
+                    log::debug!(
+                        "event {}: the kernel's events ran {}.d for this link already",
+                        ev.id,
+                        ev.dir()
+                    );
+                }
+                !same
+            }
+            Origin::Control => true,
         }
-        false
     }
 
     /// Ends start-up's wait once the bus answered (or took too long), and
@@ -205,7 +233,7 @@ impl Daemon {
         self.active = chosen;
         let held = self.held_kernel.take().unwrap_or_default();
         for ev in held {
-            if !self.claimed(&ev) {
+            if self.hooks_for(&ev) {
                 self.sched.submit(ev);
             }
         }

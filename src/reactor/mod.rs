@@ -102,6 +102,10 @@ pub struct Daemon {
     held_kernel: Option<Vec<Rc<Event>>>,
     /// The backend in force: `auto` resolved, once known.
     active: Backend,
+    /// The state directory the kernel's events last ran for a link while
+    /// no manager claimed it: a manager back from a restart does not run
+    /// it again (reactor/bus.rs).
+    kernel_told: std::collections::HashMap<u32, &'static str>,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -191,6 +195,7 @@ impl Daemon {
             mgr_out: Vec::new(),
             held_kernel,
             active,
+            kernel_told: Default::default(),
             poll,
             netlink,
             signals,
@@ -506,18 +511,8 @@ impl Daemon {
         }
         self.last_event = Some(ev.clone());
         #[cfg(feature = "dbus")]
-        {
-            if self.hold(&ev) {
-                return;
-            }
-            if self.claimed(&ev) {
-                log::debug!(
-                    "event {}: {} reports this link's states; no hooks for the kernel's",
-                    ev.id,
-                    self.active.as_str()
-                );
-                return;
-            }
+        if !self.hooks_for(&ev) {
+            return;
         }
         self.sched.submit(ev);
     }

@@ -459,7 +459,8 @@ impl Bus {
                     match m.read1::<PropMap>() {
                         Ok(p) => {
                             if let Some(i) = self.networkd_props(index, &p) {
-                                self.push(i, Some(index));
+                                let describe = self.settings.emit_json && index != 0;
+                                self.push(i, describe.then_some(index));
                             }
                         }
                         Err(e) => self.reject(format!("GetAll of link {index}: {e}")),
