@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Backend;
 use crate::core::event::{Event, Kind, ManagerView, Origin};
-use crate::core::managers::{Manager, Out, Why};
+use crate::core::managers::{Input, Manager, Out, Why};
 use crate::source::dbus::{self, Bus, Want};
 
 use super::{now_ms, token, Daemon};
@@ -86,6 +86,12 @@ impl Daemon {
         let inputs = std::mem::take(&mut self.mgr_inputs);
         let mut out = std::mem::take(&mut self.mgr_out);
         for i in inputs {
+            if let Input::Networkd { index, .. } | Input::Device { index, .. } = &i {
+                if !self.known_link(*index) {
+                    log::warn!("dbus: ignored a report of link {index}: no such link");
+                    continue;
+                }
+            }
             self.managers.apply(i, &mut out);
         }
         let chosen = self.bus.as_ref().and_then(Bus::chosen);
@@ -99,6 +105,15 @@ impl Daemon {
         }
         self.mgr_out = out;
         self.dispatch(Instant::now());
+    }
+
+    /// Whether link `index` exists for the kernel or in the manager's own
+    /// list: a report for any other comes from an object path that names
+    /// nothing, and is not kept (a peer could fill memory with them).
+    fn known_link(&self, index: u32) -> bool {
+        index == 0
+            || self.bus.as_ref().and_then(|b| b.link_name(index)).is_some()
+            || self.core.links().any(|l| l.info.index == index)
     }
 
     fn manager_event(&mut self, o: &Out) -> Event {

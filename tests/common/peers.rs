@@ -311,14 +311,14 @@ impl Drop for Netevd {
 }
 
 /// A hook in `<state>.d/50-bus` recording, one line per run:
-/// `BACKEND|STATE|LINK|OPER_STATE|ADMIN_STATE|CARRIER_STATE|ONLINE_STATE|DNS|DOMAINS|EVENT`.
+/// `BACKEND|STATE|LINK|OPER_STATE|ADMIN_STATE|CARRIER_STATE|ONLINE_STATE|DNS|DOMAINS|EVENT|ADDRESSES`.
 pub fn bus_recorder(dir: &Dir, states: &[&str]) {
     let rec = dir.join("bus-records");
     for s in states {
         let script = format!(
-            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$BACKEND\" \"$STATE\" \"$LINK\" \
+            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$BACKEND\" \"$STATE\" \"$LINK\" \
              \"$OPER_STATE\" \"$ADMIN_STATE\" \"$CARRIER_STATE\" \"$ONLINE_STATE\" \"$DNS\" \"$DOMAINS\" \
-             \"$EVENT\" >> {}\n",
+             \"$EVENT\" \"$ADDRESSES\" >> {}\n",
             rec.display()
         );
         dir.write(&format!("hooks/{s}.d/50-bus"), &script, 0o755);

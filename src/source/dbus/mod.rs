@@ -41,6 +41,10 @@ pub const DEFAULT_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 /// Reads per readiness before the loop turns to its other sources.
 const READS_PER_TURN: usize = 256;
 
+/// How long a call may go unanswered: a manager that hangs must not hold
+/// its resync open (and its links unclaimed) for ever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -119,7 +123,7 @@ pub struct Bus {
     chan: Option<Channel>,
     phase: Phase,
     registered: Option<RawFd>,
-    calls: HashMap<u32, Call>,
+    calls: HashMap<u32, (Call, Instant)>,
     sides: [Side; 2],
     /// The manager followed; None until `Want::Auto` decided or while the
     /// one asked for is not running.
@@ -195,8 +199,11 @@ impl Bus {
     /// Whether start-up's question is answered: the bus is down, or every
     /// name was looked up and the chosen manager (if any) was read once.
     pub fn settled(&self) -> bool {
-        if self.phase != Phase::Up {
-            return self.stats.connects > 0 || self.stats.disconnects > 0 || !self.last_error.is_empty();
+        match self.phase {
+            // An attempt failed: the kernel goes on alone for now.
+            Phase::Down => return !self.last_error.is_empty(),
+            Phase::Hello => return false,
+            Phase::Up => {}
         }
         let wanted: &[Manager] = match self.settings.want {
             Want::One(m) => &[m][..],
@@ -236,9 +243,14 @@ impl Bus {
         self.link_names.get(&index).map(String::as_str)
     }
 
-    /// When the loop should call `on_timer`.
+    /// When the loop should call `on_timer`: a reconnect, or the first
+    /// call to time out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.retry_at
+        let call = self.calls.values().map(|(_, t)| *t + CALL_TIMEOUT).min();
+        match (self.retry_at, call) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn watches(&self, m: Manager) -> bool {
@@ -255,6 +267,21 @@ impl Bus {
             self.connect(now);
             self.pump(now, out);
         }
+        let late: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|(_, (_, t))| *t + CALL_TIMEOUT <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for serial in late {
+            if let Some((call, _)) = self.calls.remove(&serial) {
+                self.stats.call_errors += 1;
+                let e = ("timeout".to_string(), format!("no answer in {CALL_TIMEOUT:?}"));
+                log::warn!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
+                self.on_error(call, e, now);
+            }
+        }
+        self.release(out);
         self.register(registry, token);
     }
 
@@ -305,7 +332,7 @@ impl Bus {
 
     /// The bus went away: every manager is gone until it is back.
     fn lost(&mut self, now: Instant, out: &mut Vec<Input>) {
-        self.chan = None;
+        self.drop_channel();
         self.phase = Phase::Down;
         self.calls.clear();
         self.stats.disconnects += 1;
@@ -324,6 +351,13 @@ impl Bus {
             self.chosen = None;
         }
         self.fail("the bus closed the connection".into(), now);
+    }
+
+    /// Closing the descriptor took it out of the epoll set: a new
+    /// connection that gets the same number must be registered afresh.
+    fn drop_channel(&mut self) {
+        self.chan = None;
+        self.registered = None;
     }
 
     /// Keeps mio's interest in step with libdbus's wishes, and registers
@@ -395,7 +429,7 @@ impl Bus {
         match c.send(msg) {
             Ok(serial) => {
                 self.stats.calls += 1;
-                self.calls.insert(serial, what);
+                self.calls.insert(serial, (what, Instant::now()));
             }
             Err(()) => log::warn!("dbus: could not queue a call (out of memory?)"),
         }
@@ -404,7 +438,7 @@ impl Bus {
     fn on_message(&mut self, mut msg: Message, now: Instant) {
         match msg.msg_type() {
             MessageType::MethodReturn | MessageType::Error => {
-                let Some(call) = msg.get_reply_serial().and_then(|s| self.calls.remove(&s)) else {
+                let Some((call, _)) = msg.get_reply_serial().and_then(|s| self.calls.remove(&s)) else {
                     return;
                 };
                 if msg.msg_type() == MessageType::MethodReturn {
@@ -499,7 +533,7 @@ impl Bus {
     fn on_error(&mut self, call: Call, (name, text): (String, String), now: Instant) {
         match call {
             Call::Hello => {
-                self.chan = None;
+                self.drop_channel();
                 self.phase = Phase::Down;
                 self.fail(format!("Hello refused: {name}: {text}"), now);
             }
