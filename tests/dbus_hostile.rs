@@ -26,7 +26,12 @@ type Props = HashMap<String, Variant<Box<dyn RefArg>>>;
 
 fn props(kv: &[(&str, &str)]) -> Props {
     kv.iter()
-        .map(|(k, v)| (k.to_string(), Variant(Box::new(v.to_string()) as Box<dyn RefArg>)))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Variant(Box::new(v.to_string()) as Box<dyn RefArg>),
+            )
+        })
         .collect()
 }
 
@@ -48,7 +53,8 @@ fn fake_networkd(address: String, index: u32, rx: mpsc::Receiver<Cmd>, ready: mp
     )
     .unwrap()
     .append2("org.freedesktop.network1", 4u32);
-    c.send_with_reply_and_block(m, Duration::from_secs(5)).unwrap();
+    c.send_with_reply_and_block(m, Duration::from_secs(5))
+        .unwrap();
     ready.send(()).unwrap();
     let link = format!("/org/freedesktop/network1/link/_3{index}");
     loop {
@@ -69,7 +75,11 @@ fn fake_networkd(address: String, index: u32, rx: mpsc::Receiver<Cmd>, ready: mp
             let path = msg.path().map(|p| p.to_string()).unwrap_or_default();
             let reply = match member.as_str() {
                 "ListLinks" => msg.method_return().append1(vec![
-                    (index as i32, "hv0".to_string(), dbus::Path::from(link.clone())),
+                    (
+                        index as i32,
+                        "hv0".to_string(),
+                        dbus::Path::from(link.clone()),
+                    ),
                     // A path that is not this index's.
                     (
                         index as i32 + 50,
@@ -98,12 +108,17 @@ fn fake_networkd(address: String, index: u32, rx: mpsc::Receiver<Cmd>, ready: mp
 fn changed(path: &str, kv: &[(&str, &str)]) -> Message {
     Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged")
         .unwrap()
-        .append3("org.freedesktop.network1.Link", props(kv), Vec::<String>::new())
+        .append3(
+            "org.freedesktop.network1.Link",
+            props(kv),
+            Vec::<String>::new(),
+        )
 }
 
 #[test]
 fn hostile_networkd_is_refused_and_the_daemon_goes_on() {
-    if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") || skip_unless("/usr/bin/busctl", "systemd")
+    if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon")
+        || skip_unless("/usr/bin/busctl", "systemd")
     {
         return;
     }
@@ -120,7 +135,10 @@ fn hostile_networkd_is_refused_and_the_daemon_goes_on() {
     let fake = std::thread::spawn(move || fake_networkd(addr, index, rx, rtx));
     rrx.recv_timeout(Duration::from_secs(10)).unwrap();
 
-    bus_recorder(&dir, &["routable", "configured", "degraded", "manager", "off"]);
+    bus_recorder(
+        &dir,
+        &["routable", "configured", "degraded", "manager", "off"],
+    );
     // The trap: "../evil" as a state would make this directory.
     let marker = dir.join("trap-ran");
     dir.write(
@@ -130,7 +148,8 @@ fn hostile_networkd_is_refused_and_the_daemon_goes_on() {
     );
     let _netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
     wait_records(&dir, "the start-up read of the fake", 10, |r| {
-        r.iter().any(|x| is(x, "systemd-networkd", "configured", "hv0"))
+        r.iter()
+            .any(|x| is(x, "systemd-networkd", "configured", "hv0"))
     });
 
     let link = format!("/org/freedesktop/network1/link/_3{index}");
@@ -138,17 +157,28 @@ fn hostile_networkd_is_refused_and_the_daemon_goes_on() {
     send(changed(&link, &[("OperationalState", "../evil")]));
     // The wrong signature: (ss) instead of (sa{sv}as).
     send(
-        Message::new_signal(link.as_str(), "org.freedesktop.DBus.Properties", "PropertiesChanged")
-            .unwrap()
-            .append2("org.freedesktop.network1.Link", "degraded"),
+        Message::new_signal(
+            link.as_str(),
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+        )
+        .unwrap()
+        .append2("org.freedesktop.network1.Link", "degraded"),
     );
     // Paths that name no link.
-    send(changed("/org/freedesktop/network1/bogus", &[("OperationalState", "degraded")]));
-    send(changed("/org/freedesktop/network1/link/_3999999", &[("OperationalState", "degraded")]));
+    send(changed(
+        "/org/freedesktop/network1/bogus",
+        &[("OperationalState", "degraded")],
+    ));
+    send(changed(
+        "/org/freedesktop/network1/link/_3999999",
+        &[("OperationalState", "degraded")],
+    ));
     // Then a good one: the daemon must still be listening.
     send(changed(&link, &[("OperationalState", "degraded")]));
     let r = wait_records(&dir, "degraded.d from the well-formed signal", 10, |r| {
-        r.iter().any(|x| is(x, "systemd-networkd", "degraded", "hv0"))
+        r.iter()
+            .any(|x| is(x, "systemd-networkd", "degraded", "hv0"))
     });
     tx.send(Cmd::Stop).unwrap();
     fake.join().unwrap();

@@ -42,7 +42,10 @@ fn count(r: &[Vec<String>], backend: &str, state: &str, link: &str) -> usize {
 /// with the same addresses. (The kernel's event for an address that went
 /// away while the state stayed is a change of its own.)
 fn no_doubles(r: &[Vec<String>], link: &str) {
-    let mine: Vec<&Vec<String>> = r.iter().filter(|x| x.get(2).map(String::as_str) == Some(link)).collect();
+    let mine: Vec<&Vec<String>> = r
+        .iter()
+        .filter(|x| x.get(2).map(String::as_str) == Some(link))
+        .collect();
     for w in mine.windows(2) {
         assert!(
             w[0][1] != w[1][1] || w[0][10] != w[1][10],
@@ -72,19 +75,24 @@ fn networkd_states_restarts_and_bus_loss() {
     // `system:` is opened by the harness; the backend goes under it.
     let _netevd = Netevd::start(&ns, &dir, &bus, &config);
     // Created after networkd owns its name, so every change is signalled.
-    ns.ip(&["link", "add", "nd0", "type", "veth", "peer", "name", "nd1", "netns", &peer.name]);
+    ns.ip(&[
+        "link", "add", "nd0", "type", "veth", "peer", "name", "nd1", "netns", &peer.name,
+    ]);
     let idx = index(&ns, "nd0");
     nd.wait_line(idx, "OPER_STATE=no-carrier", 15);
     wait_records(&dir, "no-carrier.d from networkd", 10, |r| {
-        r.iter().any(|x| is(x, "systemd-networkd", "no-carrier", "nd0"))
+        r.iter()
+            .any(|x| is(x, "systemd-networkd", "no-carrier", "nd0"))
     });
 
     peer.ip(&["link", "set", "nd1", "up"]);
     peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "nd1"]);
     nd.wait_line(idx, "ADMIN_STATE=configured", 20);
     let r = wait_records(&dir, "routable.d and configured.d from networkd", 10, |r| {
-        r.iter().any(|x| is(x, "systemd-networkd", "routable", "nd0"))
-            && r.iter().any(|x| is(x, "systemd-networkd", "configured", "nd0"))
+        r.iter()
+            .any(|x| is(x, "systemd-networkd", "routable", "nd0"))
+            && r.iter()
+                .any(|x| is(x, "systemd-networkd", "configured", "nd0"))
     });
     let routable = r
         .iter()
@@ -116,7 +124,10 @@ fn networkd_states_restarts_and_bus_loss() {
     std::thread::sleep(Duration::from_millis(1100));
     peer.ip(&["link", "set", "nd1", "down"]);
     wait_records(&dir, "no-carrier.d while networkd is away", 10, |r| {
-        r.iter().filter(|x| x[1] == "no-carrier" && x[2] == "nd0").count() >= 2
+        r.iter()
+            .filter(|x| x[1] == "no-carrier" && x[2] == "nd0")
+            .count()
+            >= 2
     });
     nd.restart(&bus);
     nd.wait_line(idx, "OPER_STATE=no-carrier", 15);
@@ -124,7 +135,10 @@ fn networkd_states_restarts_and_bus_loss() {
     std::thread::sleep(Duration::from_millis(1100));
     peer.ip(&["link", "set", "nd1", "up"]);
     wait_records(&dir, "routable.d again after networkd's restart", 20, |r| {
-        r.iter().filter(|x| x[1] == "routable" && x[2] == "nd0").count() >= 2
+        r.iter()
+            .filter(|x| x[1] == "routable" && x[2] == "nd0")
+            .count()
+            >= 2
     });
 
     // The bus itself goes away and comes back: netevd reconnects and
@@ -134,7 +148,10 @@ fn networkd_states_restarts_and_bus_loss() {
     std::thread::sleep(Duration::from_millis(1100));
     peer.ip(&["link", "set", "nd1", "down"]);
     let r = wait_records(&dir, "no-carrier.d after the bus came back", 20, |r| {
-        r.iter().filter(|x| x[1] == "no-carrier" && x[2] == "nd0").count() >= 3
+        r.iter()
+            .filter(|x| x[1] == "no-carrier" && x[2] == "nd0")
+            .count()
+            >= 3
     });
     assert!(
         r.iter()

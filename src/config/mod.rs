@@ -60,6 +60,7 @@ impl Backend {
         }
     }
 
+    #[cfg_attr(not(feature = "dbus"), allow(dead_code))]
     /// What `auto` picks, in this order: networkd holding its bus name,
     /// NetworkManager holding its, dhclient when its lease files exist,
     /// else the kernel alone.
@@ -796,9 +797,17 @@ metrics:
         assert_eq!(c.backends.networkd_state_dir, PathBuf::from("/tmp/netif"));
         assert!(!c.backends.emit_json);
         let e = parse("backends:\n  systemd_networkd:\n    state_dir: run/x\n").unwrap_err();
-        assert!(e.to_string().contains("backends.systemd_networkd.state_dir"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("backends.systemd_networkd.state_dir"),
+            "{e}"
+        );
         let e = parse("backends:\n  systemd_networkd:\n    emit_json: 1\n").unwrap_err();
-        assert!(e.to_string().contains("backends.systemd_networkd.emit_json"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("backends.systemd_networkd.emit_json"),
+            "{e}"
+        );
         assert_eq!(Backend::auto(true, true, true), Backend::Networkd);
         assert_eq!(Backend::auto(false, true, true), Backend::NetworkManager);
         assert_eq!(Backend::auto(false, false, true), Backend::Dhclient);

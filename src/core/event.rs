@@ -69,6 +69,7 @@ pub struct PolicyView {
 /// Where an event came from: the source of the input that caused it.
 /// The lease watcher adds its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "dbus"), allow(dead_code))]
 pub enum Origin {
     Kernel,
     /// `netevctl test`.

@@ -14,6 +14,10 @@
 //!
 //! Pure: decoded inputs in, events out; no I/O and no clock.
 
+// The kernel-only build (no `dbus` feature) keeps this pure module and
+// its tests, with nothing feeding it.
+#![cfg_attr(not(feature = "dbus"), allow(dead_code))]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A network manager, as hooks see it in `BACKEND`.
@@ -180,7 +184,10 @@ pub enum Input {
     /// events, until it is back (the kernel's own events go on).
     Gone(Manager),
     /// networkd: properties of link `index` (0: the manager object).
-    Networkd { index: u32, props: Vec<(Prop, &'static str)> },
+    Networkd {
+        index: u32,
+        props: Vec<(Prop, &'static str)>,
+    },
     /// NetworkManager: device `index` is now in `state` for `reason`.
     Device {
         index: u32,
@@ -264,14 +271,9 @@ impl Managers {
     }
 
     /// What `m` last reported of link `index`.
+    #[cfg(test)]
     pub fn report(&self, m: Manager, index: u32) -> Option<&Report> {
         self.sides[side(m)].reports.get(&index)
-    }
-
-    /// Whether `m`'s state has been read and is current.
-    pub fn synced(&self, m: Manager) -> bool {
-        let s = &self.sides[side(m)];
-        s.synced && !s.resyncing
     }
 
     /// Whether link `index`'s states come from a manager now: then the
@@ -538,7 +540,10 @@ mod tests {
         started(&mut m);
         let mut out = Vec::new();
         m.apply(Input::Gone(Manager::Networkd), &mut out);
-        assert!(!m.claims(2), "the kernel's events run while networkd is away");
+        assert!(
+            !m.claims(2),
+            "the kernel's events run while networkd is away"
+        );
         // Changes while it restarts are read at its return, once.
         let got = run(
             &mut m,

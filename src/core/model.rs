@@ -90,6 +90,7 @@ impl Core {
     /// An event for what a network manager reported of link `index`
     /// (0: the manager itself), with the kernel's view of the link when it
     /// knows the link; the caller adds the manager's view.
+    #[cfg(feature = "dbus")]
     pub fn manager_event(&mut self, index: u32, kind: Kind, origin: Origin, now_ms: u64) -> Event {
         let id = self.publisher.alloc_id();
         let previous = self.publisher.previous(index);

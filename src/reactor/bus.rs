@@ -257,11 +257,22 @@ impl Daemon {
 
     /// `status`'s backend: the one in force, and the bus's state.
     pub(super) fn backend_status(&self) -> (String, Option<String>) {
-        let b = match (&self.config.backend, self.bus.as_ref().and_then(Bus::chosen)) {
+        let b = match (
+            &self.config.backend,
+            self.bus.as_ref().and_then(Bus::chosen),
+        ) {
             (Backend::Auto, Some(m)) => format!("auto: {}", m.as_str()),
             (Backend::Auto, None) => format!("auto: {}", self.active.as_str()),
             (b, _) => b.as_str().to_string(),
         };
-        (b, self.bus.as_ref().map(Bus::status))
+        let bus = self.bus.as_ref().map(|bus| match bus.chosen() {
+            Some(m) if bus.up() => format!(
+                "{}; {} links reported",
+                bus.status(),
+                self.managers.links(m)
+            ),
+            _ => bus.status(),
+        });
+        (b, bus)
     }
 }

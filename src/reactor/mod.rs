@@ -27,10 +27,10 @@ use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::Config;
 use crate::config::Backend;
+use crate::config::Config;
 use crate::core::event::{Event, PolicyView};
-use crate::core::managers::{self, Managers};
+use crate::core::managers::Managers;
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
 use crate::core::types::Input;
@@ -95,16 +95,20 @@ pub struct Daemon {
     bus: Option<crate::source::dbus::Bus>,
     /// What the managers report per link (core/managers.rs).
     managers: Managers,
-    mgr_inputs: Vec<managers::Input>,
-    mgr_out: Vec<managers::Out>,
+    #[cfg(feature = "dbus")]
+    mgr_inputs: Vec<crate::core::managers::Input>,
+    #[cfg(feature = "dbus")]
+    mgr_out: Vec<crate::core::managers::Out>,
     /// The kernel's state events held from hooks at start until the bus
     /// answered (reactor/bus.rs); None once released.
+    #[cfg(feature = "dbus")]
     held_kernel: Option<Vec<Rc<Event>>>,
     /// The backend in force: `auto` resolved, once known.
     active: Backend,
     /// The state directory the kernel's events last ran for a link while
     /// no manager claimed it: a manager back from a restart does not run
     /// it again (reactor/bus.rs).
+    #[cfg(feature = "dbus")]
     kernel_told: std::collections::HashMap<u32, &'static str>,
 }
 
@@ -181,8 +185,6 @@ impl Daemon {
         let bus = bus::open(&config, Instant::now());
         #[cfg(feature = "dbus")]
         let held_kernel = bus.as_ref().map(|_| Vec::new());
-        #[cfg(not(feature = "dbus"))]
-        let held_kernel = None;
         let active = match config.backend {
             Backend::Auto => Backend::Kernel,
             ref b => b.clone(),
@@ -191,10 +193,14 @@ impl Daemon {
             #[cfg(feature = "dbus")]
             bus,
             managers: Managers::new(config.run_on_startup),
+            #[cfg(feature = "dbus")]
             mgr_inputs: Vec::new(),
+            #[cfg(feature = "dbus")]
             mgr_out: Vec::new(),
+            #[cfg(feature = "dbus")]
             held_kernel,
             active,
+            #[cfg(feature = "dbus")]
             kernel_told: Default::default(),
             poll,
             netlink,

@@ -107,7 +107,9 @@ impl Bus {
             .unwrap();
         self.child = Some(child);
         wait("dbus-daemon's socket", 10, || sock.exists());
-        wait("dbus-daemon to answer", 10, || self.has("org.freedesktop.DBus"));
+        wait("dbus-daemon to answer", 10, || {
+            self.has("org.freedesktop.DBus")
+        });
     }
 
     pub fn stop(&mut self) {
@@ -187,7 +189,10 @@ impl Networkd {
         fs::write(d.join("network/50-test.network"), network).unwrap();
         crate::common::run(
             "chown",
-            &["systemd-network:systemd-network", d.join("netif").to_str().unwrap()],
+            &[
+                "systemd-network:systemd-network",
+                d.join("netif").to_str().unwrap(),
+            ],
         );
         let script = format!(
             "#!/bin/sh\nset -e\nmount -o remount,bind,ro /sys\n\
@@ -220,7 +225,15 @@ impl Networkd {
             .open(self.dir.join("networkd.log"))
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "unshare", "-m", "--propagation", "private"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+            ])
             .arg(self.dir.join("run.sh"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -228,7 +241,9 @@ impl Networkd {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait("networkd on the bus", 15, || bus.has("org.freedesktop.network1"));
+        wait("networkd on the bus", 15, || {
+            bus.has("org.freedesktop.network1")
+        });
     }
 
     pub fn stop(&mut self) {

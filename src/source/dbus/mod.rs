@@ -210,9 +210,9 @@ impl Bus {
             Want::Auto => &Manager::ALL,
         };
         wanted.iter().all(|&m| self.sides[side(m)].looked_up)
-            && self
-                .chosen
-                .map_or(true, |m| self.sides[side(m)].open.is_none() && self.held.is_empty())
+            && self.chosen.map_or(true, |m| {
+                self.sides[side(m)].open.is_none() && self.held.is_empty()
+            })
     }
 
     /// One line for `status`: the bus and what it carries.
@@ -261,7 +261,13 @@ impl Bus {
     }
 
     /// A reconnect is due.
-    pub fn on_timer(&mut self, registry: &Registry, token: Token, now: Instant, out: &mut Vec<Input>) {
+    pub fn on_timer(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+        out: &mut Vec<Input>,
+    ) {
         if self.retry_at.is_some_and(|t| t <= now) && self.phase == Phase::Down {
             self.retry_at = None;
             self.connect(now);
@@ -276,7 +282,10 @@ impl Bus {
         for serial in late {
             if let Some((call, _)) = self.calls.remove(&serial) {
                 self.stats.call_errors += 1;
-                let e = ("timeout".to_string(), format!("no answer in {CALL_TIMEOUT:?}"));
+                let e = (
+                    "timeout".to_string(),
+                    format!("no answer in {CALL_TIMEOUT:?}"),
+                );
                 log::warn!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
                 self.on_error(call, e, now);
             }
@@ -392,7 +401,13 @@ impl Bus {
     }
 
     /// The descriptor is ready: read, write and decode until drained.
-    pub fn on_ready(&mut self, registry: &Registry, token: Token, now: Instant, out: &mut Vec<Input>) {
+    pub fn on_ready(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+        out: &mut Vec<Input>,
+    ) {
         self.pump(now, out);
         self.register(registry, token);
     }
@@ -438,7 +453,8 @@ impl Bus {
     fn on_message(&mut self, mut msg: Message, now: Instant) {
         match msg.msg_type() {
             MessageType::MethodReturn | MessageType::Error => {
-                let Some((call, _)) = msg.get_reply_serial().and_then(|s| self.calls.remove(&s)) else {
+                let Some((call, _)) = msg.get_reply_serial().and_then(|s| self.calls.remove(&s))
+                else {
                     return;
                 };
                 if msg.msg_type() == MessageType::MethodReturn {
@@ -474,7 +490,10 @@ impl Bus {
                 self.phase = Phase::Up;
                 self.backoff = BACKOFF_FIRST;
                 if !self.last_error.is_empty() {
-                    log::info!("dbus: connected to {} again", loggable(&self.settings.address));
+                    log::info!(
+                        "dbus: connected to {} again",
+                        loggable(&self.settings.address)
+                    );
                 }
                 self.last_error.clear();
                 self.subscribe();
@@ -552,7 +571,10 @@ impl Bus {
                     Manager::NetworkManager
                 };
                 if gen == self.sides[side(m)].gen {
-                    log::warn!("dbus: {} did not list its links: {name}: {text}", m.as_str());
+                    log::warn!(
+                        "dbus: {} did not list its links: {name}: {text}",
+                        m.as_str()
+                    );
                     self.answered(m);
                 }
             }
@@ -585,7 +607,10 @@ impl Bus {
     /// signals. The sender is checked again on every signal.
     fn subscribe(&mut self) {
         let mut rules = Vec::new();
-        let watched: Vec<Manager> = Manager::ALL.into_iter().filter(|&m| self.watches(m)).collect();
+        let watched: Vec<Manager> = Manager::ALL
+            .into_iter()
+            .filter(|&m| self.watches(m))
+            .collect();
         for &m in &watched {
             let (name, path) = match m {
                 Manager::Networkd => (NETWORKD, NETWORKD_PATH),
@@ -596,10 +621,22 @@ impl Bus {
                  member='NameOwnerChanged',arg0='{name}'"
             ));
             let member = match m {
-                Manager::Networkd => "member='PropertiesChanged',interface='org.freedesktop.DBus.Properties'",
-                Manager::NetworkManager => "member='StateChanged',interface='org.freedesktop.NetworkManager.Device'",
+                Manager::Networkd => {
+                    "member='PropertiesChanged',interface='org.freedesktop.DBus.Properties'"
+                }
+                Manager::NetworkManager => {
+                    "member='StateChanged',interface='org.freedesktop.NetworkManager.Device'"
+                }
             };
-            rules.push(format!("type='signal',sender='{name}',{member},path_namespace='{path}'"));
+            rules.push(format!(
+                "type='signal',sender='{name}',{member},path_namespace='{path}'"
+            ));
+            if m == Manager::NetworkManager {
+                rules.push(format!(
+                    "type='signal',sender='{name}',interface='{NM}',member='DeviceRemoved',\
+                     path='{NM_PATH}'"
+                ));
+            }
         }
         for r in rules {
             let msg = Message::new_method_call(
@@ -674,9 +711,19 @@ impl Bus {
         self.held.push_back((None, Input::Begin(m)));
         match m {
             Manager::Networkd => {
-                let msg = Message::new_method_call(NETWORKD, NETWORKD_PATH, NETWORKD_MANAGER, "ListLinks");
+                let msg = Message::new_method_call(
+                    NETWORKD,
+                    NETWORKD_PATH,
+                    NETWORKD_MANAGER,
+                    "ListLinks",
+                );
                 self.call(msg, Call::ListLinks(gen));
-                self.get_all(NETWORKD, NETWORKD_PATH, NETWORKD_MANAGER, Call::LinkProps(gen, 0));
+                self.get_all(
+                    NETWORKD,
+                    NETWORKD_PATH,
+                    NETWORKD_MANAGER,
+                    Call::LinkProps(gen, 0),
+                );
                 self.sides[side(m)].open = Some(2);
             }
             Manager::NetworkManager => {
@@ -726,7 +773,9 @@ impl Bus {
                         Some(n) => {
                             self.link_names.insert(i, n.to_string());
                         }
-                        None => self.reject(format!("ListLinks: name {} for link {i}", loggable(&name))),
+                        None => {
+                            self.reject(format!("ListLinks: name {} for link {i}", loggable(&name)))
+                        }
                     }
                     let s = &mut self.sides[side(Manager::Networkd)];
                     *s.open.get_or_insert(0) += 1;
@@ -762,8 +811,14 @@ impl Bus {
 
     /// A device's properties: its index, name and state.
     fn device_props(&mut self, path: &str, p: &PropMap) {
-        let index = p.get("Ifindex").and_then(|v| v.0.as_u64()).and_then(|i| u32::try_from(i).ok());
-        let state = p.get("State").and_then(|v| v.0.as_u64()).and_then(|s| u32::try_from(s).ok());
+        let index = p
+            .get("Ifindex")
+            .and_then(|v| v.0.as_u64())
+            .and_then(|i| u32::try_from(i).ok());
+        let state = p
+            .get("State")
+            .and_then(|v| v.0.as_u64())
+            .and_then(|s| u32::try_from(s).ok());
         let (Some(index), Some(state)) = (index.filter(|&i| i > 0), state) else {
             // Devices without a kernel link (Wi-Fi P2P, modems) have index 0.
             return;
@@ -772,7 +827,11 @@ impl Bus {
             self.reject(format!("device {} state {state}", loggable(path)));
             return;
         };
-        if let Some(n) = p.get("Interface").and_then(|v| v.0.as_str()).and_then(link_name) {
+        if let Some(n) = p
+            .get("Interface")
+            .and_then(|v| v.0.as_str())
+            .and_then(link_name)
+        {
             self.link_names.insert(index, n.to_string());
         }
         self.sides[side(Manager::NetworkManager)]
@@ -802,7 +861,10 @@ impl Bus {
             };
             match known(list, s) {
                 Some(s) => props.push((prop, s)),
-                None => self.reject(format!("link {index} {k} {:?}: not a known state", loggable(s))),
+                None => self.reject(format!(
+                    "link {index} {k} {:?}: not a known state",
+                    loggable(s)
+                )),
             }
         }
         props.sort();
@@ -815,7 +877,8 @@ impl Bus {
     }
 
     fn on_signal(&mut self, msg: &Message, now: Instant) {
-        let (Some(iface), Some(member), Some(path)) = (msg.interface(), msg.member(), msg.path()) else {
+        let (Some(iface), Some(member), Some(path)) = (msg.interface(), msg.member(), msg.path())
+        else {
             return;
         };
         let sender = msg.sender().map(|s| s.to_string()).unwrap_or_default();
@@ -830,7 +893,7 @@ impl Bus {
         }
         let m = match (&*iface, &*member) {
             ("org.freedesktop.DBus.Properties", "PropertiesChanged") => Manager::Networkd,
-            (NM_DEVICE, "StateChanged") => Manager::NetworkManager,
+            (NM_DEVICE, "StateChanged") | (NM, "DeviceRemoved") => Manager::NetworkManager,
             _ => return,
         };
         if self.chosen != Some(m) {
@@ -862,13 +925,27 @@ impl Bus {
                         ))
                     }
                 };
-                let want = if index == 0 { NETWORKD_MANAGER } else { NETWORKD_LINK };
+                let want = if index == 0 {
+                    NETWORKD_MANAGER
+                } else {
+                    NETWORKD_LINK
+                };
                 if iface_arg != want {
                     return;
                 }
                 if let Some(i) = self.networkd_props(index, &props) {
                     let describe = self.settings.emit_json && index != 0;
                     self.push(i, describe.then_some(index));
+                }
+            }
+            Manager::NetworkManager if &*member == "DeviceRemoved" => {
+                match msg.read1::<dbus::Path>() {
+                    Ok(p) => {
+                        if let Some(index) = self.sides[side(m)].devices.remove(&*p) {
+                            self.push(Input::DeviceGone(index), None);
+                        }
+                    }
+                    Err(e) => self.reject(format!("DeviceRemoved: {e}")),
                 }
             }
             Manager::NetworkManager => {
@@ -883,7 +960,14 @@ impl Bus {
                 };
                 match msg.read3::<u32, u32, u32>() {
                     Ok((new, _old, reason)) => match nm_state(new) {
-                        Some(state) => self.push(Input::Device { index, state, reason }, None),
+                        Some(state) => self.push(
+                            Input::Device {
+                                index,
+                                state,
+                                reason,
+                            },
+                            None,
+                        ),
                         None => self.reject(format!("StateChanged of link {index} to {new}")),
                     },
                     Err(e) => self.reject(format!(

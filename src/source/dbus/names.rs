@@ -46,9 +46,8 @@ pub fn networkd_link_path(index: u32) -> String {
 /// Whether `path` names an NM device object: `/org/freedesktop/
 /// NetworkManager/Devices/<digits>`.
 pub fn nm_device_path(path: &str) -> bool {
-    path.strip_prefix(NM_DEVICES).is_some_and(|n| {
-        !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    path.strip_prefix(NM_DEVICES)
+        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A link name as the kernel allows it (`dev_valid_name`): 1 to 15 bytes,
@@ -94,7 +93,9 @@ pub fn name_server(s: &str) -> Option<IpAddr> {
         return Some(ip);
     }
     // [v6]:port or v4:port
-    let s = s.strip_prefix('[').map_or(s, |r| r.split(']').next().unwrap_or(r));
+    let s = s
+        .strip_prefix('[')
+        .map_or(s, |r| r.split(']').next().unwrap_or(r));
     let s = if s.matches(':').count() == 1 {
         s.split(':').next()?
     } else {
@@ -183,9 +184,18 @@ mod tests {
 
     #[test]
     fn link_paths() {
-        assert_eq!(networkd_link_index("/org/freedesktop/network1/link/_32"), Some(2));
-        assert_eq!(networkd_link_index("/org/freedesktop/network1/link/_312"), Some(12));
-        assert_eq!(networkd_link_path(12), "/org/freedesktop/network1/link/_312");
+        assert_eq!(
+            networkd_link_index("/org/freedesktop/network1/link/_32"),
+            Some(2)
+        );
+        assert_eq!(
+            networkd_link_index("/org/freedesktop/network1/link/_312"),
+            Some(12)
+        );
+        assert_eq!(
+            networkd_link_path(12),
+            "/org/freedesktop/network1/link/_312"
+        );
         for bad in [
             "/org/freedesktop/network1/link/_3",
             "/org/freedesktop/network1/link/_30",
@@ -202,13 +212,24 @@ mod tests {
         }
         assert!(nm_device_path("/org/freedesktop/NetworkManager/Devices/3"));
         assert!(!nm_device_path("/org/freedesktop/NetworkManager/Devices/"));
-        assert!(!nm_device_path("/org/freedesktop/NetworkManager/Devices/3/x"));
+        assert!(!nm_device_path(
+            "/org/freedesktop/NetworkManager/Devices/3/x"
+        ));
     }
 
     #[test]
     fn names() {
         assert_eq!(link_name("eth0"), Some("eth0"));
-        for bad in ["", "..", ".", "a/b", "a:b", "a b", "x\n", "0123456789abcdef"] {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "a:b",
+            "a b",
+            "x\n",
+            "0123456789abcdef",
+        ] {
             assert_eq!(link_name(bad), None, "{bad:?}");
         }
         assert!(domain("example.test").is_some());
@@ -219,9 +240,18 @@ mod tests {
             assert_eq!(domain(bad), None, "{bad:?}");
         }
         assert_eq!(name_server("192.0.2.53").unwrap().to_string(), "192.0.2.53");
-        assert_eq!(name_server("192.0.2.53:53").unwrap().to_string(), "192.0.2.53");
-        assert_eq!(name_server("fe80::1%3#dns.test").unwrap().to_string(), "fe80::1");
-        assert_eq!(name_server("[2001:db8::53]:53").unwrap().to_string(), "2001:db8::53");
+        assert_eq!(
+            name_server("192.0.2.53:53").unwrap().to_string(),
+            "192.0.2.53"
+        );
+        assert_eq!(
+            name_server("fe80::1%3#dns.test").unwrap().to_string(),
+            "fe80::1"
+        );
+        assert_eq!(
+            name_server("[2001:db8::53]:53").unwrap().to_string(),
+            "2001:db8::53"
+        );
         assert!(name_server("../x").is_none());
         assert_eq!(loggable("a\"b\nc"), "a\\\"b\\nc");
     }
@@ -273,7 +303,10 @@ HOSTNAME=node-1.example.test\n\
             let mut x = Extras::default();
             parse_state(&b, &mut x);
             assert!(x.dns.iter().all(|d| d.parse::<IpAddr>().is_ok()));
-            assert!(x.domains.iter().all(|d| domain(d).is_some() && !d.contains('/')));
+            assert!(x
+                .domains
+                .iter()
+                .all(|d| domain(d).is_some() && !d.contains('/')));
             assert!(x.hostname.is_empty() || domain(&x.hostname).is_some());
         }
     }
