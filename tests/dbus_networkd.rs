@@ -117,6 +117,12 @@ fn networkd_states_restarts_and_bus_loss() {
         "manager.d runs for networkd's own state: {r:?}"
     );
 
+    let status = common::Ctl::connect(&dir).ok(r#"{"command":"status"}"#);
+    assert_eq!(status["backend"], "systemd-networkd", "{status}");
+    let b = status["bus"].as_str().unwrap_or_default();
+    assert!(b.starts_with("up; systemd-networkd :"), "{status}");
+    assert!(b.ends_with("; 2 links reported"), "lo and nd0: {status}");
+
     // networkd restarts; the link loses its carrier meanwhile. The
     // kernel reports it while networkd is away; networkd's resync then
     // finds the same state and runs nothing again.
@@ -141,8 +147,20 @@ fn networkd_states_restarts_and_bus_loss() {
             >= 2
     });
 
-    // The bus itself goes away and comes back: netevd reconnects and
-    // rereads networkd (which must be restarted: it does not reconnect).
+    // The bus itself goes away; status says so.
+    bus.stop();
+    let mut ctl = common::Ctl::connect(&dir);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = ctl.ok(r#"{"command":"status"}"#);
+        if s["bus"].as_str().unwrap_or_default().starts_with("down") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "bus still up: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Back: netevd reconnects and rereads networkd (which must be
+    // restarted: it does not reconnect).
     bus.restart();
     nd.restart(&bus);
     std::thread::sleep(Duration::from_millis(1100));

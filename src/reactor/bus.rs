@@ -257,22 +257,26 @@ impl Daemon {
 
     /// `status`'s backend: the one in force, and the bus's state.
     pub(super) fn backend_status(&self) -> (String, Option<String>) {
-        let b = match (
-            &self.config.backend,
-            self.bus.as_ref().and_then(Bus::chosen),
-        ) {
-            (Backend::Auto, Some(m)) => format!("auto: {}", m.as_str()),
-            (Backend::Auto, None) => format!("auto: {}", self.active.as_str()),
-            (b, _) => b.as_str().to_string(),
+        // The backend in force, `auto`'s choice included; the bus line
+        // says when the choice was automatic.
+        let b = match self.bus.as_ref().and_then(Bus::chosen) {
+            Some(Manager::Networkd) => Backend::Networkd,
+            Some(Manager::NetworkManager) => Backend::NetworkManager,
+            None => self.active.clone(),
+        };
+        let auto = if self.config.backend == Backend::Auto {
+            "auto; "
+        } else {
+            ""
         };
         let bus = self.bus.as_ref().map(|bus| match bus.chosen() {
             Some(m) if bus.up() => format!(
-                "{}; {} links reported",
+                "{auto}{}; {} links reported",
                 bus.status(),
                 self.managers.links(m)
             ),
-            _ => bus.status(),
+            _ => format!("{auto}{}", bus.status()),
         });
-        (b, bus)
+        (b.as_str().to_string(), bus)
     }
 }
