@@ -87,6 +87,12 @@ pub struct BackendSettings {
     /// state files (`links/<N>`, `leases/<N>`), read for DNS, DOMAINS and
     /// HOSTNAME.
     pub networkd_state_dir: PathBuf,
+    /// `backends.dhclient.use_dns`, `use_domain`, `use_hostname` (the
+    /// existing schema's place for them): hand the link's name servers,
+    /// domains and host name to systemd-resolved and systemd-hostnamed.
+    pub use_dns: bool,
+    pub use_domain: bool,
+    pub use_hostname: bool,
 }
 
 impl Default for BackendSettings {
@@ -94,6 +100,9 @@ impl Default for BackendSettings {
         BackendSettings {
             emit_json: false,
             networkd_state_dir: PathBuf::from("/run/systemd/netif"),
+            use_dns: false,
+            use_domain: false,
+            use_hostname: false,
         }
     }
 }
@@ -629,6 +638,13 @@ fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
                 }
                 ("systemd_networkd", "emit_json") => {
                     b.emit_json = cx.bool(v2, "backends.systemd_networkd.emit_json")?;
+                }
+                ("dhclient", "use_dns") => b.use_dns = cx.bool(v2, "backends.dhclient.use_dns")?,
+                ("dhclient", "use_domain") => {
+                    b.use_domain = cx.bool(v2, "backends.dhclient.use_domain")?;
+                }
+                ("dhclient", "use_hostname") => {
+                    b.use_hostname = cx.bool(v2, "backends.dhclient.use_hostname")?;
                 }
                 _ => {
                     cx.bool(v2, &format!("backends.{name}.{key}"))?;

@@ -143,6 +143,8 @@ impl Resolve {
     /// The calls due now.
     pub fn due(&mut self, now: Instant) -> Vec<(Key, Value)> {
         self.requests.fire(now);
+        // Every key is diffed below anyway.
+        self.requests.take_recheck();
         self.want
             .iter()
             .filter(|(k, v)| self.done.get(k) != Some(v))
@@ -196,7 +198,10 @@ pub fn describe(k: &Key, v: &Value) -> String {
     match (k, v) {
         (Key::Dns(i), Value::Dns(a)) => format!(
             "resolved SetLinkDNS link {i} [{}]",
-            a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
+            a.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         (Key::Domains(i), Value::Domains(d)) => format!(
             "resolved SetLinkDomains link {i} [{}]",
@@ -242,7 +247,9 @@ pub fn message(k: &Key, v: &Value) -> Option<Message> {
         (Key::StaticHostname, Value::Hostname(h)) => {
             Some(call(H, "SetStaticHostname")?.append2(h.as_str(), false))
         }
-        (Key::Hostname, Value::Hostname(h)) => Some(call(H, "SetHostname")?.append2(h.as_str(), false)),
+        (Key::Hostname, Value::Hostname(h)) => {
+            Some(call(H, "SetHostname")?.append2(h.as_str(), false))
+        }
         _ => None,
     }
 }
@@ -263,7 +270,12 @@ mod tests {
     fn sends_differences_once_and_a_refusal_waits_for_a_new_value() {
         let t0 = Instant::now();
         let mut r = Resolve::new(all());
-        r.set_link(3, &["192.0.2.53".into()], &["example.test".into(), "~corp.test".into()], "node-1");
+        r.set_link(
+            3,
+            &["192.0.2.53".into()],
+            &["example.test".into(), "~corp.test".into()],
+            "node-1",
+        );
         let due = r.due(t0);
         assert_eq!(due.len(), 4, "{due:?}");
         for (serial, (k, v)) in due.into_iter().enumerate() {
@@ -273,15 +285,32 @@ mod tests {
         assert!(r.due(t0).is_empty(), "one call per key in flight");
         r.answer(10, Ok(()), t0);
         r.answer(11, Ok(()), t0);
-        r.answer(12, Err(("org.freedesktop.DBus.Error.AccessDenied".into(), "no".into())), t0);
+        r.answer(
+            12,
+            Err((
+                "org.freedesktop.DBus.Error.AccessDenied".into(),
+                "no".into(),
+            )),
+            t0,
+        );
         r.answer(13, Ok(()), t0);
         // The same values again: nothing to send, the refused one neither,
         // not even much later.
-        r.set_link(3, &["192.0.2.53".into()], &["example.test".into(), "~corp.test".into()], "node-1");
+        r.set_link(
+            3,
+            &["192.0.2.53".into()],
+            &["example.test".into(), "~corp.test".into()],
+            "node-1",
+        );
         assert!(r.due(t0 + Duration::from_secs(3600)).is_empty());
         assert_eq!(r.stats.refused, 1);
         // A new value goes at once, refused key included.
-        r.set_link(3, &["192.0.2.54".into()], &["example.test".into(), "~corp.test".into()], "node-2");
+        r.set_link(
+            3,
+            &["192.0.2.54".into()],
+            &["example.test".into(), "~corp.test".into()],
+            "node-2",
+        );
         let keys: Vec<Key> = r.due(t0).into_iter().map(|(k, _)| k).collect();
         assert!(keys.contains(&Key::Dns(3)));
         assert!(keys.contains(&Key::StaticHostname) && keys.contains(&Key::Hostname));
@@ -294,7 +323,12 @@ mod tests {
             use_domain: true,
             ..Settings::default()
         });
-        r.set_link(2, &["192.0.2.53".into()], &["~.".into(), "a.test".into()], "h");
+        r.set_link(
+            2,
+            &["192.0.2.53".into()],
+            &["~.".into(), "a.test".into()],
+            "h",
+        );
         let due = r.due(Instant::now());
         assert_eq!(
             due,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::Backend;
 use crate::core::event::{Event, Kind, ManagerView, Origin};
 use crate::core::managers::{Input, Manager, Out, Why};
+use crate::effect::dbus as calls;
 use crate::source::dbus::{self, Bus, Want};
 
 use super::{now_ms, token, Daemon};
@@ -32,6 +33,14 @@ pub fn want(b: &Backend) -> Option<Want> {
         Backend::Networkd => Some(Want::One(Manager::Networkd)),
         Backend::NetworkManager => Some(Want::One(Manager::NetworkManager)),
         Backend::Kernel | Backend::Dhclient => None,
+    }
+}
+
+pub fn resolve_settings(c: &crate::config::Config) -> calls::Settings {
+    calls::Settings {
+        use_dns: c.backends.use_dns,
+        use_domain: c.backends.use_domain,
+        use_hostname: c.backends.use_hostname,
     }
 }
 
@@ -68,18 +77,52 @@ impl Daemon {
         } else {
             bus.on_timer(reg, token::DBUS, now, &mut self.mgr_inputs);
         }
+        let disconnects = bus.stats.disconnects;
+        let answers = std::mem::take(&mut bus.answers);
+        if disconnects != self.bus_disconnects {
+            // resolved and hostnamed may have lost what they were told.
+            self.bus_disconnects = disconnects;
+            self.resolve.reset();
+        }
+        for (serial, res) in answers {
+            self.resolve.answer(serial, res, now);
+        }
         self.apply_managers();
         self.settle(now);
+        self.send_resolve(Instant::now());
+    }
+
+    /// Sends the resolved and hostnamed calls that are due.
+    fn send_resolve(&mut self, now: Instant) {
+        if !self.resolve.active() {
+            return;
+        }
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        if !bus.up() {
+            return;
+        }
+        for (k, v) in self.resolve.due(now) {
+            match calls::message(&k, &v).and_then(|m| bus.call_other(m)) {
+                Some(serial) => {
+                    log::debug!("{}: sent", calls::describe(&k, &v));
+                    self.resolve.sent(serial, k, v);
+                }
+                None => self.resolve.send_failed(k, now),
+            }
+        }
+        bus.register(self.poll.registry(), token::DBUS);
     }
 
     /// When the bus wants the loop back.
     pub(super) fn dbus_deadline(&self) -> Option<Instant> {
         let bus = self.bus.as_ref()?.next_deadline();
         let hold = self.held_kernel.as_ref().map(|_| self.started + SETTLE_MAX);
-        match (bus, hold) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [bus, hold, self.resolve.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn apply_managers(&mut self) {
@@ -154,6 +197,10 @@ impl Daemon {
                 if self.config.backends.emit_json {
                     view.describe = bus.and_then(|b| b.describe(o.index)).map(str::to_string);
                 }
+                if self.resolve.active() && view.report.managed() {
+                    self.resolve
+                        .set_link(o.index, &view.dns, &view.domains, &view.hostname);
+                }
             }
         }
         ev.manager = Some(Box::new(view));
@@ -177,6 +224,7 @@ impl Daemon {
             Origin::Kernel => {
                 if ev.kind == Kind::Removed {
                     self.kernel_told.remove(&ev.index);
+                    self.resolve.link_gone(ev.index);
                 }
                 if !matches!(ev.kind, Kind::Startup | Kind::State) {
                     return true;

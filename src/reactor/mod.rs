@@ -110,6 +110,12 @@ pub struct Daemon {
     /// it again (reactor/bus.rs).
     #[cfg(feature = "dbus")]
     kernel_told: std::collections::HashMap<u32, &'static str>,
+    /// resolved and hostnamed calls (`use_dns`, `use_domain`,
+    /// `use_hostname`), and the bus's disconnects they were reset for.
+    #[cfg(feature = "dbus")]
+    resolve: crate::effect::dbus::Resolve,
+    #[cfg(feature = "dbus")]
+    bus_disconnects: u64,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -202,6 +208,10 @@ impl Daemon {
             active,
             #[cfg(feature = "dbus")]
             kernel_told: Default::default(),
+            #[cfg(feature = "dbus")]
+            resolve: crate::effect::dbus::Resolve::new(bus::resolve_settings(&config)),
+            #[cfg(feature = "dbus")]
+            bus_disconnects: 0,
             poll,
             netlink,
             signals,
@@ -652,8 +662,11 @@ impl Daemon {
             log::warn!("reload: system.backend takes effect at the next start");
         }
         #[cfg(feature = "dbus")]
-        if let Some(b) = self.bus.as_mut() {
-            b.set_emit_json(c.backends.emit_json);
+        {
+            if let Some(b) = self.bus.as_mut() {
+                b.set_emit_json(c.backends.emit_json);
+            }
+            self.resolve.set_settings(bus::resolve_settings(&c));
         }
         self.policy.set_settings(c.policy.clone());
         self.runner

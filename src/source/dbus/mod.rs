@@ -48,6 +48,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The answer to a call made for someone else: Ok, or the bus error's
+/// name and text (made loggable).
+pub type Answer = Result<(), (String, String)>;
+
 /// Which managers to follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
@@ -79,6 +83,9 @@ enum Call {
     Describe(u32),
     /// NetworkManager's `GetDevices`.
     Devices(u64),
+    /// A call made for someone else (resolved, hostnamed): its answer is
+    /// handed over in `answers`.
+    Other,
     /// `GetAll` of an NM device.
     DeviceProps(u64, String),
 }
@@ -136,6 +143,8 @@ pub struct Bus {
     describe: HashMap<u32, String>,
     /// Names networkd gave its links (when the kernel's are not known).
     link_names: HashMap<u32, String>,
+    /// Answers to `call_other`, by serial: Ok, or the error's name and text.
+    pub answers: Vec<(u32, Answer)>,
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: String,
@@ -160,6 +169,7 @@ impl Bus {
             held_base: 0,
             describe: HashMap::new(),
             link_names: HashMap::new(),
+            answers: Vec::new(),
             retry_at: Some(now),
             backoff: BACKOFF_FIRST,
             last_error: String::new(),
@@ -434,6 +444,19 @@ impl Bus {
         self.release(out);
     }
 
+    /// Sends a call for another service; None when the bus is not up or
+    /// the call could not be queued. The answer comes in `answers`.
+    pub fn call_other(&mut self, msg: Message) -> Option<u32> {
+        if self.phase != Phase::Up {
+            return None;
+        }
+        let before = self.stats.calls;
+        let serial = self.chan.as_ref()?.send(msg).ok()?;
+        self.stats.calls = before + 1;
+        self.calls.insert(serial, (Call::Other, Instant::now()));
+        Some(serial)
+    }
+
     fn call(&mut self, msg: Result<Message, String>, what: Call) {
         let Ok(msg) = msg else {
             return;
@@ -457,7 +480,11 @@ impl Bus {
                 else {
                     return;
                 };
+                let serial = msg.get_reply_serial().unwrap_or(0);
                 if msg.msg_type() == MessageType::MethodReturn {
+                    if let Call::Other = call {
+                        return self.answers.push((serial, Ok(())));
+                    }
                     return self.on_reply(call, &msg, now);
                 }
                 self.stats.call_errors += 1;
@@ -468,6 +495,9 @@ impl Bus {
                     ),
                     Ok(_) => ("?".into(), String::new()),
                 };
+                if let Call::Other = call {
+                    return self.answers.push((serial, Err(e)));
+                }
                 self.on_error(call, e, now);
             }
             MessageType::Signal => self.on_signal(&msg, now),
@@ -486,6 +516,7 @@ impl Bus {
 
     fn on_reply(&mut self, call: Call, m: &Message, now: Instant) {
         match call {
+            Call::Other => {}
             Call::Hello => {
                 self.phase = Phase::Up;
                 self.backoff = BACKOFF_FIRST;
@@ -551,6 +582,7 @@ impl Bus {
 
     fn on_error(&mut self, call: Call, (name, text): (String, String), now: Instant) {
         match call {
+            Call::Other => {}
             Call::Hello => {
                 self.drop_channel();
                 self.phase = Phase::Down;
