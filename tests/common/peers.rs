@@ -45,6 +45,9 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 pub struct Bus {
     pub dir: PathBuf,
     pub address: String,
+    /// A passwd and group for the daemon to resolve service users by
+    /// (dbus-daemon drops connections from uids it cannot resolve).
+    passwd: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -53,6 +56,12 @@ impl Bus {
     /// Every directory on the way to the socket must be traversable by
     /// the services' users.
     pub fn start(dir: &Dir) -> Bus {
+        Bus::start_with(dir, None)
+    }
+
+    /// As `start`, with the daemon seeing `passwd` and `group` as
+    /// /etc/passwd and /etc/group.
+    pub fn start_with(dir: &Dir, passwd: Option<(PathBuf, PathBuf)>) -> Bus {
         let d = dir.join("bus");
         fs::create_dir_all(&d).unwrap();
         chmod_path(&d);
@@ -82,6 +91,7 @@ impl Bus {
         let mut b = Bus {
             address: format!("unix:path={}", sock.display()),
             dir: d,
+            passwd,
             child: None,
         };
         b.restart();
@@ -94,7 +104,20 @@ impl Bus {
         let sock = self.dir.join("system_bus_socket");
         let _ = fs::remove_file(&sock);
         let log = fs::File::create(self.dir.join("bus.log")).unwrap();
-        let child = Command::new("dbus-daemon")
+        let mut cmd = match &self.passwd {
+            Some((p, g)) => {
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$1\" /etc/passwd && mount --bind \"$2\" /etc/group && shift 2 && exec \"$@\"")
+                    .arg("sh")
+                    .arg(p)
+                    .arg(g)
+                    .arg("dbus-daemon");
+                c
+            }
+            None => Command::new("dbus-daemon"),
+        };
+        let child = cmd
             .arg(format!(
                 "--config-file={}",
                 self.dir.join("bus.conf").display()
@@ -377,4 +400,150 @@ pub fn wait_records(
 /// Whether a record is `backend` running `state` for `link`.
 pub fn is(r: &[String], backend: &str, state: &str, link: &str) -> bool {
     r.len() >= 3 && r[0] == backend && r[1] == state && r[2] == link
+}
+
+/// Where .ci/run unpacks the systemd-resolved package of the installed
+/// systemd's version (installing it would take over the machine's
+/// resolv.conf).
+pub const RESOLVED_ROOT: &str = "/var/cache/netevd-tests/resolved-root";
+
+/// Skips unless an unpacked systemd-resolved is at `RESOLVED_ROOT`.
+pub fn skip_without_resolved() -> bool {
+    skip_unless(
+        &format!("{RESOLVED_ROOT}/lib/systemd/systemd-resolved"),
+        "systemd-resolved, unpacked, not installed: apt-get download systemd-resolved=<systemd's \
+         version> && dpkg-deb -x systemd-resolved_*.deb /var/cache/netevd-tests/resolved-root \
+         (as .ci/run does)",
+    ) || skip_unless("/lib/systemd/systemd-hostnamed", "systemd")
+}
+
+/// A passwd and group with a systemd-resolve user (resolved refuses to
+/// run without one), for the bus and resolved's /etc.
+pub fn passwd_with_resolve(dir: &Dir) -> (PathBuf, PathBuf) {
+    let mut p = fs::read_to_string("/etc/passwd").unwrap();
+    let mut g = fs::read_to_string("/etc/group").unwrap();
+    if !p.lines().any(|l| l.starts_with("systemd-resolve:")) {
+        p.push_str("systemd-resolve:x:990:990:systemd Resolver:/:/usr/sbin/nologin\n");
+    }
+    if !g.lines().any(|l| l.starts_with("systemd-resolve:")) {
+        g.push_str("systemd-resolve:x:990:\n");
+    }
+    let pp = dir.write("etc/passwd", &p, 0o644);
+    let gp = dir.write("etc/group", &g, 0o644);
+    (pp, gp)
+}
+
+/// A service in its own mount namespace (and network namespace `ns`, if
+/// given) started by `script`; killed on drop.
+pub struct Service {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(
+        dir: &Dir,
+        name: &str,
+        ns: Option<&Ns>,
+        unshare: &[&str],
+        script: &str,
+    ) -> Service {
+        let path = dir.write(&format!("{name}/run.sh"), script, 0o755);
+        let log = dir.join(&format!("{name}/{name}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = c
+            .args(unshare)
+            .args(["--propagation", "private"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Service {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// systemd-resolved in `ns` on `bus`: an overlay /etc with the given
+/// passwd and no name servers of its own, its runtime directory in
+/// `<dir>/resolved/resolve`.
+pub fn resolved(dir: &Dir, ns: &Ns, bus: &Bus, passwd: &(PathBuf, PathBuf)) -> Service {
+    let d = dir.join("resolved");
+    for sub in ["upper/systemd", "work", "resolve"] {
+        fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    chmod_path(&d.join("resolve"));
+    fs::copy(&passwd.0, d.join("upper/passwd")).unwrap();
+    fs::copy(&passwd.1, d.join("upper/group")).unwrap();
+    fs::write(
+        d.join("upper/systemd/resolved.conf"),
+        "[Resolve]\nDNS=\nFallbackDNS=\nDNSStubListener=no\nLLMNR=no\nMulticastDNS=no\n",
+    )
+    .unwrap();
+    fs::write(d.join("upper/resolv.conf"), "# empty, netevd test\n").unwrap();
+    crate::common::run("chown", &["990:990", d.join("resolve").to_str().unwrap()]);
+    let script = format!(
+        "#!/bin/sh\nset -e\n\
+         mount -t overlay netevd-etc -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc\n\
+         mount -t tmpfs -o mode=755 netevd-run /run/systemd\n\
+         mkdir -p /run/systemd/resolve\n\
+         mount --bind {d}/resolve /run/systemd/resolve\n\
+         export DBUS_SYSTEM_BUS_ADDRESS='{a}' SYSTEMD_LOG_LEVEL=debug SYSTEMD_LOG_TARGET=console\n\
+         exec {RESOLVED_ROOT}/lib/systemd/systemd-resolved\n",
+        d = d.display(),
+        a = bus.address
+    );
+    let s = Service::start(dir, "resolved", Some(ns), &["-m"], &script);
+    wait("resolved on the bus", 15, || {
+        bus.has("org.freedesktop.resolve1")
+    });
+    s
+}
+
+/// systemd-hostnamed on `bus` in its own mount and UTS namespaces, with an
+/// overlay /etc whose hostname file is `<dir>/hostnamed/upper/hostname`.
+pub fn hostnamed(dir: &Dir, bus: &Bus) -> Service {
+    let d = dir.join("hostnamed");
+    for sub in ["upper", "work"] {
+        fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    fs::write(d.join("upper/hostname"), "netevd-old-name\n").unwrap();
+    let script = format!(
+        "#!/bin/sh\nset -e\n\
+         mount -t overlay netevd-etc -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc\n\
+         hostname netevd-transient\n\
+         export DBUS_SYSTEM_BUS_ADDRESS='{a}' SYSTEMD_LOG_LEVEL=debug SYSTEMD_LOG_TARGET=console\n\
+         exec /lib/systemd/systemd-hostnamed\n",
+        d = d.display(),
+        a = bus.address
+    );
+    let s = Service::start(dir, "hostnamed", None, &["-m", "-u"], &script);
+    wait("hostnamed on the bus", 15, || {
+        bus.has("org.freedesktop.hostname1")
+    });
+    s
 }
