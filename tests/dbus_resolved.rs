@@ -37,10 +37,16 @@ fn resolved_and_hostnamed_get_the_links_values() {
     let bus = Bus::start_with(&dir, Some(pw.clone()));
     let _resolved = resolved(&dir, &ns, &bus, &pw);
     let nd = Networkd::start(&ns, &dir, &bus, NETWORK);
+    // netevd reads networkd's link state files through links/ here, and a
+    // host name from leases/ here: networkd removes a lease file it did
+    // not write, so the test keeps its own.
+    let state = dir.join("state");
+    fs::create_dir_all(state.join("leases")).unwrap();
+    std::os::unix::fs::symlink(nd.state.join("links"), state.join("links")).unwrap();
     let config = format!(
         "  backend: systemd-networkd\nbackends:\n  systemd_networkd:\n    state_dir: {}\n  \
          dhclient:\n    use_dns: true\n    use_domain: true\n    use_hostname: true\n",
-        nd.state.display()
+        state.display()
     );
     let _netevd = Netevd::start(&ns, &dir, &bus, &config);
     ns.ip(&[
@@ -49,9 +55,8 @@ fn resolved_and_hostnamed_get_the_links_values() {
     let o = ns.output(&["-o", "link", "show", "rs0"]);
     let idx: u32 = o.split(':').next().unwrap().trim().parse().unwrap();
     // A host name as a DHCP lease would give it.
-    fs::create_dir_all(nd.state.join("leases")).unwrap();
     fs::write(
-        nd.state.join(format!("leases/{idx}")),
+        state.join(format!("leases/{idx}")),
         "HOSTNAME=netevd-new-name\n",
     )
     .unwrap();
@@ -99,7 +104,7 @@ fn resolved_and_hostnamed_get_the_links_values() {
     );
     // A new value goes out and is done.
     fs::write(
-        nd.state.join(format!("leases/{idx}")),
+        state.join(format!("leases/{idx}")),
         "HOSTNAME=netevd-newer\n",
     )
     .unwrap();
