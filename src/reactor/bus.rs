@@ -203,6 +203,17 @@ impl Daemon {
                 }
             }
         }
+        if o.manager == Manager::NetworkManager {
+            if let Some(d) = bus.and_then(|b| b.nm_details(o.index)) {
+                view.connection_id = d.id.clone();
+                view.connection_uuid = d.uuid.clone();
+                view.ip4 = d.ip4.clone();
+                view.ip6 = d.ip6.clone();
+                view.ip4_gateway = d.gateway4.clone();
+                view.ip6_gateway = d.gateway6.clone();
+                view.dns = d.dns.clone();
+            }
+        }
         ev.manager = Some(Box::new(view));
         ev
     }

@@ -22,6 +22,7 @@
 pub mod names;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,8 @@ enum Call {
     LinkProps(u64, u32),
     /// `Describe` for the held input at this position.
     Describe(u32),
+    /// An NM object read for the held input at this position.
+    Detail(u32, Detail),
     /// NetworkManager's `GetDevices`.
     Devices(u64),
     /// A call made for someone else (resolved, hostnamed): its answer is
@@ -137,7 +140,9 @@ pub struct Bus {
     chosen: Option<Manager>,
     /// Inputs in arrival order; the front waits while its `Describe` is
     /// out, so the order of events is the order of signals.
-    held: VecDeque<(Option<u32>, Input)>,
+    held: VecDeque<(u32, Input)>,
+    /// NetworkManager's connection details per link.
+    nm_details: HashMap<u32, NmDetails>,
     held_base: u32,
     /// networkd's own description of each link, by index.
     describe: HashMap<u32, String>,
@@ -166,6 +171,7 @@ impl Bus {
             sides: Default::default(),
             chosen: None,
             held: VecDeque::new(),
+            nm_details: HashMap::new(),
             held_base: 0,
             describe: HashMap::new(),
             link_names: HashMap::new(),
@@ -568,6 +574,13 @@ impl Bus {
                 self.done_describe(pos);
             }
             Call::Devices(gen) => self.on_devices(gen, m),
+            Call::Detail(pos, what) => {
+                match m.read1::<PropMap>() {
+                    Ok(p) => self.on_detail(pos, what, &p),
+                    Err(e) => self.reject(format!("NetworkManager {what:?} properties: {e}")),
+                }
+                self.done_describe(pos);
+            }
             Call::DeviceProps(gen, path) => {
                 if gen == self.sides[side(Manager::NetworkManager)].gen {
                     match m.read1::<PropMap>() {
@@ -622,6 +635,11 @@ impl Bus {
                 if gen == self.sides[side(Manager::NetworkManager)].gen {
                     self.answered(Manager::NetworkManager);
                 }
+            }
+            Call::Detail(pos, what) => {
+                // The object went away meanwhile: the event goes without.
+                log::debug!("dbus: NetworkManager {what:?}: {name}: {text}");
+                self.done_describe(pos);
             }
             Call::Describe(pos) => {
                 if let Some(index) = self.held_index(pos) {
@@ -740,7 +758,8 @@ impl Bus {
         let gen = s.gen;
         s.open = Some(0);
         s.devices.clear();
-        self.held.push_back((None, Input::Begin(m)));
+        log::debug!("dbus: reading {}'s state", m.as_str());
+        self.held.push_back((0, Input::Begin(m)));
         match m {
             Manager::Networkd => {
                 let msg = Message::new_method_call(
@@ -778,8 +797,9 @@ impl Bus {
         if let Some(n) = s.open.as_mut() {
             *n = n.saturating_sub(1);
             if *n == 0 {
+                log::debug!("dbus: read {}'s state", m.as_str());
                 s.open = None;
-                self.held.push_back((None, Input::End(m)));
+                self.held.push_back((0, Input::End(m)));
             }
         }
     }
@@ -843,10 +863,19 @@ impl Bus {
 
     /// A device's properties: its index, name and state.
     fn device_props(&mut self, path: &str, p: &PropMap) {
+        // NetworkManager 1.42 has no Ifindex property: the device's
+        // interface name, checked, is looked up in our namespace (the one
+        // NetworkManager manages).
+        let iface = p
+            .get("Interface")
+            .and_then(|v| v.0.as_str())
+            .and_then(link_name)
+            .map(str::to_string);
         let index = p
             .get("Ifindex")
             .and_then(|v| v.0.as_u64())
-            .and_then(|i| u32::try_from(i).ok());
+            .and_then(|i| u32::try_from(i).ok())
+            .or_else(|| iface.as_deref().and_then(ifindex));
         let state = p
             .get("State")
             .and_then(|v| v.0.as_u64())
@@ -859,23 +888,19 @@ impl Bus {
             self.reject(format!("device {} state {state}", loggable(path)));
             return;
         };
-        if let Some(n) = p
-            .get("Interface")
-            .and_then(|v| v.0.as_str())
-            .and_then(link_name)
-        {
-            self.link_names.insert(index, n.to_string());
+        if let Some(n) = iface {
+            self.link_names.insert(index, n);
         }
         self.sides[side(Manager::NetworkManager)]
             .devices
             .insert(path.to_string(), index);
-        self.push(
+        self.push_device(
             Input::Device {
                 index,
                 state: name,
                 reason: 0,
             },
-            None,
+            path,
         );
     }
 
@@ -992,13 +1017,13 @@ impl Bus {
                 };
                 match msg.read3::<u32, u32, u32>() {
                     Ok((new, _old, reason)) => match nm_state(new) {
-                        Some(state) => self.push(
+                        Some(state) => self.push_device(
                             Input::Device {
                                 index,
                                 state,
                                 reason,
                             },
-                            None,
+                            &path,
                         ),
                         None => self.reject(format!("StateChanged of link {index} to {new}")),
                     },
@@ -1031,7 +1056,7 @@ impl Bus {
             s.open = None;
             s.gen += 1;
             if self.chosen == Some(m) {
-                self.held.push_back((None, Input::Gone(m)));
+                self.held.push_back((0, Input::Gone(m)));
             }
         }
         if !new.is_empty() {
@@ -1048,40 +1073,63 @@ impl Bus {
     /// Queues an input; with `describe`, it waits for that link's
     /// `Describe` answer first.
     fn push(&mut self, i: Input, describe: Option<u32>) {
-        let serial = describe.map(|index| {
-            let pos = self.held_base.wrapping_add(self.held.len() as u32);
+        let pos = self.held_base.wrapping_add(self.held.len() as u32);
+        self.held.push_back((0, i));
+        if let Some(index) = describe {
             let msg = Message::new_method_call(
                 NETWORKD,
                 networkd_link_path(index),
                 NETWORKD_LINK,
                 "Describe",
             );
-            self.call(msg, Call::Describe(pos));
-            pos
-        });
-        self.held.push_back((serial, i));
+            self.wait_on(pos, msg, Call::Describe(pos));
+        }
     }
 
+    /// Queues an NM device's state; it waits until the device's active
+    /// connection and IP configuration were read.
+    fn push_device(&mut self, i: Input, path: &str) {
+        let pos = self.held_base.wrapping_add(self.held.len() as u32);
+        self.held.push_back((0, i));
+        let msg = Message::new_method_call(NM, path, "org.freedesktop.DBus.Properties", "GetAll")
+            .map(|x| x.append1(NM_DEVICE));
+        self.wait_on(pos, msg, Call::Detail(pos, Detail::Device));
+    }
+
+    /// Makes the held input at `pos` wait for one more call.
+    fn wait_on(&mut self, pos: u32, msg: Result<Message, String>, call: Call) {
+        let before = self.calls.len();
+        self.call(msg, call);
+        if self.calls.len() > before {
+            let at = pos.wrapping_sub(self.held_base) as usize;
+            if let Some((n, _)) = self.held.get_mut(at) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// The link index of the held input at `pos`, while it waits.
     fn held_index(&self, pos: u32) -> Option<u32> {
         let at = pos.wrapping_sub(self.held_base) as usize;
         match self.held.get(at) {
-            Some((Some(p), Input::Networkd { index, .. })) if *p == pos => Some(*index),
+            Some((n, Input::Networkd { index, .. } | Input::Device { index, .. })) if *n > 0 => {
+                Some(*index)
+            }
             _ => None,
         }
     }
 
+    /// One call the input at `pos` waited for is answered.
     fn done_describe(&mut self, pos: u32) {
         let at = pos.wrapping_sub(self.held_base) as usize;
-        if let Some((p, _)) = self.held.get_mut(at) {
-            if *p == Some(pos) {
-                *p = None;
-            }
+        if let Some((n, _)) = self.held.get_mut(at) {
+            *n = n.saturating_sub(1);
         }
     }
 
     /// Hands over the inputs whose wait is over, in order.
     fn release(&mut self, out: &mut Vec<Input>) {
-        while let Some((None, _)) = self.held.front() {
+        while let Some((0, _)) = self.held.front() {
             if let Some((_, i)) = self.held.pop_front() {
                 out.push(i);
             }
@@ -1089,11 +1137,174 @@ impl Bus {
         }
     }
 
-    /// The connection is gone: what waited for `Describe` goes without.
+    /// The connection is gone: what waited for answers goes without.
     fn flush_held(&mut self, out: &mut Vec<Input>) {
         self.held_base = self.held_base.wrapping_add(self.held.len() as u32);
         out.extend(self.held.drain(..).map(|(_, i)| i));
     }
+
+    /// NetworkManager's details of a device: which objects to read next,
+    /// or the values read.
+    fn on_detail(&mut self, pos: u32, what: Detail, p: &PropMap) {
+        let Some(index) = self.held_index(pos) else {
+            return;
+        };
+        let path = |k: &str| {
+            p.get(k)
+                .and_then(|v| v.0.as_str())
+                .filter(|s| *s != "/" && s.starts_with(NM_PATH))
+                .map(str::to_string)
+        };
+        match what {
+            Detail::Device => {
+                let d = self.nm_details.entry(index).or_default();
+                *d = NmDetails::default();
+                for (k, iface, next) in [
+                    (
+                        "ActiveConnection",
+                        "org.freedesktop.NetworkManager.Connection.Active",
+                        Detail::Active,
+                    ),
+                    (
+                        "Ip4Config",
+                        "org.freedesktop.NetworkManager.IP4Config",
+                        Detail::Ip4,
+                    ),
+                    (
+                        "Ip6Config",
+                        "org.freedesktop.NetworkManager.IP6Config",
+                        Detail::Ip6,
+                    ),
+                ] {
+                    if let Some(obj) = path(k) {
+                        let msg = Message::new_method_call(
+                            NM,
+                            obj.as_str(),
+                            "org.freedesktop.DBus.Properties",
+                            "GetAll",
+                        )
+                        .map(|x| x.append1(iface));
+                        self.wait_on(pos, msg, Call::Detail(pos, next));
+                    }
+                }
+            }
+            Detail::Active => {
+                let id = p.get("Id").and_then(|v| v.0.as_str()).unwrap_or("");
+                let uuid = p.get("Uuid").and_then(|v| v.0.as_str()).unwrap_or("");
+                let (id, uuid) = (connection_id(id), uuid_ok(uuid));
+                if id.is_none() || uuid.is_none() {
+                    self.reject(format!("connection of link {index}: a bad id or uuid"));
+                }
+                let d = self.nm_details.entry(index).or_default();
+                d.id = id.unwrap_or_default().to_string();
+                d.uuid = uuid.unwrap_or_default().to_string();
+            }
+            Detail::Ip4 | Detail::Ip6 => {
+                let v6 = what == Detail::Ip6;
+                let mut addrs = Vec::new();
+                if let Some(list) = p.get("AddressData").and_then(|v| v.0.as_iter()) {
+                    for entry in list {
+                        // aa{sv}: each entry a dict, iterated as key, value.
+                        let mut it = entry.as_iter().into_iter().flatten();
+                        let (mut a, mut len) = (None, None);
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            match k.as_str() {
+                                Some("address") => {
+                                    a = v.as_str().and_then(|s| s.parse::<IpAddr>().ok())
+                                }
+                                Some("prefix") => len = v.as_u64(),
+                                _ => {}
+                            }
+                        }
+                        if let (Some(a), Some(l)) = (a, len) {
+                            if a.is_ipv6() == v6 && l <= if v6 { 128 } else { 32 } {
+                                addrs.push(format!("{a}/{l}"));
+                            }
+                        }
+                    }
+                }
+                let gw = p
+                    .get("Gateway")
+                    .and_then(|v| v.0.as_str())
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .filter(|g| g.is_ipv6() == v6)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
+                let mut dns = Vec::new();
+                if v6 {
+                    // ay per server.
+                    if let Some(list) = p.get("Nameservers").and_then(|v| v.0.as_iter()) {
+                        for s in list {
+                            let b: Vec<u8> = s
+                                .as_iter()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|x| x.as_u64().map(|n| n as u8))
+                                .collect();
+                            if let Ok(o) = <[u8; 16]>::try_from(b.as_slice()) {
+                                dns.push(std::net::Ipv6Addr::from(o).to_string());
+                            }
+                        }
+                    }
+                } else if let Some(list) = p.get("NameserverData").and_then(|v| v.0.as_iter()) {
+                    for entry in list {
+                        let mut it = entry.as_iter().into_iter().flatten();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            if k.as_str() == Some("address") {
+                                if let Some(a) = v.as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+                                    dns.push(a.to_string());
+                                }
+                            }
+                        }
+                    }
+                }
+                let d = self.nm_details.entry(index).or_default();
+                if v6 {
+                    d.ip6 = addrs;
+                    d.gateway6 = gw;
+                } else {
+                    d.ip4 = addrs;
+                    d.gateway4 = gw;
+                }
+                d.dns.extend(dns);
+                d.dns.truncate(64);
+            }
+        }
+    }
+
+    /// What NetworkManager last said of link `index`'s connection.
+    pub fn nm_details(&self, index: u32) -> Option<&NmDetails> {
+        self.nm_details.get(&index)
+    }
+}
+
+/// NetworkManager's connection and IP configuration of a device, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NmDetails {
+    pub id: String,
+    pub uuid: String,
+    pub ip4: Vec<String>,
+    pub ip6: Vec<String>,
+    pub gateway4: String,
+    pub gateway6: String,
+    pub dns: Vec<String>,
+}
+
+/// Which object of NM's a detail call reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detail {
+    Device,
+    Active,
+    Ip4,
+    Ip6,
+}
+
+/// The index of link `name` in this network namespace, if it exists.
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let i = unsafe { nix::libc::if_nametoindex(c.as_ptr()) };
+    (i > 0).then_some(i)
 }
 
 /// A message's whole signature, for the log line that rejects it.

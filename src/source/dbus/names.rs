@@ -104,6 +104,24 @@ pub fn name_server(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
+/// A NetworkManager connection id as hooks may get it: any text a user
+/// named the connection with, but no control characters and at most 255
+/// bytes. (It reaches hooks as a value, never as a path or a command.)
+pub fn connection_id(s: &str) -> Option<&str> {
+    (s.len() <= 255 && !s.chars().any(char::is_control)).then_some(s)
+}
+
+/// A connection uuid: 36 characters of hex digits and dashes, or none.
+pub fn uuid_ok(s: &str) -> Option<&str> {
+    let ok = s.is_empty()
+        || (s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            }));
+    ok.then_some(s)
+}
+
 /// What networkd's state files say of a link beyond its states.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extras {
@@ -254,6 +272,14 @@ mod tests {
         );
         assert!(name_server("../x").is_none());
         assert_eq!(loggable("a\"b\nc"), "a\\\"b\\nc");
+        assert_eq!(
+            connection_id("Wired connection 1"),
+            Some("Wired connection 1")
+        );
+        assert_eq!(connection_id("a\nb"), None);
+        assert!(uuid_ok("5f0d8d2c-1c1a-4f2e-9a57-2b8f0e2d0a01").is_some());
+        assert!(uuid_ok("5f0d8d2c-1c1a-4f2e-9a57-2b8f0e2d0a0/").is_none());
+        assert!(uuid_ok("../../etc").is_none());
     }
 
     /// A state file as networkd 252 wrote it in testbed/networkd.sh, with
