@@ -68,9 +68,25 @@ fn networkd_states_restarts_and_bus_loss() {
     let mut bus = Bus::start(&dir);
     let mut nd = Networkd::start(&ns, &dir, &bus, NETWORK);
     bus_recorder(&dir, STATES);
+    // networkd-dispatcher's tree, run unchanged beside netevd's own.
+    let compat = dir.join("compat-records");
+    for s in ["routable", "configured", "no-carrier"] {
+        dir.write(
+            &format!("networkd-dispatcher/{s}.d/50-compat"),
+            &format!(
+                "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s\\n' \"$IFACE\" \"$STATE\" \
+                 \"$AdministrativeState\" \"$OperationalState\" \"$IP_ADDRS\" \"$IP6_ADDRS\" \
+                 \"${{json:+json}}\" >> {}\n",
+                compat.display()
+            ),
+            0o755,
+        );
+    }
     let config = format!(
-        "  backend: systemd-networkd\nbackends:\n  systemd_networkd:\n    state_dir: {}\n",
-        nd.state.display()
+        "  backend: systemd-networkd\nbackends:\n  systemd_networkd:\n    state_dir: {}\n    \
+         networkd_dispatcher_dir: {}\n",
+        nd.state.display(),
+        dir.join("networkd-dispatcher").display()
     );
     // `system:` is opened by the harness; the backend goes under it.
     let _netevd = Netevd::start(&ns, &dir, &bus, &config);
@@ -117,6 +133,27 @@ fn networkd_states_restarts_and_bus_loss() {
         "manager.d runs for networkd's own state: {r:?}"
     );
 
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let compat_lines = loop {
+        let t = std::fs::read_to_string(&compat).unwrap_or_default();
+        if t.lines().any(|l| l.starts_with("nd0|configured|")) || std::time::Instant::now() > end {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        compat_lines.lines().any(
+            |l| l == "nd0|routable|configuring|routable|192.0.2.10||json"
+                || l == "nd0|routable|configured|routable|192.0.2.10||json"
+        ),
+        "networkd-dispatcher's routable.d with its variables:\n{compat_lines}"
+    );
+    assert!(
+        compat_lines
+            .lines()
+            .any(|l| l.starts_with("nd0|configured|configured|routable|")),
+        "{compat_lines}"
+    );
     let status = common::Ctl::connect(&dir).ok(r#"{"command":"status"}"#);
     assert_eq!(status["backend"], "systemd-networkd", "{status}");
     let b = status["bus"].as_str().unwrap_or_default();

@@ -93,6 +93,9 @@ pub struct BackendSettings {
     pub use_dns: bool,
     pub use_domain: bool,
     pub use_hostname: bool,
+    /// `backends.systemd_networkd.networkd_dispatcher_dir`: also run
+    /// networkd-dispatcher's hook tree (compatibility mode).
+    pub networkd_dispatcher_dir: Option<PathBuf>,
 }
 
 impl Default for BackendSettings {
@@ -103,6 +106,7 @@ impl Default for BackendSettings {
             use_dns: false,
             use_domain: false,
             use_hostname: false,
+            networkd_dispatcher_dir: None,
         }
     }
 }
@@ -614,7 +618,7 @@ fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
         let keys: &[&str] = match name {
-            "systemd_networkd" => &["emit_json", "state_dir"],
+            "systemd_networkd" => &["emit_json", "state_dir", "networkd_dispatcher_dir"],
             "dhclient" => &["use_dns", "use_domain", "use_hostname"],
             "networkmanager" => &[],
             other => {
@@ -635,6 +639,17 @@ fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
             match (name, key) {
                 ("systemd_networkd", "state_dir") => {
                     b.networkd_state_dir = absolute(cx, v2, "backends.systemd_networkd.state_dir")?;
+                }
+                ("systemd_networkd", "networkd_dispatcher_dir") => {
+                    b.networkd_dispatcher_dir = if v2.is_null() {
+                        None
+                    } else {
+                        Some(absolute(
+                            cx,
+                            v2,
+                            "backends.systemd_networkd.networkd_dispatcher_dir",
+                        )?)
+                    };
                 }
                 ("systemd_networkd", "emit_json") => {
                     b.emit_json = cx.bool(v2, "backends.systemd_networkd.emit_json")?;

@@ -543,7 +543,7 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         env.push(("JSON", s(json.into())));
     }
     if let Some(m) = &ev.manager {
-        manager_env(m, &mut env);
+        manager_env(ev, m, &mut env);
     }
     if let Some(p) = &ev.policy {
         env.push(("POLICY_TABLE", s(p.table.to_string())));
@@ -585,7 +585,7 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
 
 /// The existing netevd's variables for a manager's event: networkd's
 /// states by its own names, NetworkManager's device and connection.
-fn manager_env(m: &ManagerView, env: &mut Vec<(&'static str, OsString)>) {
+fn manager_env(ev: &Event, m: &ManagerView, env: &mut Vec<(&'static str, OsString)>) {
     let s = |v: &str| OsString::from(v);
     let r = &m.report;
     if let Some(p) = m.previous {
@@ -613,6 +613,27 @@ fn manager_env(m: &ManagerView, env: &mut Vec<(&'static str, OsString)>) {
         env.push(("DOMAINS", s(&m.domains.join(" "))));
         env.push(("GATEWAY", s(&gateways)));
         env.push(("HOSTNAME", s(&m.hostname)));
+        // networkd-dispatcher's own names, so that its scripts run
+        // unchanged (`backends.systemd_networkd.networkd_dispatcher_dir`).
+        let ips = |v4: bool| {
+            ev.addrs
+                .iter()
+                .filter(|a| a.ip.is_ipv4() == v4)
+                .map(|a| a.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        env.push(("IFACE", OsString::from_vec(ev.name.clone())));
+        env.push(("AdministrativeState", s(r.admin)));
+        env.push(("OperationalState", s(r.oper)));
+        // Wireless networks are not read from networkd.
+        env.push(("ESSID", OsString::new()));
+        env.push(("IP_ADDRS", s(&ips(true))));
+        env.push(("IP6_ADDRS", s(&ips(false))));
+        env.push((
+            "json",
+            s(m.describe.as_deref().unwrap_or_else(|| ev.json())),
+        ));
     } else {
         env.push(("DEVICE_STATE", s(r.device)));
         env.push(("DEVICE_STATE_REASON", s(&r.reason.to_string())));

@@ -339,3 +339,97 @@ impl Daemon {
         (b.as_str().to_string(), bus)
     }
 }
+
+/// networkd-dispatcher's hook tree run as a second tree for networkd's
+/// events (`backends.systemd_networkd.networkd_dispatcher_dir`), with
+/// its own scheduler and runner: `<dir>/<state>.d/*` in lexical order,
+/// serialised per link, with networkd-dispatcher's variables (IFACE,
+/// STATE, AdministrativeState, OperationalState, ESSID, IP_ADDRS,
+/// IP6_ADDRS, json) among netevd's. Every networkd event runs it, as
+/// networkd-dispatcher would; netevd's own tree is not affected.
+pub struct Compat {
+    sched: crate::core::sched::Scheduler,
+    runner: crate::effect::hooks::Runner,
+    done: Vec<u32>,
+}
+
+impl Compat {
+    pub fn new(c: &crate::config::Config, dry_run: bool) -> Option<Compat> {
+        let dir = c.backends.networkd_dispatcher_dir.clone()?;
+        let settings = crate::effect::hooks::Settings {
+            script_dir: dir,
+            timeout: c.timeout,
+            dry_run,
+            history: 0,
+        };
+        // The upper half of the hook tokens.
+        let runner =
+            crate::effect::hooks::Runner::new(settings, token::HOOKS + token::HOOKS_LEN / 2);
+        runner.check_script_dir();
+        Some(Compat {
+            sched: crate::core::sched::Scheduler::new(c.max_parallel),
+            runner,
+            done: Vec::new(),
+        })
+    }
+
+    pub fn submit(&mut self, ev: &Rc<Event>) {
+        if ev.origin == Origin::Networkd && ev.index != 0 {
+            self.sched.submit(ev.clone());
+        }
+    }
+
+    pub fn dispatch(&mut self, reg: &mio::Registry, now: Instant) {
+        while let Some(job) = self.sched.next() {
+            let index = job.event.index;
+            if !self.runner.start(job, reg, now) {
+                self.sched.done(index);
+            }
+        }
+    }
+
+    /// Output of one of its hooks; false when `t` is not its own.
+    pub fn output(&mut self, t: mio::Token, reg: &mio::Registry) -> bool {
+        if !self.runner.owns(t) {
+            return false;
+        }
+        self.runner.output(t, reg);
+        true
+    }
+
+    pub fn reap(&mut self, reg: &mio::Registry, now: Instant) {
+        self.runner.reap(reg, now, &mut self.done);
+        for l in self.done.drain(..) {
+            self.sched.done(l);
+        }
+        self.dispatch(reg, now);
+    }
+
+    pub fn on_timer(&mut self, reg: &mio::Registry, now: Instant) {
+        self.runner.on_timer(reg, now, &mut self.done);
+        for l in self.done.drain(..) {
+            self.sched.done(l);
+        }
+        self.dispatch(reg, now);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.runner.next_deadline()
+    }
+
+    pub fn pending_output(&self) -> bool {
+        self.runner.pending_output()
+    }
+
+    pub fn read_pending(&mut self, reg: &mio::Registry) {
+        self.runner.read_pending(reg);
+    }
+
+    pub fn shutdown(&mut self, now: Instant) {
+        self.runner.shutdown(now);
+    }
+
+    pub fn stopped(&self, now: Instant) -> bool {
+        self.runner.stopped(now)
+    }
+}

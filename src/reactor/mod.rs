@@ -116,6 +116,9 @@ pub struct Daemon {
     resolve: crate::effect::dbus::Resolve,
     #[cfg(feature = "dbus")]
     bus_disconnects: u64,
+    /// networkd-dispatcher's tree, when configured (reactor/bus.rs).
+    #[cfg(feature = "dbus")]
+    compat: Option<bus::Compat>,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -212,6 +215,8 @@ impl Daemon {
             resolve: crate::effect::dbus::Resolve::new(bus::resolve_settings(&config)),
             #[cfg(feature = "dbus")]
             bus_disconnects: 0,
+            #[cfg(feature = "dbus")]
+            compat: bus::Compat::new(&config, opts.dry_run),
             poll,
             netlink,
             signals,
@@ -266,6 +271,10 @@ impl Daemon {
                         if self.on_signals() && !self.stopping {
                             self.stopping = true;
                             self.runner.shutdown(Instant::now());
+                            #[cfg(feature = "dbus")]
+                            if let Some(c) = self.compat.as_mut() {
+                                c.shutdown(Instant::now());
+                            }
                         }
                     }
                     Source::ControlListener => {
@@ -281,6 +290,10 @@ impl Daemon {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
                         }
+                        #[cfg(feature = "dbus")]
+                        if let Some(c) = self.compat.as_mut() {
+                            c.output(t, self.poll.registry());
+                        }
                     }
                     // A pipe or client already closed can still report once.
                     Source::Unknown => {}
@@ -294,6 +307,10 @@ impl Daemon {
                             .on_timer(self.poll.registry(), now, &mut self.done);
                         for l in self.done.drain(..) {
                             self.sched.done(l);
+                        }
+                        #[cfg(feature = "dbus")]
+                        if let Some(c) = self.compat.as_mut() {
+                            c.on_timer(self.poll.registry(), now);
                         }
                     }
                     // A restore or retry that was held back is due.
@@ -320,7 +337,14 @@ impl Daemon {
                     Timer::Dbus => {}
                 }
             }
-            if self.stopping && self.runner.stopped(Instant::now()) {
+            #[cfg(feature = "dbus")]
+            let compat_stopped = self
+                .compat
+                .as_ref()
+                .map_or(true, |c| c.stopped(Instant::now()));
+            #[cfg(not(feature = "dbus"))]
+            let compat_stopped = true;
+            if self.stopping && self.runner.stopped(Instant::now()) && compat_stopped {
                 self.stop();
                 return Ok(());
             }
@@ -331,7 +355,16 @@ impl Daemon {
         let now = Instant::now();
         let flush = self.control.as_ref().and_then(Control::flush_at);
         self.timers.arm(Timer::Flush, flush);
-        self.timers.arm(Timer::Hooks, self.runner.next_deadline());
+        let hooks = self.runner.next_deadline();
+        #[cfg(feature = "dbus")]
+        let hooks = match (
+            hooks,
+            self.compat.as_ref().and_then(bus::Compat::next_deadline),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.timers.arm(Timer::Hooks, hooks);
         // Armed once when the need arises, not moved every turn: a loop
         // woken often must still retry.
         if !self.netlink.wants_retry() {
@@ -346,7 +379,15 @@ impl Daemon {
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
+        #[cfg(feature = "dbus")]
+        let compat_output = self
+            .compat
+            .as_ref()
+            .is_some_and(bus::Compat::pending_output);
+        #[cfg(not(feature = "dbus"))]
+        let compat_output = false;
         let again = (self.runner.pending_output()
+            || compat_output
             || (self.netlink.more() && !self.stopping)
             || self.control.as_ref().is_some_and(Control::has_more))
         .then_some(now);
@@ -356,6 +397,10 @@ impl Daemon {
     /// Sources whose budget ran out last turn get another.
     fn on_leftovers(&mut self) {
         self.runner.read_pending(self.poll.registry());
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.read_pending(self.poll.registry());
+        }
         if self.netlink.more() && !self.stopping {
             self.on_netlink();
         }
@@ -527,8 +572,13 @@ impl Daemon {
         }
         self.last_event = Some(ev.clone());
         #[cfg(feature = "dbus")]
-        if !self.hooks_for(&ev) {
-            return;
+        {
+            if let Some(c) = self.compat.as_mut() {
+                c.submit(&ev);
+            }
+            if !self.hooks_for(&ev) {
+                return;
+            }
         }
         self.sched.submit(ev);
     }
@@ -627,6 +677,10 @@ impl Daemon {
         for l in self.done.drain(..) {
             self.sched.done(l);
         }
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.reap(self.poll.registry(), Instant::now());
+        }
     }
 
     /// Reads and validates the file, then swaps it in with the model kept.
@@ -698,6 +752,10 @@ impl Daemon {
             if !self.runner.start(job, self.poll.registry(), now) {
                 self.sched.done(index);
             }
+        }
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.dispatch(self.poll.registry(), now);
         }
     }
 }
