@@ -76,7 +76,7 @@ fn networkd_states_restarts_and_bus_loss() {
             &format!(
                 "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s\\n' \"$IFACE\" \"$STATE\" \
                  \"$AdministrativeState\" \"$OperationalState\" \"$IP_ADDRS\" \"$IP6_ADDRS\" \
-                 \"${{json:+json}}\" >> {}\n",
+                 \"$(printf %s \"$json\" | head -c 8)\" >> {}\n",
                 compat.display()
             ),
             0o755,
@@ -84,7 +84,7 @@ fn networkd_states_restarts_and_bus_loss() {
     }
     let config = format!(
         "  backend: systemd-networkd\nbackends:\n  systemd_networkd:\n    state_dir: {}\n    \
-         networkd_dispatcher_dir: {}\n",
+         networkd_dispatcher_dir: {}\n    emit_json: true\n",
         nd.state.display(),
         dir.join("networkd-dispatcher").display()
     );
@@ -142,11 +142,11 @@ fn networkd_states_restarts_and_bus_loss() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        compat_lines.lines().any(
-            |l| l == "nd0|routable|configuring|routable|192.0.2.10||json"
-                || l == "nd0|routable|configured|routable|192.0.2.10||json"
-        ),
-        "networkd-dispatcher's routable.d with its variables:\n{compat_lines}"
+        compat_lines.lines().any(|l| l
+            == "nd0|routable|configuring|routable|192.0.2.10||{\"Index\""
+            || l == "nd0|routable|configured|routable|192.0.2.10||{\"Index\""),
+        "networkd-dispatcher's routable.d with its variables, json from networkd's \
+         Describe (emit_json):\n{compat_lines}"
     );
     assert!(
         compat_lines
