@@ -131,7 +131,10 @@ impl Daemon {
         for i in inputs {
             if let Input::Networkd { index, .. } | Input::Device { index, .. } = &i {
                 if !self.known_link(*index) {
-                    log::warn!("dbus: ignored a report of link {index}: no such link");
+                    log::warn!(
+                        "dbus: ignored a report of link {index}: no such link here (or one of \
+                         another name: the manager serves another network namespace)"
+                    );
                     continue;
                 }
             }
@@ -153,10 +156,21 @@ impl Daemon {
     /// Whether link `index` exists for the kernel or in the manager's own
     /// list: a report for any other comes from an object path that names
     /// nothing, and is not kept (a peer could fill memory with them).
+    ///
+    /// When both know it by different names, the manager speaks of another
+    /// network namespace (a host's bus seen from a container): its reports
+    /// are not this namespace's links.
     fn known_link(&self, index: u32) -> bool {
-        index == 0
-            || self.bus.as_ref().and_then(|b| b.link_name(index)).is_some()
-            || self.core.links().any(|l| l.info.index == index)
+        if index == 0 {
+            return true;
+        }
+        let theirs = self.bus.as_ref().and_then(|b| b.link_name(index));
+        let ours = self.core.links().find(|l| l.info.index == index);
+        match (theirs, ours) {
+            (Some(t), Some(l)) => t.as_bytes() == l.info.name.as_slice(),
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => false,
+        }
     }
 
     fn manager_event(&mut self, o: &Out) -> Event {

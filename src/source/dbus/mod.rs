@@ -39,6 +39,10 @@ use names::*;
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` says nothing.
 pub const DEFAULT_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 
+/// Inputs that may wait for their details (Describe, NetworkManager's
+/// objects); past this, inputs go without them.
+const HELD_MAX: usize = 4096;
+
 /// Reads per readiness before the loop turns to its other sources.
 const READS_PER_TURN: usize = 256;
 
@@ -759,6 +763,9 @@ impl Bus {
         s.open = Some(0);
         s.devices.clear();
         log::debug!("dbus: reading {}'s state", m.as_str());
+        // Filled again by the read; links gone meanwhile are forgotten.
+        self.link_names.clear();
+        self.describe.clear();
         self.held.push_back((0, Input::Begin(m)));
         match m {
             Manager::Networkd => {
@@ -1075,6 +1082,8 @@ impl Bus {
     fn push(&mut self, i: Input, describe: Option<u32>) {
         let pos = self.held_base.wrapping_add(self.held.len() as u32);
         self.held.push_back((0, i));
+        // A peer that floods signals gets no more calls than this waiting.
+        let describe = describe.filter(|_| self.held.len() <= HELD_MAX);
         if let Some(index) = describe {
             let msg = Message::new_method_call(
                 NETWORKD,
@@ -1091,6 +1100,9 @@ impl Bus {
     fn push_device(&mut self, i: Input, path: &str) {
         let pos = self.held_base.wrapping_add(self.held.len() as u32);
         self.held.push_back((0, i));
+        if self.held.len() > HELD_MAX {
+            return;
+        }
         let msg = Message::new_method_call(NM, path, "org.freedesktop.DBus.Properties", "GetAll")
             .map(|x| x.append1(NM_DEVICE));
         self.wait_on(pos, msg, Call::Detail(pos, Detail::Device));
