@@ -26,6 +26,7 @@ const STATES: &[&str] = &[
     "configured",
     "unmanaged",
     "manager",
+    "routes",
 ];
 
 fn index(ns: &Ns, link: &str) -> u32 {
@@ -44,6 +45,7 @@ fn count(r: &[Vec<String>], backend: &str, state: &str, link: &str) -> usize {
 fn no_doubles(r: &[Vec<String>], link: &str) {
     let mine: Vec<&Vec<String>> = r
         .iter()
+        .filter(|x| x.get(1).map(String::as_str) != Some("routes"))
         .filter(|x| x.get(2).map(String::as_str) == Some(link))
         .collect();
     for w in mine.windows(2) {
@@ -132,6 +134,11 @@ fn networkd_states_restarts_and_bus_loss() {
         r.iter().any(|x| is(x, "systemd-networkd", "manager", "")),
         "manager.d runs for networkd's own state: {r:?}"
     );
+    // The kernel's route events run under every backend: networkd's
+    // default route.
+    wait_records(&dir, "routes.d from the kernel", 10, |r| {
+        r.iter().any(|x| is(x, "kernel", "routes", "nd0"))
+    });
 
     let end = std::time::Instant::now() + Duration::from_secs(5);
     let compat_lines = loop {
