@@ -155,8 +155,24 @@ fn network_manager_device_states_and_connection() {
             0o755,
         );
     }
+    // NetworkManager-dispatcher's scripts, run unchanged.
+    let nmd = dir.join("nmd-records");
+    dir.write(
+        "dispatcher.d/50-record",
+        &format!(
+            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$NM_DISPATCHER_ACTION\" \
+             \"$CONNECTION_ID\" \"$IP4_ADDRESS_0\" \"$IP4_NUM_ADDRESSES\" \"$IP4_NAMESERVERS\" \
+             \"$DEVICE_IFACE\" >> {}\n",
+            nmd.display()
+        ),
+        0o755,
+    );
     // auto picks NetworkManager: networkd is not on this bus.
-    let _netevd = Netevd::start(&ns, &dir, &bus, "");
+    let config = format!(
+        "backends:\n  networkmanager:\n    dispatcher_dir: {}\n",
+        dir.join("dispatcher.d").display()
+    );
+    let _netevd = Netevd::start(&ns, &dir, &bus, &config);
     ns.ip(&[
         "link", "add", "nm0", "type", "veth", "peer", "name", "nm1", "netns", &peer.name,
     ]);
@@ -197,6 +213,25 @@ fn network_manager_device_states_and_connection() {
     assert!(
         r.iter().any(|x| x[1] == "deactivating" && x[2] == "nm0"),
         "{r:?}"
+    );
+    // NetworkManager-dispatcher's view: up, then pre-down and down.
+    let end = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let t = fs::read_to_string(&nmd).unwrap_or_default();
+        if t.lines().any(|l| l.starts_with("nm0|down|")) || Instant::now() > end {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let actions: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split('|').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["up", "pre-down", "down"], "{lines}");
+    assert_eq!(
+        lines.lines().next().unwrap(),
+        "nm0|up|up|netevd nm0|192.0.2.20/24 192.0.2.1|1|192.0.2.53|nm0",
+        "{lines}"
     );
     let status = common::Ctl::connect(&dir).ok(r#"{"command":"status"}"#);
     assert_eq!(status["backend"], "NetworkManager", "{status}");

@@ -96,6 +96,9 @@ pub struct BackendSettings {
     /// `backends.systemd_networkd.networkd_dispatcher_dir`: also run
     /// networkd-dispatcher's hook tree (compatibility mode).
     pub networkd_dispatcher_dir: Option<PathBuf>,
+    /// `backends.networkmanager.dispatcher_dir`: also run
+    /// NetworkManager-dispatcher's scripts (compatibility mode).
+    pub nm_dispatcher_dir: Option<PathBuf>,
 }
 
 impl Default for BackendSettings {
@@ -107,6 +110,7 @@ impl Default for BackendSettings {
             use_domain: false,
             use_hostname: false,
             networkd_dispatcher_dir: None,
+            nm_dispatcher_dir: None,
         }
     }
 }
@@ -620,7 +624,7 @@ fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
         let keys: &[&str] = match name {
             "systemd_networkd" => &["emit_json", "state_dir", "networkd_dispatcher_dir"],
             "dhclient" => &["use_dns", "use_domain", "use_hostname"],
-            "networkmanager" => &[],
+            "networkmanager" => &["dispatcher_dir"],
             other => {
                 return Err(cx.err(
                     k,
@@ -649,6 +653,13 @@ fn backends(cx: &Ctx, v: &Node) -> Result<BackendSettings, Error> {
                             v2,
                             "backends.systemd_networkd.networkd_dispatcher_dir",
                         )?)
+                    };
+                }
+                ("networkmanager", "dispatcher_dir") => {
+                    b.nm_dispatcher_dir = if v2.is_null() {
+                        None
+                    } else {
+                        Some(absolute(cx, v2, "backends.networkmanager.dispatcher_dir")?)
                     };
                 }
                 ("systemd_networkd", "emit_json") => {

@@ -498,6 +498,27 @@ fn bounded_list<I: IntoIterator<Item = String>>(items: I, sep: &str) -> (String,
     (out, false)
 }
 
+/// NetworkManager-dispatcher's numbered address variables, IPv4 and IPv6;
+/// the first 16 addresses of each are given.
+const ADDRESS_N: [(&str, &str); 16] = [
+    ("IP4_ADDRESS_0", "IP6_ADDRESS_0"),
+    ("IP4_ADDRESS_1", "IP6_ADDRESS_1"),
+    ("IP4_ADDRESS_2", "IP6_ADDRESS_2"),
+    ("IP4_ADDRESS_3", "IP6_ADDRESS_3"),
+    ("IP4_ADDRESS_4", "IP6_ADDRESS_4"),
+    ("IP4_ADDRESS_5", "IP6_ADDRESS_5"),
+    ("IP4_ADDRESS_6", "IP6_ADDRESS_6"),
+    ("IP4_ADDRESS_7", "IP6_ADDRESS_7"),
+    ("IP4_ADDRESS_8", "IP6_ADDRESS_8"),
+    ("IP4_ADDRESS_9", "IP6_ADDRESS_9"),
+    ("IP4_ADDRESS_10", "IP6_ADDRESS_10"),
+    ("IP4_ADDRESS_11", "IP6_ADDRESS_11"),
+    ("IP4_ADDRESS_12", "IP6_ADDRESS_12"),
+    ("IP4_ADDRESS_13", "IP6_ADDRESS_13"),
+    ("IP4_ADDRESS_14", "IP6_ADDRESS_14"),
+    ("IP4_ADDRESS_15", "IP6_ADDRESS_15"),
+];
+
 /// The hook's whole environment. It starts empty: nothing of the daemon's
 /// own environment leaks into hooks but `PATH`. Values go through as
 /// bytes, unquoted and unfiltered; no shell ever sees them. Their size is
@@ -645,6 +666,58 @@ fn manager_env(ev: &Event, m: &ManagerView, env: &mut Vec<(&'static str, OsStrin
         env.push(("IP6_GATEWAY", s(&m.ip6_gateway)));
         env.push(("DNS", s(&m.dns.join(" "))));
         env.push(("GATEWAY", s(&gateways)));
+        // NetworkManager-dispatcher's own names, so that its scripts run
+        // unchanged (`backends.networkmanager.dispatcher_dir`).
+        env.push((
+            "NM_DISPATCHER_ACTION",
+            s(nm_dispatcher_action(ev).unwrap_or("")),
+        ));
+        env.push(("DEVICE_IFACE", OsString::from_vec(ev.name.clone())));
+        env.push(("DEVICE_IP_IFACE", OsString::from_vec(ev.name.clone())));
+        let servers = |v4: bool| {
+            m.dns
+                .iter()
+                .filter(|d| {
+                    d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_ipv4() == v4)
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        env.push(("IP4_NAMESERVERS", s(&servers(true))));
+        env.push(("IP6_NAMESERVERS", s(&servers(false))));
+        env.push((
+            "IP4_NUM_ADDRESSES",
+            s(&m.ip4.len().min(ADDRESS_N.len()).to_string()),
+        ));
+        env.push((
+            "IP6_NUM_ADDRESSES",
+            s(&m.ip6.len().min(ADDRESS_N.len()).to_string()),
+        ));
+        for (i, a) in m.ip4.iter().take(ADDRESS_N.len()).enumerate() {
+            env.push((ADDRESS_N[i].0, s(&format!("{a} {}", m.ip4_gateway))));
+        }
+        for (i, a) in m.ip6.iter().take(ADDRESS_N.len()).enumerate() {
+            env.push((ADDRESS_N[i].1, s(&format!("{a} {}", m.ip6_gateway))));
+        }
+    }
+}
+
+/// The action NetworkManager-dispatcher would run its scripts with for a
+/// NetworkManager event: `up` when the device is activated, `pre-down` as
+/// it deactivates, `down` when it is disconnected after either; None for
+/// the states on the way.
+pub fn nm_dispatcher_action(ev: &Event) -> Option<&'static str> {
+    let m = ev.manager.as_ref()?;
+    if m.report.device.is_empty() {
+        return None;
+    }
+    match (m.dir, m.previous) {
+        ("activated", _) => Some("up"),
+        ("deactivating", _) => Some("pre-down"),
+        ("disconnected", Some("activated" | "deactivating")) => Some("down"),
+        _ => None,
     }
 }
 

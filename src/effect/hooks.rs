@@ -336,6 +336,10 @@ pub struct Stats {
     pub lines_dropped: u64,
 }
 
+/// The two arguments a flat tree's hooks get for an event, or None when
+/// the event runs none of them.
+pub type FlatArgs = fn(&Event) -> Option<[OsString; 2]>;
+
 pub struct Runner {
     settings: Settings,
     /// Run slots; slot `i` reads its hook's output on token `base + i`.
@@ -345,6 +349,10 @@ pub struct Runner {
     pub stats: Stats,
     /// Finished runs, oldest first, at most `settings.history`.
     history: VecDeque<HookRun>,
+    /// NetworkManager-dispatcher's layout (reactor/bus.rs): every hook of
+    /// `script_dir` itself, given the interface and the action as
+    /// arguments.
+    flat_args: Option<FlatArgs>,
 }
 
 impl Runner {
@@ -356,6 +364,22 @@ impl Runner {
             stopping: None,
             stats: Stats::default(),
             history: VecDeque::new(),
+            flat_args: None,
+        }
+    }
+
+    /// Runs the hooks of `script_dir` itself for every event, with the two
+    /// arguments `args` gives (an event it gives none for runs nothing).
+    #[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+    pub fn flat(mut self, args: FlatArgs) -> Self {
+        self.flat_args = Some(args);
+        self
+    }
+
+    fn dir_of(&self, ev: &Event) -> PathBuf {
+        match self.flat_args {
+            Some(_) => self.settings.script_dir.clone(),
+            None => hook_dir(&self.settings.script_dir, ev),
         }
     }
 
@@ -398,7 +422,10 @@ impl Runner {
         if self.stopping.is_some() {
             return false;
         }
-        let dir = hook_dir(&self.settings.script_dir, &ev);
+        if self.flat_args.is_some_and(|f| f(&ev).is_none()) {
+            return false;
+        }
+        let dir = self.dir_of(&ev);
         let link = Esc(&ev.name).to_string();
         let listed = list(&dir);
         match &listed {
@@ -511,7 +538,10 @@ impl Runner {
                 return false;
             };
             if run.hooks.is_none() {
-                let dir = hook_dir(&self.settings.script_dir, &run.event);
+                let dir = match self.flat_args {
+                    Some(_) => self.settings.script_dir.clone(),
+                    None => hook_dir(&self.settings.script_dir, &run.event),
+                };
                 match list(&dir) {
                     Ok(h) => run.hooks = Some(h),
                     Err(e) => {
@@ -550,7 +580,8 @@ impl Runner {
                 }
             }
             let json_fd = run.json_fd.as_ref().map(|f| f.as_raw_fd());
-            match spawn(&path, &run.env, json_fd) {
+            let args = self.flat_args.and_then(|f| f(&run.event));
+            match spawn(&path, &run.env, json_fd, args.as_ref()) {
                 Ok((child, pipe)) => {
                     self.stats.started += 1;
                     run.next += 1;
@@ -900,11 +931,15 @@ fn spawn(
     path: &Path,
     env: &[(&'static str, OsString)],
     json_fd: Option<RawFd>,
+    args: Option<&[OsString; 2]>,
 ) -> io::Result<(Child, File)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
     let w2: OwnedFd = w.try_clone()?;
     let mut cmd = Command::new(path);
+    if let Some(a) = args {
+        cmd.args(a);
+    }
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")

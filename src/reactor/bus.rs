@@ -225,7 +225,7 @@ impl Daemon {
                 view.ip6 = d.ip6.clone();
                 view.ip4_gateway = d.gateway4.clone();
                 view.ip6_gateway = d.gateway6.clone();
-                view.dns = d.dns.clone();
+                view.dns = d.dns4.iter().chain(&d.dns6).cloned().collect();
             }
         }
         ev.manager = Some(Box::new(view));
@@ -354,96 +354,153 @@ impl Daemon {
     }
 }
 
-/// networkd-dispatcher's hook tree run as a second tree for networkd's
-/// events (`backends.systemd_networkd.networkd_dispatcher_dir`), with
-/// its own scheduler and runner: `<dir>/<state>.d/*` in lexical order,
-/// serialised per link, with networkd-dispatcher's variables (IFACE,
-/// STATE, AdministrativeState, OperationalState, ESSID, IP_ADDRS,
-/// IP6_ADDRS, json) among netevd's. Every networkd event runs it, as
-/// networkd-dispatcher would; netevd's own tree is not affected.
+/// The dispatchers' hook trees, run beside netevd's own for their
+/// manager's events, each with its own scheduler and runner:
+///
+/// - networkd-dispatcher's (`backends.systemd_networkd.
+///   networkd_dispatcher_dir`): `<dir>/<state>.d/*` for networkd's link
+///   events, with its variables (IFACE, STATE, AdministrativeState,
+///   OperationalState, ESSID, IP_ADDRS, IP6_ADDRS, json) among netevd's;
+/// - NetworkManager-dispatcher's (`backends.networkmanager.
+///   dispatcher_dir`): every hook of `<dir>` with the interface and the
+///   action (`up`, `pre-down`, `down`) as arguments and its variables
+///   (NM_DISPATCHER_ACTION, CONNECTION_ID, DEVICE_IFACE, IP4_ADDRESS_N,
+///   ...).
+///
+/// netevd's own tree is not affected.
 pub struct Compat {
+    parts: Vec<Part>,
+    done: Vec<u32>,
+}
+
+struct Part {
+    origin: Origin,
     sched: crate::core::sched::Scheduler,
     runner: crate::effect::hooks::Runner,
-    done: Vec<u32>,
+}
+
+/// NetworkManager-dispatcher's arguments: the interface and the action.
+fn nm_args(ev: &Event) -> Option<[std::ffi::OsString; 2]> {
+    use std::os::unix::ffi::OsStringExt;
+    let action = crate::core::event::nm_dispatcher_action(ev)?;
+    Some([std::ffi::OsString::from_vec(ev.name.clone()), action.into()])
 }
 
 impl Compat {
     pub fn new(c: &crate::config::Config, dry_run: bool) -> Option<Compat> {
-        let dir = c.backends.networkd_dispatcher_dir.clone()?;
-        let settings = crate::effect::hooks::Settings {
-            script_dir: dir,
+        let settings = |dir: &std::path::Path| crate::effect::hooks::Settings {
+            script_dir: dir.to_path_buf(),
             timeout: c.timeout,
             dry_run,
             history: 0,
         };
-        // The upper half of the hook tokens.
-        let runner =
-            crate::effect::hooks::Runner::new(settings, token::HOOKS + token::HOOKS_LEN / 2);
-        runner.check_script_dir();
-        Some(Compat {
-            sched: crate::core::sched::Scheduler::new(c.max_parallel),
-            runner,
+        let mut parts = Vec::new();
+        if let Some(dir) = &c.backends.networkd_dispatcher_dir {
+            // The third quarter of the hook tokens.
+            let runner = crate::effect::hooks::Runner::new(
+                settings(dir),
+                token::HOOKS + token::HOOKS_LEN / 2,
+            );
+            runner.check_script_dir();
+            parts.push(Part {
+                origin: Origin::Networkd,
+                sched: crate::core::sched::Scheduler::new(c.max_parallel),
+                runner,
+            });
+        }
+        if let Some(dir) = &c.backends.nm_dispatcher_dir {
+            // The last quarter.
+            let runner = crate::effect::hooks::Runner::new(
+                settings(dir),
+                token::HOOKS + token::HOOKS_LEN / 4 * 3,
+            )
+            .flat(nm_args);
+            parts.push(Part {
+                origin: Origin::NetworkManager,
+                sched: crate::core::sched::Scheduler::new(c.max_parallel),
+                runner,
+            });
+        }
+        (!parts.is_empty()).then_some(Compat {
+            parts,
             done: Vec::new(),
         })
     }
 
     pub fn submit(&mut self, ev: &Rc<Event>) {
-        if ev.origin == Origin::Networkd && ev.index != 0 {
-            self.sched.submit(ev.clone());
+        for p in &mut self.parts {
+            if ev.origin == p.origin && ev.index != 0 {
+                p.sched.submit(ev.clone());
+            }
         }
     }
 
     pub fn dispatch(&mut self, reg: &mio::Registry, now: Instant) {
-        while let Some(job) = self.sched.next() {
-            let index = job.event.index;
-            if !self.runner.start(job, reg, now) {
-                self.sched.done(index);
+        for p in &mut self.parts {
+            while let Some(job) = p.sched.next() {
+                let index = job.event.index;
+                if !p.runner.start(job, reg, now) {
+                    p.sched.done(index);
+                }
             }
         }
     }
 
     /// Output of one of its hooks; false when `t` is not its own.
     pub fn output(&mut self, t: mio::Token, reg: &mio::Registry) -> bool {
-        if !self.runner.owns(t) {
-            return false;
+        for p in &mut self.parts {
+            if p.runner.owns(t) {
+                p.runner.output(t, reg);
+                return true;
+            }
         }
-        self.runner.output(t, reg);
-        true
+        false
     }
 
     pub fn reap(&mut self, reg: &mio::Registry, now: Instant) {
-        self.runner.reap(reg, now, &mut self.done);
-        for l in self.done.drain(..) {
-            self.sched.done(l);
+        for p in &mut self.parts {
+            p.runner.reap(reg, now, &mut self.done);
+            for l in self.done.drain(..) {
+                p.sched.done(l);
+            }
         }
         self.dispatch(reg, now);
     }
 
     pub fn on_timer(&mut self, reg: &mio::Registry, now: Instant) {
-        self.runner.on_timer(reg, now, &mut self.done);
-        for l in self.done.drain(..) {
-            self.sched.done(l);
+        for p in &mut self.parts {
+            p.runner.on_timer(reg, now, &mut self.done);
+            for l in self.done.drain(..) {
+                p.sched.done(l);
+            }
         }
         self.dispatch(reg, now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.runner.next_deadline()
+        self.parts
+            .iter()
+            .filter_map(|p| p.runner.next_deadline())
+            .min()
     }
 
     pub fn pending_output(&self) -> bool {
-        self.runner.pending_output()
+        self.parts.iter().any(|p| p.runner.pending_output())
     }
 
     pub fn read_pending(&mut self, reg: &mio::Registry) {
-        self.runner.read_pending(reg);
+        for p in &mut self.parts {
+            p.runner.read_pending(reg);
+        }
     }
 
     pub fn shutdown(&mut self, now: Instant) {
-        self.runner.shutdown(now);
+        for p in &mut self.parts {
+            p.runner.shutdown(now);
+        }
     }
 
     pub fn stopped(&self, now: Instant) -> bool {
-        self.runner.stopped(now)
+        self.parts.iter().all(|p| p.runner.stopped(now))
     }
 }

@@ -1271,15 +1271,16 @@ impl Bus {
                     }
                 }
                 let d = self.nm_details.entry(index).or_default();
+                dns.truncate(32);
                 if v6 {
                     d.ip6 = addrs;
                     d.gateway6 = gw;
+                    d.dns6 = dns;
                 } else {
                     d.ip4 = addrs;
                     d.gateway4 = gw;
+                    d.dns4 = dns;
                 }
-                d.dns.extend(dns);
-                d.dns.truncate(64);
             }
         }
     }
@@ -1299,7 +1300,8 @@ pub struct NmDetails {
     pub ip6: Vec<String>,
     pub gateway4: String,
     pub gateway6: String,
-    pub dns: Vec<String>,
+    pub dns4: Vec<String>,
+    pub dns6: Vec<String>,
 }
 
 /// Which object of NM's a detail call reads.
