@@ -201,12 +201,22 @@ impl Event {
         512 + self.name.len() * 2 + self.addrs.len() * (std::mem::size_of::<AddrInfo>() + 80)
     }
 
+    /// What a network manager reported, for its events. Always None in a
+    /// build without the `dbus` feature, which leaves the code that reads
+    /// it out of the kernel-only binary.
+    pub fn manager(&self) -> Option<&ManagerView> {
+        #[cfg(feature = "dbus")]
+        return self.manager.as_deref();
+        #[cfg(not(feature = "dbus"))]
+        return None;
+    }
+
     /// The hook directory, `<state>.d`, without the suffix.
     pub fn dir(&self) -> &'static str {
         match (self.kind, self.test_dir) {
             (Kind::Test, Some(d)) => d,
             (Kind::Routes, _) => "routes",
-            _ => match &self.manager {
+            _ => match self.manager() {
                 Some(m) => m.dir,
                 None => self.state.as_str(),
             },
@@ -361,7 +371,7 @@ fn to_json(ev: &Event) -> String {
     o.opt_str("kind", ev.link_kind.as_deref());
     o.str("link", &String::from_utf8_lossy(&ev.name));
     o.str("mac", &mac_str(&ev.mac));
-    if let Some(m) = &ev.manager {
+    if let Some(m) = ev.manager() {
         o.raw("manager", |out| manager_json(out, m));
     }
     o.num("mtu", ev.mtu);
@@ -554,7 +564,7 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
     ];
     // The existing netevd's `emit_json`: networkd's own description of
     // the link, which its users' hooks parse, in place of netevd's event.
-    let describe = ev.manager.as_ref().and_then(|m| m.describe.as_deref());
+    let describe = ev.manager().and_then(|m| m.describe.as_deref());
     if let Some(d) = describe.filter(|d| !json_in_file(d)) {
         env.push(("JSON", s(d.into())));
     } else if json_in_file(json) {
@@ -563,7 +573,7 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
     } else {
         env.push(("JSON", s(json.into())));
     }
-    if let Some(m) = &ev.manager {
+    if let Some(m) = ev.manager() {
         manager_env(ev, m, &mut env);
     }
     if let Some(p) = &ev.policy {
@@ -709,7 +719,7 @@ fn manager_env(ev: &Event, m: &ManagerView, env: &mut Vec<(&'static str, OsStrin
 /// it deactivates, `down` when it is disconnected after either; None for
 /// the states on the way.
 pub fn nm_dispatcher_action(ev: &Event) -> Option<&'static str> {
-    let m = ev.manager.as_ref()?;
+    let m = ev.manager()?;
     if m.report.device.is_empty() {
         return None;
     }
@@ -774,6 +784,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "dbus")]
     fn a_managers_event_carries_its_states() {
         let mut e = ev();
         e.origin = Origin::Networkd;

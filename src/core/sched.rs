@@ -44,7 +44,7 @@ fn class(ev: &Event) -> Class {
             Class::Route(r.family, r.table, r.dst, r.dst_len, r.priority)
         }
         (Kind::Test, _) => Class::Test(ev.test_dir),
-        _ => match &ev.manager {
+        _ => match ev.manager() {
             Some(m) => Class::Manager(m.dir),
             None => Class::State,
         },
