@@ -4,6 +4,8 @@
 //! of the bus itself with no state change lost, and nothing run twice in
 //! one directory.
 
+#![cfg(feature = "dbus")]
+
 mod common;
 #[path = "common/peers.rs"]
 mod peers;

@@ -3,6 +3,8 @@
 //! device's states run their directories with BACKEND=NetworkManager and
 //! the connection's id, uuid, addresses, gateway and name servers.
 
+#![cfg(feature = "dbus")]
+
 mod common;
 #[path = "common/peers.rs"]
 mod peers;

@@ -4,6 +4,8 @@
 //! started late: the host name call made before is refused, logged with
 //! the bus's error, and not repeated until the value changes.
 
+#![cfg(feature = "dbus")]
+
 mod common;
 #[path = "common/peers.rs"]
 mod peers;

@@ -1362,3 +1362,147 @@ pub fn read_extras(dir: &std::path::Path, index: u32) -> Extras {
     }
     x
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbus::arg::Variant;
+
+    /// A bus that follows networkd, owned by `:1.5`, as after its first
+    /// read; no connection (nothing is sent in these tests).
+    fn following() -> Bus {
+        let mut b = Bus::new(
+            Settings {
+                address: "unix:path=/nonexistent".into(),
+                want: Want::One(Manager::Networkd),
+                emit_json: false,
+            },
+            Instant::now(),
+        );
+        b.chosen = Some(Manager::Networkd);
+        b.sides[side(Manager::Networkd)].owner = Some(":1.5".into());
+        b
+    }
+
+    fn changed(path: &str, sender: &str, kv: &[(&str, &str)]) -> Message {
+        let props: PropMap = kv
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Variant(Box::new(v.to_string()) as Box<dyn RefArg>),
+                )
+            })
+            .collect();
+        let mut m =
+            Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged")
+                .unwrap()
+                .append3(NETWORKD_LINK, props, Vec::<String>::new());
+        m.set_sender(Some(sender.into()));
+        m
+    }
+
+    fn inputs(b: &mut Bus) -> Vec<Input> {
+        let mut out = Vec::new();
+        b.release(&mut out);
+        out
+    }
+
+    #[test]
+    fn signals_are_checked_before_they_become_inputs() {
+        let mut b = following();
+        let now = Instant::now();
+        let link = "/org/freedesktop/network1/link/_33";
+        b.on_message(
+            changed(
+                link,
+                ":1.5",
+                &[("OperationalState", "routable"), ("Bogus", "x")],
+            ),
+            now,
+        );
+        assert_eq!(
+            inputs(&mut b),
+            vec![Input::Networkd {
+                index: 3,
+                props: vec![(Prop::Oper, "routable")]
+            }]
+        );
+        // Not on the list, not the owner, not a link path, not the
+        // signature: nothing, each counted.
+        b.on_message(changed(link, ":1.5", &[("OperationalState", "../x")]), now);
+        b.on_message(
+            changed(link, ":1.9", &[("OperationalState", "degraded")]),
+            now,
+        );
+        b.on_message(
+            changed(
+                "/org/freedesktop/network1/x",
+                ":1.5",
+                &[("OperationalState", "degraded")],
+            ),
+            now,
+        );
+        let mut wrong =
+            Message::new_signal(link, "org.freedesktop.DBus.Properties", "PropertiesChanged")
+                .unwrap()
+                .append2(NETWORKD_LINK, "degraded");
+        wrong.set_sender(Some(":1.5".into()));
+        b.on_message(wrong, now);
+        assert!(inputs(&mut b).is_empty());
+        assert_eq!(b.stats.rejected, 4);
+        // The manager object: index 0.
+        b.on_message(
+            changed(NETWORKD_PATH, ":1.5", &[("OnlineState", "partial")]),
+            now,
+        );
+        // Its properties come with the Manager interface name.
+        assert!(inputs(&mut b).is_empty());
+    }
+
+    #[test]
+    fn owner_changes_bracket_a_resync() {
+        let mut b = following();
+        let now = Instant::now();
+        let mut m = Message::new_signal(
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameOwnerChanged",
+        )
+        .unwrap()
+        .append3(NETWORKD, ":1.5", ":1.8");
+        m.set_sender(Some("org.freedesktop.DBus".into()));
+        b.on_message(m, now);
+        let got = inputs(&mut b);
+        assert_eq!(got[0], Input::Gone(Manager::Networkd));
+        assert_eq!(got[1], Input::Begin(Manager::Networkd));
+        assert_eq!(
+            b.sides[side(Manager::Networkd)].owner.as_deref(),
+            Some(":1.8")
+        );
+        // The old owner's signals are not taken any more.
+        b.on_message(
+            changed(
+                "/org/freedesktop/network1/link/_33",
+                ":1.5",
+                &[("OperationalState", "off")],
+            ),
+            now,
+        );
+        assert!(inputs(&mut b).is_empty());
+        // A forged owner change from a client is refused.
+        let mut f = Message::new_signal(
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameOwnerChanged",
+        )
+        .unwrap()
+        .append3(NETWORKD, ":1.8", ":1.66");
+        f.set_sender(Some(":1.66".into()));
+        b.on_message(f, now);
+        assert_eq!(
+            b.sides[side(Manager::Networkd)].owner.as_deref(),
+            Some(":1.8")
+        );
+    }
+}
