@@ -38,10 +38,13 @@ TEST_TOOLS := cc:gcc ip:iproute2 ping:iputils-ping mandoc:mandoc kill:procps \
 # lintian, rpm), the metrics' exposition format (promtool), the dhclient
 # backend against a real DHCP server and client (dnsmasq-base,
 # isc-dhcp-client), the HTTP shim's dashboard in a browser (chromium) and
-# its TLS certificates (openssl).
+# its TLS certificates (openssl), the DBus backends against a private
+# system bus (dbus-daemon, dbus-bin; systemd brings systemd-networkd and
+# hostnamed; tests/peers/unpack.sh unpacks resolved and NetworkManager).
 EXTRA_TOOLS := systemd-analyze:systemd shellcheck:shellcheck zsh:zsh fish:fish \
 	dpkg-shlibdeps:dpkg-dev lintian:lintian rpmbuild:rpm promtool:prometheus \
-	dnsmasq:dnsmasq-base dhclient:isc-dhcp-client chromium:chromium openssl:openssl
+	dnsmasq:dnsmasq-base dhclient:isc-dhcp-client chromium:chromium openssl:openssl \
+	dbus-daemon:dbus-daemon dbus-send:dbus-bin
 
 all: build
 
@@ -76,6 +79,9 @@ deps:
 	  [ "$$(id -u)" = 0 ] || echo "make deps: or run make deps as root on Debian" >&2; \
 	  exit 1; \
 	fi
+	@# EXTRA: the peers the DBus tests unpack rather than install.
+	@if [ -n "$(EXTRA)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  sh tests/peers/unpack.sh; fi
 
 # --no-fail-fast: one suite failing (or a tool missing) does not hide the
 # others' results.

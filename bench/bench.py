@@ -22,6 +22,13 @@
                runs of 100,000 address events, one after the other; every
                filter is checked for every event and none matches (the
                worst case: no first match ends the search early)
+  networkd     systemd-networkd state change to hook start, p50/p99, for
+               netevd (system.backend: systemd-networkd) and for Debian's
+               networkd-dispatcher against the same networkd on a private
+               bus, one after the other; netevd's idle RSS connected to the
+               bus, against ip monitor (skipped, with the reason, when
+               dbus-daemon, systemd-networkd or networkd-dispatcher is
+               missing)
   ctl memory   idle RSS with the control socket off and open, with 100 idle
                clients, against ip monitor; a subscriber that never reads:
                RSS before it, at peak, and after the daemon dropped it,
@@ -826,6 +833,216 @@ def http_rows(results):
     ]
 
 
+def networkd(results, flips=20):
+    """A veth end in its own namespace, managed by systemd-networkd on a
+    private system bus; its peer's carrier flips every 1.2 s (veth carrier
+    changes are rate limited to about one a second), so networkd's state
+    goes no-carrier and routable in turn. The kernel reports a veth's
+    carrier up to a second late (linkwatch), so the clock starts at
+    networkd's signal that the link's OperationalState is the new state,
+    as `busctl monitor` timestamps it, and stops when each daemon's
+    compiled hook for that state stamps its start. netevd runs first, then
+    networkd-dispatcher, against the same networkd. The recipe is
+    tests/peers/networkd.sh and dispatcher.sh."""
+    need = ["/usr/bin/dbus-daemon", "/lib/systemd/systemd-networkd", "/usr/bin/networkd-dispatcher"]
+    missing = [n for n in need if not os.path.exists(n)]
+    if missing:
+        results["networkd"] = dict(skipped=f"missing {', '.join(missing)} (Debian: dbus-daemon, "
+                                            "systemd, networkd-dispatcher)")
+        return
+    d = os.path.join(OUT, "networkd")
+    shutil.rmtree(d, ignore_errors=True)
+    for sub in ("bus", "netif", "network", "nd-hooks"):
+        os.makedirs(os.path.join(d, sub))
+    os.chmod(OUT, 0o755)
+    os.chmod(d, 0o755)
+    ns, peer = f"nvbench-nd-{os.getpid()}", f"nvbench-ndp-{os.getpid()}"
+    sock = os.path.join(d, "bus", "system_bus_socket")
+    addr = f"unix:path={sock}"
+    with open(os.path.join(d, "bus", "bus.conf"), "w") as f:
+        f.write(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/>
+<allow send_destination="*"/><allow receive_sender="*"/></policy></busconfig>
+""")
+    with open(os.path.join(d, "network", "50-nb0.network"), "w") as f:
+        f.write("[Match]\nName=nb0\n[Network]\nAddress=192.0.2.10/24\nIPv6AcceptRA=no\n"
+                "LinkLocalAddressing=no\n")
+    sh("chown", "systemd-network:systemd-network", os.path.join(d, "netif"))
+    run = os.path.join(d, "run-networkd.sh")
+    with open(run, "w") as f:
+        f.write(f"#!/bin/sh\nset -e\nmount -o remount,bind,ro /sys\n"
+                f"mount -t tmpfs -o mode=755 nvbench /run/systemd\n"
+                f"mkdir -p /run/systemd/netif /run/systemd/network\n"
+                f"mount --bind {d}/netif /run/systemd/netif\n"
+                f"mount --bind {d}/network /run/systemd/network\n"
+                f"export DBUS_SYSTEM_BUS_ADDRESS='{addr}'\nexec /lib/systemd/systemd-networkd\n")
+    os.chmod(run, 0o755)
+    procs = []
+    try:
+        bus = subprocess.Popen(["dbus-daemon", f"--config-file={d}/bus/bus.conf", "--nofork",
+                                "--nopidfile", "--nosyslog"])
+        STARTED.append(bus)
+        procs.append(bus)
+        sh("ip", "netns", "add", ns)
+        sh("ip", "netns", "add", peer)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        nd = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private", run],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STARTED.append(nd)
+        procs.append(nd)
+        for _ in range(100):
+            if subprocess.run(["busctl", f"--address={addr}", "status", "org.freedesktop.network1"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        sh("ip", "-n", ns, "link", "add", "nb0", "type", "veth", "peer", "name", "nb1", "netns", peer)
+        sh("ip", "-n", peer, "addr", "add", "192.0.2.1/24", "dev", "nb1")
+        time.sleep(1)
+
+        idx = int(subprocess.run(["ip", "-n", ns, "-o", "link", "show", "nb0"], capture_output=True,
+                                 text=True, check=True).stdout.split(":")[0])
+        link_path = f"/org/freedesktop/network1/link/_3{idx}"
+
+        def measure(hooks):
+            """Flips the carrier; the ms from networkd's first signal after
+            each flip to the hook's start."""
+            for h in hooks.values():
+                if os.path.exists(h + ".log"):
+                    os.remove(h + ".log")
+            prof = open(os.path.join(d, "signals.txt"), "w")
+            mon = subprocess.Popen(["busctl", f"--address={addr}", "monitor", "--json=short",
+                                    "--match", f"type='signal',path='{link_path}'"], stdout=prof,
+                                   stderr=subprocess.DEVNULL)
+            STARTED.append(mon)
+            time.sleep(0.5)
+            sent = []
+            up = False
+            for _ in range(flips):
+                time.sleep(1.2)
+                up = not up
+                sent.append(("routable" if up else "no-carrier", time.time()))
+                sh("ip", "-n", peer, "link", "set", "nb1", "up" if up else "down")
+            time.sleep(1.5)
+            mon.terminate()
+            mon.wait()
+            prof.close()
+            # (time, OperationalState) of each of networkd's signals
+            signals = []
+            for line in open(prof.name):
+                if not line.startswith("{"):
+                    continue
+                m = json.loads(line)
+                data = m.get("payload", {}).get("data", [])
+                props = data[1] if len(data) > 1 and isinstance(data[1], dict) else {}
+                oper = props.get("OperationalState", {}).get("data")
+                if oper:
+                    signals.append((m["timestamp-realtime"] / 1e6, oper))
+            ms, missed = [], 0
+            for state, t in sent:
+                stamps = []
+                if os.path.exists(hooks[state] + ".log"):
+                    stamps = [float(l.split()[0]) for l in open(hooks[state] + ".log")]
+                # The hook is matched to its flip by the flip's time: the
+                # monitor may see the signal after netevd's hook started
+                # (a negative figure, kept: it is the monitor's delay).
+                sig = [x for x, o in signals if x >= t and o == state]
+                later = [x for x in stamps if x >= t]
+                if later and sig:
+                    ms.append((min(later) - sig[0]) * 1000)
+                else:
+                    missed += 1
+            return ms, missed
+
+        def stamp_into(root, state):
+            sd = os.path.join(root, f"{state}.d")
+            os.makedirs(sd, exist_ok=True)
+            os.chmod(root, 0o755)
+            os.chmod(sd, 0o755)
+            dst = os.path.join(sd, "stamp")
+            shutil.copy(os.path.join(OUT, "stamp"), dst)
+            os.chmod(dst, 0o755)
+            return dst
+
+        # netevd
+        nv = os.path.join(d, "netevd")
+        os.makedirs(os.path.join(nv, "hooks"))
+        hooks = {s: stamp_into(os.path.join(nv, "hooks"), s) for s in ("routable", "no-carrier")}
+        cfg = os.path.join(nv, "netevd.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"system:\n  backend: systemd-networkd\n  script_dir: {nv}/hooks\n  log_level: warn\n"
+                    f"backends:\n  systemd_networkd:\n    state_dir: {d}/netif\n"
+                    f"scripts:\n  run_on_startup: false\ncontrol:\n  socket: {nv}/ctl.sock\n")
+        log = open(os.path.join(nv, "log"), "w")
+        nvp = subprocess.Popen(["ip", "netns", "exec", ns, "env", f"DBUS_SYSTEM_BUS_ADDRESS={addr}",
+                                BIN, "--foreground", "--config", cfg], stdout=log, stderr=log)
+        STARTED.append(nvp)
+        procs.append(nvp)
+        time.sleep(1.0)
+        wait_idle(nvp.pid, 0.3)
+        mon = subprocess.Popen(["ip", "-n", ns, "monitor", "link"], stdout=subprocess.DEVNULL)
+        STARTED.append(mon)
+        time.sleep(0.5)
+        idle, mon_idle = rss_kib(nvp.pid), rss_kib(mon.pid)
+        mon.terminate()
+        mon.wait()
+        nv_ms, nv_missed = measure(hooks)
+        nvp.terminate()
+        nvp.wait()
+        # networkd-dispatcher, in networkd's network and mount namespaces
+        # (it runs networkctl); its scripts must be root's, mode 0755.
+        nd_root = os.path.join(d, "nd-hooks")
+        hooks = {s: stamp_into(nd_root, s) for s in ("routable", "no-carrier")}
+        dlog = open(os.path.join(d, "dispatcher.log"), "w")
+        dsp = subprocess.Popen(["nsenter", "-t", str(nd.pid), "-n", "-m", "--", "env",
+                                f"DBUS_SYSTEM_BUS_ADDRESS={addr}", "/usr/bin/networkd-dispatcher",
+                                "-S", nd_root], stdout=dlog, stderr=dlog)
+        STARTED.append(dsp)
+        procs.append(dsp)
+        time.sleep(3)
+        dsp_ms, dsp_missed = measure(hooks)
+        dsp_rss = rss_kib(dsp.pid)
+        results["networkd"] = dict(
+            flips=flips, nv_p50=statistics.median(nv_ms), nv_p99=pct(nv_ms, 99), nv_missed=nv_missed,
+            dsp_p50=statistics.median(dsp_ms), dsp_p99=pct(dsp_ms, 99), dsp_missed=dsp_missed,
+            idle=idle, mon_idle=mon_idle, dsp_rss=dsp_rss)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        subprocess.run(["ip", "netns", "del", ns])
+        subprocess.run(["ip", "netns", "del", peer])
+
+
+def networkd_rows(results):
+    N = results.get("networkd", {})
+    if "skipped" in N:
+        return [("networkd state change to hook start", "skipped", N["skipped"])]
+    ratio = N["dsp_p50"] / max(N["nv_p50"], 0.001)
+    return [
+        (f"networkd state change to hook start p50 ({N['flips']} carrier flips)",
+         f"{N['nv_p50']:.2f} ms",
+         f"networkd-dispatcher {N['dsp_p50']:.2f} ms ({ratio:.1f}x slower), goal at least 10x: "
+         f"{verdict(ratio >= 10)}; hooks missed: netevd {N['nv_missed']}, networkd-dispatcher "
+         f"{N['dsp_missed']}"),
+        ("networkd state change to hook start p99", f"{N['nv_p99']:.2f} ms",
+         f"networkd-dispatcher {N['dsp_p99']:.2f} ms"),
+        ("idle RSS, systemd-networkd backend, bus connected", mib(N["idle"]),
+         f"ip monitor {mib(N['mon_idle'])} ({N['idle'] / N['mon_idle']:.2f}x), goal at most 1.3x: "
+         f"{verdict(N['idle'] / N['mon_idle'] <= 1.3)}; networkd-dispatcher {mib(N['dsp_rss'])}"),
+    ]
+
+
 def mib(kib):
     return f"{kib / 1024:.2f} MiB"
 
@@ -953,7 +1170,11 @@ def main():
     for src in ("stamp", "forkexec", "echo", "follow"):
         sh("gcc", "-O2", "-o", os.path.join(OUT, src), os.path.join(ROOT, "bench", f"{src}.c"))
     results = {"size": os.path.getsize(BIN)}
-    parts = {"audit": (audit_ingest, audit_rows), "http": (http_bench, http_rows)}
+    parts = {
+        "audit": (audit_ingest, audit_rows),
+        "http": (http_bench, http_rows),
+        "networkd": (networkd, networkd_rows),
+    }
     if len(only) == 1 and only[0] in parts:
         run, rows_of = parts[only[0]]
         try:
@@ -990,6 +1211,7 @@ def main():
         filters_cost(results)
         burst(results)
         http_bench(results)
+        networkd(results)
     finally:
         for p in STARTED:
             if p.poll() is None:
@@ -1020,6 +1242,7 @@ def main():
     rows += audit_rows(results)
     rows.append(filters_row(results))
     rows += http_rows(results)
+    rows += networkd_rows(results)
     text = "| figure | netevd | same run |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows)
     with open(os.path.join(OUT, "results.md"), "w") as f:

@@ -740,6 +740,10 @@ pub struct Status {
     pub pid: u32,
     pub uptime_seconds: u64,
     pub backend: String,
+    /// The system bus, when the backend uses it: `up; systemd-networkd
+    /// :1.3`, `down (why), reconnecting`, `connecting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
     pub config: String,
     /// FNV-1a of the configuration in force as parsed, as 16 hex digits.
     pub config_hash: String,

@@ -295,6 +295,7 @@ pub fn status(body: &Value) -> String {
         "pid",
         "uptime",
         "backend",
+        "bus",
         "config",
         "config_hash",
         "synced",

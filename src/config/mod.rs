@@ -44,6 +44,9 @@ const CAP_NET_ADMIN: u32 = 12;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// The default: systemd-networkd if it holds its bus name, else
+    /// NetworkManager, else dhclient if lease files exist, else the kernel.
+    Auto,
     Kernel,
     Networkd,
     NetworkManager,
@@ -53,10 +56,65 @@ pub enum Backend {
 impl Backend {
     pub fn as_str(&self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
             Backend::Kernel => "kernel",
             Backend::Networkd => "systemd-networkd",
             Backend::NetworkManager => "NetworkManager",
             Backend::Dhclient => "dhclient",
+        }
+    }
+
+    #[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+    /// What `auto` picks, in this order: networkd holding its bus name,
+    /// NetworkManager holding its, dhclient when its lease files exist,
+    /// else the kernel alone.
+    pub fn auto(networkd: bool, network_manager: bool, dhclient_leases: bool) -> Backend {
+        if networkd {
+            Backend::Networkd
+        } else if network_manager {
+            Backend::NetworkManager
+        } else if dhclient_leases {
+            Backend::Dhclient
+        } else {
+            Backend::Kernel
+        }
+    }
+}
+
+/// `backends.*` that this build reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// `backends.systemd_networkd.emit_json`: networkd's `Describe` JSON
+    /// in the hooks' `JSON`.
+    pub emit_json: bool,
+    /// `backends.systemd_networkd.state_dir`: where networkd writes its
+    /// state files (`links/<N>`, `leases/<N>`), read for DNS, DOMAINS and
+    /// HOSTNAME.
+    pub networkd_state_dir: PathBuf,
+    /// `backends.dhclient.use_dns`, `use_domain`, `use_hostname` (the
+    /// existing schema's place for them): hand the link's name servers,
+    /// domains and host name to systemd-resolved and systemd-hostnamed.
+    pub use_dns: bool,
+    pub use_domain: bool,
+    pub use_hostname: bool,
+    /// `backends.systemd_networkd.networkd_dispatcher_dir`: also run
+    /// networkd-dispatcher's hook tree (compatibility mode).
+    pub networkd_dispatcher_dir: Option<PathBuf>,
+    /// `backends.networkmanager.dispatcher_dir`: also run
+    /// NetworkManager-dispatcher's scripts (compatibility mode).
+    pub nm_dispatcher_dir: Option<PathBuf>,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            emit_json: false,
+            networkd_state_dir: PathBuf::from("/run/systemd/netif"),
+            use_dns: false,
+            use_domain: false,
+            use_hostname: false,
+            networkd_dispatcher_dir: None,
+            nm_dispatcher_dir: None,
         }
     }
 }
@@ -65,6 +123,7 @@ impl Backend {
 pub struct Config {
     pub log_level: Option<log::LevelFilter>,
     pub backend: Backend,
+    pub backends: BackendSettings,
     pub script_dir: PathBuf,
     /// `monitoring.interfaces`: glob patterns, empty for all links.
     pub interfaces: Vec<String>,
@@ -104,7 +163,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: None,
-            backend: Backend::Kernel,
+            backend: Backend::Auto,
+            backends: BackendSettings::default(),
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
             policy: policy::Settings::default(),
@@ -544,7 +604,7 @@ impl Config {
                 "system" => c.system(cx, v)?,
                 "monitoring" => c.interfaces = monitoring(cx, v)?,
                 "routing" => c.policy = routing(cx, v)?,
-                "backends" => c.dhclient = backends(cx, v)?,
+                "backends" => (c.backends, c.dhclient) = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
                 "metrics" => c.metrics = metrics_section(cx, v)?,
@@ -615,6 +675,7 @@ impl Config {
                 "backend" => {
                     let s = cx.str(v, "system.backend")?;
                     self.backend = match s {
+                        "auto" => Backend::Auto,
                         "kernel" => Backend::Kernel,
                         "systemd-networkd" | "networkd" => Backend::Networkd,
                         "NetworkManager" | "networkmanager" => Backend::NetworkManager,
@@ -623,21 +684,22 @@ impl Config {
                             return Err(cx.err(
                                 v,
                                 format!(
-                                    "system.backend: {s:?} is not one of kernel, \
+                                    "system.backend: {s:?} is not one of auto, kernel, \
                                      systemd-networkd, NetworkManager, dhclient"
                                 ),
                             ))
                         }
                     };
+                    let dbus = matches!(self.backend, Backend::Networkd | Backend::NetworkManager);
                     if self.backend == Backend::Dhclient && !cfg!(feature = "dhclient") {
                         self.inactive.push(format!(
                             "system.backend {s:?} (line {}): this build has no dhclient \
                              backend (cargo feature dhclient); running on the kernel backend",
                             v.line
                         ));
-                    } else if !matches!(self.backend, Backend::Kernel | Backend::Dhclient) {
+                    } else if dbus && !cfg!(feature = "dbus") {
                         self.inactive.push(format!(
-                            "system.backend {s:?} (line {}): that backend is not built yet; \
+                            "system.backend {s:?} (line {}): built without the dbus feature; \
                              running on the kernel backend",
                             v.line
                         ));
@@ -878,9 +940,10 @@ fn policy_entry(cx: &Ctx, item: &Node) -> Result<policy::Iface, Error> {
     Ok(iface)
 }
 
-/// `backends`: checked for the existing schema; the lease watcher reads
-/// `dhclient.lease_files`.
-fn backends(cx: &Ctx, v: &Node) -> Result<DhclientSettings, Error> {
+/// `backends`: the existing schema, networkd's state directory, the
+/// dispatchers' trees, and the lease files the lease watcher reads.
+fn backends(cx: &Ctx, v: &Node) -> Result<(BackendSettings, DhclientSettings), Error> {
+    let mut b = BackendSettings::default();
     let mut dhclient = DhclientSettings::default();
     for (k, v) in cx.map(v, "backends")? {
         let name = cx.key(k)?;
@@ -903,14 +966,46 @@ fn backends(cx: &Ctx, v: &Node) -> Result<DhclientSettings, Error> {
             if !keys.contains(&key) {
                 return Err(unknown(cx, k2, &format!("backends.{name}"), key));
             }
-            if key == "lease_files" {
-                dhclient.lease_files = lease_files(cx, v2)?;
-                continue;
+            match (name, key) {
+                ("systemd_networkd", "state_dir") => {
+                    b.networkd_state_dir = absolute(cx, v2, "backends.systemd_networkd.state_dir")?;
+                }
+                ("systemd_networkd", "networkd_dispatcher_dir") => {
+                    b.networkd_dispatcher_dir = if v2.is_null() {
+                        None
+                    } else {
+                        Some(absolute(
+                            cx,
+                            v2,
+                            "backends.systemd_networkd.networkd_dispatcher_dir",
+                        )?)
+                    };
+                }
+                ("networkmanager", "dispatcher_dir") => {
+                    b.nm_dispatcher_dir = if v2.is_null() {
+                        None
+                    } else {
+                        Some(absolute(cx, v2, "backends.networkmanager.dispatcher_dir")?)
+                    };
+                }
+                ("systemd_networkd", "emit_json") => {
+                    b.emit_json = cx.bool(v2, "backends.systemd_networkd.emit_json")?;
+                }
+                ("dhclient", "use_dns") => b.use_dns = cx.bool(v2, "backends.dhclient.use_dns")?,
+                ("dhclient", "use_domain") => {
+                    b.use_domain = cx.bool(v2, "backends.dhclient.use_domain")?;
+                }
+                ("dhclient", "use_hostname") => {
+                    b.use_hostname = cx.bool(v2, "backends.dhclient.use_hostname")?;
+                }
+                ("dhclient", "lease_files") => dhclient.lease_files = lease_files(cx, v2)?,
+                _ => {
+                    cx.bool(v2, &format!("backends.{name}.{key}"))?;
+                }
             }
-            cx.bool(v2, &format!("backends.{name}.{key}"))?;
         }
     }
-    Ok(dhclient)
+    Ok((b, dhclient))
 }
 
 /// `backends.dhclient.lease_files`: absolute paths, a glob allowed in the
@@ -1586,7 +1681,7 @@ mod tests {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse("# nothing\n").unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!(c.backend, Backend::Kernel);
+        assert_eq!(c.backend, Backend::Auto);
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(c.run_on_startup);
     }
@@ -1627,16 +1722,19 @@ metrics:
         assert_eq!(c.policy.ifaces.len(), 1);
         assert_eq!(c.policy.ifaces[0].name, "eth1");
         assert_eq!(c.policy.ifaces[0].table, None);
-        // backend (and api in a build without the shim) are reported as
-        // not active; metrics is disabled, so it is not
-        let n = if cfg!(feature = "http") { 1 } else { 2 };
-        assert_eq!(c.inactive.len(), n, "{:?}", c.inactive);
-        assert!(c.inactive[0].contains("systemd-networkd"));
-        assert_eq!(c.api.enabled, cfg!(feature = "http"));
-        assert_eq!(c.api.bind_address.to_string(), "127.0.0.1");
-        if n == 2 {
-            assert!(c.inactive[1].starts_with("api"));
+        assert!(c.backends.emit_json);
+        // Everything in it is built in a default build; what a build
+        // leaves out is reported as not active.
+        let missing = [
+            (!cfg!(feature = "dbus"), "system.backend"),
+            (!cfg!(feature = "http"), "api"),
+        ];
+        let want: Vec<&str> = missing.iter().filter(|m| m.0).map(|m| m.1).collect();
+        assert_eq!(c.inactive.len(), want.len(), "{:?}", c.inactive);
+        for (line, w) in c.inactive.iter().zip(want) {
+            assert!(line.starts_with(w), "{line}");
         }
+        assert_eq!(c.api.enabled, cfg!(feature = "http"));
     }
 
     #[cfg(feature = "http")]
@@ -1725,6 +1823,33 @@ metrics:
             assert!(e.contains(want), "{text:?}: {e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backends() {
+        let c = parse(
+            "system:\n  backend: auto\nbackends:\n  systemd_networkd:\n    state_dir: /tmp/netif\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Auto);
+        assert_eq!(c.backends.networkd_state_dir, PathBuf::from("/tmp/netif"));
+        assert!(!c.backends.emit_json);
+        let e = parse("backends:\n  systemd_networkd:\n    state_dir: run/x\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("backends.systemd_networkd.state_dir"),
+            "{e}"
+        );
+        let e = parse("backends:\n  systemd_networkd:\n    emit_json: 1\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("backends.systemd_networkd.emit_json"),
+            "{e}"
+        );
+        assert_eq!(Backend::auto(true, true, true), Backend::Networkd);
+        assert_eq!(Backend::auto(false, true, true), Backend::NetworkManager);
+        assert_eq!(Backend::auto(false, false, true), Backend::Dhclient);
+        assert_eq!(Backend::auto(false, false, false), Backend::Kernel);
     }
 
     #[test]

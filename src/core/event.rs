@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use serde_json::{json, Value};
 
+use super::managers::Report;
 use super::state::OperState;
 use super::types::*;
 
@@ -71,8 +72,9 @@ pub struct PolicyView {
 }
 
 /// Where an event came from: the source of the input that caused it.
-/// The network managers' DBus sources and the lease watcher add theirs.
+/// The lease watcher adds its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "dbus"), allow(dead_code))]
 pub enum Origin {
     Kernel,
     /// `netevctl test`.
@@ -80,6 +82,10 @@ pub enum Origin {
     /// dhclient's lease files.
     #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
     Dhclient,
+    /// systemd-networkd over DBus.
+    Networkd,
+    /// NetworkManager over DBus.
+    NetworkManager,
 }
 
 impl Origin {
@@ -88,8 +94,39 @@ impl Origin {
             Origin::Kernel => "kernel",
             Origin::Control => "control",
             Origin::Dhclient => "dhclient",
+            Origin::Networkd => "systemd-networkd",
+            Origin::NetworkManager => "NetworkManager",
         }
     }
+}
+
+/// What a network manager said of the link when it made the event. Every
+/// string in it was validated by the source: states are names from the
+/// lists in core/managers.rs, addresses were parsed, names checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManagerView {
+    /// The hook directory: a manager state name, or `manager`.
+    pub dir: &'static str,
+    /// The directory the link's manager hooks were told before.
+    pub previous: Option<&'static str>,
+    pub report: Report,
+    /// From networkd's state file: name servers, search domains, and the
+    /// host name a DHCP lease gave.
+    pub dns: Vec<String>,
+    pub domains: Vec<String>,
+    pub hostname: String,
+    /// The link's default gateways, from the kernel's routes.
+    pub gateways: Vec<std::net::IpAddr>,
+    /// networkd's own JSON description of the link (`Describe`), when
+    /// `backends.systemd_networkd.emit_json` asks for it and it came.
+    pub describe: Option<String>,
+    /// NetworkManager: the active connection and its IP configuration.
+    pub connection_id: String,
+    pub connection_uuid: String,
+    pub ip4: Vec<String>,
+    pub ip6: Vec<String>,
+    pub ip4_gateway: String,
+    pub ip6_gateway: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +155,8 @@ pub struct Event {
     pub policy: Option<PolicyView>,
     /// For a `Lease` event: the new lease.
     pub lease: Option<Box<super::lease::Lease>>,
+    /// For an event a network manager made: what it reported.
+    pub manager: Option<Box<ManagerView>>,
     /// The versioned JSON, made once, when the first consumer asks: an
     /// event nobody reads (coalesced away, no subscriber) costs none.
     json: std::cell::OnceCell<String>,
@@ -154,6 +193,7 @@ impl Event {
             test_dir: None,
             policy: None,
             lease: None,
+            manager: None,
             json: std::cell::OnceCell::new(),
         }
     }
@@ -177,13 +217,26 @@ impl Event {
         512 + self.name.len() * 2 + self.addrs.len() * (std::mem::size_of::<AddrInfo>() + 80)
     }
 
+    /// What a network manager reported, for its events. Always None in a
+    /// build without the `dbus` feature, which leaves the code that reads
+    /// it out of the kernel-only binary.
+    pub fn manager(&self) -> Option<&ManagerView> {
+        #[cfg(feature = "dbus")]
+        return self.manager.as_deref();
+        #[cfg(not(feature = "dbus"))]
+        return None;
+    }
+
     /// The hook directory, `<state>.d`, without the suffix.
     pub fn dir(&self) -> &'static str {
         match (self.kind, self.test_dir) {
             (Kind::Test, Some(d)) => d,
             (Kind::Routes, _) => "routes",
             (Kind::Lease, _) => "routable",
-            _ => self.state.as_str(),
+            _ => match self.manager() {
+                Some(m) => m.dir,
+                None => self.state.as_str(),
+            },
         }
     }
 
@@ -339,6 +392,9 @@ fn to_json(ev: &Event) -> String {
     o.opt_str("kind", ev.link_kind.as_deref());
     o.str("link", &String::from_utf8_lossy(&ev.name));
     o.str("mac", &mac_str(&ev.mac));
+    if let Some(m) = ev.manager() {
+        o.raw("manager", |out| manager_json(out, m));
+    }
     o.num("mtu", ev.mtu);
     o.str("operstate", ev.state.as_str());
     if let Some(p) = &ev.policy {
@@ -451,6 +507,47 @@ fn lease_env(l: &super::lease::Lease, env: &mut Vec<(&'static str, OsString)>) {
     }
 }
 
+/// A manager's report, members in name order; empty states are null.
+fn manager_json(out: &mut String, m: &ManagerView) {
+    let strs = |out: &mut String, v: &[String]| list(out, v, |out, x| escape(out, x));
+    let r = &m.report;
+    let mut x = Obj::open(out);
+    let opt = |s: &'static str| (!s.is_empty()).then_some(s);
+    x.opt_str("address_state", opt(r.address));
+    x.opt_str("admin_state", opt(r.admin));
+    x.opt_str("carrier_state", opt(r.carrier));
+    if !m.connection_uuid.is_empty() {
+        x.str("connection_id", &m.connection_id);
+        x.str("connection_uuid", &m.connection_uuid);
+    }
+    x.opt_str("device_state", opt(r.device));
+    x.raw("dns", |o| strs(o, &m.dns));
+    x.raw("domains", |o| strs(o, &m.domains));
+    x.raw("gateways", |out| {
+        list(out, &m.gateways, |out, g| {
+            let _ = write!(out, "\"{g}\"");
+        })
+    });
+    x.opt_str("hostname", opt_string(&m.hostname));
+    if !r.device.is_empty() {
+        x.raw("ip4", |o| strs(o, &m.ip4));
+        x.raw("ip6", |o| strs(o, &m.ip6));
+    }
+    x.opt_str("ipv4_address_state", opt(r.ipv4_address));
+    x.opt_str("ipv6_address_state", opt(r.ipv6_address));
+    x.opt_str("online_state", opt(r.online));
+    x.opt_str("oper_state", opt(r.oper));
+    x.opt_str("previous_state", m.previous);
+    if !r.device.is_empty() {
+        x.num("reason", r.reason);
+    }
+    x.close();
+}
+
+fn opt_string(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// What one hook run adds to its event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunInfo {
@@ -501,6 +598,27 @@ fn bounded_list<I: IntoIterator<Item = String>>(items: I, sep: &str) -> (String,
     (out, false)
 }
 
+/// NetworkManager-dispatcher's numbered address variables, IPv4 and IPv6;
+/// the first 16 addresses of each are given.
+const ADDRESS_N: [(&str, &str); 16] = [
+    ("IP4_ADDRESS_0", "IP6_ADDRESS_0"),
+    ("IP4_ADDRESS_1", "IP6_ADDRESS_1"),
+    ("IP4_ADDRESS_2", "IP6_ADDRESS_2"),
+    ("IP4_ADDRESS_3", "IP6_ADDRESS_3"),
+    ("IP4_ADDRESS_4", "IP6_ADDRESS_4"),
+    ("IP4_ADDRESS_5", "IP6_ADDRESS_5"),
+    ("IP4_ADDRESS_6", "IP6_ADDRESS_6"),
+    ("IP4_ADDRESS_7", "IP6_ADDRESS_7"),
+    ("IP4_ADDRESS_8", "IP6_ADDRESS_8"),
+    ("IP4_ADDRESS_9", "IP6_ADDRESS_9"),
+    ("IP4_ADDRESS_10", "IP6_ADDRESS_10"),
+    ("IP4_ADDRESS_11", "IP6_ADDRESS_11"),
+    ("IP4_ADDRESS_12", "IP6_ADDRESS_12"),
+    ("IP4_ADDRESS_13", "IP6_ADDRESS_13"),
+    ("IP4_ADDRESS_14", "IP6_ADDRESS_14"),
+    ("IP4_ADDRESS_15", "IP6_ADDRESS_15"),
+];
+
 /// The hook's whole environment. It starts empty: nothing of the daemon's
 /// own environment leaks into hooks but `PATH`. Values go through as
 /// bytes, unquoted and unfiltered; no shell ever sees them. Their size is
@@ -537,11 +655,19 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
     if let Some(old) = &ev.previous_name {
         env.push(("PREVIOUS_LINK", OsString::from_vec(old.clone())));
     }
-    if json_in_file(json) {
+    // The existing netevd's `emit_json`: networkd's own description of
+    // the link, which its users' hooks parse, in place of netevd's event.
+    let describe = ev.manager().and_then(|m| m.describe.as_deref());
+    if let Some(d) = describe.filter(|d| !json_in_file(d)) {
+        env.push(("JSON", s(d.into())));
+    } else if json_in_file(json) {
         env.push(("JSON", OsString::new()));
         env.push(("JSON_FILE", s(format!("/dev/fd/{JSON_FD}"))));
     } else {
         env.push(("JSON", s(json.into())));
+    }
+    if let Some(m) = ev.manager() {
+        manager_env(ev, m, &mut env);
     }
     if let Some(p) = &ev.policy {
         env.push(("POLICY_TABLE", s(p.table.to_string())));
@@ -583,6 +709,123 @@ pub fn environment(ev: &Event, run: &RunInfo) -> Vec<(&'static str, OsString)> {
         env.push(("TRUNCATED", s(truncated.join(" "))));
     }
     env
+}
+
+/// The existing netevd's variables for a manager's event: networkd's
+/// states by its own names, NetworkManager's device and connection.
+fn manager_env(ev: &Event, m: &ManagerView, env: &mut Vec<(&'static str, OsString)>) {
+    let s = |v: &str| OsString::from(v);
+    let r = &m.report;
+    if let Some(p) = m.previous {
+        for (k, v) in env.iter_mut() {
+            if *k == "PREVIOUS_STATE" {
+                *v = s(p);
+            }
+        }
+    }
+    let gateways = m
+        .gateways
+        .iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if r.device.is_empty() {
+        env.push(("OPER_STATE", s(r.oper)));
+        env.push(("CARRIER_STATE", s(r.carrier)));
+        env.push(("ADDRESS_STATE", s(r.address)));
+        env.push(("IPV4_ADDRESS_STATE", s(r.ipv4_address)));
+        env.push(("IPV6_ADDRESS_STATE", s(r.ipv6_address)));
+        env.push(("ONLINE_STATE", s(r.online)));
+        env.push(("ADMIN_STATE", s(r.admin)));
+        env.push(("DNS", s(&m.dns.join(" "))));
+        env.push(("DOMAINS", s(&m.domains.join(" "))));
+        env.push(("GATEWAY", s(&gateways)));
+        env.push(("HOSTNAME", s(&m.hostname)));
+        // networkd-dispatcher's own names, so that its scripts run
+        // unchanged (`backends.systemd_networkd.networkd_dispatcher_dir`).
+        let ips = |v4: bool| {
+            ev.addrs
+                .iter()
+                .filter(|a| a.ip.is_ipv4() == v4)
+                .map(|a| a.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        env.push(("IFACE", OsString::from_vec(ev.name.clone())));
+        env.push(("AdministrativeState", s(r.admin)));
+        env.push(("OperationalState", s(r.oper)));
+        // Wireless networks are not read from networkd.
+        env.push(("ESSID", OsString::new()));
+        env.push(("IP_ADDRS", s(&ips(true))));
+        env.push(("IP6_ADDRS", s(&ips(false))));
+        env.push((
+            "json",
+            s(m.describe.as_deref().unwrap_or_else(|| ev.json())),
+        ));
+    } else {
+        env.push(("DEVICE_STATE", s(r.device)));
+        env.push(("DEVICE_STATE_REASON", s(&r.reason.to_string())));
+        env.push(("CONNECTION_ID", s(&m.connection_id)));
+        env.push(("CONNECTION_UUID", s(&m.connection_uuid)));
+        env.push(("IP4_ADDRESSES", s(&m.ip4.join(" "))));
+        env.push(("IP6_ADDRESSES", s(&m.ip6.join(" "))));
+        env.push(("IP4_GATEWAY", s(&m.ip4_gateway)));
+        env.push(("IP6_GATEWAY", s(&m.ip6_gateway)));
+        env.push(("DNS", s(&m.dns.join(" "))));
+        env.push(("GATEWAY", s(&gateways)));
+        // NetworkManager-dispatcher's own names, so that its scripts run
+        // unchanged (`backends.networkmanager.dispatcher_dir`).
+        env.push((
+            "NM_DISPATCHER_ACTION",
+            s(nm_dispatcher_action(ev).unwrap_or("")),
+        ));
+        env.push(("DEVICE_IFACE", OsString::from_vec(ev.name.clone())));
+        env.push(("DEVICE_IP_IFACE", OsString::from_vec(ev.name.clone())));
+        let servers = |v4: bool| {
+            m.dns
+                .iter()
+                .filter(|d| {
+                    d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_ipv4() == v4)
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        env.push(("IP4_NAMESERVERS", s(&servers(true))));
+        env.push(("IP6_NAMESERVERS", s(&servers(false))));
+        env.push((
+            "IP4_NUM_ADDRESSES",
+            s(&m.ip4.len().min(ADDRESS_N.len()).to_string()),
+        ));
+        env.push((
+            "IP6_NUM_ADDRESSES",
+            s(&m.ip6.len().min(ADDRESS_N.len()).to_string()),
+        ));
+        for (i, a) in m.ip4.iter().take(ADDRESS_N.len()).enumerate() {
+            env.push((ADDRESS_N[i].0, s(&format!("{a} {}", m.ip4_gateway))));
+        }
+        for (i, a) in m.ip6.iter().take(ADDRESS_N.len()).enumerate() {
+            env.push((ADDRESS_N[i].1, s(&format!("{a} {}", m.ip6_gateway))));
+        }
+    }
+}
+
+/// The action NetworkManager-dispatcher would run its scripts with for a
+/// NetworkManager event: `up` when the device is activated, `pre-down` as
+/// it deactivates, `down` when it is disconnected after either; None for
+/// the states on the way.
+pub fn nm_dispatcher_action(ev: &Event) -> Option<&'static str> {
+    let m = ev.manager()?;
+    if m.report.device.is_empty() {
+        return None;
+    }
+    match (m.dir, m.previous) {
+        ("activated", _) => Some("up"),
+        ("deactivating", _) => Some("pre-down"),
+        ("disconnected", Some("activated" | "deactivating")) => Some("down"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -635,6 +878,59 @@ mod tests {
 
     fn get<'a>(env: &'a [(&str, OsString)], k: &str) -> &'a [u8] {
         env.iter().find(|(n, _)| *n == k).unwrap().1.as_bytes()
+    }
+
+    #[test]
+    #[cfg(feature = "dbus")]
+    fn a_managers_event_carries_its_states() {
+        let mut e = ev();
+        e.origin = Origin::Networkd;
+        e.manager = Some(Box::new(ManagerView {
+            dir: "configured",
+            previous: Some("configuring"),
+            report: Report {
+                oper: "routable",
+                carrier: "carrier",
+                address: "routable",
+                online: "online",
+                admin: "configured",
+                ..Report::default()
+            },
+            dns: vec!["192.0.2.53".into(), "2001:db8::53".into()],
+            domains: vec!["example.test".into()],
+            gateways: vec!["192.0.2.1".parse().unwrap()],
+            ..ManagerView::default()
+        }));
+        let e = e.seal(None);
+        assert_eq!(e.dir(), "configured");
+        let env = environment(&e, &RUN);
+        assert_eq!(get(&env, "STATE"), b"configured");
+        assert_eq!(get(&env, "BACKEND"), b"systemd-networkd");
+        assert_eq!(get(&env, "OPER_STATE"), b"routable");
+        assert_eq!(get(&env, "CARRIER_STATE"), b"carrier");
+        assert_eq!(get(&env, "ADDRESS_STATE"), b"routable");
+        assert_eq!(get(&env, "ONLINE_STATE"), b"online");
+        assert_eq!(get(&env, "ADMIN_STATE"), b"configured");
+        assert_eq!(get(&env, "PREVIOUS_STATE"), b"configuring");
+        assert_eq!(get(&env, "DNS"), b"192.0.2.53 2001:db8::53");
+        assert_eq!(get(&env, "DOMAINS"), b"example.test");
+        assert_eq!(get(&env, "GATEWAY"), b"192.0.2.1");
+        assert_eq!(get(&env, "HOSTNAME"), b"");
+        let v: Value = serde_json::from_str(e.json()).unwrap();
+        assert_eq!(v["backend"], "systemd-networkd");
+        assert_eq!(v["state"], "configured");
+        assert_eq!(v["manager"]["oper_state"], "routable");
+        assert_eq!(v["manager"]["dns"][1], "2001:db8::53");
+        assert_eq!(v["manager"]["hostname"], Value::Null);
+        // With Describe's JSON, hooks get networkd's own.
+        let mut d = ev();
+        d.manager = Some(Box::new(ManagerView {
+            dir: "routable",
+            describe: Some("{\"Index\":3}".into()),
+            ..ManagerView::default()
+        }));
+        let d = d.seal(None);
+        assert_eq!(get(&environment(&d, &RUN), "JSON"), b"{\"Index\":3}");
     }
 
     #[test]

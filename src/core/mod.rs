@@ -10,6 +10,7 @@ pub mod metrics;
 // (empty) lease state all the same, so the rest needs no cfg.
 #[cfg_attr(not(feature = "dhclient"), allow(dead_code))]
 pub mod lease;
+pub mod managers;
 pub mod mirror;
 pub mod model;
 pub mod policy;

@@ -107,6 +107,30 @@ impl Core {
         &self.leases
     }
 
+    /// An event for what a network manager reported of link `index`
+    /// (0: the manager itself), with the kernel's view of the link when it
+    /// knows the link; the caller adds the manager's view.
+    #[cfg(feature = "dbus")]
+    pub fn manager_event(&mut self, index: u32, kind: Kind, origin: Origin, now_ms: u64) -> Event {
+        let id = self.publisher.alloc_id();
+        let previous = self.publisher.previous(index);
+        let mut ev = match self.mirror.link(index) {
+            Some(link) => make_event(id, kind, link, previous, now_ms),
+            None => Event::new(
+                id,
+                now_ms,
+                kind,
+                origin,
+                index,
+                Vec::new(),
+                crate::core::state::OperState::Off,
+                previous,
+            ),
+        };
+        ev.origin = origin;
+        ev
+    }
+
     /// An event for `netevctl test`: the link's current state, run through
     /// hook directory `dir`. None when no such link exists. A dry run
     /// shows the id the next event will have without taking it.

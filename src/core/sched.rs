@@ -37,6 +37,9 @@ enum Class {
     /// A DHCP lease of one family: never folded into a kernel state
     /// event, which has no DHCP_* to give.
     Lease(u8),
+    /// A network manager's event, by directory: networkd's `routable` and
+    /// `configured` for one change both run.
+    Manager(&'static str),
 }
 
 fn class(ev: &Event) -> Class {
@@ -47,7 +50,10 @@ fn class(ev: &Event) -> Class {
         }
         (Kind::Test, _) => Class::Test(ev.test_dir),
         (Kind::Lease, _) => Class::Lease(ev.lease.as_ref().map_or(0, |l| l.family())),
-        _ => Class::State,
+        _ => match ev.manager() {
+            Some(m) => Class::Manager(m.dir),
+            None => Class::State,
+        },
     }
 }
 

@@ -406,6 +406,10 @@ pub struct Stats {
     pub lines_dropped: u64,
 }
 
+/// The two arguments a flat tree's hooks get for an event, or None when
+/// the event runs none of them.
+pub type FlatArgs = fn(&Event) -> Option<[OsString; 2]>;
+
 pub struct Runner {
     settings: Settings,
     /// Run slots; slot `i` reads its hook's output on token `base + i`.
@@ -424,6 +428,10 @@ pub struct Runner {
     user: Option<Account>,
     /// Replies read from the spawner, reused.
     replies: Vec<(Reply, Option<OwnedFd>)>,
+    /// NetworkManager-dispatcher's layout (reactor/bus.rs): every hook of
+    /// `script_dir` itself, given the interface and the action as
+    /// arguments.
+    flat_args: Option<FlatArgs>,
 }
 
 /// `scripts.user` looked up, or None with the reason logged: hooks then
@@ -450,9 +458,25 @@ impl Runner {
             spawner,
             user: None,
             replies: Vec::new(),
+            flat_args: None,
         };
         r.set_settings(settings);
         r
+    }
+
+    /// Runs the hooks of `script_dir` itself for every event, with the two
+    /// arguments `args` gives (an event it gives none for runs nothing).
+    #[cfg_attr(not(feature = "dbus"), allow(dead_code))]
+    pub fn flat(mut self, args: FlatArgs) -> Self {
+        self.flat_args = Some(args);
+        self
+    }
+
+    fn dir_of(&self, ev: &Event) -> PathBuf {
+        match self.flat_args {
+            Some(_) => self.settings.script_dir.clone(),
+            None => hook_dir(&self.settings.script_dir, ev),
+        }
     }
 
     pub fn set_settings(&mut self, s: Settings) {
@@ -514,7 +538,10 @@ impl Runner {
         if self.stopping.is_some() {
             return false;
         }
-        let dir = hook_dir(&self.settings.script_dir, &ev);
+        if self.flat_args.is_some_and(|f| f(&ev).is_none()) {
+            return false;
+        }
+        let dir = self.dir_of(&ev);
         let link = Esc(&ev.name).to_string();
         let mut listed = list(&dir);
         if let Ok(hooks) = &mut listed {
@@ -630,7 +657,10 @@ impl Runner {
                 return false;
             };
             if run.hooks.is_none() {
-                let dir = hook_dir(&self.settings.script_dir, &run.event);
+                let dir = match self.flat_args {
+                    Some(_) => self.settings.script_dir.clone(),
+                    None => hook_dir(&self.settings.script_dir, &run.event),
+                };
                 match list(&dir) {
                     Ok(mut h) => {
                         restrict(&mut h, run.scripts.as_deref());
@@ -672,6 +702,11 @@ impl Runner {
                 }
             }
             let json_fd = run.json_fd.as_ref().map(|f| f.as_raw_fd());
+            // NetworkManager-dispatcher's arguments, in that layout.
+            let args: Vec<OsString> = self
+                .flat_args
+                .and_then(|f| f(&run.event))
+                .map_or_else(Vec::new, |a| a.to_vec());
             let record = HookRun {
                 hook: hook.clone(),
                 link: run.link.clone(),
@@ -701,7 +736,7 @@ impl Runner {
             };
             let started = match self.spawner.as_mut() {
                 // The spawner checks the file and answers later.
-                Some(sp) => match sp.spawn(&path, &run.env, json_fd) {
+                Some(sp) => match sp.spawn(&path, &args, &run.env, json_fd) {
                     Ok(id) => {
                         pending.id = id;
                         run.proc = Some(pending);
@@ -713,7 +748,8 @@ impl Runner {
                     let owner = nix::unistd::geteuid().as_raw();
                     match check_hook(&path, &self.settings.script_dir, owner) {
                         Err(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
-                        Ok(()) => match launch(&path, &run.env, json_fd, self.user.as_ref()) {
+                        Ok(()) => match launch(&path, &run.env, json_fd, &args, self.user.as_ref())
+                        {
                             Ok(started) => {
                                 run.proc = Some(pending);
                                 Ok(Some(started))
@@ -1242,6 +1278,7 @@ pub fn launch<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     path: &Path,
     env: &[(K, V)],
     json_fd: Option<RawFd>,
+    args: &[OsString],
     user: Option<&Account>,
 ) -> io::Result<(u32, File)> {
     let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
@@ -1255,7 +1292,14 @@ pub fn launch<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     }
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let argv = [prog.as_ptr(), std::ptr::null()];
+    let args = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(invalid))
+        .collect::<io::Result<Vec<_>>>()?;
+    let argv: Vec<*const libc::c_char> = std::iter::once(prog.as_ptr())
+        .chain(args.iter().map(|a| a.as_ptr()))
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
     let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
@@ -1327,7 +1371,7 @@ pub fn launch<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn child(
     prog: &CString,
-    argv: &[*const libc::c_char; 2],
+    argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     null: RawFd,
     out: RawFd,

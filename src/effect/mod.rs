@@ -1,6 +1,8 @@
 //! Effects: executing what the core decided.
 
 pub mod audit;
+#[cfg(feature = "dbus")]
+pub mod dbus;
 pub mod hooks;
 pub mod policy;
 pub mod sdnotify;

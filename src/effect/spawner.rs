@@ -57,6 +57,8 @@ pub const MAX_MESSAGE: usize = 512 * 1024;
 /// holds any reply with it. A reply cut short would be lost, and its run
 /// would keep its link busy for ever.
 const MAX_WHY: usize = 8 * 1024;
+/// The most arguments a hook is given (NetworkManager-dispatcher's two).
+const MAX_ARGS: usize = 8;
 const REPLY_BUF: usize = MAX_WHY + 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub enum Request {
     Spawn {
         id: u64,
         path: PathBuf,
+        /// Arguments after the path (NetworkManager-dispatcher's layout).
+        args: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
         /// A descriptor for the JSON file comes with the message.
         json_fd: bool,
@@ -144,6 +148,7 @@ impl Request {
             Request::Spawn {
                 id,
                 path,
+                args,
                 env,
                 json_fd,
             } => {
@@ -151,6 +156,10 @@ impl Request {
                 out.extend_from_slice(&id.to_le_bytes());
                 out.push(*json_fd as u8);
                 put_bytes(out, path.as_os_str().as_bytes());
+                out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+                for a in args {
+                    put_bytes(out, a.as_bytes());
+                }
                 out.extend_from_slice(&(env.len() as u32).to_le_bytes());
                 for (k, v) in env {
                     put_bytes(out, k.as_bytes());
@@ -178,6 +187,18 @@ impl Request {
                 };
                 let path = PathBuf::from(OsString::from_vec(r.bytes()?.to_vec()));
                 let n = r.u32()? as usize;
+                if n > MAX_ARGS {
+                    return Err(format!("{n} arguments (at most {MAX_ARGS})"));
+                }
+                let mut args = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let a = r.bytes()?;
+                    if a.contains(&0) {
+                        return Err("NUL in an argument".into());
+                    }
+                    args.push(OsString::from_vec(a.to_vec()));
+                }
+                let n = r.u32()? as usize;
                 // Each entry takes at least 8 bytes: no allocation beyond
                 // what the message could hold.
                 if n > r.0.len() / 8 {
@@ -201,6 +222,7 @@ impl Request {
                 Request::Spawn {
                     id,
                     path,
+                    args,
                     env,
                     json_fd,
                 }
@@ -346,6 +368,7 @@ impl Spawner {
     pub fn spawn(
         &mut self,
         _: &Path,
+        _: &[OsString],
         _: &[(&'static str, OsString)],
         _: Option<RawFd>,
     ) -> io::Result<u64> {
@@ -451,6 +474,7 @@ impl Spawner {
     pub fn spawn(
         &mut self,
         path: &Path,
+        args: &[OsString],
         env: &[(&'static str, OsString)],
         json_fd: Option<RawFd>,
     ) -> io::Result<u64> {
@@ -461,6 +485,7 @@ impl Spawner {
         let req = Request::Spawn {
             id,
             path: path.to_path_buf(),
+            args: args.to_vec(),
             env: env
                 .iter()
                 .map(|(k, v)| (OsString::from(k), v.clone()))
@@ -654,6 +679,7 @@ impl Serve {
             Request::Spawn {
                 id,
                 path,
+                args,
                 env,
                 json_fd,
             } => {
@@ -682,6 +708,7 @@ impl Serve {
                     &path,
                     &env,
                     json.as_ref().map(|f| f.as_raw_fd()),
+                    &args,
                     self.user.as_ref(),
                 );
                 match started {
@@ -752,6 +779,7 @@ mod tests {
         Request::Spawn {
             id: 7,
             path: PathBuf::from("/etc/netevd/routable.d/50-x"),
+            args: vec!["eth0".into(), "up".into()],
             env: vec![
                 ("LINK".into(), "eth0".into()),
                 ("JSON".into(), "{\"a\":1}".into()),
@@ -805,11 +833,21 @@ mod tests {
         let bad_key = Request::Spawn {
             id: 1,
             path: "/x".into(),
+            args: Vec::new(),
             env: vec![("A=B".into(), "c".into())],
             json_fd: false,
         };
         bad_key.encode(&mut b);
         assert!(Request::decode(&b).is_err());
+        let many_args = Request::Spawn {
+            id: 1,
+            path: "/x".into(),
+            args: vec!["a".into(); MAX_ARGS + 1],
+            env: Vec::new(),
+            json_fd: false,
+        };
+        many_args.encode(&mut b);
+        assert!(Request::decode(&b).unwrap_err().contains("arguments"));
         assert!(Request::decode(&[]).is_err());
         assert!(Reply::decode(b"z").is_err());
         // the longest reason still fits the loop's buffer

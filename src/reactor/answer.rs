@@ -383,11 +383,16 @@ impl Daemon {
     }
 
     fn status(&self) -> Value {
+        #[cfg(feature = "dbus")]
+        let (backend, bus) = self.backend_status();
+        #[cfg(not(feature = "dbus"))]
+        let (backend, bus) = (self.config.backend.as_str().to_string(), None);
         let s = Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            backend: self.config.backend.as_str().to_string(),
+            backend,
+            bus,
             config: self.opts.config_path.display().to_string(),
             config_hash: format!("{:016x}", self.config_hash),
             synced: self.core.synced(),

@@ -13,7 +13,7 @@ use netevd_ctl::{Code, Error, Request};
 use serde_json::{json, Value};
 
 use super::{token, Daemon};
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::core::event::Event;
 use crate::core::filter::Subscription;
 use crate::core::query;
@@ -275,28 +275,14 @@ impl Daemon {
                 "in sync with the kernel"
             },
         });
-        let kernel = self.config.backend == Backend::Kernel;
-        let dbus = json!({
-            "ok": kernel,
-            "detail": if kernel {
-                "not used by the kernel backend".to_string()
-            } else {
-                format!("backend {} needs DBus, which this build does not speak", self.config.backend.as_str())
-            },
-        });
+        let (bus_ok, bus_detail, backend_ok, backend_detail) = self.bus_health();
+        let dbus = json!({ "ok": bus_ok, "detail": bus_detail });
         let config = json!({
             "ok": true,
             "detail": format!("{} (config_hash {:016x})", self.opts.config_path.display(), self.config_hash),
             "inactive": self.config.inactive,
         });
-        let backend = json!({
-            "ok": kernel,
-            "detail": if kernel {
-                "kernel".to_string()
-            } else {
-                format!("{} was asked for but is not built; running on the kernel backend", self.config.backend.as_str())
-            },
-        });
+        let backend = json!({ "ok": backend_ok, "detail": backend_detail });
         let ok = [&netlink, &dbus, &config, &backend]
             .iter()
             .all(|c| c["ok"] == true);

@@ -19,6 +19,8 @@
 //! by `Timer::Audit`, a bounded chunk per turn (effect/audit.rs).
 
 mod answer;
+#[cfg(feature = "dbus")]
+mod bus;
 #[cfg(feature = "http")]
 mod http;
 mod timers;
@@ -35,11 +37,11 @@ use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-#[cfg(feature = "dhclient")]
 use crate::config::Backend;
 use crate::config::Config;
 use crate::core::event::{Event, Kind, PolicyView};
 use crate::core::filter::{Action, FilterSet};
+use crate::core::managers::Managers;
 use crate::core::metrics::{self, HookResult, PolicyResult, Registry};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::policy::Change;
@@ -127,6 +129,35 @@ pub struct Daemon {
     input_at: Instant,
     /// The service manager's notification socket (Type=notify).
     notify: Notify,
+    /// The system bus, when the backend is a network manager or `auto`.
+    #[cfg(feature = "dbus")]
+    bus: Option<crate::source::dbus::Bus>,
+    /// What the managers report per link (core/managers.rs).
+    managers: Managers,
+    #[cfg(feature = "dbus")]
+    mgr_inputs: Vec<crate::core::managers::Input>,
+    #[cfg(feature = "dbus")]
+    mgr_out: Vec<crate::core::managers::Out>,
+    /// The kernel's state events held from hooks at start until the bus
+    /// answered (reactor/bus.rs); None once released.
+    #[cfg(feature = "dbus")]
+    held_kernel: Option<Vec<Rc<Event>>>,
+    /// The backend in force: `auto` resolved, once known.
+    active: Backend,
+    /// The state directory the kernel's events last ran for a link while
+    /// no manager claimed it: a manager back from a restart does not run
+    /// it again (reactor/bus.rs).
+    #[cfg(feature = "dbus")]
+    kernel_told: std::collections::HashMap<u32, &'static str>,
+    /// resolved and hostnamed calls (`use_dns`, `use_domain`,
+    /// `use_hostname`), and the bus's disconnects they were reset for.
+    #[cfg(feature = "dbus")]
+    resolve: crate::effect::dbus::Resolve,
+    #[cfg(feature = "dbus")]
+    bus_disconnects: u64,
+    /// networkd-dispatcher's tree, when configured (reactor/bus.rs).
+    #[cfg(feature = "dbus")]
+    compat: Option<bus::Compat>,
 }
 
 pub fn core_settings(c: &Config) -> CoreSettings {
@@ -246,7 +277,33 @@ impl Daemon {
         let watch = open_watch(&config, &opts, &poll);
         #[cfg(feature = "dhclient")]
         let lease = open_lease(&config, &poll)?;
+        #[cfg(feature = "dbus")]
+        let bus = bus::open(&config, Instant::now());
+        #[cfg(feature = "dbus")]
+        let held_kernel = bus.as_ref().map(|_| Vec::new());
+        let active = match config.backend {
+            Backend::Auto => Backend::Kernel,
+            ref b => b.clone(),
+        };
         Ok(Daemon {
+            #[cfg(feature = "dbus")]
+            bus,
+            managers: Managers::new(config.run_on_startup),
+            #[cfg(feature = "dbus")]
+            mgr_inputs: Vec::new(),
+            #[cfg(feature = "dbus")]
+            mgr_out: Vec::new(),
+            #[cfg(feature = "dbus")]
+            held_kernel,
+            active,
+            #[cfg(feature = "dbus")]
+            kernel_told: Default::default(),
+            #[cfg(feature = "dbus")]
+            resolve: crate::effect::dbus::Resolve::new(bus::resolve_settings(&config)),
+            #[cfg(feature = "dbus")]
+            bus_disconnects: 0,
+            #[cfg(feature = "dbus")]
+            compat: bus::Compat::new(&config, opts.dry_run),
             poll,
             netlink,
             signals,
@@ -325,6 +382,10 @@ impl Daemon {
                             self.stopping = true;
                             self.notify.stopping();
                             self.runner.shutdown(Instant::now());
+                            #[cfg(feature = "dbus")]
+                            if let Some(c) = self.compat.as_mut() {
+                                c.shutdown(Instant::now());
+                            }
                         }
                     }
                     Source::ControlListener => {
@@ -356,9 +417,16 @@ impl Daemon {
                     Source::HttpClient(i) => {
                         self.on_http_client(i, ev.is_readable(), ev.is_writable())
                     }
+                    #[cfg(feature = "dbus")]
+                    Source::Dbus if !self.stopping => self.on_dbus(true),
+                    Source::Dbus => {}
                     Source::Hook(t) => {
                         if self.runner.owns(t) {
                             self.runner.output(t, self.poll.registry())
+                        }
+                        #[cfg(feature = "dbus")]
+                        if let Some(c) = self.compat.as_mut() {
+                            c.output(t, self.poll.registry());
                         }
                     }
                     // A build without the shim registers no HTTP token.
@@ -376,6 +444,10 @@ impl Daemon {
                             .on_timer(self.poll.registry(), now, &mut self.done);
                         for l in self.done.drain(..) {
                             self.sched.done(l);
+                        }
+                        #[cfg(feature = "dbus")]
+                        if let Some(c) = self.compat.as_mut() {
+                            c.on_timer(self.poll.registry(), now);
                         }
                     }
                     // A restore or retry that was held back is due.
@@ -405,9 +477,19 @@ impl Daemon {
                     }
                     Timer::Audit => self.audit.flush(now),
                     Timer::Watchdog => self.notify.on_watchdog(now),
+                    #[cfg(feature = "dbus")]
+                    Timer::Dbus if !self.stopping => self.on_dbus(false),
+                    Timer::Dbus => {}
                 }
             }
-            if self.stopping && self.runner.stopped(Instant::now()) {
+            #[cfg(feature = "dbus")]
+            let compat_stopped = self
+                .compat
+                .as_ref()
+                .map_or(true, |c| c.stopped(Instant::now()));
+            #[cfg(not(feature = "dbus"))]
+            let compat_stopped = true;
+            if self.stopping && self.runner.stopped(Instant::now()) && compat_stopped {
                 self.stop();
                 return Ok(());
             }
@@ -418,7 +500,16 @@ impl Daemon {
         let now = Instant::now();
         let flush = self.control.as_ref().and_then(Control::flush_at);
         self.timers.arm(Timer::Flush, flush);
-        self.timers.arm(Timer::Hooks, self.runner.next_deadline());
+        let hooks = self.runner.next_deadline();
+        #[cfg(feature = "dbus")]
+        let hooks = match (
+            hooks,
+            self.compat.as_ref().and_then(bus::Compat::next_deadline),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.timers.arm(Timer::Hooks, hooks);
         // Armed once when the need arises, not moved every turn: a loop
         // woken often must still retry.
         if !self.netlink.wants_retry() {
@@ -431,6 +522,8 @@ impl Daemon {
         self.timers
             .arm(Timer::Watchdog, self.notify.next_watchdog());
         self.timers.arm(Timer::Lease, self.lease_deadline());
+        #[cfg(feature = "dbus")]
+        self.timers.arm(Timer::Dbus, self.dbus_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         #[cfg(feature = "http")]
@@ -446,7 +539,15 @@ impl Daemon {
         let http_more = false;
         // A source left readable for want of budget gives no new
         // readiness (edge-triggered): look again without sleeping.
+        #[cfg(feature = "dbus")]
+        let compat_output = self
+            .compat
+            .as_ref()
+            .is_some_and(bus::Compat::pending_output);
+        #[cfg(not(feature = "dbus"))]
+        let compat_output = false;
         let again = (self.runner.pending_output()
+            || compat_output
             || (self.netlink.more() && !self.stopping)
             || (self.lease_more() && !self.stopping)
             || self.control.as_ref().is_some_and(Control::has_more)
@@ -458,6 +559,10 @@ impl Daemon {
     /// Sources whose budget ran out last turn get another.
     fn on_leftovers(&mut self) {
         self.runner.read_pending(self.poll.registry());
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.read_pending(self.poll.registry());
+        }
         if self.netlink.more() && !self.stopping {
             self.on_netlink();
         }
@@ -586,8 +691,10 @@ impl Daemon {
         if !was_synced && self.core.synced() {
             self.notify.ready();
             log::info!(
-                "netevd {} running: backend kernel, {}, hooks in {}{}{}",
+                "netevd {} running: backend {}, {}, hooks in {}{}{}",
                 env!("CARGO_PKG_VERSION"),
+                // `auto` runs on the kernel until the bus answered.
+                self.active.as_str(),
                 crate::logger::Count(self.core.links().count() as u64, "link"),
                 self.config.script_dir.display(),
                 match &self.control {
@@ -681,6 +788,21 @@ impl Daemon {
         #[cfg(feature = "http")]
         self.http_publish(&ev);
         self.last_event = Some(ev.clone());
+        #[cfg(feature = "dbus")]
+        {
+            if let Some(c) = self.compat.as_mut() {
+                c.submit(&ev);
+            }
+            if !self.hooks_for(&ev) {
+                return;
+            }
+        }
+        self.submit_hooks(ev);
+    }
+
+    /// Hands an event to the hook scheduler through the configured
+    /// filters (the first that matches decides).
+    fn submit_hooks(&mut self, ev: Rc<Event>) {
         // Filters decide for hooks only: subscribers and the history saw
         // the event above whatever they say.
         let scripts = match self.filters.decide(&ev, &self.core) {
@@ -829,6 +951,10 @@ impl Daemon {
         for l in self.done.drain(..) {
             self.sched.done(l);
         }
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.reap(self.poll.registry(), Instant::now());
+        }
         for (r, took) in self.runner.finished.drain(..) {
             let result = if r.timed_out {
                 HookResult::Timeout
@@ -892,6 +1018,62 @@ impl Daemon {
         s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
         // Figures other modules keep go in as extra families. One series
         // per configured filter: the config bounds their number.
+        #[cfg(feature = "dbus")]
+        if let Some(b) = &self.bus {
+            let st = b.stats;
+            let r = &self.resolve.stats;
+            for (name, help, kind, v) in [
+                (
+                    "netevd_dbus_calls_total",
+                    "DBus method calls sent: the managers' reads, resolved and hostnamed.",
+                    metrics::Kind::Counter,
+                    st.calls + r.calls,
+                ),
+                (
+                    "netevd_dbus_errors_total",
+                    "DBus calls answered with an error or not at all, resolved's and hostnamed's refusals included.",
+                    metrics::Kind::Counter,
+                    st.call_errors + r.refused,
+                ),
+                (
+                    "netevd_dbus_messages_total",
+                    "DBus messages read.",
+                    metrics::Kind::Counter,
+                    st.messages,
+                ),
+                (
+                    "netevd_dbus_signals_rejected_total",
+                    "DBus signals dropped: wrong signature, unknown path, a value not on its list, or a sender that does not own the name.",
+                    metrics::Kind::Counter,
+                    st.rejected,
+                ),
+                (
+                    "netevd_dbus_connects_total",
+                    "Connections made to the system bus.",
+                    metrics::Kind::Counter,
+                    st.connects,
+                ),
+                (
+                    "netevd_dbus_disconnects_total",
+                    "Connections to the system bus lost.",
+                    metrics::Kind::Counter,
+                    st.disconnects,
+                ),
+                (
+                    "netevd_dbus_up",
+                    "1 while the system bus is connected.",
+                    metrics::Kind::Gauge,
+                    b.up() as u64,
+                ),
+            ] {
+                s.extra.push(metrics::Family {
+                    name,
+                    help,
+                    kind,
+                    samples: vec![(Vec::new(), v as f64)],
+                });
+            }
+        }
         #[cfg(feature = "http")]
         if let Some(h) = &self.http {
             let st = h.stats;
@@ -1064,6 +1246,17 @@ impl Daemon {
         self.http_reload(&c);
         self.trim_history(c.control.event_history);
         self.sched.set_max_parallel(c.max_parallel);
+        self.managers.set_run_on_startup(c.run_on_startup);
+        if c.backend != self.config.backend {
+            log::warn!("reload: system.backend takes effect at the next start");
+        }
+        #[cfg(feature = "dbus")]
+        {
+            if let Some(b) = self.bus.as_mut() {
+                b.set_emit_json(c.backends.emit_json);
+            }
+            self.resolve.set_settings(bus::resolve_settings(&c));
+        }
         self.policy.set_settings(c.policy.clone());
         self.metrics.set_settings(c.metrics.clone());
         self.audit.set_settings(c.audit.clone());
@@ -1105,6 +1298,10 @@ impl Daemon {
                 self.sched.done(index);
             }
         }
+        #[cfg(feature = "dbus")]
+        if let Some(c) = self.compat.as_mut() {
+            c.dispatch(self.poll.registry(), now);
+        }
     }
 }
 
@@ -1130,7 +1327,11 @@ fn policy_done(m: &mut Registry, a: &mut Audit, ch: &Change, r: PolicyResult, co
 /// dhclient.
 #[cfg(feature = "dhclient")]
 fn open_lease(config: &Config, poll: &Poll) -> io::Result<Option<LeaseWatch>> {
-    if config.backend != Backend::Dhclient {
+    // `auto` picks dhclient only when there are lease files; the watcher
+    // is opened then, and its leases count once no manager claims the
+    // links (`on_lease`).
+    let auto = config.backend == Backend::Auto && lease::lease_files_present(&config.dhclient);
+    if config.backend != Backend::Dhclient && !auto {
         return Ok(None);
     }
     if !lease::lease_files_present(&config.dhclient) {
@@ -1165,6 +1366,15 @@ impl Daemon {
         if got.is_empty() {
             return;
         }
+        // Under `auto`, a network manager found on the bus owns the links.
+        if matches!(self.active, Backend::Networkd | Backend::NetworkManager) {
+            log::debug!(
+                "dhclient: {} lease update(s) left alone: {} manages the links",
+                got.len(),
+                self.active.as_str()
+            );
+            return;
+        }
         self.input_at = Instant::now();
         let now = now_ms();
         for i in got {
@@ -1181,6 +1391,27 @@ impl Daemon {
 
     fn lease_deadline(&self) -> Option<Instant> {
         self.lease.as_ref().and_then(LeaseWatch::next_deadline)
+    }
+}
+
+/// Built without DBus: no bus, and a manager backend is not built.
+#[cfg(all(not(feature = "dbus"), feature = "http"))]
+impl Daemon {
+    fn bus_health(&self) -> (bool, String, bool, String) {
+        let b = &self.config.backend;
+        if matches!(b, Backend::Networkd | Backend::NetworkManager) {
+            let why = format!(
+                "{} needs DBus, which this build does not speak (cargo feature dbus)",
+                b.as_str()
+            );
+            return (false, why.clone(), false, why);
+        }
+        (
+            true,
+            "not built (cargo feature dbus)".into(),
+            true,
+            self.active.as_str().to_string(),
+        )
     }
 }
 

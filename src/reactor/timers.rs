@@ -34,10 +34,13 @@ pub enum Timer {
     Lease,
     /// HTTP clients' request, idle and keep-alive deadlines.
     Http,
+    /// The bus: a reconnect after backoff, or the end of start-up's wait
+    /// for the managers' first read.
+    Dbus,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 11] = [
+const ALL: [Timer; 12] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -49,6 +52,7 @@ const ALL: [Timer; 11] = [
     Timer::Watchdog,
     Timer::Lease,
     Timer::Http,
+    Timer::Dbus,
 ];
 const N: usize = ALL.len();
 

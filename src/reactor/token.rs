@@ -8,8 +8,7 @@ use mio::Token;
 pub const NETLINK: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 pub const CONTROL: Token = Token(2);
-/// Reserved for the DBus connection (systemd-networkd, NetworkManager).
-#[allow(dead_code)]
+/// The DBus connection (systemd-networkd, NetworkManager).
 pub const DBUS: Token = Token(3);
 /// The HTTP listener (feature `http`).
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
@@ -41,6 +40,8 @@ pub enum Source {
     /// The configuration's directories changed (`system.watch_config`).
     ConfigWatch,
     Lease,
+    /// The system bus connection.
+    Dbus,
     /// A hook's output pipe, by token.
     Hook(Token),
     /// A control client, by slot.
@@ -61,6 +62,7 @@ pub fn source(t: Token) -> Source {
         SPAWNER => Source::Spawner,
         CONFIG_WATCH => Source::ConfigWatch,
         LEASE => Source::Lease,
+        DBUS => Source::Dbus,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         HTTP => Source::HttpListener,
         Token(n) if (CLIENTS..HTTP_CLIENTS).contains(&n) => Source::Client(n - CLIENTS),
@@ -86,7 +88,7 @@ mod tests {
         );
         assert_eq!(source(Token(CLIENTS)), Source::Client(0));
         assert_eq!(source(Token(CLIENTS + 7)), Source::Client(7));
-        assert_eq!(source(DBUS), Source::Unknown);
+        assert_eq!(source(DBUS), Source::Dbus);
         assert_eq!(source(HTTP), Source::HttpListener);
         assert_eq!(
             source(Token(HTTP_CLIENTS - 1)),
