@@ -29,8 +29,8 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::core::{metrics, policy};
 use crate::core::filter::{self, Action, Condition, EventType, Family, Filter};
+use crate::core::{metrics, policy};
 use yaml::{Ctx, Node};
 
 pub const DEFAULT_PATH: &str = "/etc/netevd/netevd.yaml";

@@ -668,18 +668,23 @@ impl Serve {
                         None,
                     );
                 }
-                if let Err(why) = crate::effect::hooks::check_hook(&path, &self.script_dir, 0) {
-                    return self.reply(
-                        Reply::Failed {
-                            id,
-                            errno: libc::EPERM,
-                            why,
-                        },
-                        None,
-                    );
-                }
+                // What runs is the checked, resolved name, never `path`
+                // again (see `check_hook`).
+                let real = match crate::effect::hooks::check_hook(&path, &self.script_dir, 0) {
+                    Ok(real) => real,
+                    Err(why) => {
+                        return self.reply(
+                            Reply::Failed {
+                                id,
+                                errno: libc::EPERM,
+                                why,
+                            },
+                            None,
+                        )
+                    }
+                };
                 let started = crate::effect::hooks::launch(
-                    &path,
+                    &real,
                     &env,
                     json.as_ref().map(|f| f.as_raw_fd()),
                     self.user.as_ref(),
