@@ -451,17 +451,11 @@ impl Audit {
                     .create(dir)?;
             }
         }
-        let f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
-            .open(path)?;
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        self.size = meta.len();
+        let (f, len) = open_own(
+            path,
+            OpenOptions::new().append(true).create(true).mode(0o640),
+        )?;
+        self.size = len;
         self.file = Some(f);
         Ok(())
     }
@@ -528,7 +522,7 @@ impl Audit {
                 if stale {
                     continue;
                 }
-                if let Ok(f) = File::open(p) {
+                if let Ok((f, _)) = open_own(p, OpenOptions::new().read(true)) {
                     truncated |= scan(f, q, limit, &mut budget, &mut out, false);
                 }
             }
@@ -553,7 +547,7 @@ impl Audit {
             if have >= limit {
                 break;
             }
-            let Ok(f) = File::open(p) else {
+            let Ok((f, _)) = open_own(p, OpenOptions::new().read(true)) else {
                 continue;
             };
             let mut part = Vec::new();
@@ -627,6 +621,45 @@ fn scan(
     *budget -= read.min(*budget);
     out.extend(ring);
     false
+}
+
+/// Opens an audit file, to write or to read, only if it is what netevd
+/// makes there: a regular file with no other name. The one way every
+/// audit file is opened, because the directory may be writable by others
+/// than root (`audit.path` is the administrator's choice) and whoever
+/// writes there could plant:
+/// - a symbolic link to a file netevd must never append to or show
+///   (/etc/shadow): O_NOFOLLOW;
+/// - a FIFO, whose open(2) waits for the other end for ever and would
+///   stop the loop: O_NONBLOCK (meaningless for a regular file), then the
+///   type is checked on the descriptor;
+/// - a second name of such a file (a hard link, where
+///   fs.protected_hardlinks is off): the link count.
+///
+/// Returns the file and its size.
+fn open_own(path: &Path, opts: &mut OpenOptions) -> io::Result<(File, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let f = opts
+        .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                io::Error::other("is a symbolic link, not followed")
+            } else {
+                e
+            }
+        })?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if meta.nlink() > 1 {
+        return Err(io::Error::other(format!(
+            "has {} names (a hard link to another file?), not used",
+            meta.nlink()
+        )));
+    }
+    Ok((f, meta.len()))
 }
 
 fn not_found_ok(e: io::Error) -> io::Result<()> {
@@ -824,6 +857,80 @@ mod tests {
         drain(&mut a);
         assert_eq!(read_lines(&path)[0]["time_ms"], 2);
         assert_eq!(read_lines(&t.0.join("a.old")).len(), 1);
+    }
+
+    /// Runs `f` on a thread and gives up after a few seconds: what is
+    /// tested here used to block in open(2) for ever.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what}: still blocked after 5 s"))
+    }
+
+    fn mkfifo(p: &Path) {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
+    /// What someone else put where the audit files go (a FIFO, a symbolic
+    /// link, a second name of another file) is neither written, nor read,
+    /// nor waited for.
+    #[test]
+    fn files_netevd_did_not_make_are_refused_not_followed_nor_waited_for() {
+        let t = Tmp::new("hostile");
+        let path = t.0.join("audit.jsonl");
+        let secret = t.0.join("secret");
+        let line = "{\"time_ms\":5,\"kind\":\"state\",\"link\":\"secret\"}\n";
+        fs::write(&secret, line).unwrap();
+        // A FIFO at the path: a write must not wait for a reader.
+        mkfifo(&path);
+        let p = path.clone();
+        let (errors, written) = within("writing to a FIFO", move || {
+            let mut a = Audit::new(settings(&p));
+            a.line("state", 1).unwrap().end();
+            a.flush(Instant::now());
+            (a.stats.write_errors, a.pending() == 0)
+        });
+        assert_eq!((errors, written), (1, false));
+        fs::remove_file(&path).unwrap();
+        // A hard link to another file: not appended to.
+        fs::hard_link(&secret, &path).unwrap();
+        let mut a = Audit::new(settings(&path));
+        a.line("state", 1).unwrap().end();
+        a.flush(Instant::now());
+        assert_eq!(a.stats.write_errors, 1);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), line);
+        fs::remove_file(&path).unwrap();
+        // A symbolic link: not written through.
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let mut a = Audit::new(settings(&path));
+        a.line("state", 1).unwrap().end();
+        a.flush(Instant::now());
+        assert_eq!(a.stats.write_errors, 1);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), line);
+        // Queries: a link and a hard link are not read, a FIFO not waited
+        // for (a fresh log: nothing buffered to answer from).
+        let a = Audit::new(settings(&path));
+        std::os::unix::fs::symlink(&secret, numbered(&path, 1)).unwrap();
+        fs::hard_link(&secret, numbered(&path, 2)).unwrap();
+        let q = Query {
+            limit: 100,
+            ..Query::default()
+        };
+        assert!(a.query(&q).lines.is_empty(), "read through a link");
+        let q2 = Query {
+            since_ms: Some(0),
+            ..q.clone()
+        };
+        assert!(a.query(&q2).lines.is_empty(), "read through a link");
+        fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let n = within("querying a FIFO", move || {
+            (a.query(&q).lines.len(), a.query(&q2).lines.len())
+        });
+        assert_eq!(n, (0, 0));
     }
 
     #[test]
