@@ -642,12 +642,12 @@ fn open_own(path: &Path, opts: &mut OpenOptions) -> io::Result<(File, u64)> {
     let f = opts
         .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(nix::libc::ELOOP) {
-                io::Error::other("is a symbolic link, not followed")
-            } else {
-                e
-            }
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => io::Error::other("is a symbolic link, not followed"),
+            // What a FIFO with no reader (or a device with none behind
+            // it) answers a non-blocking open for writing.
+            Some(nix::libc::ENXIO) => io::Error::other("not a regular file (a FIFO or a device)"),
+            _ => e,
         })?;
     let meta = f.metadata()?;
     if !meta.is_file() {
