@@ -330,9 +330,10 @@ impl Daemon {
                             self.sched.done(l);
                         }
                     }
+                    // Paced: the reload comes at Timer::ConfigWatch.
                     Source::ConfigWatch => {
-                        if self.watch.as_mut().is_some_and(|w| w.changed()) {
-                            self.reload_and_log("watch", "the configuration changed");
+                        if let Some(w) = self.watch.as_mut() {
+                            w.on_ready(Instant::now());
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -379,6 +380,11 @@ impl Daemon {
                         trim();
                     }
                     Timer::Audit => self.audit.flush(now),
+                    Timer::ConfigWatch => {
+                        if self.watch.as_mut().is_some_and(|w| w.reload_due(now)) {
+                            self.reload_and_log("watch", "the configuration changed");
+                        }
+                    }
                     Timer::Watchdog => self.notify.on_watchdog(now),
                 }
             }
@@ -406,6 +412,8 @@ impl Daemon {
         self.timers
             .arm(Timer::Watchdog, self.notify.next_watchdog());
         self.timers.arm(Timer::Lease, self.lease_deadline());
+        let reload = self.watch.as_ref().and_then(|w| w.next_reload());
+        self.timers.arm(Timer::ConfigWatch, reload);
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         // A source left readable for want of budget gives no new

@@ -32,10 +32,12 @@ pub enum Timer {
     Watchdog,
     /// A changed lease file has settled and is due to be read.
     Lease,
+    /// `system.watch_config` saw changes that are due to be reloaded.
+    ConfigWatch,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 10] = [
+const ALL: [Timer; 11] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -46,6 +48,7 @@ const ALL: [Timer; 10] = [
     Timer::Audit,
     Timer::Watchdog,
     Timer::Lease,
+    Timer::ConfigWatch,
 ];
 const N: usize = ALL.len();
 
