@@ -178,3 +178,59 @@ fn a_write_storm_on_a_watched_file_is_coalesced() {
     );
     answers(&d);
 }
+
+/// Processes whose command line holds `tag`.
+fn with_tag(tag: &str) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok()))
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(tag.len()).any(|w| w == tag.as_bytes()))
+        })
+        .count()
+}
+
+/// A hook that starts 1,000 children, each holding its output pipe open,
+/// and never exits: at its timeout all of them are gone, and the loop
+/// answered meanwhile. `system`: the lines for the `system` section
+/// (empty: netevd runs hooks itself, as root).
+fn thousand_children(system: &str, tag: &str) {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let marker = dir.join("started");
+    dir.write(
+        "hooks/off.d/10-fork",
+        &format!(
+            "#!/bin/sh\ni=0\nwhile [ $i -lt 1000 ]; do sleep {tag} & i=$((i+1)); done\n\
+             echo ok > {m}.tmp; mv {m}.tmp {m}\nexec sleep {tag}\n",
+            m = marker.display()
+        ),
+        0o755,
+    );
+    let cfg = format!("{system}scripts:\n  timeout_seconds: 15\n");
+    let _d = Daemon::start(&ns, &dir, &cfg);
+    ns.ip(&["link", "add", "tk0", "type", "veth", "peer", "name", "tk1"]);
+    wait_until("1,000 children", 60, || dir.log(), || marker.exists());
+    assert!(with_tag(tag) >= 1000, "{}", with_tag(tag));
+    answers(&dir);
+    wait_until(
+        "every child killed at the timeout",
+        30,
+        || format!("{} left\n{}", with_tag(tag), dir.log()),
+        || with_tag(tag) == 0,
+    );
+    assert!(dir.log().contains("timed out"), "{}", dir.log());
+    answers(&dir);
+}
+
+#[test]
+fn a_hook_with_1000_children_is_killed_whole_by_the_loop() {
+    thousand_children("", "1000.4242");
+}
+
+#[test]
+fn a_hook_with_1000_children_is_killed_whole_by_the_spawner() {
+    thousand_children("  user: nobody\n", "1000.4343");
+}
