@@ -184,7 +184,11 @@ fn with_tag(tag: &str) -> usize {
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|s| s.parse::<u32>().is_ok())
+        })
         .filter(|e| {
             fs::read(e.path().join("cmdline"))
                 .is_ok_and(|c| c.windows(tag.len()).any(|w| w == tag.as_bytes()))
@@ -233,4 +237,72 @@ fn a_hook_with_1000_children_is_killed_whole_by_the_loop() {
 #[test]
 fn a_hook_with_1000_children_is_killed_whole_by_the_spawner() {
     thousand_children("  user: nobody\n", "1000.4343");
+}
+
+/// Link names are chosen by whoever may create links: a quote, a
+/// backslash, bytes that are not UTF-8. With `metrics.per_interface` they
+/// become label values, which must stay one well-formed series each
+/// (promtool, Debian package prometheus, checks when installed).
+#[test]
+fn hostile_link_names_are_escaped_in_metrics_labels() {
+    use std::os::unix::ffi::OsStrExt;
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let _d = Daemon::start(
+        &ns,
+        &dir,
+        "metrics:\n  per_interface: true\n  max_interfaces: 8\nscripts:\n  run_on_startup: false\n",
+    );
+    let quote = "q\"\\x";
+    let bad = std::ffi::OsStr::from_bytes(b"e\xffz");
+    ns.ip(&["link", "add", quote, "type", "veth", "peer", "name", "ml1"]);
+    let ok = Command::new("ip")
+        .args(["-n", &ns.name, "link", "add"])
+        .arg(bad)
+        .args(["type", "veth", "peer", "name", "ml2"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for l in [quote, "ml1"] {
+        ns.ip(&["link", "set", l, "up"]);
+    }
+    let metrics = || {
+        let body = Ctl::connect(&dir).ok(r#"{"command":"metrics"}"#);
+        body["text"].as_str().unwrap().to_string()
+    };
+    let want = "{interface=\"q\\\"\\\\x\"}";
+    wait_until(
+        "the quoted name in a label",
+        10,
+        || format!("{}\n{}", metrics(), dir.log()),
+        || metrics().contains(want),
+    );
+    let text = metrics();
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("interface="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for l in text.lines().filter(|l| l.contains("interface=")) {
+        // one series a line: name{labels} value
+        let close = l.rfind('}').unwrap();
+        assert!(l[close + 1..].trim().parse::<f64>().is_ok(), "{l}");
+    }
+    if Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("SKIPPED promtool: not installed (Debian package prometheus)");
+        return;
+    }
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let r: Run = p.wait_with_output().unwrap().into();
+    assert_eq!(r.code, Some(0), "promtool check metrics:\n{r:?}\n{text}");
 }
