@@ -547,8 +547,18 @@ impl Audit {
             if have >= limit {
                 break;
             }
-            let Ok((f, _)) = open_own(p, OpenOptions::new().read(true)) else {
+            let Ok((f, len)) = open_own(p, OpenOptions::new().read(true)) else {
                 continue;
+            };
+            // The newest lines are a file's last: a file larger than what
+            // is left to read is read from that far before its end (the
+            // line cut there skipped), not from its start.
+            let f = match tail(f, len, budget) {
+                Ok((f, cut)) => {
+                    truncated |= cut;
+                    f
+                }
+                Err(_) => continue,
             };
             let mut part = Vec::new();
             truncated |= scan(f, q, limit - have, &mut budget, &mut part, true);
@@ -561,6 +571,36 @@ impl Audit {
         let lines = parts.into_iter().rev().flatten().collect();
         Answer { lines, truncated }
     }
+}
+
+/// `f` (of `len` bytes) positioned at its last `budget` bytes, from the
+/// first whole line there; true when something before was left out.
+fn tail(mut f: File, len: u64, budget: u64) -> io::Result<(BufReader<File>, bool)> {
+    use std::io::{Seek, SeekFrom};
+    if len <= budget {
+        return Ok((BufReader::with_capacity(64 << 10, f), false));
+    }
+    f.seek(SeekFrom::Start(len - budget))?;
+    let mut rd = BufReader::with_capacity(64 << 10, f);
+    // The line cut by the seek, discarded without keeping it (it may be
+    // megabytes long).
+    loop {
+        let buf = rd.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                rd.consume(i + 1);
+                break;
+            }
+            None => {
+                let n = buf.len();
+                rd.consume(n);
+            }
+        }
+    }
+    Ok((rd, true))
 }
 
 /// Reads `r` line by line within `budget` bytes, appending the matches to
@@ -931,6 +971,43 @@ mod tests {
             (a.query(&q).lines.len(), a.query(&q2).lines.len())
         });
         assert_eq!(n, (0, 0));
+    }
+
+    /// A current file larger than a query may read (`audit.max_size` is
+    /// up to a TiB, or the file was there before): the newest lines are
+    /// its last ones, and those are what a query for the newest returns.
+    #[test]
+    fn the_newest_lines_of_a_huge_file_are_its_last() {
+        let t = Tmp::new("huge");
+        let path = t.0.join("audit.jsonl");
+        let mut text = String::new();
+        let mut n = 0u64;
+        while (text.len() as u64) < QUERY_BYTES + (QUERY_BYTES >> 2) {
+            text.push_str(&format!(
+                "{{\"time_ms\":{n},\"kind\":\"state\",\"pad\":\"{}\"}}\n",
+                "x".repeat(200)
+            ));
+            n += 1;
+        }
+        fs::write(&path, &text).unwrap();
+        let a = Audit::new(settings(&path));
+        let ans = a.query(&Query {
+            limit: 3,
+            ..Query::default()
+        });
+        let times: Vec<u64> = ans
+            .lines
+            .iter()
+            .map(|v| v["time_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(times, [n - 3, n - 2, n - 1]);
+        // More than the newest budget's worth: cut, and said so.
+        let ans = a.query(&Query {
+            limit: QUERY_LIMIT,
+            kind: Some("nothing".into()),
+            ..Query::default()
+        });
+        assert!(ans.lines.is_empty() && ans.truncated);
     }
 
     #[test]
