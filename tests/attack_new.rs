@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -305,4 +306,119 @@ fn hostile_link_names_are_escaped_in_metrics_labels() {
     p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let r: Run = p.wait_with_output().unwrap().into();
     assert_eq!(r.code, Some(0), "promtool check metrics:\n{r:?}\n{text}");
+}
+
+/// `netevd --validate --config PATH`, killed if it takes 10 s: the exit
+/// code (None when it hung) and stderr.
+fn validate(path: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netevd"))
+        .args(["--validate", "--config"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (s.code(), err);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, "hung: killed after 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Includes that are not what they seem: a link to /dev/zero, a link
+/// loop, a link back to the main file (includes do not nest, so it is
+/// read once more, not for ever), and a conf.d of 10,000 files. Each is
+/// refused at once, naming the file or directory, or read once. Held.
+#[test]
+fn hostile_includes_are_refused_at_once() {
+    use std::os::unix::fs::symlink;
+    let d = Dir::new();
+    let main = d.write("netevd.yaml", "scripts:\n  max_parallel: 2\n", 0o644);
+    fs::create_dir_all(d.join("conf.d")).unwrap();
+    let zero = d.join("conf.d/10-zero.yaml");
+    symlink("/dev/zero", &zero).unwrap();
+    let (code, err) = validate(&main);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("10-zero.yaml") && err.contains("character device"),
+        "{err}"
+    );
+    fs::remove_file(&zero).unwrap();
+
+    let looped = d.join("conf.d/20-loop.yaml");
+    symlink(&looped, &looped).unwrap();
+    let (code, err) = validate(&main);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("20-loop.yaml"), "{err}");
+    fs::remove_file(&looped).unwrap();
+
+    symlink(&main, d.join("conf.d/30-self.yaml")).unwrap();
+    let (code, err) = validate(&main);
+    assert_eq!(code, Some(0), "{err}");
+    fs::remove_file(d.join("conf.d/30-self.yaml")).unwrap();
+
+    for i in 0..10_000 {
+        fs::write(d.join(&format!("conf.d/{i:05}.yaml")), "scripts: {}\n").unwrap();
+    }
+    let t = Instant::now();
+    let (code, err) = validate(&main);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("10000 files, more than 64"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// A flood of SIGUSR1 (logrotate's reopen) while lines are written: the
+/// loop answers, and the file holds only whole lines. Held.
+#[test]
+fn a_sigusr1_flood_keeps_the_audit_log_whole() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let log = dir.join("var/audit.jsonl");
+    let cfg = format!(
+        "audit:\n  enabled: true\n  path: {}\nscripts:\n  run_on_startup: false\n",
+        log.display()
+    );
+    let d = Daemon::start(&ns, &dir, &cfg);
+    let pid = d.pid().to_string();
+    let flood = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 5000 ]; do kill -USR1 $0 || exit 1; i=$((i+1)); done",
+            &pid,
+        ])
+        .spawn()
+        .unwrap();
+    let mut requests = 0;
+    let mut flood = flood;
+    while flood.try_wait().unwrap().is_none() {
+        answers(&dir);
+        requests += 1;
+    }
+    assert!(flood.wait().unwrap().success(), "kill failed: daemon gone?");
+    answers(&dir);
+    // every control request is a line; all of them whole
+    wait_until(
+        "the lines written",
+        5,
+        || dir.log(),
+        || fs::read_to_string(&log).unwrap_or_default().lines().count() > requests,
+    );
+    for l in fs::read_to_string(&log).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+    }
 }
