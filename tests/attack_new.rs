@@ -422,3 +422,79 @@ fn a_sigusr1_flood_keeps_the_audit_log_whole() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
     }
 }
+
+const LEASE: &str = "lease {\n  interface \"lw0\";\n  fixed-address 10.9.0.2;\n  option subnet-mask 255.255.255.0;\n  option routers 10.9.0.1;\n  renew 5 2099/11/27 09:28:24;\n  rebind 5 2099/11/27 09:29:16;\n  expire 5 2099/11/27 09:29:31;\n}\n";
+
+/// Lease files that are not files (a FIFO, a link loop, a link to
+/// /dev/zero), a 10 GB sparse one, a storm of 30,000 files made and
+/// removed (about 90,000 inotify events, past the kernel's default queue
+/// of 16,384), and the directory deleted and made again: the loop answers
+/// throughout, and a good lease written afterwards is read. Held.
+#[test]
+fn hostile_lease_files_and_an_event_storm_leave_the_watcher_working() {
+    use std::os::unix::fs::symlink;
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let leases = dir.join("leases");
+    fs::create_dir_all(&leases).unwrap();
+    let cfg = format!(
+        "  backend: dhclient\nbackends:\n  dhclient:\n    lease_files: [{}/*.leases]\n",
+        leases.display()
+    );
+    let _d = Daemon::start(&ns, &dir, &cfg);
+    let ok = Command::new("mkfifo")
+        .arg(leases.join("a.leases"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mkfifo (coreutils) failed");
+    symlink(leases.join("b.leases"), leases.join("b.leases")).unwrap();
+    symlink("/dev/zero", leases.join("d.leases")).unwrap();
+    let sparse = fs::File::create(leases.join("c.leases")).unwrap();
+    sparse.set_len(10 << 30).unwrap();
+    drop(sparse);
+    wait_until(
+        "the sparse file skipped",
+        10,
+        || dir.log(),
+        || dir.log().contains("c.leases"),
+    );
+    answers(&dir);
+    let cpu0 = cpu_ticks(_d.pid());
+    let t = Instant::now();
+    for i in 0..30_000 {
+        let p = leases.join(format!("s{i}.leases"));
+        fs::write(&p, "x").unwrap();
+        fs::remove_file(&p).unwrap();
+    }
+    eprintln!(
+        "storm of 30,000 files took {:?}, netevd used {} ticks of CPU",
+        t.elapsed(),
+        cpu_ticks(_d.pid()) - cpu0
+    );
+    answers(&dir);
+    fs::remove_dir_all(&leases).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    fs::create_dir_all(&leases).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    fs::write(leases.join("lw0.leases"), LEASE).unwrap();
+    wait_until(
+        "the good lease read after all that",
+        15,
+        || dir.log(),
+        || dir.log().contains("lw0.leases: 1 current lease(s)"),
+    );
+    answers(&dir);
+    let log = dir.log();
+    eprintln!(
+        "overflows logged: {}",
+        log.matches("inotify queue overflow").count()
+    );
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
