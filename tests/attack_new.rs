@@ -572,3 +572,68 @@ fn metrics_with_2000_links_and_a_request_flood() {
     assert!(rss1 < rss0 + 4096, "RSS {rss0} -> {rss1} KiB");
     answers(&dir);
 }
+
+/// A hook that exits but leaves a child holding its output pipe open for
+/// ever: the run ends when the hook exits, and the next hook of the link
+/// runs at once. Held.
+#[test]
+fn a_child_holding_the_output_pipe_does_not_hold_the_link() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let tag = "1000.5151";
+    dir.write(
+        "hooks/off.d/10-leave",
+        &format!("#!/bin/sh\nsleep {tag} &\necho left a child\nexit 0\n"),
+        0o755,
+    );
+    dir.recorder("off", "20-record");
+    let _d = Daemon::start(&ns, &dir, "scripts:\n  timeout_seconds: 60\n");
+    let t = Instant::now();
+    ns.ip(&["link", "add", "lp0", "type", "veth", "peer", "name", "lp1"]);
+    dir.wait_for("the next hook", 10, |r| r.iter().any(|x| x.link == "lp0"));
+    let took = t.elapsed();
+    // the child is still there, holding the pipe
+    assert!(with_tag(tag) >= 1, "the child went away by itself");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    answers(&dir);
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(c) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if c.windows(tag.len()).any(|w| w == tag.as_bytes()) {
+            run("kill", &[e.file_name().to_str().unwrap()]);
+        }
+    }
+}
+
+/// A flood of events through the spawner: 1,000 links appear at once,
+/// each with a hook to run. Spawn requests stay within
+/// `scripts.max_parallel` (the rest wait per link), every link's hook
+/// runs, and the spawner is alive at the end. Held.
+#[test]
+fn a_flood_of_events_through_the_spawner_runs_every_hook() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    dir.recorder("off", "50-record");
+    let _d = Daemon::start(
+        &ns,
+        &dir,
+        "  user: nobody\nscripts:\n  max_parallel: 8\n  run_on_startup: false\n",
+    );
+    let mut batch = String::new();
+    for i in 0..500 {
+        batch.push_str(&format!("link add sf{i}a type veth peer name sf{i}b\n"));
+    }
+    let file = dir.write("batch", &batch, 0o644);
+    let t = Instant::now();
+    ns.batch(&file);
+    let r = dir.wait_for("a hook run for each of 1,000 links", 120, |r| {
+        let mut links: Vec<&str> = r.iter().map(|x| x.link.as_str()).collect();
+        links.sort_unstable();
+        links.dedup();
+        links.len() >= 1000
+    });
+    eprintln!("{} hook runs for 1,000 links in {:?}", r.len(), t.elapsed());
+    assert!(!dir.log().contains("hook spawner exited"), "{}", dir.log());
+    answers(&dir);
+}
