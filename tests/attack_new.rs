@@ -637,3 +637,31 @@ fn a_flood_of_events_through_the_spawner_runs_every_hook() {
     assert!(!dir.log().contains("hook spawner exited"), "{}", dir.log());
     answers(&dir);
 }
+
+/// A subscriber's `where` as long and as deep as allowed: a chain of
+/// 585 `&&` (the longest that fits 4,096 bytes, the parser's limit), and
+/// one past the limits. The first is evaluated for each event without
+/// exhausting the stack, the others refused with a reason. Held.
+#[test]
+fn the_longest_and_deepest_subscribe_conditions() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let _d = Daemon::start(&ns, &dir, "scripts:\n  run_on_startup: false\n");
+    let chain = vec!["mtu>0"; 585].join("&&");
+    assert!(chain.len() <= 4096, "{}", chain.len());
+    let mut c = Ctl::connect(&dir);
+    c.ok(&serde_json::json!({"command": "subscribe", "where": chain}).to_string());
+    ns.ip(&["link", "add", "wd0", "type", "veth", "peer", "name", "wd1"]);
+    let ev = c.line();
+    assert!(ev.to_string().contains("wd"), "{ev}");
+    for bad in [
+        format!("{}mtu>0", "!".repeat(65)),
+        vec!["mtu>0"; 700].join("&&"),
+        format!("{}mtu>0{}", "(".repeat(65), ")".repeat(65)),
+    ] {
+        let mut c = Ctl::connect(&dir);
+        let r = c.req(&serde_json::json!({"command": "subscribe", "where": bad}).to_string());
+        assert!(r.get("error").is_some(), "{r}");
+    }
+    answers(&dir);
+}
