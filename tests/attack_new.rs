@@ -665,3 +665,72 @@ fn the_longest_and_deepest_subscribe_conditions() {
     }
     answers(&dir);
 }
+
+/// The audit log of a daemon that dropped to `nobody`, in a directory
+/// nobody owns, reached through a link root made (as /var/run -> /run):
+/// written and queried. Then a daemon running as root whose audit path
+/// runs through a link that nobody made: not followed, so nothing is
+/// written where it leads (before, it was: this machine has
+/// fs.protected_symlinks off).
+#[test]
+fn audit_as_nobody_follows_roots_links_only() {
+    use std::os::unix::fs::symlink;
+    let ns = Ns::new();
+    let dir = Dir::new();
+    let real = dir.join("real");
+    fs::create_dir_all(&real).unwrap();
+    run("chown", &["nobody", real.to_str().unwrap()]);
+    symlink(&real, dir.join("run")).unwrap();
+    let path = dir.join("run/audit.jsonl");
+    let cfg = format!(
+        "  user: nobody\naudit:\n  enabled: true\n  path: {}\nscripts:\n  run_on_startup: false\n",
+        path.display()
+    );
+    let _d = Daemon::start(&ns, &dir, &cfg);
+    answers(&dir);
+    wait_until(
+        "a line through root's link",
+        5,
+        || dir.log(),
+        || fs::read_to_string(real.join("audit.jsonl")).is_ok_and(|t| t.contains("\"control\"")),
+    );
+    let q = netevctl(&dir, &["audit", "--json"]);
+    assert_eq!(q.code, Some(0), "{q:?}");
+    assert!(q.out.contains("control"), "{q:?}");
+
+    // nobody's directory with nobody's link in it; where it leads is
+    // world-writable, to show that the link stops it, not permissions
+    let ns2 = Ns::new();
+    let dir2 = Dir::new();
+    let open = dir2.join("open");
+    fs::create_dir_all(&open).unwrap();
+    run("chmod", &["0777", open.to_str().unwrap()]);
+    let home = dir2.join("home");
+    fs::create_dir_all(&home).unwrap();
+    run("chown", &["nobody", home.to_str().unwrap()]);
+    run(
+        "ln",
+        &[
+            "-s",
+            open.to_str().unwrap(),
+            home.join("logs").to_str().unwrap(),
+        ],
+    );
+    run(
+        "chown",
+        &["-h", "65534", home.join("logs").to_str().unwrap()],
+    );
+    let cfg = format!(
+        "  user: root\naudit:\n  enabled: true\n  path: {}/logs/audit.jsonl\nscripts:\n  run_on_startup: false\n",
+        home.display()
+    );
+    let _d2 = Daemon::start(&ns2, &dir2, &cfg);
+    answers(&dir2);
+    wait_until(
+        "the link refused",
+        5,
+        || dir2.log(),
+        || dir2.log().contains("symbolic link owned by uid 65534"),
+    );
+    assert_eq!(fs::read_dir(&open).unwrap().count(), 0);
+}
