@@ -1637,7 +1637,8 @@ fn section_keys(section: &str) -> &'static [&'static str] {
             "event_history",
             "hook_history",
         ],
-        "backends.systemd_networkd" => &["emit_json"],
+        "backends.systemd_networkd" => &["emit_json", "state_dir", "networkd_dispatcher_dir"],
+        "backends.networkmanager" => &["dispatcher_dir"],
         "backends.dhclient" => &["use_dns", "use_domain", "use_hostname", "lease_files"],
         "metrics" => &["enabled", "per_interface", "max_interfaces", "endpoint"],
         "audit" => &[
@@ -1958,6 +1959,7 @@ metrics:
             "control",
             "backends.systemd_networkd",
             "backends.dhclient",
+            "backends.networkmanager",
             "metrics",
             "audit",
             #[cfg(feature = "http")]
@@ -1985,7 +1987,7 @@ metrics:
         let e = parse("backends:\n  networkmanager:\n    x: 1\n").unwrap_err();
         assert!(
             e.msg
-                .ends_with("in backends.networkmanager (it takes no keys)"),
+                .ends_with("in backends.networkmanager (expected dispatcher_dir)"),
             "{e}"
         );
         let e = parse("monitoring:\n  iface: []\n").unwrap_err();

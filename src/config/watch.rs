@@ -14,14 +14,27 @@
 //! A file that the main path reaches through a symbolic link elsewhere
 //! is seen only when the link itself is replaced.
 //!
+//! Changes are paced, not reloaded one by one: a writer that rewrites a
+//! file in a loop (a broken provisioning script, a hostile user with
+//! write access to `conf.d`) would otherwise make every wakeup a reload,
+//! each reading and parsing every file, telling the hook spawner and
+//! writing an audit line. A reload comes [`SETTLE`] after the last change
+//! seen, but no later than [`MAX_WAIT`] after the first one not yet
+//! reloaded (a storm that never pauses is still followed), and never
+//! within [`MIN_GAP`] of the previous reload. The last change is always
+//! reloaded: a change seen after a reload starts a new wait.
+//!
 //! I/O only: inotify(7) through libc. The reactor registers [`Watch::fd`]
-//! for reading and calls [`Watch::changed`] when it is ready.
+//! for reading and calls [`Watch::on_ready`] when it is ready, arms a
+//! timer at [`Watch::next_reload`], and reloads when [`Watch::reload_due`]
+//! says so.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::libc;
 
@@ -45,6 +58,52 @@ const INCLUDE_MASK: u32 = libc::IN_CLOSE_WRITE
 /// The fixed part of `struct inotify_event`: wd, mask, cookie, len.
 const HEADER: usize = 16;
 
+/// Quiet after the last change before it is reloaded: an edit that takes
+/// a few writes (a tool writing the main file, then an include) is one
+/// reload.
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// The longest a change waits while changes keep coming.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+/// The least time between two reloads from the watch.
+pub const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// When changes seen but not yet reloaded are due: pure, no clock read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The first and the last change not yet reloaded.
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// The last reload this pace allowed.
+    reloaded: Option<Instant>,
+}
+
+impl Pace {
+    /// A change was seen at `now`.
+    pub fn saw(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the changes seen are due to be reloaded; None when there are
+    /// none.
+    pub fn due(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        let at = (last + SETTLE).min(first + MAX_WAIT);
+        Some(self.reloaded.map_or(at, |r| at.max(r + MIN_GAP)))
+    }
+
+    /// True (once) when the changes seen are due at `now`: reload then.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if self.due().is_some_and(|t| t <= now) {
+            self.first = None;
+            self.last = None;
+            self.reloaded = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
 pub struct Watch {
     fd: OwnedFd,
     dir_wd: i32,
@@ -52,6 +111,7 @@ pub struct Watch {
     name: OsString,
     include: PathBuf,
     buf: Vec<u8>,
+    pace: Pace,
 }
 
 /// What one inotify event means for the configuration.
@@ -101,7 +161,26 @@ impl Watch {
             name,
             include,
             buf: vec![0; 4096 + HEADER + 256],
+            pace: Pace::default(),
         })
+    }
+
+    /// The descriptor is readable: reads what it says, and notes a
+    /// change for [`Watch::reload_due`].
+    pub fn on_ready(&mut self, now: Instant) {
+        if self.changed() {
+            self.pace.saw(now);
+        }
+    }
+
+    /// When to call [`Watch::reload_due`] next; None while nothing changed.
+    pub fn next_reload(&self) -> Option<Instant> {
+        self.pace.due()
+    }
+
+    /// True (once per batch of changes) when a reload is due at `now`.
+    pub fn reload_due(&mut self, now: Instant) -> bool {
+        self.pace.take(now)
     }
 
     pub fn fd(&self) -> RawFd {
@@ -142,7 +221,7 @@ impl Watch {
 
     /// Reads every pending event: true when a file the configuration is
     /// made of may have changed. Never blocks.
-    pub fn changed(&mut self) -> bool {
+    fn changed(&mut self) -> bool {
         let mut changed = false;
         loop {
             // SAFETY: reads into our own buffer, at most its length.
@@ -283,6 +362,51 @@ mod tests {
         assert!(w.changed(), "..data swapped");
         let text = std::fs::read_to_string(d.0.join("netevd.yaml")).unwrap();
         assert!(text.contains("max_parallel: 3"));
+    }
+
+    /// Changes in a storm: one reload per [`MIN_GAP`] at most, each within
+    /// [`MAX_WAIT`] of the first change it covers, and the last change
+    /// always reloaded.
+    #[test]
+    fn a_storm_of_changes_is_paced() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Pace::default();
+        assert_eq!(p.due(), None);
+        assert!(!p.take(ms(10_000)));
+        // One edit: reloaded once it settled.
+        p.saw(ms(0));
+        assert_eq!(p.due(), Some(ms(200)));
+        assert!(!p.take(ms(199)));
+        assert!(p.take(ms(200)));
+        assert!(!p.take(ms(201)), "once");
+        // A change every millisecond for ten seconds.
+        let mut reloads = Vec::new();
+        for n in 300..10_300 {
+            p.saw(ms(n));
+            if p.take(ms(n)) {
+                reloads.push(n);
+            }
+        }
+        let last = reloads.last().copied();
+        // then quiet: the last change is reloaded
+        let due = p.due().expect("the last change is pending");
+        assert!(due <= ms(10_299) + MAX_WAIT.max(MIN_GAP), "{due:?}");
+        assert!(p.take(due));
+        assert_eq!(p.due(), None);
+        assert!(reloads.len() <= 10, "{reloads:?}");
+        assert!(reloads.len() >= 4, "followed, not starved: {reloads:?}");
+        for w in reloads.windows(2) {
+            assert!(w[1] - w[0] >= MIN_GAP.as_millis() as u64, "{reloads:?}");
+        }
+        assert_eq!(reloads[0], 300 + MAX_WAIT.as_millis() as u64);
+        assert!(last.is_some());
+        // A lone edit just after a reload waits out the gap.
+        let mut p = Pace::default();
+        p.saw(ms(0));
+        assert!(p.take(ms(200)));
+        p.saw(ms(300));
+        assert_eq!(p.due(), Some(ms(1200)));
     }
 
     #[test]

@@ -27,10 +27,14 @@
 //! first when asking for the newest lines, so the usual short query reads
 //! only the current file.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CString, OsString};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use nix::libc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
@@ -442,26 +446,8 @@ impl Audit {
     }
 
     fn open(&mut self) -> io::Result<()> {
-        let path = &self.settings.path;
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(dir)?;
-            }
-        }
-        let f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
-            .open(path)?;
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        self.size = meta.len();
+        let (f, len) = AuditDir::open(&self.settings.path, true)?.open_file(0, true)?;
+        self.size = len;
         self.file = Some(f);
         Ok(())
     }
@@ -470,30 +456,29 @@ impl Audit {
         self.file = None;
         let path = self.settings.path.clone();
         let keep = self.settings.keep;
+        let dir = AuditDir::open(&path, true)?;
         if keep == 0 {
-            fs::remove_file(&path).or_else(not_found_ok)?;
+            dir.unlink(0).or_else(not_found_ok)?;
         } else {
             for i in (1..keep).rev() {
-                fs::rename(numbered(&path, i), numbered(&path, i + 1)).or_else(not_found_ok)?;
+                dir.rename(i, i + 1).or_else(not_found_ok)?;
             }
-            fs::rename(&path, numbered(&path, 1))?;
+            dir.rename(0, 1)?;
         }
         // Numbers past `keep` (left by a larger `keep` before a reload).
         let mut i = keep + 1;
-        while fs::remove_file(numbered(&path, i)).is_ok() {
+        while dir.unlink(i).is_ok() {
             i += 1;
         }
         if let Some(days) = self.settings.retention_days {
             let max_age = Duration::from_secs(u64::from(days) * 86400);
             for i in 1..=keep {
-                let p = numbered(&path, i);
-                let old = fs::metadata(&p)
-                    .and_then(|m| m.modified())
-                    .ok()
+                let old = dir
+                    .mtime(i)
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > max_age);
                 if old {
-                    let _ = fs::remove_file(&p);
+                    let _ = dir.unlink(i);
                 }
             }
         }
@@ -506,11 +491,12 @@ impl Audit {
     /// is not written yet.
     pub fn query(&self, q: &Query) -> Answer {
         let limit = q.limit.clamp(1, QUERY_LIMIT);
-        let mut files: Vec<PathBuf> = (1..=self.settings.keep)
-            .rev()
-            .map(|i| numbered(&self.settings.path, i))
-            .collect();
-        files.push(self.settings.path.clone());
+        // Oldest first: path.keep .. path.1, then path (0).
+        let mut files: Vec<u32> = (1..=self.settings.keep).rev().collect();
+        files.push(0);
+        // No directory (yet), or one reached through a link no one
+        // trusted made: the files are not read, what is buffered is.
+        let dir = AuditDir::open(&self.settings.path, false).ok();
         let pending = &self.buf[self.head..];
         let mut budget = QUERY_BYTES;
         let mut truncated = false;
@@ -518,17 +504,18 @@ impl Audit {
             // The first `limit` lines from `since` on: oldest file first,
             // skipping files last written before `since`.
             let mut out = Vec::new();
-            for p in &files {
+            for &n in files.iter().filter(|_| dir.is_some()) {
+                let Some(dir) = dir.as_ref() else { break };
                 if out.len() >= limit {
                     break;
                 }
-                let stale = fs::metadata(p)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| ms_of(t) < q.since_ms.unwrap_or(0));
+                let stale = dir
+                    .mtime(n)
+                    .is_some_and(|t| ms_of(t) < q.since_ms.unwrap_or(0));
                 if stale {
                     continue;
                 }
-                if let Ok(f) = File::open(p) {
+                if let Ok((f, _)) = dir.open_file(n, false) {
                     truncated |= scan(f, q, limit, &mut budget, &mut out, false);
                 }
             }
@@ -549,12 +536,23 @@ impl Audit {
         scan(pending, q, limit, &mut budget, &mut part, true);
         have += part.len();
         parts.push(part);
-        for p in files.iter().rev() {
+        for &n in files.iter().rev() {
+            let Some(dir) = dir.as_ref() else { break };
             if have >= limit {
                 break;
             }
-            let Ok(f) = File::open(p) else {
+            let Ok((f, len)) = dir.open_file(n, false) else {
                 continue;
+            };
+            // The newest lines are a file's last: a file larger than what
+            // is left to read is read from that far before its end (the
+            // line cut there skipped), not from its start.
+            let f = match tail(f, len, budget) {
+                Ok((f, cut)) => {
+                    truncated |= cut;
+                    f
+                }
+                Err(_) => continue,
             };
             let mut part = Vec::new();
             truncated |= scan(f, q, limit - have, &mut budget, &mut part, true);
@@ -567,6 +565,36 @@ impl Audit {
         let lines = parts.into_iter().rev().flatten().collect();
         Answer { lines, truncated }
     }
+}
+
+/// `f` (of `len` bytes) positioned at its last `budget` bytes, from the
+/// first whole line there; true when something before was left out.
+fn tail(mut f: File, len: u64, budget: u64) -> io::Result<(BufReader<File>, bool)> {
+    use std::io::{Seek, SeekFrom};
+    if len <= budget {
+        return Ok((BufReader::with_capacity(64 << 10, f), false));
+    }
+    f.seek(SeekFrom::Start(len - budget))?;
+    let mut rd = BufReader::with_capacity(64 << 10, f);
+    // The line cut by the seek, discarded without keeping it (it may be
+    // megabytes long).
+    loop {
+        let buf = rd.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                rd.consume(i + 1);
+                break;
+            }
+            None => {
+                let n = buf.len();
+                rd.consume(n);
+            }
+        }
+    }
+    Ok((rd, true))
 }
 
 /// Reads `r` line by line within `budget` bytes, appending the matches to
@@ -629,6 +657,224 @@ fn scan(
     false
 }
 
+/// The directory of `audit.path`, held open, and the file's name in it:
+/// every audit file is opened, renamed and removed relative to it. The
+/// directory may be one others can write (`audit.path` is the
+/// administrator's choice, and fs.protected_symlinks may be off), and
+/// netevd must never follow a symbolic link it did not make into writing
+/// somewhere else. So:
+/// - the directory is reached one component at a time from `/`, each
+///   opened with O_NOFOLLOW; a symbolic link on the way is followed only
+///   if root or netevd's own user owns it (as /var/run -> /run), checked
+///   on a descriptor of the link itself, so it cannot be swapped between
+///   the check and the use; missing directories are made (mode 0750)
+///   when writing;
+/// - a file is opened only if it is a regular file with one name there:
+///   not a symbolic link (O_NOFOLLOW: /etc/shadow), not a FIFO, whose
+///   open(2) would wait for the other end for ever and stop the loop
+///   (O_NONBLOCK, then the type checked on the descriptor), not a second
+///   name of another file (a hard link, where fs.protected_hardlinks is
+///   off).
+struct AuditDir {
+    fd: OwnedFd,
+    name: OsString,
+}
+
+/// The most symbolic links followed on the way to the directory.
+const MAX_LINKS: u32 = 40;
+
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))
+}
+
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills a zeroed struct from a descriptor we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// openat(2) returning an owned descriptor.
+fn openat(dir: RawFd, name: &CString, flags: i32, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: a valid C string; the result is checked before use.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl AuditDir {
+    fn open(path: &Path, create: bool) -> io::Result<AuditDir> {
+        let bad = |what: &str| io::Error::other(format!("{}: {what}", path.display()));
+        let name = path
+            .file_name()
+            .ok_or_else(|| bad("no file name"))?
+            .to_os_string();
+        let dir = path
+            .parent()
+            .filter(|d| d.is_absolute())
+            .ok_or_else(|| bad("not absolute"))?;
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let root = cstr(b"/")?;
+        let mut fd = openat(libc::AT_FDCWD, &root, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let mut todo: std::collections::VecDeque<OsString> =
+            dir.iter().skip(1).map(|c| c.to_os_string()).collect();
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            let cname = cstr(c.as_bytes())?;
+            let f = match openat(fd.as_raw_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+                Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                    // SAFETY: a valid C string relative to a directory we hold.
+                    if unsafe { libc::mkdirat(fd.as_raw_fd(), cname.as_ptr(), 0o750) } < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::AlreadyExists {
+                            return Err(e);
+                        }
+                    }
+                    todo.push_front(c);
+                    continue;
+                }
+                r => r?,
+            };
+            let st = fstat(f.as_raw_fd())?;
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => fd = f,
+                libc::S_IFLNK => {
+                    if st.st_uid != 0 && st.st_uid != me {
+                        return Err(bad(&format!(
+                            "{} on the way is a symbolic link owned by uid {}, not root: not followed",
+                            c.to_string_lossy(),
+                            st.st_uid
+                        )));
+                    }
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(bad("too many symbolic links on the way"));
+                    }
+                    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+                    // SAFETY: readlinkat on the link's own O_PATH
+                    // descriptor (empty name) into our buffer.
+                    let n = unsafe {
+                        libc::readlinkat(
+                            f.as_raw_fd(),
+                            c"".as_ptr(),
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                        )
+                    };
+                    if n < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    buf.truncate(n as usize);
+                    let target = PathBuf::from(OsString::from_vec(buf));
+                    let mut parts: Vec<OsString> = target
+                        .iter()
+                        .filter(|p| *p != "/")
+                        .map(|p| p.to_os_string())
+                        .collect();
+                    if target.is_absolute() {
+                        fd = openat(libc::AT_FDCWD, &root, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                    }
+                    while let Some(p) = parts.pop() {
+                        todo.push_front(p);
+                    }
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "{} on the way is not a directory",
+                        c.to_string_lossy()
+                    )))
+                }
+            }
+        }
+        Ok(AuditDir { fd, name })
+    }
+
+    /// The file's name (0) or that of its rotated copy `n`.
+    fn name(&self, n: u32) -> io::Result<CString> {
+        let mut b = self.name.as_bytes().to_vec();
+        if n > 0 {
+            b.extend_from_slice(format!(".{n}").as_bytes());
+        }
+        cstr(&b)
+    }
+
+    /// Opens file `n` to append (made if missing) or to read; returns it
+    /// and its size.
+    fn open_file(&self, n: u32, write: bool) -> io::Result<(File, u64)> {
+        let how = if write {
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT
+        } else {
+            libc::O_RDONLY
+        };
+        let flags = how | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let f = openat(self.fd.as_raw_fd(), &self.name(n)?, flags, 0o640).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ELOOP) => io::Error::other("is a symbolic link, not followed"),
+                // What a FIFO with no reader (or a device with none
+                // behind it) answers a non-blocking open for writing.
+                Some(libc::ENXIO) => io::Error::other("not a regular file (a FIFO or a device)"),
+                _ => e,
+            }
+        })?;
+        let st = fstat(f.as_raw_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(io::Error::other("not a regular file"));
+        }
+        if st.st_nlink > 1 {
+            return Err(io::Error::other(format!(
+                "has {} names (a hard link to another file?), not used",
+                st.st_nlink
+            )));
+        }
+        Ok((File::from(f), st.st_size as u64))
+    }
+
+    fn rename(&self, from: u32, to: u32) -> io::Result<()> {
+        let (a, b) = (self.name(from)?, self.name(to)?);
+        let d = self.fd.as_raw_fd();
+        // SAFETY: valid C strings relative to a directory we hold.
+        if unsafe { libc::renameat(d, a.as_ptr(), d, b.as_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn unlink(&self, n: u32) -> io::Result<()> {
+        let a = self.name(n)?;
+        // SAFETY: a valid C string relative to a directory we hold.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), a.as_ptr(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// When file `n` was last written (the link's own time for a link).
+    fn mtime(&self, n: u32) -> Option<SystemTime> {
+        let a = self.name(n).ok()?;
+        // SAFETY: fstatat fills a zeroed struct; a valid C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                a.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r < 0 {
+            return None;
+        }
+        let secs = Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+        Some(SystemTime::UNIX_EPOCH + secs)
+    }
+}
+
 fn not_found_ok(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::NotFound {
         Ok(())
@@ -638,7 +884,8 @@ fn not_found_ok(e: io::Error) -> io::Result<()> {
 }
 
 /// `path.N`.
-pub fn numbered(path: &Path, n: u32) -> PathBuf {
+#[cfg(test)]
+fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
@@ -657,6 +904,7 @@ fn wall_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     struct Tmp(PathBuf);
 
@@ -824,6 +1072,183 @@ mod tests {
         drain(&mut a);
         assert_eq!(read_lines(&path)[0]["time_ms"], 2);
         assert_eq!(read_lines(&t.0.join("a.old")).len(), 1);
+    }
+
+    /// Runs `f` on a thread and gives up after a few seconds: what is
+    /// tested here used to block in open(2) for ever.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what}: still blocked after 5 s"))
+    }
+
+    fn mkfifo(p: &Path) {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
+    /// What someone else put where the audit files go (a FIFO, a symbolic
+    /// link, a second name of another file) is neither written, nor read,
+    /// nor waited for.
+    #[test]
+    fn files_netevd_did_not_make_are_refused_not_followed_nor_waited_for() {
+        let t = Tmp::new("hostile");
+        let path = t.0.join("audit.jsonl");
+        let secret = t.0.join("secret");
+        let line = "{\"time_ms\":5,\"kind\":\"state\",\"link\":\"secret\"}\n";
+        fs::write(&secret, line).unwrap();
+        // A FIFO at the path: a write must not wait for a reader.
+        mkfifo(&path);
+        let p = path.clone();
+        let (errors, written) = within("writing to a FIFO", move || {
+            let mut a = Audit::new(settings(&p));
+            a.line("state", 1).unwrap().end();
+            a.flush(Instant::now());
+            (a.stats.write_errors, a.pending() == 0)
+        });
+        assert_eq!((errors, written), (1, false));
+        fs::remove_file(&path).unwrap();
+        // A hard link to another file: not appended to.
+        fs::hard_link(&secret, &path).unwrap();
+        let mut a = Audit::new(settings(&path));
+        a.line("state", 1).unwrap().end();
+        a.flush(Instant::now());
+        assert_eq!(a.stats.write_errors, 1);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), line);
+        fs::remove_file(&path).unwrap();
+        // A symbolic link: not written through.
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let mut a = Audit::new(settings(&path));
+        a.line("state", 1).unwrap().end();
+        a.flush(Instant::now());
+        assert_eq!(a.stats.write_errors, 1);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), line);
+        // Queries: a link and a hard link are not read, a FIFO not waited
+        // for (a fresh log: nothing buffered to answer from).
+        let a = Audit::new(settings(&path));
+        std::os::unix::fs::symlink(&secret, numbered(&path, 1)).unwrap();
+        fs::hard_link(&secret, numbered(&path, 2)).unwrap();
+        let q = Query {
+            limit: 100,
+            ..Query::default()
+        };
+        assert!(a.query(&q).lines.is_empty(), "read through a link");
+        let q2 = Query {
+            since_ms: Some(0),
+            ..q.clone()
+        };
+        assert!(a.query(&q2).lines.is_empty(), "read through a link");
+        fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let n = within("querying a FIFO", move || {
+            (a.query(&q).lines.len(), a.query(&q2).lines.len())
+        });
+        assert_eq!(n, (0, 0));
+    }
+
+    /// A directory on the way to `audit.path` swapped for a symbolic link
+    /// by someone else (fs.protected_symlinks is off on some machines):
+    /// not followed, nothing made or written where it leads. One that
+    /// root made (as /var/run -> /run) is followed.
+    #[test]
+    fn a_directory_link_someone_else_made_is_not_followed() {
+        use std::os::unix::fs::symlink;
+        let t = Tmp::new("dirlink");
+        let target = t.0.join("etc");
+        fs::create_dir(&target).unwrap();
+        let public = t.0.join("pub");
+        fs::create_dir(&public).unwrap();
+        symlink(&target, public.join("logs")).unwrap();
+        // owned by nobody, as if nobody had made it
+        let link = CString::new(public.join("logs").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::lchown(link.as_ptr(), 65534, 65534) }, 0);
+        for path in [
+            public.join("logs/audit.jsonl"),
+            public.join("logs/sub/audit.jsonl"),
+        ] {
+            let mut a = Audit::new(settings(&path));
+            a.line("state", 1).unwrap().end();
+            a.flush(Instant::now());
+            assert_eq!(a.stats.write_errors, 1, "{}", path.display());
+            assert_eq!(
+                fs::read_dir(&target).unwrap().count(),
+                0,
+                "made or wrote in etc"
+            );
+            fs::write(
+                target.join("audit.jsonl"),
+                "{\"time_ms\":1,\"kind\":\"x\"}\n",
+            )
+            .unwrap();
+            let fresh = Audit::new(settings(&path));
+            let q = Query {
+                limit: 10,
+                ..Query::default()
+            };
+            assert!(fresh.query(&q).lines.is_empty(), "read through the link");
+            fs::remove_file(target.join("audit.jsonl")).unwrap();
+        }
+        // root's own link: followed, rotation included
+        let real = t.0.join("real");
+        fs::create_dir(&real).unwrap();
+        symlink(&real, t.0.join("run")).unwrap();
+        let path = t.0.join("run/audit.jsonl");
+        let mut s = settings(&path);
+        s.max_size = 4096;
+        let mut a = Audit::new(s);
+        for i in 0..100 {
+            a.line("state", i)
+                .unwrap()
+                .str("pad", &"x".repeat(100))
+                .end();
+            drain(&mut a);
+        }
+        assert!(real.join("audit.jsonl.1").exists());
+        let q = Query {
+            limit: 1,
+            ..Query::default()
+        };
+        assert_eq!(a.query(&q).lines[0]["time_ms"], 99);
+    }
+
+    /// A current file larger than a query may read (`audit.max_size` is
+    /// up to a TiB, or the file was there before): the newest lines are
+    /// its last ones, and those are what a query for the newest returns.
+    #[test]
+    fn the_newest_lines_of_a_huge_file_are_its_last() {
+        let t = Tmp::new("huge");
+        let path = t.0.join("audit.jsonl");
+        let mut text = String::new();
+        let mut n = 0u64;
+        while (text.len() as u64) < QUERY_BYTES + (QUERY_BYTES >> 2) {
+            text.push_str(&format!(
+                "{{\"time_ms\":{n},\"kind\":\"state\",\"pad\":\"{}\"}}\n",
+                "x".repeat(200)
+            ));
+            n += 1;
+        }
+        fs::write(&path, &text).unwrap();
+        let a = Audit::new(settings(&path));
+        let ans = a.query(&Query {
+            limit: 3,
+            ..Query::default()
+        });
+        let times: Vec<u64> = ans
+            .lines
+            .iter()
+            .map(|v| v["time_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(times, [n - 3, n - 2, n - 1]);
+        // More than the newest budget's worth: cut, and said so.
+        let ans = a.query(&Query {
+            limit: QUERY_LIMIT,
+            kind: Some("nothing".into()),
+            ..Query::default()
+        });
+        assert!(ans.lines.is_empty() && ans.truncated);
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub fn check_script_dir(script_dir: &Path, owner: u32) -> usize {
                      (start it with #!/bin/sh)"
                 ),
                 Ok(_) => match check_hook(&p, script_dir, owner) {
-                    Ok(()) => continue,
+                    Ok(_) => continue,
                     Err(why) => log::warn!("hooks: {why}: refused"),
                 },
             }
@@ -748,14 +748,15 @@ impl Runner {
                     let owner = nix::unistd::geteuid().as_raw();
                     match check_hook(&path, &self.settings.script_dir, owner) {
                         Err(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
-                        Ok(()) => match launch(&path, &run.env, json_fd, &args, self.user.as_ref())
-                        {
-                            Ok(started) => {
-                                run.proc = Some(pending);
-                                Ok(Some(started))
+                        Ok(real) => {
+                            match launch(&real, &run.env, json_fd, &args, self.user.as_ref()) {
+                                Ok(started) => {
+                                    run.proc = Some(pending);
+                                    Ok(Some(started))
+                                }
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
-                        },
+                        }
                     }
                 }
             };
@@ -1461,7 +1462,15 @@ fn unsafe_mode(m: &std::fs::Metadata, owner: u32) -> Option<String> {
 /// be owned by root (or `owner`) and writable by neither group nor others:
 /// anyone who could change one of them could run code as root. Returns
 /// why not, naming the file.
-pub fn check_hook(path: &Path, script_dir: &Path, owner: u32) -> Result<(), String> {
+///
+/// On success returns the name to execute: the resolved path, which holds
+/// no symbolic link and runs only through directories just checked. The
+/// caller must execute that and never `path` again: a symbolic link on the
+/// way from `path` may sit in a directory anyone can write (only where it
+/// leads is checked), and could be pointed elsewhere between this check
+/// and execve(2). Through the resolved name, only root (or `owner`) can
+/// change what runs.
+pub fn check_hook(path: &Path, script_dir: &Path, owner: u32) -> Result<PathBuf, String> {
     let shown = |p: &Path| Esc(p.as_os_str().as_bytes()).to_string();
     let root = std::fs::canonicalize(script_dir)
         .map_err(|e| format!("script_dir {}: {e}", shown(script_dir)))?;
@@ -1512,7 +1521,7 @@ pub fn check_hook(path: &Path, script_dir: &Path, owner: u32) -> Result<(), Stri
             }
         }
     }
-    Ok(())
+    Ok(real)
 }
 
 /// Reads what the hook wrote, at most `budget` bytes, logging each
@@ -1747,6 +1756,50 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap().len(), json.len());
         let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         assert!(w.write_all(b"changed").is_err(), "not sealed");
+    }
+
+    /// A hook reached through a symbolic link in a directory anyone can
+    /// write: the link is pointed at another program between the check
+    /// and the start. What starts must be what was checked.
+    #[test]
+    fn what_runs_is_what_was_checked_even_when_a_link_is_swapped() {
+        let t = std::env::temp_dir().join(format!("netevd-toctou-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        let (sd, w) = (t.join("sd"), t.join("w"));
+        std::fs::create_dir_all(sd.join("up.d")).unwrap();
+        std::fs::create_dir_all(sd.join("lib")).unwrap();
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let out = t.join("out");
+        for (p, who) in [(sd.join("lib/good"), "good"), (w.join("evil"), "evil")] {
+            std::fs::write(&p, format!("#!/bin/sh\necho {who} > {}\n", out.display())).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::os::unix::fs::symlink(sd.join("lib/good"), w.join("link")).unwrap();
+        std::os::unix::fs::symlink(w.join("link"), sd.join("up.d/50-x")).unwrap();
+        let named = sd.join("up.d/50-x");
+        let real = check_hook(&named, &sd, 0).expect("the target is inside and safe");
+        assert_eq!(real, std::fs::canonicalize(sd.join("lib/good")).unwrap());
+        // the swap, by whoever can write `w`
+        std::fs::remove_file(w.join("link")).unwrap();
+        std::os::unix::fs::symlink(w.join("evil"), w.join("link")).unwrap();
+        let env: [(&str, &str); 0] = [];
+        let (pid, _pipe) = launch(&real, &env, None, &[], None).unwrap();
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid as i32, &mut st, 0) };
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "good\n");
+        // and once swapped, the check itself refuses
+        let e = check_hook(&named, &sd, 0).unwrap_err();
+        assert!(e.contains("outside script_dir"), "{e}");
+        // `..` out of script_dir, and a hook directory that is a link out
+        std::fs::create_dir_all(sd.join("x.d")).unwrap();
+        let e = check_hook(&sd.join("x.d/../../w/evil"), &sd, 0).unwrap_err();
+        assert!(e.contains("outside script_dir"), "{e}");
+        std::os::unix::fs::symlink(&w, sd.join("down.d")).unwrap();
+        let e = check_hook(&sd.join("down.d/evil"), &sd, 0).unwrap_err();
+        assert!(e.contains("outside script_dir"), "{e}");
+        std::fs::remove_dir_all(&t).unwrap();
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //!   raw wait status).
 //!
 //! What the spawner trusts: nothing the loop says but a path to check and
-//! an environment. `script_dir` and `scripts.user` come from the root-owned
+//! an environment of the variables hooks are documented to get
+//! ([`HOOK_ENV`], with `PATH` exactly [`HOOK_PATH`]): a loop taken over
+//! must not hand a root hook `LD_PRELOAD`, `BASH_ENV`, `IFS` or a `PATH`
+//! through a directory it can write, each of which runs its code as root
+//! in whatever the hook starts. `script_dir` and `scripts.user` come from the root-owned
 //! configuration file, read by the spawner itself at start and on
 //! `Reload`, never from the loop: a loop taken over can at worst run the
 //! hooks an administrator installed. Each path must resolve inside
@@ -60,6 +64,128 @@ const MAX_WHY: usize = 8 * 1024;
 /// The most arguments a hook is given (NetworkManager-dispatcher's two).
 const MAX_ARGS: usize = 8;
 const REPLY_BUF: usize = MAX_WHY + 64;
+
+/// The variables a hook may get: those `core::event::environment` sets
+/// (a test below reads them out of its source, so a new one cannot be
+/// forgotten here), and those of the systemd-networkd backend, which
+/// hooks written for the existing netevd expect. Values are data to a
+/// hook; only names could change what code runs.
+pub const HOOK_ENV: &[&str] = &[
+    "PATH",
+    "LINK",
+    "LINKINDEX",
+    "STATE",
+    "OPERSTATE",
+    "PREVIOUS_STATE",
+    "PREVIOUS_LINK",
+    "COALESCED",
+    "EVENT",
+    "EVENT_ID",
+    "BACKEND",
+    "ADDRESSES",
+    "JSON",
+    "JSON_FILE",
+    "POLICY_TABLE",
+    "POLICY_RULES",
+    "ROUTE_ACTION",
+    "ROUTE_FAMILY",
+    "ROUTE_DST",
+    "ROUTE_GATEWAY",
+    "ROUTE_TABLE",
+    "ROUTE_METRIC",
+    "DHCP_ADDRESS",
+    "DHCP_SUBNET_MASK",
+    "DHCP_GATEWAY",
+    "DHCP_DNS",
+    "DHCP_DOMAIN",
+    "DHCP_HOSTNAME",
+    "DHCP_LEASE",
+    "TRUNCATED",
+    "OPER_STATE",
+    "CARRIER_STATE",
+    "ADDRESS_STATE",
+    "ONLINE_STATE",
+    "ADMIN_STATE",
+    "DNS",
+    "DOMAINS",
+    "GATEWAY",
+    "HOSTNAME",
+    "IPV4_ADDRESS_STATE",
+    "IPV6_ADDRESS_STATE",
+    "DEVICE_STATE",
+    "DEVICE_STATE_REASON",
+    "DEVICE_IFACE",
+    "DEVICE_IP_IFACE",
+    "CONNECTION_ID",
+    "CONNECTION_UUID",
+    "NM_DISPATCHER_ACTION",
+    "IP4_ADDRESSES",
+    "IP4_NUM_ADDRESSES",
+    "IP4_GATEWAY",
+    "IP4_NAMESERVERS",
+    "IP6_ADDRESSES",
+    "IP6_NUM_ADDRESSES",
+    "IP6_GATEWAY",
+    "IP6_NAMESERVERS",
+    "IFACE",
+    "ESSID",
+    "IP_ADDRS",
+    "IP6_ADDRS",
+];
+
+/// NetworkManager-dispatcher's numbered variables, `IP4_ADDRESS_<n>` and
+/// `IP6_ADDRESS_<n>`, n below this.
+const NUMBERED_MAX: u32 = 16;
+
+/// Whether `name` is one netevd gives hooks: in [`HOOK_ENV`], or
+/// numbered as NetworkManager-dispatcher numbers its addresses.
+pub fn hook_env_name(name: &[u8]) -> bool {
+    if HOOK_ENV.iter().any(|n| name == n.as_bytes()) {
+        return true;
+    }
+    [&b"IP4_ADDRESS_"[..], &b"IP6_ADDRESS_"[..]]
+        .iter()
+        .any(|p| {
+            name.strip_prefix(*p).is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 2
+                    && n.iter().all(u8::is_ascii_digit)
+                    && (n.len() == 1 || n[0] != b'0')
+                    && std::str::from_utf8(n)
+                        .ok()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n < NUMBERED_MAX)
+            })
+        })
+}
+
+/// The one `PATH` a hook gets: system directories only, writable by root
+/// alone on any sane system.
+pub const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether `env` is an environment netevd gives hooks: only names in
+/// [`HOOK_ENV`], each once, `PATH` exactly [`HOOK_PATH`]. Returns why
+/// not, naming the variable.
+pub fn check_env(env: &[(OsString, OsString)]) -> Result<(), String> {
+    for (i, (k, v)) in env.iter().enumerate() {
+        let name = k.to_string_lossy();
+        if !hook_env_name(k.as_bytes()) {
+            return Err(format!(
+                "environment variable {name:?} is not one netevd gives hooks"
+            ));
+        }
+        if env[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(format!("environment variable {name:?} given twice"));
+        }
+        if name == "PATH" && v.as_bytes() != HOOK_PATH.as_bytes() {
+            return Err(format!(
+                "PATH {:?} is not netevd's {HOOK_PATH:?}",
+                v.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -694,7 +820,7 @@ impl Serve {
                         None,
                     );
                 }
-                if let Err(why) = crate::effect::hooks::check_hook(&path, &self.script_dir, 0) {
+                if let Err(why) = check_env(&env) {
                     return self.reply(
                         Reply::Failed {
                             id,
@@ -704,8 +830,23 @@ impl Serve {
                         None,
                     );
                 }
+                // What runs is the checked, resolved name, never `path`
+                // again (see `check_hook`).
+                let real = match crate::effect::hooks::check_hook(&path, &self.script_dir, 0) {
+                    Ok(real) => real,
+                    Err(why) => {
+                        return self.reply(
+                            Reply::Failed {
+                                id,
+                                errno: libc::EPERM,
+                                why,
+                            },
+                            None,
+                        )
+                    }
+                };
                 let started = crate::effect::hooks::launch(
-                    &path,
+                    &real,
                     &env,
                     json.as_ref().map(|f| f.as_raw_fd()),
                     &args,
@@ -913,6 +1054,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What a loop taken over could hand a root hook to run its own
+    /// code: refused by name. Every variable `core::event::environment`
+    /// sets passes (read from its source, so none is forgotten).
+    #[test]
+    fn only_the_hook_environment_passes() {
+        let e = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        assert!(check_env(&e(&[("PATH", HOOK_PATH), ("LINK", "eth0"), ("JSON", "{}")])).is_ok());
+        for (k, v) in [
+            ("LD_PRELOAD", "/tmp/x.so"),
+            ("LD_LIBRARY_PATH", "/tmp"),
+            ("BASH_ENV", "/tmp/x"),
+            ("ENV", "/tmp/x"),
+            ("IFS", "/"),
+            ("BASH_FUNC_ls%%", "() { id; }"),
+            ("GCONV_PATH", "/tmp"),
+            ("link", "lower case"),
+        ] {
+            let why = check_env(&e(&[("LINK", "eth0"), (k, v)])).unwrap_err();
+            assert!(why.contains(&format!("{k:?}")), "{why}");
+        }
+        let why = check_env(&e(&[("PATH", "/tmp/evil:/usr/bin")])).unwrap_err();
+        assert!(why.contains("/tmp/evil"), "{why}");
+        assert!(check_env(&e(&[("LINK", "a"), ("LINK", "b")])).is_err());
+        assert!(check_env(&e(&[("IP4_ADDRESS_15", "a"), ("IP6_ADDRESS_0", "b")])).is_ok());
+        for bad in [
+            "IP4_ADDRESS_16",
+            "IP4_ADDRESS_01",
+            "IP4_ADDRESS_",
+            "IP6_ADDRESS_1x",
+        ] {
+            assert!(check_env(&e(&[(bad, "a")])).is_err(), "{bad}");
+        }
+        // Every upper-case literal of event.rs's code (not its tests) is a
+        // variable it may set.
+        let src = include_str!("../core/event.rs");
+        let code = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let mut names = Vec::new();
+        for part in code.split('"').skip(1).step_by(2) {
+            if !part.is_empty()
+                && part.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            {
+                names.push(part);
+            }
+        }
+        assert!(names.len() >= 20, "{names:?}");
+        for n in names {
+            assert!(
+                hook_env_name(n.as_bytes()),
+                "{n} is set for hooks but not in HOOK_ENV"
+            );
+        }
+        assert!(
+            code.contains(HOOK_PATH),
+            "PATH in event.rs is not HOOK_PATH"
+        );
     }
 
     #[test]

@@ -403,9 +403,10 @@ impl Daemon {
                             self.sched.done(l);
                         }
                     }
+                    // Paced: the reload comes at Timer::ConfigWatch.
                     Source::ConfigWatch => {
-                        if self.watch.as_mut().is_some_and(|w| w.changed()) {
-                            self.reload_and_log("watch", "the configuration changed");
+                        if let Some(w) = self.watch.as_mut() {
+                            w.on_ready(Instant::now());
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
@@ -476,6 +477,11 @@ impl Daemon {
                         trim();
                     }
                     Timer::Audit => self.audit.flush(now),
+                    Timer::ConfigWatch => {
+                        if self.watch.as_mut().is_some_and(|w| w.reload_due(now)) {
+                            self.reload_and_log("watch", "the configuration changed");
+                        }
+                    }
                     Timer::Watchdog => self.notify.on_watchdog(now),
                     #[cfg(feature = "dbus")]
                     Timer::Dbus if !self.stopping => self.on_dbus(false),
@@ -524,6 +530,8 @@ impl Daemon {
         self.timers.arm(Timer::Lease, self.lease_deadline());
         #[cfg(feature = "dbus")]
         self.timers.arm(Timer::Dbus, self.dbus_deadline());
+        let reload = self.watch.as_ref().and_then(|w| w.next_reload());
+        self.timers.arm(Timer::ConfigWatch, reload);
         let control = self.control.as_ref().and_then(Control::next_deadline);
         self.timers.arm(Timer::Control, control);
         #[cfg(feature = "http")]

@@ -37,10 +37,12 @@ pub enum Timer {
     /// The bus: a reconnect after backoff, or the end of start-up's wait
     /// for the managers' first read.
     Dbus,
+    /// `system.watch_config` saw changes that are due to be reloaded.
+    ConfigWatch,
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 12] = [
+const ALL: [Timer; 13] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
     Timer::Policy,
@@ -53,6 +55,7 @@ const ALL: [Timer; 12] = [
     Timer::Lease,
     Timer::Http,
     Timer::Dbus,
+    Timer::ConfigWatch,
 ];
 const N: usize = ALL.len();
 
