@@ -172,7 +172,7 @@ impl Raw {
         wait(
             "the daemon to start",
             10,
-            || d.log().contains("running: backend kernel"),
+            || d.log().contains("running: backend "),
             || d.log(),
         );
         r

@@ -41,7 +41,7 @@ impl Netevd {
             .unwrap();
         let mut d = Netevd { child };
         let end = Instant::now() + Duration::from_secs(10);
-        while !dir.log().contains("running: backend kernel") {
+        while !dir.log().contains("running: backend ") {
             if let Ok(Some(s)) = d.child.try_wait() {
                 panic!("daemon exited ({s}) before it ran:\n{}", dir.log());
             }

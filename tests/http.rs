@@ -1152,7 +1152,7 @@ fn the_dashboard_shows_a_live_event_in_chromium() {
 }
 
 /// The metric names issue 8 gives the registry; contrib/ uses no others.
-const METRICS: [&str; 19] = [
+const METRICS: [&str; 20] = [
     "netevd_uptime_seconds",
     "netevd_build_info",
     "netevd_events_total",
@@ -1169,6 +1169,7 @@ const METRICS: [&str; 19] = [
     "netevd_resyncs_total",
     "netevd_dbus_calls_total",
     "netevd_dbus_errors_total",
+    "netevd_dbus_up",
     "netevd_control_requests_total",
     "netevd_filter_hits_total",
     "netevd_policy_requests_total",

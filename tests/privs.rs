@@ -373,7 +373,7 @@ fn no_zombies_as_pid_1_after_100_timed_out_hooks() {
         "the start",
         10,
         || dir.log(),
-        || dir.log().contains("running: backend kernel"),
+        || dir.log().contains("running: backend "),
     );
     // netevd is the child of unshare, PID 1 of the new namespace.
     let kids = children(guard.0.id());
@@ -542,7 +542,7 @@ fn sd_notify_ready_watchdog_reloading_stopping() {
         "the start line",
         5,
         || dir.log(),
-        || dir.log().contains("running: backend kernel"),
+        || dir.log().contains("running: backend "),
     );
     // Pings at half the interval, from the unprivileged loop.
     let t = Instant::now();

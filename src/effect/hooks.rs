@@ -63,7 +63,7 @@ use std::rc::Rc;
 use crate::core::event::{environment, json_in_file, Event, JSON_FD};
 use crate::core::sched::Job;
 use crate::effect::spawner::{Reply, Spawner};
-use crate::effect::tree::{self, kill_tree};
+use crate::effect::tree::kill_tree;
 use crate::logger::Esc;
 use crate::privs::Account;
 
@@ -967,13 +967,24 @@ impl Runner {
         }
     }
 
-    /// After SIGCHLD: reaps every child that exited (hooks, and whatever
-    /// their descendants left to netevd as a subreaper), starts the next
-    /// hooks, and returns the links whose runs are over.
-    pub fn reap(&mut self, reg: &Registry, now: Instant, done: &mut Vec<u32>) {
+    /// After SIGCHLD, with every child that exited (`tree::reap_all`):
+    /// takes this runner's hooks (and its spawner) out of `exited`, starts
+    /// the next hooks, and returns the links whose runs are over.
+    pub fn reap(
+        &mut self,
+        exited: &mut Vec<(u32, i32)>,
+        reg: &Registry,
+        now: Instant,
+        done: &mut Vec<u32>,
+    ) {
         let mut reaped = false;
-        for (pid, status) in tree::reap_all() {
+        // What is not this runner's stays for the next (the dispatchers'
+        // runners share the one reap of the process).
+        let mut i = 0;
+        while i < exited.len() {
+            let (pid, status) = exited[i];
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
+                exited.swap_remove(i);
                 log::error!("hook spawner (pid {pid}) ended: wait status {status:#x}");
                 self.on_spawner(reg, now, done);
                 self.spawner_gone(reg, now, done);
@@ -986,10 +997,11 @@ impl Runner {
             });
             match slot {
                 Some(slot) => {
+                    exited.swap_remove(i);
                     self.finish(slot, status, reg, now, done);
                     reaped = true;
                 }
-                None => log::debug!("reaped pid {pid}, left behind by a hook"),
+                None => i += 1,
             }
         }
         if reaped {

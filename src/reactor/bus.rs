@@ -336,7 +336,22 @@ impl Daemon {
     /// /health's bus and backend checks: whether each is well, and why.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(super) fn bus_health(&self) -> (bool, String, bool, String) {
+        let manager = |b: &Backend| matches!(b, Backend::Networkd | Backend::NetworkManager);
         let (bus_ok, bus) = match &self.bus {
+            // `auto` without a manager on the bus runs on the kernel (or
+            // dhclient) as it should: a bus it does not use is no fault.
+            Some(b)
+                if !b.up() && !manager(&self.active) && self.config.backend == Backend::Auto =>
+            {
+                (
+                    true,
+                    format!(
+                        "auto: {}; not needed by the {} backend",
+                        b.status(),
+                        self.active.as_str()
+                    ),
+                )
+            }
             Some(b) => (b.up(), b.status()),
             None => (
                 true,
@@ -344,8 +359,7 @@ impl Daemon {
             ),
         };
         let wanted = &self.config.backend;
-        let manager = matches!(wanted, Backend::Networkd | Backend::NetworkManager);
-        let (backend_ok, backend) = if manager && &self.active != wanted {
+        let (backend_ok, backend) = if manager(wanted) && &self.active != wanted {
             (
                 false,
                 format!(
@@ -494,9 +508,9 @@ impl Compat {
         false
     }
 
-    pub fn reap(&mut self, reg: &mio::Registry, now: Instant) {
+    pub fn reap(&mut self, exited: &mut Vec<(u32, i32)>, reg: &mio::Registry, now: Instant) {
         for p in &mut self.parts {
-            p.runner.reap(reg, now, &mut self.done);
+            p.runner.reap(exited, reg, now, &mut self.done);
             for l in self.done.drain(..) {
                 p.sched.done(l);
             }

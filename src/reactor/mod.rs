@@ -954,14 +954,24 @@ impl Daemon {
     }
 
     fn reap(&mut self) {
-        self.runner
-            .reap(self.poll.registry(), Instant::now(), &mut self.done);
+        // One reap of every child, netevd being a subreaper; each runner
+        // takes its own.
+        let mut exited = crate::effect::tree::reap_all();
+        self.runner.reap(
+            &mut exited,
+            self.poll.registry(),
+            Instant::now(),
+            &mut self.done,
+        );
         for l in self.done.drain(..) {
             self.sched.done(l);
         }
         #[cfg(feature = "dbus")]
         if let Some(c) = self.compat.as_mut() {
-            c.reap(self.poll.registry(), Instant::now());
+            c.reap(&mut exited, self.poll.registry(), Instant::now());
+        }
+        for (pid, status) in exited {
+            log::debug!("reaped pid {pid} (wait status {status:#x}), left behind by a hook");
         }
         for (r, took) in self.runner.finished.drain(..) {
             let result = if r.timed_out {

@@ -241,6 +241,13 @@ impl Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_netevd")])
             .args(["--foreground", "-v", "--config", cfg_path.to_str().unwrap()])
+            // `system.backend: auto` (the default) must not find the
+            // machine's own bus and its managers: the tests that want a
+            // bus start their own (tests/common/peers.rs).
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/netevd-tests-no-bus",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -249,7 +256,7 @@ impl Daemon {
         let d = Daemon { child };
         // Ready once the start-up dump is done.
         let end = Instant::now() + Duration::from_secs(10);
-        while !dir.log().contains("running: backend kernel") {
+        while !dir.log().contains("running: backend ") {
             assert!(Instant::now() < end, "daemon did not start:\n{}", dir.log());
             std::thread::sleep(Duration::from_millis(20));
         }
