@@ -36,7 +36,6 @@ impl Core {
         self.mirror.links()
     }
 
-    #[cfg(test)]
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.mirror.link(index)
     }
@@ -480,7 +479,7 @@ mod tests {
         assert_eq!(seen, vec![(false, a.gateway), (true, b.gateway)]);
         let mut want = vec![b, other_metric, other_table, other_dst];
         want.sort();
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -503,7 +502,7 @@ mod tests {
                 link(2, "va", 0, 2),
             ],
         );
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), vec![r6]);
         // the flushed IPv4 route reaches route hooks as a deletion, after
         // the link's state change
         let tail: Vec<_> = evs
@@ -552,13 +551,13 @@ mod tests {
         );
         let mut want = vec![gw, r6.clone()];
         want.sort();
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), want);
         // the last IPv4 address goes: every IPv4 route of the link goes
         let evs = run(
             &mut c,
             vec![Input::DelAddr(addr(2, "192.0.2.11", 24, 0, 0x80))],
         );
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), vec![r6]);
         assert!(evs.iter().any(|e| e
             .route
             .as_ref()
