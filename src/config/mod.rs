@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::policy;
+use crate::core::types::{RouteScope, RT_TABLE_LOCAL, RT_TABLE_MAIN};
 use yaml::{Ctx, Node};
 
 pub const DEFAULT_PATH: &str = "/etc/netevd/netevd.yaml";
@@ -64,6 +65,8 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// `monitoring.interfaces`: glob patterns, empty for all links.
     pub interfaces: Vec<String>,
+    /// `monitoring.routes`: which routing tables the daemon mirrors.
+    pub routes: RouteScope,
     /// `routing`: per-interface policy routing.
     pub policy: policy::Settings,
     /// `control`: the JSON Lines control socket.
@@ -73,6 +76,8 @@ pub struct Config {
     pub max_parallel: usize,
     /// Netlink socket receive buffer in bytes.
     pub netlink_rcvbuf: usize,
+    /// What the buffer may grow to after overruns.
+    pub netlink_rcvbuf_max: usize,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -85,12 +90,14 @@ impl Default for Config {
             backend: Backend::Kernel,
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
+            routes: RouteScope::All,
             policy: policy::Settings::default(),
             control: ControlSettings::default(),
             timeout: Duration::from_secs(30),
             run_on_startup: true,
             max_parallel: 4,
             netlink_rcvbuf: 4 << 20,
+            netlink_rcvbuf_max: 32 << 20,
             inactive: Vec::new(),
         }
     }
@@ -277,11 +284,15 @@ impl Config {
         let Some(root) = yaml::parse(text, file)? else {
             return Ok(c);
         };
+        let mut routes_at = None;
         for (k, v) in cx.map(&root, "top level")? {
             let key = cx.key(k)?;
             match key {
                 "system" => c.system(&cx, v)?,
-                "monitoring" => c.interfaces = monitoring(&cx, v)?,
+                "monitoring" => {
+                    (c.interfaces, c.routes) = monitoring(&cx, v)?;
+                    routes_at = Some(field(v, "routes").unwrap_or(k));
+                }
                 "routing" => c.policy = routing(&cx, v)?,
                 "backends" => backends(&cx, v)?,
                 "control" => c.control = control(&cx, v)?,
@@ -303,6 +314,17 @@ impl Config {
                         ),
                     ))
                 }
+            }
+        }
+        if let (RouteScope::None, Some(at)) = (&c.routes, routes_at) {
+            if !c.policy.ifaces.is_empty() {
+                // Policy routing learns gateways from default routes and
+                // finds its own routes after a restart in the mirror.
+                return Err(cx.err(
+                    at,
+                    "monitoring.routes: none leaves routing.policy_rules without routes; \
+                     use all, or list the tables with the gateways' default routes",
+                ));
             }
         }
         Ok(c)
@@ -362,6 +384,10 @@ impl Config {
                     self.netlink_rcvbuf =
                         cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;
                 }
+                "netlink_receive_buffer_max" => {
+                    self.netlink_rcvbuf_max =
+                        cx.uint(v, "system.netlink_receive_buffer_max", 4096, 1 << 30)? as usize;
+                }
                 other => return Err(unknown(cx, k, "system", other)),
             }
         }
@@ -396,9 +422,10 @@ fn absolute(cx: &Ctx, v: &Node, what: &str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(s))
 }
 
-/// `monitoring`: the link filter's patterns.
-fn monitoring(cx: &Ctx, v: &Node) -> Result<Vec<String>, Error> {
+/// `monitoring`: the link filter's patterns and the routes mirrored.
+fn monitoring(cx: &Ctx, v: &Node) -> Result<(Vec<String>, RouteScope), Error> {
     let mut patterns = Vec::new();
+    let mut routes = RouteScope::All;
     for (k, v) in cx.map(v, "monitoring")? {
         match cx.key(k)? {
             "interfaces" => {
@@ -408,10 +435,69 @@ fn monitoring(cx: &Ctx, v: &Node) -> Result<Vec<String>, Error> {
                     .map(|p| cx.name(p, "monitoring.interfaces").map(str::to_string))
                     .collect::<Result<_, _>>()?;
             }
+            "routes" => routes = route_scope(cx, v)?,
             other => return Err(unknown(cx, k, "monitoring", other)),
         }
     }
-    Ok(patterns)
+    Ok((patterns, routes))
+}
+
+/// `monitoring.routes`: `all`, `none`, or `{tables: [254, 1000, ...]}`
+/// (table numbers 1 to 2^32-1; `main`, `local` and `default` as names).
+fn route_scope(cx: &Ctx, v: &Node) -> Result<RouteScope, Error> {
+    const WHAT: &str = "monitoring.routes";
+    if let yaml::Value::Scalar(s, _) = &v.v {
+        return match s.as_str() {
+            "all" => Ok(RouteScope::All),
+            "none" => Ok(RouteScope::None),
+            other => Err(cx.err(
+                v,
+                format!("{WHAT}: expected all, none or {{tables: [...]}}, not {other:?}"),
+            )),
+        };
+    }
+    let yaml::Value::Map(_) = &v.v else {
+        return Err(cx.err(
+            v,
+            format!("{WHAT}: expected all, none or {{tables: [...]}}"),
+        ));
+    };
+    let mut tables = None;
+    for (k, t) in cx.map(v, WHAT)? {
+        match cx.key(k)? {
+            "tables" => {
+                let mut list = Vec::new();
+                for n in cx.seq(t, "monitoring.routes.tables")? {
+                    let id = match &n.v {
+                        yaml::Value::Scalar(s, _) if s == "main" => RT_TABLE_MAIN,
+                        yaml::Value::Scalar(s, _) if s == "local" => RT_TABLE_LOCAL,
+                        yaml::Value::Scalar(s, _) if s == "default" => 253,
+                        _ => cx.uint(n, "monitoring.routes.tables", 1, u32::MAX as u64)? as u32,
+                    };
+                    if list.contains(&id) {
+                        return Err(cx.err(
+                            n,
+                            format!("monitoring.routes.tables: table {id} is listed twice"),
+                        ));
+                    }
+                    list.push(id);
+                }
+                if list.is_empty() {
+                    return Err(cx.err(
+                        t,
+                        "monitoring.routes.tables: empty; write `routes: none` to keep no routes",
+                    ));
+                }
+                list.sort_unstable();
+                tables = Some(list);
+            }
+            other => return Err(unknown(cx, k, WHAT, other)),
+        }
+    }
+    match tables {
+        Some(t) => Ok(RouteScope::Tables(t)),
+        None => Err(cx.err(v, "monitoring.routes: the mapping needs tables: [...]")),
+    }
 }
 
 /// `routing`: the policy-routing planner's settings.
@@ -1057,5 +1143,45 @@ metrics:
         let mut c = Config::default();
         c.without_net_admin();
         assert!(c.inactive.is_empty());
+    }
+
+    #[test]
+    fn monitoring_routes() {
+        assert_eq!(Config::default().routes, RouteScope::All);
+        let r = |y: &str| parse(&format!("monitoring:\n  routes: {y}\n")).map(|c| c.routes);
+        assert_eq!(r("all").unwrap(), RouteScope::All);
+        assert_eq!(r("none").unwrap(), RouteScope::None);
+        assert_eq!(
+            r("{tables: [1000, main, local, 4294967295]}").unwrap(),
+            RouteScope::Tables(vec![254, 255, 1000, u32::MAX])
+        );
+        let c = parse(
+            "system:\n  netlink_receive_buffer: 4096\n  netlink_receive_buffer_max: 1048576\n",
+        )
+        .unwrap();
+        assert_eq!((c.netlink_rcvbuf, c.netlink_rcvbuf_max), (4096, 1 << 20));
+        let cases = [
+            ("some", "t.yaml:2:11: monitoring.routes: expected all, none or {tables: [...]}, not \"some\""),
+            ("[254]", "t.yaml:2:11: monitoring.routes: expected all, none or {tables: [...]}"),
+            ("{}", "t.yaml:2:11: monitoring.routes: the mapping needs tables: [...]"),
+            ("{tables: []}", "t.yaml:2:20: monitoring.routes.tables: empty; write `routes: none`"),
+            ("{tables: [0]}", "t.yaml:2:21: monitoring.routes.tables: 0 is out of range 1..=4294967295"),
+            ("{tables: [254, main]}", "t.yaml:2:26: monitoring.routes.tables: table 254 is listed twice"),
+            ("{tables: [x]}", "monitoring.routes.tables: expected a number (a plain decimal integer), not \"x\""),
+            ("{table: [1]}", "t.yaml:2:12: unknown key \"table\" in monitoring.routes"),
+        ];
+        for (y, want) in cases {
+            let e = r(y).unwrap_err().to_string();
+            assert!(e.starts_with(want) || e.contains(want), "{y}: {e}");
+        }
+        let e = parse("monitoring:\n  routes: none\nrouting:\n  policy_rules: [eth1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "t.yaml:2:11: monitoring.routes: none leaves routing.policy_rules without routes"
+            ),
+            "{e}"
+        );
     }
 }

@@ -126,10 +126,6 @@ impl Routes {
         gone
     }
 
-    pub fn contains(&self, r: &RouteInfo) -> bool {
-        self.all.contains(r)
-    }
-
     /// Every route by value (they are stored packed): IPv4 first, then by
     /// table, destination, prefix length and metric.
     pub fn iter(&self) -> impl Iterator<Item = RouteInfo> + '_ {
@@ -138,15 +134,6 @@ impl Routes {
 
     pub fn len(&self) -> usize {
         self.all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.all.len() == 0
-    }
-
-    /// Heap bytes the route records hold.
-    pub fn bytes(&self) -> usize {
-        self.all.bytes()
     }
 
     /// Default routes of every table.
@@ -376,10 +363,10 @@ impl Mirror {
         out.push(Change::Resynced { first });
     }
 
-    /// Whether the mirror holds `route`: an IPv4 or IPv6 route of a kept
-    /// table (`monitoring.routes`) whose addresses are of its family.
+    /// Whether the mirror holds `route`: an IPv4 or IPv6 route whose
+    /// addresses are of its family, of a kept table (`keeps`).
     fn keeps(&self, route: &RouteInfo) -> bool {
-        fits(route) && self.scope.keeps(route.table)
+        fits(route) && keeps(&self.scope, route)
     }
 
     /// Drops the routes `route` replaces: those with its replace key and
@@ -419,12 +406,14 @@ impl Mirror {
     pub fn set_route_scope(&mut self, scope: RouteScope) {
         self.scope = scope;
         let scope = &self.scope;
-        self.routes.extract(|r, _| !scope.keeps(r.table), false);
+        self.routes.extract(|r, _| !keeps(scope, r), false);
     }
+}
 
-    pub fn route_scope(&self) -> &RouteScope {
-        &self.scope
-    }
+/// A route of a table `monitoring.routes` keeps, or one of netevd's own:
+/// policy routing must find those after a restart whatever the tables.
+fn keeps(scope: &RouteScope, r: &RouteInfo) -> bool {
+    scope.keeps(r.table) || r.protocol == RTPROT_NETEVD
 }
 
 fn report_gone(gone: Vec<RouteInfo>, out: &mut Vec<Change>) {

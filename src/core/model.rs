@@ -76,6 +76,12 @@ impl Core {
             .set_settings(settings, &self.mirror, now_ms, out);
     }
 
+    /// Which routes to mirror (`monitoring.routes`): those of tables no
+    /// longer kept are forgotten without events.
+    pub fn set_route_scope(&mut self, scope: RouteScope) {
+        self.mirror.set_route_scope(scope);
+    }
+
     /// Applies one kernel message; events are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
         let mut changes = std::mem::take(&mut self.changes);
@@ -427,6 +433,50 @@ mod tests {
         assert_eq!(acts, vec![("routes", true), ("routes", false)]);
         assert_eq!(evs[0].state, OperState::NoCarrier);
         assert_eq!(c.routes().len(), 1); // the local route stays in the model
+    }
+
+    /// `monitoring.routes`: only kept tables are mirrored and reported,
+    /// netevd's own routes always; narrowing forgets without events; the
+    /// silent IPv4 flush of a downed link still reaches kept tables.
+    #[test]
+    fn route_scope_keeps_only_its_tables() {
+        let mut c = synced(false);
+        c.set_route_scope(RouteScope::Tables(vec![254]));
+        let main = route(2, Some("10.0.0.0"), 8, None, 254);
+        let other = route(2, Some("10.0.0.0"), 8, None, 1000);
+        let mut own = route(2, None, 0, Some("192.0.2.1"), 1002);
+        own.protocol = RTPROT_NETEVD;
+        let evs = run(
+            &mut c,
+            [&main, &other, &own]
+                .into_iter()
+                .map(|r| Input::NewRoute {
+                    route: r.clone(),
+                    replace: false,
+                })
+                .collect(),
+        );
+        assert_eq!(evs.len(), 2, "the main and the own route");
+        assert_eq!(
+            c.routes().iter().collect::<Vec<_>>(),
+            vec![main.clone(), own.clone()]
+        );
+        assert_eq!(run(&mut c, vec![Input::DelRoute(other)]).len(), 0);
+        // The link goes down: the kernel flushes its IPv4 routes silently.
+        let evs = run(&mut c, vec![link(2, "va", 0, 2)]);
+        let gone: Vec<_> = evs.iter().filter_map(|e| e.route.as_ref()).collect();
+        assert_eq!(gone.len(), 2);
+        assert!(gone.iter().all(|r| !r.added));
+        assert_eq!(c.routes().len(), 0);
+        run(
+            &mut c,
+            vec![Input::NewRoute {
+                route: main.clone(),
+                replace: false,
+            }],
+        );
+        c.set_route_scope(RouteScope::None);
+        assert_eq!(c.routes().len(), 0);
     }
 
     #[test]

@@ -29,11 +29,11 @@ use crate::config::Config;
 use crate::core::event::{Event, PolicyView};
 use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::sched::Scheduler;
-use crate::core::types::Input;
+use crate::core::types::{Input, RouteScope};
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
 use crate::source::control::{self, Control, Settings as ControlSettings};
-use crate::source::netlink::Netlink;
+use crate::source::netlink::{Netlink, Settings as NetlinkSettings};
 
 use timers::{Timer, Timers};
 use token::Source;
@@ -95,6 +95,14 @@ pub fn core_settings(c: &Config) -> CoreSettings {
     }
 }
 
+fn netlink_settings(c: &Config) -> NetlinkSettings {
+    NetlinkSettings {
+        rcvbuf: c.netlink_rcvbuf,
+        rcvbuf_max: c.netlink_rcvbuf_max,
+        routes: c.routes != RouteScope::None,
+    }
+}
+
 fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
     HookSettings {
         script_dir: c.script_dir.clone(),
@@ -136,7 +144,7 @@ impl Daemon {
     pub fn new(config: Config, opts: Options) -> io::Result<Self> {
         let config_hash = answer::config_hash(&config);
         let poll = Poll::new()?;
-        let netlink = Netlink::open(config.netlink_rcvbuf)?;
+        let netlink = Netlink::open(netlink_settings(&config))?;
         poll.registry().register(
             &mut SourceFd(&netlink.fd()),
             token::NETLINK,
@@ -162,7 +170,11 @@ impl Daemon {
             netlink,
             signals,
             control,
-            core: Core::new(core_settings(&config)),
+            core: {
+                let mut core = Core::new(core_settings(&config));
+                core.set_route_scope(config.routes.clone());
+                core
+            },
             sched: Scheduler::new(config.max_parallel),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS),
             policy: Policy::new(config.policy.clone()),
@@ -274,10 +286,14 @@ impl Daemon {
         self.timers.arm(Timer::Hooks, self.runner.next_deadline());
         // Armed once when the need arises, not moved every turn: a loop
         // woken often must still retry.
-        if !self.netlink.wants_retry() {
-            self.timers.arm(Timer::NetlinkRetry, None);
-        } else if !self.timers.armed(Timer::NetlinkRetry) {
-            self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
+        // A backoff's deadline is fixed by the source, so re-arming with
+        // it does not move it.
+        match self.netlink.retry_at(now, RETRY) {
+            None => self.timers.arm(Timer::NetlinkRetry, None),
+            Some(at) if !self.timers.armed(Timer::NetlinkRetry) => {
+                self.timers.arm(Timer::NetlinkRetry, Some(at))
+            }
+            Some(_) => {}
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
         let control = self.control.as_ref().and_then(Control::next_deadline);
@@ -328,6 +344,7 @@ impl Daemon {
             netlink_overruns: n.overflows,
             resyncs_started: n.resyncs_started,
             resyncs_completed: self.core.resyncs(),
+            netlink_receive_buffer: n.rcvbuf,
             policy_requests: p.requests,
             policy_refused: p.refused,
             policy_restored: p.restored,
@@ -367,7 +384,7 @@ impl Daemon {
     }
 
     fn on_netlink(&mut self) {
-        if let Err(e) = self.netlink.read(&mut self.inputs) {
+        if let Err(e) = self.netlink.read(&mut self.inputs, Instant::now()) {
             log::error!("netlink: {e}");
         }
         if self.inputs.is_empty() {
@@ -578,6 +595,12 @@ impl Daemon {
         }
         if c.netlink_rcvbuf != self.config.netlink_rcvbuf {
             log::warn!("reload: system.netlink_receive_buffer takes effect at the next start");
+        }
+        if let Err(e) = self.netlink.set_settings(netlink_settings(&c)) {
+            log::warn!("reload: monitoring.routes: cannot change the route subscription: {e}");
+        }
+        if c.routes != self.config.routes {
+            self.core.set_route_scope(c.routes.clone());
         }
         if c.control.socket != self.config.control.socket
             || c.control.enabled != self.config.control.enabled

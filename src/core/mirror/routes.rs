@@ -122,6 +122,7 @@ impl Interner {
         &self.vals[id as usize]
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.ids.len()
     }
@@ -391,7 +392,8 @@ impl<A: Addr> Table<A> {
         }
     }
 
-    /// Bytes held, block slack included (for tests and status).
+    /// Bytes held, block slack included.
+    #[cfg(test)]
     fn bytes(&self) -> usize {
         self.blocks.capacity() * std::mem::size_of::<Vec<Rec<A>>>()
             + self.blocks.len() * BLOCK * std::mem::size_of::<Rec<A>>()
@@ -438,7 +440,7 @@ pub fn fits(r: &RouteInfo) -> bool {
     };
     [r.dst, r.src, r.gateway, r.prefsrc]
         .iter()
-        .all(|a| a.is_none_or(|ip| ip.is_ipv4() == v4))
+        .all(|a| a.map_or(true, |ip| ip.is_ipv4() == v4))
 }
 
 impl Packed {
@@ -460,6 +462,7 @@ impl Packed {
         self.v4.len + self.v6.len
     }
 
+    #[cfg(test)]
     pub fn contains(&self, r: &RouteInfo) -> bool {
         if !fits(r) {
             return false;
@@ -583,11 +586,13 @@ impl Packed {
     }
 
     /// Heap bytes the records hold, block slack included.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.v4.bytes() + self.v6.bytes()
     }
 
     /// Distinct attribute sets interned.
+    #[cfg(test)]
     pub fn interned(&self) -> usize {
         self.attrs.len()
     }
