@@ -400,6 +400,12 @@ impl Mirror {
         out.push(Change::LinkGone(link));
     }
 
+    /// Shrinks tables a burst left larger than they need be.
+    /// (The route table shrinks as it goes; links are a B-tree.)
+    pub fn shrink(&mut self) {
+        self.rules.shrink_to_fit();
+    }
+
     /// New `monitoring.routes` (a reload): routes of tables no longer
     /// kept are forgotten without events, as if never seen. Tables newly
     /// kept fill from the next dump.

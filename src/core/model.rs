@@ -82,6 +82,13 @@ impl Core {
         self.mirror.set_route_scope(scope);
     }
 
+    /// Gives back what a burst left: buffers and emptied tables shrink.
+    pub fn shrink(&mut self) {
+        self.changes = Vec::new();
+        self.mirror.shrink();
+        self.publisher.shrink();
+    }
+
     /// Applies one kernel message; events are appended to `out`.
     pub fn apply(&mut self, input: Input, now_ms: u64, out: &mut Vec<Event>) {
         let mut changes = std::mem::take(&mut self.changes);

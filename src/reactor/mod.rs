@@ -268,6 +268,7 @@ impl Daemon {
                     }
                     Timer::Trim => {
                         self.since_trim = 0;
+                        self.shrink();
                         trim();
                     }
                 }
@@ -623,6 +624,16 @@ impl Daemon {
         self.reconcile(Instant::now());
         self.publish_out();
         Ok(changes)
+    }
+
+    /// A burst is over: containers sized for it shrink back, so that
+    /// `trim` has whole pages to hand back (a resync that drops a full
+    /// table leaves buffers of a million entries otherwise).
+    fn shrink(&mut self) {
+        self.core.shrink();
+        self.sched.shrink();
+        self.inputs = Vec::with_capacity(256);
+        self.out = Vec::with_capacity(64);
     }
 
     /// Sends the policy-routing changes that are due.
