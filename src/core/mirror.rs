@@ -7,12 +7,12 @@
 //! changes reported are the ones the lost messages would have made. It also
 //! follows the kernel's silent IPv4 route flushes. Pure: no I/O, no clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 mod routes;
 
-use routes::{fits, Packed};
+use routes::{fits, Packed, View};
 
 use super::event::RouteChange;
 use super::state::{address_class, derive, OperState};
@@ -115,9 +115,9 @@ impl Routes {
         true
     }
 
-    /// Removes what `drop` selects (given whether the current dump saw
-    /// it), in order; `clear` forgets the kept routes' seen marks.
-    fn extract(&mut self, drop: impl Fn(&RouteInfo, bool) -> bool, clear: bool) -> Vec<RouteInfo> {
+    /// Removes what `drop` selects, in order; `clear` forgets the kept
+    /// routes' seen marks.
+    fn extract(&mut self, drop: impl Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
         let gone = self.all.extract(drop, clear);
         for r in &gone {
             self.defaults.remove(r);
@@ -166,6 +166,10 @@ pub struct Mirror {
     pub resyncs: u64,
     /// Which routes are kept (`monitoring.routes`).
     scope: RouteScope,
+    /// Links by name, so that policy routing and queries find a link in
+    /// O(1). During a rename two links may briefly claim one name; the
+    /// lookup checks, and scans in that rare case.
+    by_name: HashMap<Vec<u8>, u32>,
 }
 
 impl Mirror {
@@ -175,6 +179,14 @@ impl Mirror {
 
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.get(&index)
+    }
+
+    /// The link named `name`. O(1).
+    pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
+        match self.by_name.get(name).and_then(|i| self.links.get(i)) {
+            Some(l) if l.info.name == name => Some(l),
+            _ => self.links.values().find(|l| l.info.name == name),
+        }
     }
 
     pub fn routes(&self) -> &Routes {
@@ -252,6 +264,14 @@ impl Mirror {
         let index = info.index;
         if let Some(seen) = &mut self.resync {
             seen.links.insert(index);
+        }
+        if self.links.get(&index).map(|l| &l.info.name) != Some(&info.name) {
+            if let Some(old) = self.links.get(&index) {
+                if self.by_name.get(&old.info.name) == Some(&index) {
+                    self.by_name.remove(&old.info.name);
+                }
+            }
+            self.by_name.insert(info.name.clone(), index);
         }
         let going_down = match self.links.get_mut(&index) {
             Some(l) => {
@@ -355,7 +375,7 @@ impl Mirror {
                 }
             }
         }
-        let gone = self.routes.extract(|_, seen| !seen, true);
+        let gone = self.routes.extract(|v| !v.seen, true);
         report_gone(gone, out);
         self.rules.retain(|r| seen.rules.contains(r));
         let first = !self.synced;
@@ -386,8 +406,8 @@ impl Mirror {
 
     /// Removes the routes `pred` selects, in the table's order, each
     /// reported as a deletion.
-    fn drop_routes(&mut self, pred: impl Fn(&RouteInfo) -> bool, out: &mut Vec<Change>) {
-        let gone = self.routes.extract(|r, _| pred(r), false);
+    fn drop_routes(&mut self, pred: impl Fn(&View) -> bool, out: &mut Vec<Change>) {
+        let gone = self.routes.extract(pred, false);
         report_gone(gone, out);
     }
 
@@ -396,7 +416,10 @@ impl Mirror {
         let Some(link) = self.links.remove(&index) else {
             return;
         };
-        self.routes.extract(|r, _| r.oif == index, false);
+        if self.by_name.get(&link.info.name) == Some(&index) {
+            self.by_name.remove(&link.info.name);
+        }
+        self.routes.extract(|v| v.oif == index, false);
         out.push(Change::LinkGone(link));
     }
 
@@ -404,6 +427,7 @@ impl Mirror {
     /// (The route table shrinks as it goes; links are a B-tree.)
     pub fn shrink(&mut self) {
         self.rules.shrink_to_fit();
+        self.by_name.shrink_to_fit();
     }
 
     /// New `monitoring.routes` (a reload): routes of tables no longer
@@ -412,7 +436,10 @@ impl Mirror {
     pub fn set_route_scope(&mut self, scope: RouteScope) {
         self.scope = scope;
         let scope = &self.scope;
-        self.routes.extract(|r, _| !keeps(scope, r), false);
+        self.routes.extract(
+            |v| !(scope.keeps(v.table) || v.protocol == RTPROT_NETEVD),
+            false,
+        );
     }
 }
 

@@ -40,6 +40,11 @@ impl Core {
         self.mirror.link(index)
     }
 
+    /// The link named `name`, in O(1).
+    pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
+        self.mirror.link_by_name(name)
+    }
+
     pub fn routes(&self) -> &Routes {
         self.mirror.routes()
     }

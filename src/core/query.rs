@@ -81,10 +81,10 @@ fn prefix(ip: Option<IpAddr>, len: u8) -> Value {
 
 /// Finds a link by name or index.
 pub fn find<'a>(core: &'a Core, r: &LinkRef) -> Option<&'a Link> {
-    core.links().find(|l| match r {
-        LinkRef::Name(n) => l.info.name == n.as_bytes(),
-        LinkRef::Index(i) => l.info.index == *i,
-    })
+    match r {
+        LinkRef::Name(n) => core.link_by_name(n.as_bytes()),
+        LinkRef::Index(i) => core.link(*i),
+    }
 }
 
 /// Seconds as of the last kernel message; null for forever.

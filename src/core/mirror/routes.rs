@@ -448,6 +448,19 @@ impl<A: Addr> Table<A> {
     }
 }
 
+/// What a scan may select routes by, read without decoding the route:
+/// flushes and dumps go over a full table.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub family: u8,
+    pub table: u32,
+    pub oif: u32,
+    pub protocol: u8,
+    pub prefsrc: Option<IpAddr>,
+    /// The current dump mentioned the route.
+    pub seen: bool,
+}
+
 /// Every route of both families, with the defaults and netevd's own
 /// routes indexed apart (few; policy routing reads them).
 #[derive(Default)]
@@ -605,14 +618,10 @@ impl Packed {
         }
     }
 
-    /// Removes the routes `drop` selects (given the route and whether the
-    /// current dump saw it) and returns them in order, IPv4 first. `clear`
-    /// also clears every kept route's seen mark.
-    pub fn extract(
-        &mut self,
-        drop: impl Fn(&RouteInfo, bool) -> bool,
-        clear: bool,
-    ) -> Vec<RouteInfo> {
+    /// Removes the routes `drop` selects and returns them in order, IPv4
+    /// first; only those are decoded. `clear` also clears every kept
+    /// route's seen mark.
+    pub fn extract(&mut self, drop: impl Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
         let mut g4 = Vec::new();
         let mut g6 = Vec::new();
         let attrs = &self.attrs;
@@ -649,10 +658,19 @@ impl Packed {
 fn keep<A: Addr>(
     attrs: &Interner,
     x: &mut Rec<A>,
-    drop: &impl Fn(&RouteInfo, bool) -> bool,
+    drop: &impl Fn(&View) -> bool,
     clear: bool,
 ) -> bool {
-    let k = !drop(&dec_with(attrs, x), x.flags & SEEN != 0);
+    let a = attrs.get(x.attrs);
+    let v = View {
+        family: A::FAMILY,
+        table: x.table,
+        oif: x.oif,
+        protocol: a.protocol,
+        prefsrc: a.prefsrc,
+        seen: x.flags & SEEN != 0,
+    };
+    let k = !drop(&v);
     if k && clear {
         x.flags &= !SEEN;
     }
@@ -850,13 +868,13 @@ mod tests {
         for r in rs.iter().step_by(2) {
             assert!(!p.insert(r, true));
         }
-        let gone = p.extract(|_, seen| !seen, true);
+        let gone = p.extract(|v| !v.seen, true);
         assert_eq!(
             gone,
             rs.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>()
         );
         // Marks are cleared: a second pass drops everything.
-        assert_eq!(p.extract(|_, seen| !seen, true).len(), 500);
+        assert_eq!(p.extract(|v| !v.seen, true).len(), 500);
         assert_eq!(p.bytes(), 0);
     }
 
@@ -965,7 +983,7 @@ mod tests {
                     _ => {
                         // A flush of one link's routes of one family.
                         let oif = [0, 1, 2, u32::MAX][rng.below(4) as usize];
-                        let mut got = p.extract(|r, _| r.oif == oif && r.family == 2, false);
+                        let mut got = p.extract(|v| v.oif == oif && v.family == 2, false);
                         let mut want: Vec<RouteInfo> =
                             m.0.iter()
                                 .filter(|r| r.oif == oif && r.family == 2)
