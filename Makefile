@@ -3,6 +3,7 @@
 #   make run              netevd in the foreground with the example config and hooks
 #   make test             the whole suite (as root: tests make network namespaces)
 #   make bench            the benchmark (as root), figures in bench/out/results.md
+#   make bench-scale      routes and links at scale (as root), bench/out/scale.md
 #   make install DESTDIR=... PREFIX=/usr
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -42,6 +43,11 @@ lint:
 bench: build
 	python3 bench/bench.py
 
+# Full routing tables, 10,000 links and overflow, side by side with ip
+# monitor (as root; about 15 minutes): bench/out/scale.md.
+bench-scale: build
+	python3 bench/scale.py
+
 install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
 	install -m 755 target/release/netevd $(DESTDIR)$(SBINDIR)/netevd
@@ -72,4 +78,4 @@ clean:
 	$(CARGO) clean
 	rm -rf bench/out
 
-.PHONY: all build run test lint bench install clean
+.PHONY: all build run test lint bench bench-scale install clean

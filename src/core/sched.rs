@@ -130,6 +130,11 @@ impl Scheduler {
         }
     }
 
+    /// Nothing runs and nothing waits.
+    pub fn idle(&self) -> bool {
+        self.running == 0 && self.slots.is_empty()
+    }
+
     /// Shrinks the tables a burst grew: a route hook running through a
     /// full table leaves maps sized for it otherwise.
     pub fn shrink(&mut self) {

@@ -266,6 +266,11 @@ impl Daemon {
                             c.flush_queued(self.poll.registry(), now);
                         }
                     }
+                    // Hooks still working through a burst's events allocate
+                    // as they go: give memory back once they are done too.
+                    Timer::Trim if !self.sched.idle() => {
+                        self.timers.arm(Timer::Trim, Some(now + TRIM_QUIET));
+                    }
                     Timer::Trim => {
                         self.since_trim = 0;
                         self.shrink();
