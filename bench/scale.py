@@ -195,6 +195,9 @@ def setup():
     ip("link", "set", "vb", "up")
     ip("addr", "add", "10.0.0.1/24", "dev", "va")
     ip("addr", "add", "fd00::1/64", "dev", "va", "nodad")
+    # Links made from here on have no IPv6: their link-local routes would
+    # come and go while routes are counted.
+    sh("ip", "netns", "exec", NS, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
     for i in range(4):  # 10 links in all
         ip("link", "add", f"x{i}", "type", "veth", "peer", "name", f"y{i}")
 
