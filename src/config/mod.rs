@@ -474,13 +474,15 @@ fn route_scope(cx: &Ctx, v: &Node) -> Result<RouteScope, Error> {
                         yaml::Value::Scalar(s, _) if s == "default" => 253,
                         _ => cx.uint(n, "monitoring.routes.tables", 1, u32::MAX as u64)? as u32,
                     };
-                    if list.contains(&id) {
-                        return Err(cx.err(
-                            n,
-                            format!("monitoring.routes.tables: table {id} is listed twice"),
-                        ));
+                    match list.binary_search(&id) {
+                        Ok(_) => {
+                            return Err(cx.err(
+                                n,
+                                format!("monitoring.routes.tables: table {id} is listed twice"),
+                            ))
+                        }
+                        Err(at) => list.insert(at, id),
                     }
-                    list.push(id);
                 }
                 if list.is_empty() {
                     return Err(cx.err(
@@ -488,7 +490,6 @@ fn route_scope(cx: &Ctx, v: &Node) -> Result<RouteScope, Error> {
                         "monitoring.routes.tables: empty; write `routes: none` to keep no routes",
                     ));
                 }
-                list.sort_unstable();
                 tables = Some(list);
             }
             other => return Err(unknown(cx, k, WHAT, other)),

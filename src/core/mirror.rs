@@ -117,7 +117,7 @@ impl Routes {
 
     /// Removes what `drop` selects, in order; `clear` forgets the kept
     /// routes' seen marks.
-    fn extract(&mut self, drop: impl Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
+    fn extract(&mut self, drop: &dyn Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
         let gone = self.all.extract(drop, clear);
         for r in &gone {
             self.defaults.remove(r);
@@ -289,7 +289,7 @@ impl Mirror {
             // The kernel flushes a downed link's IPv4 routes without
             // telling anyone (fib_sync_down_dev); IPv6 reports its own.
             // Route hooks learn of the flush from us.
-            self.drop_routes(|r| r.oif == index && r.family == 2, out);
+            self.drop_routes(&|r| r.oif == index && r.family == 2, out);
         }
     }
 
@@ -340,7 +340,7 @@ impl Mirror {
             // link left without an IPv4 address.
             let ip = Some(a.ip);
             self.drop_routes(
-                |r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
+                &|r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
                 out,
             );
         }
@@ -375,7 +375,7 @@ impl Mirror {
                 }
             }
         }
-        let gone = self.routes.extract(|v| !v.seen, true);
+        let gone = self.routes.extract(&|v| !v.seen, true);
         report_gone(gone, out);
         self.rules.retain(|r| seen.rules.contains(r));
         let first = !self.synced;
@@ -406,7 +406,7 @@ impl Mirror {
 
     /// Removes the routes `pred` selects, in the table's order, each
     /// reported as a deletion.
-    fn drop_routes(&mut self, pred: impl Fn(&View) -> bool, out: &mut Vec<Change>) {
+    fn drop_routes(&mut self, pred: &dyn Fn(&View) -> bool, out: &mut Vec<Change>) {
         let gone = self.routes.extract(pred, false);
         report_gone(gone, out);
     }
@@ -419,7 +419,7 @@ impl Mirror {
         if self.by_name.get(&link.info.name) == Some(&index) {
             self.by_name.remove(&link.info.name);
         }
-        self.routes.extract(|v| v.oif == index, false);
+        self.routes.extract(&|v| v.oif == index, false);
         out.push(Change::LinkGone(link));
     }
 
@@ -437,7 +437,7 @@ impl Mirror {
         self.scope = scope;
         let scope = &self.scope;
         self.routes.extract(
-            |v| !(scope.keeps(v.table) || v.protocol == RTPROT_NETEVD),
+            &|v: &View| !(scope.keeps(v.table) || v.protocol == RTPROT_NETEVD),
             false,
         );
     }

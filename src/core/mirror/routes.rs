@@ -271,6 +271,7 @@ impl<A: Addr> Table<A> {
 
     /// Inserts `r`; false (and nothing changed) if it is there already,
     /// but the stored one's flags take `r`'s `SEEN`.
+    #[inline(never)]
     fn insert(&mut self, r: Rec<A>) -> bool {
         if self.blocks.is_empty() {
             let mut b = Self::new_block();
@@ -335,6 +336,7 @@ impl<A: Addr> Table<A> {
     }
 
     /// Removes the record equal to `r`, returning it.
+    #[inline(never)]
     fn remove(&mut self, r: &Rec<A>) -> Option<Rec<A>> {
         let (b, i) = self.find(r)?;
         let old = self.blocks[b].remove(i);
@@ -370,7 +372,7 @@ impl<A: Addr> Table<A> {
     /// Keeps the records `keep` accepts (it may change their flags);
     /// the others are appended to `gone` in order. Blocks are repacked
     /// when they thinned out.
-    fn retain(&mut self, mut keep: impl FnMut(&mut Rec<A>) -> bool, gone: &mut Vec<Rec<A>>) {
+    fn retain(&mut self, keep: &mut dyn FnMut(&mut Rec<A>) -> bool, gone: &mut Vec<Rec<A>>) {
         let before = gone.len();
         for b in &mut self.blocks {
             b.retain_mut(|r| {
@@ -539,6 +541,9 @@ impl Packed {
 
     /// Adds `r` (which must `fit`), marked seen when `seen`; false if it
     /// was there (then it is marked seen too when `seen`).
+    // Not inlined: each is generic over two families, and copies at
+    // every call site cost the minimal build more than a call.
+    #[inline(never)]
     pub fn insert(&mut self, r: &RouteInfo, seen: bool) -> bool {
         debug_assert!(fits(r));
         let id = self.attrs.take(Attrs::of(r));
@@ -559,6 +564,7 @@ impl Packed {
         added
     }
 
+    #[inline(never)]
     pub fn remove(&mut self, r: &RouteInfo) -> bool {
         if !fits(r) {
             return false;
@@ -587,6 +593,7 @@ impl Packed {
     /// The routes `r` replaces (`NLM_F_REPLACE`): same replace key
     /// (`RouteInfo::replace_key`), not `r` itself. They are neighbours, so
     /// this reads only them.
+    #[inline(never)]
     pub fn replaced_by(&self, r: &RouteInfo) -> Vec<RouteInfo> {
         if !fits(r) {
             return Vec::new();
@@ -621,12 +628,16 @@ impl Packed {
     /// Removes the routes `drop` selects and returns them in order, IPv4
     /// first; only those are decoded. `clear` also clears every kept
     /// route's seen mark.
-    pub fn extract(&mut self, drop: impl Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
+    #[inline(never)]
+    /// `drop` is a trait object: one copy of the scan, not one per caller.
+    pub fn extract(&mut self, drop: &dyn Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
         let mut g4 = Vec::new();
         let mut g6 = Vec::new();
         let attrs = &self.attrs;
-        self.v4.retain(|x| keep(attrs, x, &drop, clear), &mut g4);
-        self.v6.retain(|x| keep(attrs, x, &drop, clear), &mut g6);
+        self.v4
+            .retain(&mut |x| keep(attrs, x, drop, clear), &mut g4);
+        self.v6
+            .retain(&mut |x| keep(attrs, x, drop, clear), &mut g6);
         let mut out = Vec::with_capacity(g4.len() + g6.len());
         out.extend(g4.iter().map(|x| self.dec(x)));
         out.extend(g6.iter().map(|x| self.dec(x)));
@@ -658,7 +669,7 @@ impl Packed {
 fn keep<A: Addr>(
     attrs: &Interner,
     x: &mut Rec<A>,
-    drop: &impl Fn(&View) -> bool,
+    drop: &dyn Fn(&View) -> bool,
     clear: bool,
 ) -> bool {
     let a = attrs.get(x.attrs);
@@ -868,13 +879,13 @@ mod tests {
         for r in rs.iter().step_by(2) {
             assert!(!p.insert(r, true));
         }
-        let gone = p.extract(|v| !v.seen, true);
+        let gone = p.extract(&|v| !v.seen, true);
         assert_eq!(
             gone,
             rs.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>()
         );
         // Marks are cleared: a second pass drops everything.
-        assert_eq!(p.extract(|v| !v.seen, true).len(), 500);
+        assert_eq!(p.extract(&|v| !v.seen, true).len(), 500);
         assert_eq!(p.bytes(), 0);
     }
 
@@ -983,7 +994,7 @@ mod tests {
                     _ => {
                         // A flush of one link's routes of one family.
                         let oif = [0, 1, 2, u32::MAX][rng.below(4) as usize];
-                        let mut got = p.extract(|v| v.oif == oif && v.family == 2, false);
+                        let mut got = p.extract(&|v| v.oif == oif && v.family == 2, false);
                         let mut want: Vec<RouteInfo> =
                             m.0.iter()
                                 .filter(|r| r.oif == oif && r.family == 2)
