@@ -6,6 +6,12 @@
 //! and `ResyncEnd` whatever the dump did not mention is gone, and the
 //! changes reported are the ones the lost messages would have made. It also
 //! follows the kernel's silent IPv4 route flushes. Pure: no I/O, no clock.
+//!
+//! Routes are packed (routes.rs: about 25 bytes a route, so a full
+//! Internet table fits an appliance) and kept only for the tables
+//! `monitoring.routes` names, plus netevd's own, which policy routing must
+//! find after a restart. Links are found by index or, through `by_name`,
+//! by name in O(1).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
