@@ -4,6 +4,7 @@
 #   make deps             as root on Debian: apt-get install what the tests need
 #   make test             deps, then the whole suite (as root: tests make namespaces)
 #   make bench            the benchmark (as root), figures in bench/out/results.md
+#   make bench-scale      routes and links at scale (as root), bench/out/scale.md
 #   make install DESTDIR=... PREFIX=/usr   installs what `make` built; builds nothing
 #   make deb              target/debian/netevd_<version>_<arch>.deb (dpkg-deb; DEB_OUT=dir)
 #   make rpm              target/rpm/RPMS/<arch>/netevd-<version>-1.<arch>.rpm (rpmbuild; RPM_OUT=dir)
@@ -101,6 +102,11 @@ lint:
 
 bench: build
 	python3 bench/bench.py
+
+# Full routing tables, 10,000 links and overflow, side by side with ip
+# monitor (as root; about 15 minutes): bench/out/scale.md.
+bench-scale: build
+	python3 bench/scale.py
 
 # Installs the binaries `make` built: it builds nothing, so that `sudo make
 # install` needs no toolchain in root's PATH and leaves no root-owned files
@@ -201,4 +207,4 @@ clean:
 	$(CARGO) clean
 	rm -rf bench/out
 
-.PHONY: all build run deps test lint bench install keep package-config deb rpm clean
+.PHONY: all build run deps test lint bench bench-scale install keep package-config deb rpm clean

@@ -773,6 +773,10 @@ pub struct Counters {
     pub netlink_overruns: u64,
     pub resyncs_started: u64,
     pub resyncs_completed: u64,
+    /// The netlink receive buffer as the kernel reports it now, in bytes:
+    /// it grows after overruns.
+    #[serde(default)]
+    pub netlink_receive_buffer: u64,
     pub policy_requests: u64,
     pub policy_refused: u64,
     pub policy_restored: u64,

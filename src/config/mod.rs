@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::filter::{self, Action, Condition, EventType, Family, Filter};
+use crate::core::types::{RouteScope, RT_TABLE_LOCAL, RT_TABLE_MAIN};
 use crate::core::{metrics, policy};
 use yaml::{Ctx, Node};
 
@@ -127,6 +128,8 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// `monitoring.interfaces`: glob patterns, empty for all links.
     pub interfaces: Vec<String>,
+    /// `monitoring.routes`: which routing tables the daemon mirrors.
+    pub routes: RouteScope,
     /// `routing`: per-interface policy routing.
     pub policy: policy::Settings,
     /// `control`: the JSON Lines control socket.
@@ -152,6 +155,8 @@ pub struct Config {
     pub hook_user: Option<String>,
     /// `backends.dhclient`: the lease files watched.
     pub dhclient: DhclientSettings,
+    /// What the buffer may grow to after overruns.
+    pub netlink_rcvbuf_max: usize,
     /// What the file asks for that this build (or this process) does not
     /// do, one line each, logged at start and at each reload.
     pub inactive: Vec<String>,
@@ -167,6 +172,7 @@ impl Default for Config {
             backends: BackendSettings::default(),
             script_dir: PathBuf::from("/etc/netevd"),
             interfaces: Vec::new(),
+            routes: RouteScope::All,
             policy: policy::Settings::default(),
             control: ControlSettings::default(),
             filters: Vec::new(),
@@ -180,6 +186,7 @@ impl Default for Config {
             user: None,
             hook_user: None,
             dhclient: DhclientSettings::default(),
+            netlink_rcvbuf_max: 32 << 20,
             inactive: Vec::new(),
             watch_config: false,
         }
@@ -598,11 +605,15 @@ impl Config {
         let Some(root) = root else {
             return Ok(c);
         };
+        let mut routes_at = None;
         for (k, v) in cx.map(&root, "top level")? {
             let key = cx.key(k)?;
             match key {
                 "system" => c.system(cx, v)?,
-                "monitoring" => c.interfaces = monitoring(cx, v)?,
+                "monitoring" => {
+                    (c.interfaces, c.routes) = monitoring(cx, v)?;
+                    routes_at = Some(field(v, "routes").unwrap_or(k));
+                }
                 "routing" => c.policy = routing(cx, v)?,
                 "backends" => (c.backends, c.dhclient) = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
@@ -643,6 +654,17 @@ impl Config {
                         ),
                     ))
                 }
+            }
+        }
+        if let (RouteScope::None, Some(at)) = (&c.routes, routes_at) {
+            if !c.policy.ifaces.is_empty() {
+                // Policy routing learns gateways from default routes and
+                // finds its own routes after a restart in the mirror.
+                return Err(cx.err(
+                    at,
+                    "monitoring.routes: none leaves routing.policy_rules without routes; \
+                     use all, or list the tables with the gateways' default routes",
+                ));
             }
         }
         Ok(c)
@@ -721,6 +743,10 @@ impl Config {
                         cx.uint(v, "system.netlink_receive_buffer", 4096, 1 << 30)? as usize;
                 }
                 "watch_config" => self.watch_config = cx.bool(v, "system.watch_config")?,
+                "netlink_receive_buffer_max" => {
+                    self.netlink_rcvbuf_max =
+                        cx.uint(v, "system.netlink_receive_buffer_max", 4096, 1 << 30)? as usize;
+                }
                 other => return Err(unknown(cx, k, "system", other)),
             }
         }
@@ -788,9 +814,10 @@ fn absolute(cx: &Ctx, v: &Node, what: &str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(s))
 }
 
-/// `monitoring`: the link filter's patterns.
-fn monitoring(cx: &Ctx, v: &Node) -> Result<Vec<String>, Error> {
+/// `monitoring`: the link filter's patterns and the routes mirrored.
+fn monitoring(cx: &Ctx, v: &Node) -> Result<(Vec<String>, RouteScope), Error> {
     let mut patterns = Vec::new();
+    let mut routes = RouteScope::All;
     for (k, v) in cx.map(v, "monitoring")? {
         match cx.key(k)? {
             "interfaces" => {
@@ -800,10 +827,70 @@ fn monitoring(cx: &Ctx, v: &Node) -> Result<Vec<String>, Error> {
                     .map(|p| cx.name(p, "monitoring.interfaces").map(str::to_string))
                     .collect::<Result<_, _>>()?;
             }
+            "routes" => routes = route_scope(cx, v)?,
             other => return Err(unknown(cx, k, "monitoring", other)),
         }
     }
-    Ok(patterns)
+    Ok((patterns, routes))
+}
+
+/// `monitoring.routes`: `all`, `none`, or `{tables: [254, 1000, ...]}`
+/// (table numbers 1 to 2^32-1; `main`, `local` and `default` as names).
+fn route_scope(cx: &Ctx, v: &Node) -> Result<RouteScope, Error> {
+    const WHAT: &str = "monitoring.routes";
+    if let yaml::Value::Scalar(s, _) = &v.v {
+        return match s.as_str() {
+            "all" => Ok(RouteScope::All),
+            "none" => Ok(RouteScope::None),
+            other => Err(cx.err(
+                v,
+                format!("{WHAT}: expected all, none or {{tables: [...]}}, not {other:?}"),
+            )),
+        };
+    }
+    let yaml::Value::Map(_) = &v.v else {
+        return Err(cx.err(
+            v,
+            format!("{WHAT}: expected all, none or {{tables: [...]}}"),
+        ));
+    };
+    let mut tables = None;
+    for (k, t) in cx.map(v, WHAT)? {
+        match cx.key(k)? {
+            "tables" => {
+                let mut list = Vec::new();
+                for n in cx.seq(t, "monitoring.routes.tables")? {
+                    let id = match &n.v {
+                        yaml::Value::Scalar(s, _) if s == "main" => RT_TABLE_MAIN,
+                        yaml::Value::Scalar(s, _) if s == "local" => RT_TABLE_LOCAL,
+                        yaml::Value::Scalar(s, _) if s == "default" => 253,
+                        _ => cx.uint(n, "monitoring.routes.tables", 1, u32::MAX as u64)? as u32,
+                    };
+                    match list.binary_search(&id) {
+                        Ok(_) => {
+                            return Err(cx.err(
+                                n,
+                                format!("monitoring.routes.tables: table {id} is listed twice"),
+                            ))
+                        }
+                        Err(at) => list.insert(at, id),
+                    }
+                }
+                if list.is_empty() {
+                    return Err(cx.err(
+                        t,
+                        "monitoring.routes.tables: empty; write `routes: none` to keep no routes",
+                    ));
+                }
+                tables = Some(list);
+            }
+            other => return Err(unknown(cx, k, WHAT, other)),
+        }
+    }
+    match tables {
+        Some(t) => Ok(RouteScope::Tables(t)),
+        None => Err(cx.err(v, "monitoring.routes: the mapping needs tables: [...]")),
+    }
 }
 
 /// `routing`: the policy-routing planner's settings.
@@ -1619,11 +1706,12 @@ fn section_keys(section: &str) -> &'static [&'static str] {
             "backend",
             "script_dir",
             "netlink_receive_buffer",
+            "netlink_receive_buffer_max",
             "user",
             "watch_config",
         ],
         "scripts" => &["timeout_seconds", "run_on_startup", "max_parallel", "user"],
-        "monitoring" => &["interfaces"],
+        "monitoring" => &["interfaces", "routes"],
         "routing" => &["policy_rules", "table_base", "from_priority", "to_priority"],
         "routing.policy_rules" => &["interface", "table", "from_priority", "to_priority"],
         "control" => &[
@@ -1907,7 +1995,7 @@ metrics:
             (
                 "system:\n  log_levl: debug\n",
                 "t.yaml:2:3: unknown key \"log_levl\" in system (expected log_level, backend, \
-                 script_dir, netlink_receive_buffer, user or watch_config)",
+                 script_dir, netlink_receive_buffer, netlink_receive_buffer_max, user or watch_config)",
             ),
             ("sytem: {}\n", "t.yaml:1:1: unknown key \"sytem\""),
             (
@@ -1992,7 +2080,8 @@ metrics:
         );
         let e = parse("monitoring:\n  iface: []\n").unwrap_err();
         assert!(
-            e.msg.ends_with("in monitoring (expected interfaces)"),
+            e.msg
+                .ends_with("in monitoring (expected interfaces or routes)"),
             "{e}"
         );
     }
@@ -2657,5 +2746,45 @@ filters:
             let got = parse(text).unwrap_err().to_string();
             assert!(got.starts_with(want), "{text}: {got}");
         }
+    }
+
+    #[test]
+    fn monitoring_routes() {
+        assert_eq!(Config::default().routes, RouteScope::All);
+        let r = |y: &str| parse(&format!("monitoring:\n  routes: {y}\n")).map(|c| c.routes);
+        assert_eq!(r("all").unwrap(), RouteScope::All);
+        assert_eq!(r("none").unwrap(), RouteScope::None);
+        assert_eq!(
+            r("{tables: [1000, main, local, 4294967295]}").unwrap(),
+            RouteScope::Tables(vec![254, 255, 1000, u32::MAX])
+        );
+        let c = parse(
+            "system:\n  netlink_receive_buffer: 4096\n  netlink_receive_buffer_max: 1048576\n",
+        )
+        .unwrap();
+        assert_eq!((c.netlink_rcvbuf, c.netlink_rcvbuf_max), (4096, 1 << 20));
+        let cases = [
+            ("some", "t.yaml:2:11: monitoring.routes: expected all, none or {tables: [...]}, not \"some\""),
+            ("[254]", "t.yaml:2:11: monitoring.routes: expected all, none or {tables: [...]}"),
+            ("{}", "t.yaml:2:11: monitoring.routes: the mapping needs tables: [...]"),
+            ("{tables: []}", "t.yaml:2:20: monitoring.routes.tables: empty; write `routes: none`"),
+            ("{tables: [0]}", "t.yaml:2:21: monitoring.routes.tables: 0 is out of range: it must be between 1 and 4294967295"),
+            ("{tables: [254, main]}", "t.yaml:2:26: monitoring.routes.tables: table 254 is listed twice"),
+            ("{tables: [x]}", "monitoring.routes.tables: expected a number (a plain decimal integer), not \"x\""),
+            ("{table: [1]}", "t.yaml:2:12: unknown key \"table\" in monitoring.routes"),
+        ];
+        for (y, want) in cases {
+            let e = r(y).unwrap_err().to_string();
+            assert!(e.starts_with(want) || e.contains(want), "{y}: {e}");
+        }
+        let e = parse("monitoring:\n  routes: none\nrouting:\n  policy_rules: [eth1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "t.yaml:2:11: monitoring.routes: none leaves routing.policy_rules without routes"
+            ),
+            "{e}"
+        );
     }
 }

@@ -6,9 +6,19 @@
 //! and `ResyncEnd` whatever the dump did not mention is gone, and the
 //! changes reported are the ones the lost messages would have made. It also
 //! follows the kernel's silent IPv4 route flushes. Pure: no I/O, no clock.
+//!
+//! Routes are packed (routes.rs: about 25 bytes a route, so a full
+//! Internet table fits an appliance) and kept only for the tables
+//! `monitoring.routes` names, plus netevd's own, which policy routing must
+//! find after a restart. Links are found by index or, through `by_name`,
+//! by name in O(1).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+
+mod routes;
+
+use routes::{fits, Packed, View};
 
 use super::event::RouteChange;
 use super::state::{address_class, derive, OperState};
@@ -77,49 +87,57 @@ impl Link {
     }
 }
 
-/// The routes, with an index of the default routes (policy routing learns
-/// gateways from them) and lookups by table.
+/// The routes, packed (routes.rs), with an index of the default routes
+/// (policy routing learns gateways from them) and of netevd's own. Both
+/// indexes are small: a full table has a handful of default routes.
 #[derive(Default)]
 pub struct Routes {
-    /// Ordered so that the routes one replaces sit next to each other.
-    all: BTreeSet<RouteInfo>,
+    all: Packed,
     defaults: BTreeSet<RouteInfo>,
     /// Routes marked as netevd's own, in whatever table.
     owned: BTreeSet<RouteInfo>,
 }
 
 impl Routes {
-    fn insert(&mut self, r: RouteInfo) -> bool {
+    fn insert(&mut self, r: &RouteInfo, seen: bool) -> bool {
+        if !self.all.insert(r, seen) {
+            return false;
+        }
         if r.is_default() {
             self.defaults.insert(r.clone());
         }
         if r.protocol == RTPROT_NETEVD {
             self.owned.insert(r.clone());
         }
-        self.all.insert(r)
+        true
     }
 
     fn remove(&mut self, r: &RouteInfo) -> bool {
+        if !self.all.remove(r) {
+            return false;
+        }
         self.defaults.remove(r);
         self.owned.remove(r);
-        self.all.remove(r)
+        true
     }
 
-    fn retain(&mut self, f: impl Fn(&RouteInfo) -> bool) {
-        self.all.retain(&f);
-        self.defaults.retain(&f);
-        self.owned.retain(f);
+    /// Removes what `drop` selects, in order; `clear` forgets the kept
+    /// routes' seen marks.
+    fn extract(&mut self, drop: &dyn Fn(&View) -> bool, clear: bool) -> Vec<RouteInfo> {
+        let gone = self.all.extract(drop, clear);
+        for r in &gone {
+            self.defaults.remove(r);
+            self.owned.remove(r);
+        }
+        gone
     }
 
-    pub fn contains(&self, r: &RouteInfo) -> bool {
-        self.all.contains(r)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &RouteInfo> {
+    /// Every route by value (they are stored packed): IPv4 first, then by
+    /// table, destination, prefix length and metric.
+    pub fn iter(&self) -> impl Iterator<Item = RouteInfo> + '_ {
         self.all.iter()
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.all.len()
     }
@@ -135,12 +153,11 @@ impl Routes {
     }
 }
 
-/// Keys seen during a dump.
+/// Keys seen during a dump; routes carry their own mark instead.
 #[derive(Default)]
 struct Seen {
     links: HashSet<u32>,
     addrs: HashSet<(u32, IpAddr, u8)>,
-    routes: HashSet<RouteInfo>,
     rules: HashSet<RuleInfo>,
 }
 
@@ -153,6 +170,12 @@ pub struct Mirror {
     /// The first full dump is done.
     synced: bool,
     pub resyncs: u64,
+    /// Which routes are kept (`monitoring.routes`).
+    scope: RouteScope,
+    /// Links by name, so that policy routing and queries find a link in
+    /// O(1). During a rename two links may briefly claim one name; the
+    /// lookup checks, and scans in that rare case.
+    by_name: HashMap<Vec<u8>, u32>,
 }
 
 impl Mirror {
@@ -162,6 +185,14 @@ impl Mirror {
 
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.get(&index)
+    }
+
+    /// The link named `name`. O(1).
+    pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
+        match self.by_name.get(name).and_then(|i| self.links.get(i)) {
+            Some(l) if l.info.name == name => Some(l),
+            _ => self.links.values().find(|l| l.info.name == name),
+        }
     }
 
     pub fn routes(&self) -> &Routes {
@@ -195,24 +226,17 @@ impl Mirror {
             Input::NewAddr(a) => self.new_addr(a, out),
             Input::DelAddr(a) => self.del_addr(a, out),
             Input::NewRoute { route, replace } => {
-                if route.family != 2 && route.family != 10 {
+                if !self.keeps(&route) {
                     return;
-                }
-                if let Some(seen) = &mut self.resync {
-                    seen.routes.insert(route.clone());
                 }
                 if replace {
                     self.remove_replaced(&route, out);
                 }
-                if !self.routes.contains(&route) {
-                    self.routes.insert(route.clone());
+                if self.routes.insert(&route, self.resync.is_some()) {
                     out.push(Change::Route(RouteChange { added: true, route }));
                 }
             }
             Input::DelRoute(route) => {
-                if let Some(seen) = &mut self.resync {
-                    seen.routes.remove(&route);
-                }
                 if self.routes.remove(&route) {
                     out.push(Change::Route(RouteChange {
                         added: false,
@@ -232,7 +256,12 @@ impl Mirror {
                 }
                 self.rules.remove(&rule);
             }
-            Input::ResyncBegin => self.resync = Some(Seen::default()),
+            Input::ResyncBegin => {
+                // A dump that begins again (the last one overran) starts
+                // from no marks.
+                self.routes.all.clear_seen();
+                self.resync = Some(Seen::default());
+            }
             Input::ResyncEnd => self.end_resync(out),
         }
     }
@@ -241,6 +270,14 @@ impl Mirror {
         let index = info.index;
         if let Some(seen) = &mut self.resync {
             seen.links.insert(index);
+        }
+        if self.links.get(&index).map(|l| &l.info.name) != Some(&info.name) {
+            if let Some(old) = self.links.get(&index) {
+                if self.by_name.get(&old.info.name) == Some(&index) {
+                    self.by_name.remove(&old.info.name);
+                }
+            }
+            self.by_name.insert(info.name.clone(), index);
         }
         let going_down = match self.links.get_mut(&index) {
             Some(l) => {
@@ -258,7 +295,7 @@ impl Mirror {
             // The kernel flushes a downed link's IPv4 routes without
             // telling anyone (fib_sync_down_dev); IPv6 reports its own.
             // Route hooks learn of the flush from us.
-            self.drop_routes(|r| r.oif == index && r.family == 2, out);
+            self.drop_routes(&|r| r.oif == index && r.family == 2, out);
         }
     }
 
@@ -309,7 +346,7 @@ impl Mirror {
             // link left without an IPv4 address.
             let ip = Some(a.ip);
             self.drop_routes(
-                |r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
+                &|r| r.family == 2 && (r.prefsrc == ip || (!v4_left && r.oif == index)),
                 out,
             );
         }
@@ -344,39 +381,27 @@ impl Mirror {
                 }
             }
         }
-        self.drop_routes(|r| !seen.routes.contains(r), out);
+        let gone = self.routes.extract(&|v| !v.seen, true);
+        report_gone(gone, out);
         self.rules.retain(|r| seen.rules.contains(r));
         let first = !self.synced;
         self.synced = true;
         out.push(Change::Resynced { first });
     }
 
+    /// Whether the mirror holds `route`: an IPv4 or IPv6 route whose
+    /// addresses are of its family, of a kept table (`keeps`).
+    fn keeps(&self, route: &RouteInfo) -> bool {
+        fits(route) && keeps(&self.scope, route)
+    }
+
     /// Drops the routes `route` replaces: those with its replace key and
-    /// another next hop. The key is a prefix of `RouteInfo`'s order, so they
-    /// sit together in the set and are found without a scan.
+    /// another next hop; they are neighbours in the packed table.
     /// The kernel sends no deletion for what a replace displaced (an
     /// `ip route replace` moving a route to another link): consumers hear
     /// of it from here.
     fn remove_replaced(&mut self, route: &RouteInfo, out: &mut Vec<Change>) {
-        let key = route.replace_key();
-        let from = RouteInfo {
-            dst: route.dst,
-            dst_len: route.dst_len,
-            src: route.src,
-            src_len: route.src_len,
-            tos: route.tos,
-            priority: route.priority,
-            ..RouteInfo::table_start(route.family, route.table)
-        };
-        let old: Vec<RouteInfo> = self
-            .routes
-            .all
-            .range(from..)
-            .take_while(|r| r.replace_key() == key)
-            .filter(|r| *r != route)
-            .cloned()
-            .collect();
-        for r in old {
+        for r in self.routes.all.replaced_by(route) {
             self.routes.remove(&r);
             out.push(Change::Route(RouteChange {
                 added: false,
@@ -385,17 +410,11 @@ impl Mirror {
         }
     }
 
-    /// Removes the routes `pred` selects, in the set's order, each reported
-    /// as a deletion.
-    fn drop_routes(&mut self, pred: impl Fn(&RouteInfo) -> bool, out: &mut Vec<Change>) {
-        let gone: Vec<RouteInfo> = self.routes.iter().filter(|r| pred(r)).cloned().collect();
-        for route in gone {
-            self.routes.remove(&route);
-            out.push(Change::Route(RouteChange {
-                added: false,
-                route,
-            }));
-        }
+    /// Removes the routes `pred` selects, in the table's order, each
+    /// reported as a deletion.
+    fn drop_routes(&mut self, pred: &dyn Fn(&View) -> bool, out: &mut Vec<Change>) {
+        let gone = self.routes.extract(pred, false);
+        report_gone(gone, out);
     }
 
     /// A link and its routes go; consumers hear of the link only.
@@ -403,7 +422,44 @@ impl Mirror {
         let Some(link) = self.links.remove(&index) else {
             return;
         };
-        self.routes.retain(|r| r.oif != index);
+        if self.by_name.get(&link.info.name) == Some(&index) {
+            self.by_name.remove(&link.info.name);
+        }
+        self.routes.extract(&|v| v.oif == index, false);
         out.push(Change::LinkGone(link));
     }
+
+    /// Shrinks tables a burst left larger than they need be.
+    /// (The route table shrinks as it goes; links are a B-tree.)
+    pub fn shrink(&mut self) {
+        self.rules.shrink_to_fit();
+        self.by_name.shrink_to_fit();
+    }
+
+    /// New `monitoring.routes` (a reload): routes of tables no longer
+    /// kept are forgotten without events, as if never seen. Tables newly
+    /// kept fill from the next dump.
+    pub fn set_route_scope(&mut self, scope: RouteScope) {
+        self.scope = scope;
+        let scope = &self.scope;
+        self.routes.extract(
+            &|v: &View| !(scope.keeps(v.table) || v.protocol == RTPROT_NETEVD),
+            false,
+        );
+    }
+}
+
+/// A route of a table `monitoring.routes` keeps, or one of netevd's own:
+/// policy routing must find those after a restart whatever the tables.
+fn keeps(scope: &RouteScope, r: &RouteInfo) -> bool {
+    scope.keeps(r.table) || r.protocol == RTPROT_NETEVD
+}
+
+fn report_gone(gone: Vec<RouteInfo>, out: &mut Vec<Change>) {
+    out.extend(gone.into_iter().map(|route| {
+        Change::Route(RouteChange {
+            added: false,
+            route,
+        })
+    }));
 }

@@ -46,9 +46,13 @@ impl Core {
         self.mirror.links()
     }
 
-    #[cfg(test)]
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.mirror.link(index)
+    }
+
+    /// The link named `name`, in O(1).
+    pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
+        self.mirror.link_by_name(name)
     }
 
     pub fn routes(&self) -> &Routes {
@@ -86,6 +90,19 @@ impl Core {
         self.run_on_startup = settings.run_on_startup;
         self.publisher
             .set_settings(settings, &self.mirror, now_ms, out);
+    }
+
+    /// Which routes to mirror (`monitoring.routes`): those of tables no
+    /// longer kept are forgotten without events.
+    pub fn set_route_scope(&mut self, scope: RouteScope) {
+        self.mirror.set_route_scope(scope);
+    }
+
+    /// Gives back what a burst left: buffers and emptied tables shrink.
+    pub fn shrink(&mut self) {
+        self.changes = Vec::new();
+        self.mirror.shrink();
+        self.publisher.shrink();
     }
 
     /// Applies one kernel message; events are appended to `out`.
@@ -563,6 +580,50 @@ mod tests {
         assert_eq!(c.routes().len(), 1); // the local route stays in the model
     }
 
+    /// `monitoring.routes`: only kept tables are mirrored and reported,
+    /// netevd's own routes always; narrowing forgets without events; the
+    /// silent IPv4 flush of a downed link still reaches kept tables.
+    #[test]
+    fn route_scope_keeps_only_its_tables() {
+        let mut c = synced(false);
+        c.set_route_scope(RouteScope::Tables(vec![254]));
+        let main = route(2, Some("10.0.0.0"), 8, None, 254);
+        let other = route(2, Some("10.0.0.0"), 8, None, 1000);
+        let mut own = route(2, None, 0, Some("192.0.2.1"), 1002);
+        own.protocol = RTPROT_NETEVD;
+        let evs = run(
+            &mut c,
+            [&main, &other, &own]
+                .into_iter()
+                .map(|r| Input::NewRoute {
+                    route: r.clone(),
+                    replace: false,
+                })
+                .collect(),
+        );
+        assert_eq!(evs.len(), 2, "the main and the own route");
+        assert_eq!(
+            c.routes().iter().collect::<Vec<_>>(),
+            vec![main.clone(), own.clone()]
+        );
+        assert_eq!(run(&mut c, vec![Input::DelRoute(other)]).len(), 0);
+        // The link goes down: the kernel flushes its IPv4 routes silently.
+        let evs = run(&mut c, vec![link(2, "va", 0, 2)]);
+        let gone: Vec<_> = evs.iter().filter_map(|e| e.route.as_ref()).collect();
+        assert_eq!(gone.len(), 2);
+        assert!(gone.iter().all(|r| !r.added));
+        assert_eq!(c.routes().len(), 0);
+        run(
+            &mut c,
+            vec![Input::NewRoute {
+                route: main.clone(),
+                replace: false,
+            }],
+        );
+        c.set_route_scope(RouteScope::None);
+        assert_eq!(c.routes().len(), 0);
+    }
+
     #[test]
     fn replace_drops_the_old_next_hop() {
         let mut c = synced(false);
@@ -613,7 +674,7 @@ mod tests {
         assert_eq!(seen, vec![(false, a.gateway), (true, b.gateway)]);
         let mut want = vec![b, other_metric, other_table, other_dst];
         want.sort();
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -636,7 +697,7 @@ mod tests {
                 link(2, "va", 0, 2),
             ],
         );
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), vec![r6]);
         // the flushed IPv4 route reaches route hooks as a deletion, after
         // the link's state change
         let tail: Vec<_> = evs
@@ -685,13 +746,13 @@ mod tests {
         );
         let mut want = vec![gw, r6.clone()];
         want.sort();
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), want);
         // the last IPv4 address goes: every IPv4 route of the link goes
         let evs = run(
             &mut c,
             vec![Input::DelAddr(addr(2, "192.0.2.11", 24, 0, 0x80))],
         );
-        assert_eq!(c.routes().iter().cloned().collect::<Vec<_>>(), vec![r6]);
+        assert_eq!(c.routes().iter().collect::<Vec<_>>(), vec![r6]);
         assert!(evs.iter().any(|e| e
             .route
             .as_ref()

@@ -171,6 +171,12 @@ impl Publisher {
         self.published.insert(index, now);
     }
 
+    /// Shrinks what a burst of links left (the map of what was published
+    /// keeps its largest size otherwise).
+    pub fn shrink(&mut self) {
+        self.published.shrink_to_fit();
+    }
+
     fn route(&mut self, m: &Mirror, rc: RouteChange, now_ms: u64, out: &mut Vec<Event>) {
         // Local and broadcast routes come and go with every address; they
         // reach hooks as the address change, not as routes.

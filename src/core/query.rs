@@ -81,10 +81,10 @@ fn prefix(ip: Option<IpAddr>, len: u8) -> Value {
 
 /// Finds a link by name or index.
 pub fn find<'a>(core: &'a Core, r: &LinkRef) -> Option<&'a Link> {
-    core.links().find(|l| match r {
-        LinkRef::Name(n) => l.info.name == n.as_bytes(),
-        LinkRef::Index(i) => l.info.index == *i,
-    })
+    match r {
+        LinkRef::Name(n) => core.link_by_name(n.as_bytes()),
+        LinkRef::Index(i) => core.link(*i),
+    }
 }
 
 /// Seconds as of the last kernel message; null for forever.
@@ -142,8 +142,7 @@ pub fn interfaces(core: &Core, plan: &Plan) -> Value {
 fn route(core: &Core, r: &RouteInfo) -> Value {
     let mut v = route_json(r);
     v["link"] = core
-        .links()
-        .find(|l| l.info.index == r.oif)
+        .link(r.oif)
         .map(|l| Value::from(String::from_utf8_lossy(&l.info.name).into_owned()))
         .unwrap_or(Value::Null);
     v
@@ -157,7 +156,7 @@ pub fn interface_detail(core: &Core, plan: &Plan, l: &Link) -> Value {
         .routes()
         .iter()
         .filter(|r| r.oif == index)
-        .map(|r| route(core, r))
+        .map(|r| route(core, &r))
         .collect();
     json!({ "interface": v })
 }
@@ -171,7 +170,7 @@ pub fn routes(core: &Core, table: Option<u32>, oif: Option<u32>, family: Option<
         .filter(|r| table.map_or(true, |t| r.table == t))
         .filter(|r| oif.map_or(true, |i| r.oif == i))
         .filter(|r| fam.map_or(true, |f| r.family == f))
-        .map(|r| route(core, r))
+        .map(|r| route(core, &r))
         .collect();
     json!({ "routes": v })
 }

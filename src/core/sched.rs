@@ -153,6 +153,21 @@ impl Scheduler {
         }
     }
 
+    /// Nothing runs and nothing waits.
+    pub fn idle(&self) -> bool {
+        self.running == 0 && self.slots.is_empty()
+    }
+
+    /// Shrinks the tables a burst grew: a route hook running through a
+    /// full table leaves maps sized for it otherwise.
+    pub fn shrink(&mut self) {
+        self.slots.shrink_to_fit();
+        for s in self.slots.values_mut() {
+            s.by_key.shrink_to_fit();
+        }
+        self.ready.shrink_to_fit();
+    }
+
     /// The next job that may start now, if any. Its link is busy until
     /// `done` is called for it.
     pub fn next(&mut self) -> Option<Job> {

@@ -189,3 +189,26 @@ pub fn scope_name(scope: u8) -> &'static str {
         _ => "other",
     }
 }
+
+/// Which routing tables the mirror keeps (`monitoring.routes`). Routes of
+/// other tables are neither stored nor reported to hooks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RouteScope {
+    /// Every table.
+    #[default]
+    All,
+    /// No routes at all: the netlink source does not even subscribe.
+    None,
+    /// These tables, sorted and without duplicates.
+    Tables(Vec<u32>),
+}
+
+impl RouteScope {
+    pub fn keeps(&self, table: u32) -> bool {
+        match self {
+            RouteScope::All => true,
+            RouteScope::None => false,
+            RouteScope::Tables(t) => t.binary_search(&table).is_ok(),
+        }
+    }
+}

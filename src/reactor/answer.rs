@@ -397,7 +397,7 @@ impl Daemon {
             config_hash: format!("{:016x}", self.config_hash),
             synced: self.core.synced(),
             links: self.core.links().count(),
-            routes: self.core.routes().iter().count(),
+            routes: self.core.routes().len(),
             rules: self.core.rules().count(),
             subscribers: self.control.as_ref().map_or(0, |c| c.subscribers()),
             clients: self.control.as_ref().map_or(0, |c| c.clients()),

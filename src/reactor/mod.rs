@@ -47,8 +47,8 @@ use crate::core::model::{Core, Settings as CoreSettings};
 use crate::core::policy::Change;
 use crate::core::requests::Outcome;
 use crate::core::sched::Scheduler;
-use crate::core::types::Input;
 use crate::core::types::RTPROT_NETEVD;
+use crate::core::types::{Input, RouteScope};
 use crate::effect::audit::Audit;
 use crate::effect::hooks::{Runner, Settings as HookSettings};
 use crate::effect::policy::{self, Policy};
@@ -57,7 +57,7 @@ use crate::effect::spawner::Spawner;
 use crate::source::control::{self, Control, Settings as ControlSettings};
 #[cfg(feature = "dhclient")]
 use crate::source::lease::{self, LeaseWatch};
-use crate::source::netlink::Netlink;
+use crate::source::netlink::{Netlink, Settings as NetlinkSettings};
 
 use timers::{Timer, Timers};
 use token::Source;
@@ -167,6 +167,14 @@ pub fn core_settings(c: &Config) -> CoreSettings {
     }
 }
 
+fn netlink_settings(c: &Config) -> NetlinkSettings {
+    NetlinkSettings {
+        rcvbuf: c.netlink_rcvbuf,
+        rcvbuf_max: c.netlink_rcvbuf_max,
+        routes: c.routes != RouteScope::None,
+    }
+}
+
 fn hook_settings(c: &Config, dry_run: bool) -> HookSettings {
     HookSettings {
         script_dir: c.script_dir.clone(),
@@ -241,7 +249,7 @@ impl Daemon {
         let config_hash = answer::config_hash(&config);
         let started = Instant::now();
         let poll = Poll::new()?;
-        let netlink = Netlink::open(config.netlink_rcvbuf)?;
+        let netlink = Netlink::open(netlink_settings(&config))?;
         poll.registry().register(
             &mut SourceFd(&netlink.fd()),
             token::NETLINK,
@@ -313,7 +321,11 @@ impl Daemon {
             lease,
             #[cfg(feature = "http")]
             http,
-            core: Core::new(core_settings(&config)),
+            core: {
+                let mut core = Core::new(core_settings(&config));
+                core.set_route_scope(config.routes.clone());
+                core
+            },
             sched: Scheduler::new(config.max_parallel),
             filters: FilterSet::new(config.filters.clone()),
             runner: Runner::new(hook_settings(&config, opts.dry_run), token::HOOKS, spawner),
@@ -472,8 +484,14 @@ impl Daemon {
                     Timer::Http => self.http_expire(now),
                     #[cfg(not(feature = "http"))]
                     Timer::Http => {}
+                    // Hooks still working through a burst's events allocate
+                    // as they go: give memory back once they are done too.
+                    Timer::Trim if !self.sched.idle() => {
+                        self.timers.arm(Timer::Trim, Some(now + TRIM_QUIET));
+                    }
                     Timer::Trim => {
                         self.since_trim = 0;
+                        self.shrink();
                         trim();
                     }
                     Timer::Audit => self.audit.flush(now),
@@ -518,10 +536,14 @@ impl Daemon {
         self.timers.arm(Timer::Hooks, hooks);
         // Armed once when the need arises, not moved every turn: a loop
         // woken often must still retry.
-        if !self.netlink.wants_retry() {
-            self.timers.arm(Timer::NetlinkRetry, None);
-        } else if !self.timers.armed(Timer::NetlinkRetry) {
-            self.timers.arm(Timer::NetlinkRetry, Some(now + RETRY));
+        // A backoff's deadline is fixed by the source, so re-arming with
+        // it does not move it.
+        match self.netlink.retry_at(now, RETRY) {
+            None => self.timers.arm(Timer::NetlinkRetry, None),
+            Some(at) if !self.timers.armed(Timer::NetlinkRetry) => {
+                self.timers.arm(Timer::NetlinkRetry, Some(at))
+            }
+            Some(_) => {}
         }
         self.timers.arm(Timer::Policy, self.policy.next_deadline());
         self.timers.arm(Timer::Audit, self.audit.next_flush(now));
@@ -611,6 +633,7 @@ impl Daemon {
             netlink_overruns: n.overflows,
             resyncs_started: n.resyncs_started,
             resyncs_completed: self.core.resyncs(),
+            netlink_receive_buffer: n.rcvbuf,
             policy_requests: p.requests,
             policy_refused: p.refused,
             policy_restored: p.restored,
@@ -651,7 +674,7 @@ impl Daemon {
     }
 
     fn on_netlink(&mut self) {
-        if let Err(e) = self.netlink.read(&mut self.inputs) {
+        if let Err(e) = self.netlink.read(&mut self.inputs, Instant::now()) {
             log::error!("netlink: {e}");
         }
         if self.inputs.is_empty() {
@@ -1036,6 +1059,40 @@ impl Daemon {
         s.subscribers = self.control.as_ref().map_or(0, |c| c.subscribers()) as u64;
         // Figures other modules keep go in as extra families. One series
         // per configured filter: the config bounds their number.
+        let pol = self.policy.stats();
+        for (name, help, kind, v) in [
+            (
+                "netevd_resyncs_started_total",
+                "Resynchronisations from a fresh dump started (netevd_resyncs_total counts those completed).",
+                metrics::Kind::Counter,
+                n.resyncs_started,
+            ),
+            (
+                "netevd_netlink_receive_buffer_bytes",
+                "The netlink socket's receive buffer as the kernel reports it; overruns double it up to system.netlink_receive_buffer_max.",
+                metrics::Kind::Gauge,
+                n.rcvbuf,
+            ),
+            (
+                "netevd_policy_replans_total",
+                "Policy routing plans made for every policy link at once.",
+                metrics::Kind::Counter,
+                pol.full_replans,
+            ),
+            (
+                "netevd_policy_link_replans_total",
+                "Policy routing plans made for one link alone.",
+                metrics::Kind::Counter,
+                pol.link_replans,
+            ),
+        ] {
+            s.extra.push(metrics::Family {
+                name,
+                help,
+                kind,
+                samples: vec![(Vec::new(), v as f64)],
+            });
+        }
         #[cfg(feature = "dbus")]
         if let Some(b) = &self.bus {
             let st = b.stats;
@@ -1252,6 +1309,12 @@ impl Daemon {
                 "reload: system.backend and backends.dhclient.lease_files take effect at the next start"
             );
         }
+        if let Err(e) = self.netlink.set_settings(netlink_settings(&c)) {
+            log::warn!("reload: monitoring.routes: cannot change the route subscription: {e}");
+        }
+        if c.routes != self.config.routes {
+            self.core.set_route_scope(c.routes.clone());
+        }
         if c.control.socket != self.config.control.socket
             || c.control.enabled != self.config.control.enabled
         {
@@ -1291,6 +1354,16 @@ impl Daemon {
         self.reconcile(Instant::now());
         self.publish_out();
         Ok(changes)
+    }
+
+    /// A burst is over: containers sized for it shrink back, so that
+    /// `trim` has whole pages to hand back (a resync that drops a full
+    /// table leaves buffers of a million entries otherwise).
+    fn shrink(&mut self) {
+        self.core.shrink();
+        self.sched.shrink();
+        self.inputs = Vec::with_capacity(256);
+        self.out = Vec::with_capacity(64);
     }
 
     /// Sends the policy-routing changes that are due.

@@ -10,8 +10,10 @@
 //! netevd does not own, so address first or gateway first ends the same;
 //! failing that, from the router of the interface's DHCP lease.
 //!
-//! Cost: a plan and a diff are O(n log n) in the addresses, routes and
-//! rules; nothing here is computed per change (a per-change fingerprint
+//! Cost: a full plan and a diff are O(n log n) in the addresses, routes
+//! and rules; one link's plan (`replan_link`) is O(its addresses + the
+//! default routes), and finding a link is O(1), by index (`Plan::link`)
+//! or by name (the mirror's index); nothing here is computed per change (a per-change fingerprint
 //! of the link's plan made one reconcile quadratic). An address added or
 //! removed changes a link's plan in O(log n) (`insert_addr`,
 //! `remove_addr`), so a burst of addresses does not replan per address;
@@ -19,7 +21,7 @@
 //!
 //! Pure: the model in, a plan and a change list out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
@@ -209,18 +211,31 @@ impl LinkPlan {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// In the order of `routing.policy_rules`.
     pub links: Vec<LinkPlan>,
     /// Interfaces that cannot be planned, with why (a table collision).
     pub errors: Vec<String>,
+    /// Position in `links` by ifindex: finding a link is O(1).
+    at: HashMap<u32, usize>,
 }
 
 impl Plan {
     pub fn link(&self, index: u32) -> Option<&LinkPlan> {
-        self.links.iter().find(|l| l.index == index)
+        self.at.get(&index).map(|&i| &self.links[i])
     }
 
     pub fn link_mut(&mut self, index: u32) -> Option<&mut LinkPlan> {
-        self.links.iter_mut().find(|l| l.index == index)
+        self.at.get(&index).map(|&i| &mut self.links[i])
+    }
+
+    fn push(&mut self, lp: LinkPlan) {
+        self.at.insert(lp.index, self.links.len());
+        self.links.push(lp);
+    }
+
+    /// The tables the plan owns.
+    pub fn tables(&self) -> HashSet<u32> {
+        self.links.iter().map(|l| l.table).collect()
     }
 }
 
@@ -305,7 +320,7 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
     // table netevd owns.
     let mut found: Vec<(&Iface, u32, u32)> = Vec::new();
     for iface in &s.ifaces {
-        let Some(link) = core.links().find(|l| l.info.name == iface.name.as_bytes()) else {
+        let Some(link) = core.link_by_name(iface.name.as_bytes()) else {
             continue; // picked up when it appears
         };
         let index = link.info.index;
@@ -321,51 +336,80 @@ pub fn plan(s: &Settings, core: &Core) -> Plan {
     }
     let owned: HashSet<u32> = found.iter().map(|f| f.2).collect();
     for (iface, index, table) in found {
-        let Some(link) = core.links().find(|l| l.info.index == index) else {
-            continue;
-        };
-        let mut lp = LinkPlan {
-            index,
-            name: iface.name.clone(),
-            table,
-            from_priority: iface.from_priority.unwrap_or(s.from_priority),
-            to_priority: iface.to_priority.unwrap_or(s.to_priority),
-            up: link.info.flags & IFF_UP != 0,
-            gateways: Vec::new(),
-            addrs: BTreeMap::new(),
-            rules: BTreeMap::new(),
-            routes: BTreeMap::new(),
-            texts: TextCache::default(),
-        };
-        for a in link.addrs.values().filter(|a| plans_for(a)) {
-            lp.insert_addr(a.clone());
+        if let Some(lp) = plan_link(s, core, iface, index, table, &owned) {
+            p.push(lp);
         }
-        for family in [2u8, 10] {
-            let gw = core
-                .routes()
-                .defaults()
-                .filter(|r| {
-                    r.family == family
-                        && r.oif == index
-                        && r.protocol != RTPROT_NETEVD
-                        && !owned.contains(&r.table)
-                        && r.gateway.is_some()
-                })
-                .min_by_key(|r| (r.priority, r.table != RT_TABLE_MAIN))
-                .and_then(|r| r.gateway)
-                .or_else(|| lease_gateway(core, link, family));
-            if let Some(gw) = gw {
-                lp.gateways.push(gw);
-                if lp.up {
-                    let mut r = route(family, table, index);
-                    r.gateway = Some(gw);
-                    lp.count(&Change::AddRoute(r), true);
-                }
-            }
-        }
-        p.links.push(lp);
     }
     p
+}
+
+/// One link's plan: its rules and connected routes for each address, and
+/// its default routes via the gateways learnt from tables outside `owned`.
+/// O(addresses + default routes); None when the link is gone.
+pub fn plan_link(
+    s: &Settings,
+    core: &Core,
+    iface: &Iface,
+    index: u32,
+    table: u32,
+    owned: &HashSet<u32>,
+) -> Option<LinkPlan> {
+    let link = core.link(index)?;
+    let mut lp = LinkPlan {
+        index,
+        name: iface.name.clone(),
+        table,
+        from_priority: iface.from_priority.unwrap_or(s.from_priority),
+        to_priority: iface.to_priority.unwrap_or(s.to_priority),
+        up: link.info.flags & IFF_UP != 0,
+        gateways: Vec::new(),
+        addrs: BTreeMap::new(),
+        rules: BTreeMap::new(),
+        routes: BTreeMap::new(),
+        texts: TextCache::default(),
+    };
+    for a in link.addrs.values().filter(|a| plans_for(a)) {
+        lp.insert_addr(a.clone());
+    }
+    for family in [2u8, 10] {
+        let gw = core
+            .routes()
+            .defaults()
+            .filter(|r| {
+                r.family == family
+                    && r.oif == index
+                    && r.protocol != RTPROT_NETEVD
+                    && !owned.contains(&r.table)
+                    && r.gateway.is_some()
+            })
+            .min_by_key(|r| (r.priority, r.table != RT_TABLE_MAIN))
+            .and_then(|r| r.gateway)
+            .or_else(|| lease_gateway(core, link, family));
+        if let Some(gw) = gw {
+            lp.gateways.push(gw);
+            if lp.up {
+                let mut r = route(family, table, index);
+                r.gateway = Some(gw);
+                lp.count(&Change::AddRoute(r), true);
+            }
+        }
+    }
+    Some(lp)
+}
+
+/// Replans the link at `index` alone, in place. Returns its old plan, or
+/// None when it is not planned or can no longer be (it went, or was
+/// renamed: the caller replans in full).
+pub fn replan_link(p: &mut Plan, s: &Settings, core: &Core, index: u32) -> Option<LinkPlan> {
+    let &at = p.at.get(&index)?;
+    let old = &p.links[at];
+    let iface = s.ifaces.iter().find(|i| i.name == old.name)?;
+    if core.link(index)?.info.name != old.name.as_bytes() {
+        return None;
+    }
+    let owned = p.tables();
+    let new = plan_link(s, core, iface, index, old.table, &owned)?;
+    Some(std::mem::replace(&mut p.links[at], new))
 }
 
 /// A planned entry: the link it is planned for, and each source's version

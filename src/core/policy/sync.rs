@@ -9,9 +9,14 @@
 //! again is kept small: an address added or removed changes what it plans
 //! and rechecks those keys; the notification of one of netevd's own
 //! entries, an answer or an expired hold rechecks that one key; all
-//! O(log n). Only the rarer inputs (links, gateways, a resync, a reload)
-//! replan in full, O(n log n). So neither 10,000 addresses nor the echo
-//! of the requests they cause cost a full replan each.
+//! O(log n). A policy link's own change (up or down, its gateway's
+//! default route) replans that link alone (`plan::replan_link`), and
+//! links, addresses and routes that are no policy link's are not looked
+//! at. Only the rarest inputs (a policy link appearing, going or renamed,
+//! a replace that may push out a default or one of netevd's routes, a
+//! resync, a reload) replan in full, O(n log n). So neither 10,000
+//! addresses, nor 10,000 other links, nor the echo of the requests they
+//! cause cost a full replan each.
 //!
 //! Every input must go through `observe` before the model applies it:
 //! that is how own entries are indexed and foreign deletes are told from
@@ -45,6 +50,9 @@ pub struct Stats {
     pub refused: u64,
     /// Own entries deleted by someone else while wanted, and put back.
     pub restored: u64,
+    /// Plans of every policy link, and of one link alone.
+    pub full_replans: u64,
+    pub link_replans: u64,
 }
 
 /// Classes a kernel answer (0 or -errno) to `ch`.
@@ -73,9 +81,11 @@ pub struct Reconciler {
     /// anything planned for the link changes.
     ctx: HashMap<u32, u64>,
     next_ctx: u64,
-    /// An input the plan depends on came, other than an address: replan
-    /// in full.
+    /// An input that may change which links are planned came: replan in
+    /// full.
     full: bool,
+    /// Policy links whose own state changed: replan each alone.
+    dirty: BTreeSet<u32>,
     resyncing: bool,
     /// The leases' generation last planned with: a lease's router can be
     /// a link's gateway (plan.rs).
@@ -101,6 +111,7 @@ impl Reconciler {
             ctx: HashMap::new(),
             next_ctx: 0,
             full: true,
+            dirty: BTreeSet::new(),
             resyncing: false,
             lease_gen: 0,
             touched: BTreeSet::new(),
@@ -130,17 +141,23 @@ impl Reconciler {
             Input::DelRoute(route) if route.protocol == RTPROT_NETEVD => {
                 Change::DelRoute(route.clone())
             }
-            // A replacing route may silently push out one of ours.
-            Input::NewRoute { replace: true, .. } => {
-                self.full = true;
+            // A replacing route may silently push out one of ours (in a
+            // table netevd plans) or a gateway's default route.
+            Input::NewRoute {
+                route,
+                replace: true,
+            } => {
+                if route.is_default() || self.plan.tables().contains(&route.table) {
+                    self.full = true;
+                }
                 return None;
             }
             // Other rules and routes are nothing the plan depends on,
-            // but default routes (gateways) are.
+            // but a policy link's default routes (gateways) are.
             Input::NewRule(_) | Input::DelRule(_) => return None,
             Input::NewRoute { route, .. } | Input::DelRoute(route) => {
-                if route.is_default() {
-                    self.full = true;
+                if route.is_default() && self.plan.link(route.oif).is_some() {
+                    self.dirty.insert(route.oif);
                 }
                 return None;
             }
@@ -163,8 +180,30 @@ impl Reconciler {
                 self.address(a, false);
                 return None;
             }
-            Input::NewLink(_) | Input::DelLink(_) => {
-                self.full = true;
+            Input::NewLink(l) => {
+                match self.plan.link(l.index) {
+                    Some(lp) if lp.name.as_bytes() == l.name => {
+                        self.dirty.insert(l.index);
+                    }
+                    // Renamed away from its entry.
+                    Some(_) => self.full = true,
+                    None => {
+                        if self
+                            .settings
+                            .ifaces
+                            .iter()
+                            .any(|i| i.name.as_bytes() == l.name)
+                        {
+                            self.full = true; // a policy link appears
+                        }
+                    }
+                }
+                return None;
+            }
+            Input::DelLink(index) => {
+                if self.plan.link(*index).is_some() {
+                    self.full = true;
+                }
                 return None;
             }
         };
@@ -279,6 +318,7 @@ impl Reconciler {
     }
 
     fn replan(&mut self, core: &Core) {
+        self.stats.full_replans += 1;
         let old: HashMap<u32, u64> = self
             .plan
             .links
@@ -314,10 +354,16 @@ impl Reconciler {
             self.lease_gen = core.leases().generation();
             self.full = true;
         }
+        if !self.full {
+            for index in std::mem::take(&mut self.dirty) {
+                self.replan_one(core, index);
+            }
+        }
         let mut keys = self.requests.take_recheck();
         keys.append(&mut self.touched);
         let candidates = if self.full {
             self.full = false;
+            self.dirty.clear();
             self.replan(core);
             plan::diff_keyed(&self.want, &self.have)
         } else {
@@ -334,6 +380,54 @@ impl Reconciler {
             })
             .map(|(ch, _)| ch)
             .collect()
+    }
+
+    /// Replans one policy link; what its plan wants differently is
+    /// rechecked. A link that cannot be replanned alone (gone, renamed)
+    /// makes the next reconcile replan in full.
+    fn replan_one(&mut self, core: &Core, index: u32) {
+        let Some(old) = plan::replan_link(&mut self.plan, &self.settings, core, index) else {
+            self.full = true;
+            return;
+        };
+        self.stats.link_replans += 1;
+        let Some(new) = self.plan.link(index) else {
+            return;
+        };
+        // The kernel flushes a downed link's IPv4 routes silently, ours in
+        // its table too: read what it has there from the model again.
+        let table = new.table;
+        let stale: Vec<Key> = self
+            .have
+            .iter()
+            .filter(|(_, c)| matches!(c, Change::DelRoute(r) if r.table == table))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.have_remove(&k);
+            self.touched.insert(k);
+        }
+        for r in core.routes().owned().filter(|r| r.table == table) {
+            let k = Key::Route(super::route_key(r));
+            self.have_insert(k.clone(), Change::DelRoute(r.clone()));
+            self.touched.insert(k);
+        }
+        let Some(new) = self.plan.link(index) else {
+            return;
+        };
+        if old == *new {
+            return;
+        }
+        let new = new.changes();
+        for (src, ch) in old.changes() {
+            self.touched.insert(plan::unwant(&mut self.want, src, &ch));
+        }
+        for (src, ch) in new {
+            self.touched
+                .insert(plan::want(&mut self.want, index, src, ch));
+        }
+        self.next_ctx += 1;
+        self.ctx.insert(index, self.next_ctx);
     }
 
     fn candidate(&self, k: &Key) -> Option<(Change, Option<u32>)> {

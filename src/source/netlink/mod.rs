@@ -11,12 +11,26 @@
 //! dump everything again between `ResyncBegin` and `ResyncEnd`, and the
 //! core reconciles. A dump starts only after the socket was drained, so
 //! nothing read inside the bracket predates the dump request.
+//!
+//! Overflow with backoff: every ENOBUFS doubles the receive buffer (with
+//! SO_RCVBUFFORCE, up to `system.netlink_receive_buffer_max`), and a
+//! resync that overflows again (during the resync, or within a second of
+//! the last overrun) waits before dumping again, 50 ms doubling to 5 s;
+//! a quiet second resets the wait. A sustained burst would otherwise start
+//! a resync per overrun (3,710 in 2.8 s were seen), each dump adding to
+//! the flood it is trying to recover from. The caller owns the clock:
+//! `read` and `retry_at` take `now`, and the reactor's timer heap wakes
+//! the loop when the wait is over.
+//!
+//! Without route monitoring (`monitoring.routes: none`) the socket joins
+//! no route group and dumps no routes: a full table costs nothing.
 
 pub mod wire;
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -50,6 +64,13 @@ enum Dump {
 
 const ALL_DUMPS: [Dump; 4] = [Dump::Links, Dump::Addrs, Dump::Routes, Dump::Rules];
 
+/// The first wait before a resync that overflowed again, and the longest.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// An overrun this long after the last one starts afresh: at once.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// Counters for status and metrics.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Stats {
@@ -57,6 +78,18 @@ pub struct Stats {
     pub overflows: u64,
     pub decode_errors: u64,
     pub resyncs_started: u64,
+    /// The receive buffer the kernel reports (it doubles the request for
+    /// its bookkeeping), in bytes.
+    pub rcvbuf: u64,
+}
+
+/// How the socket is set up: the receive buffer's first and largest size,
+/// and whether routes are followed at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub rcvbuf: usize,
+    pub rcvbuf_max: usize,
+    pub routes: bool,
 }
 
 pub struct Netlink {
@@ -77,28 +110,36 @@ pub struct Netlink {
     /// Answers to our change requests: (sequence number, 0 or -errno).
     pub acks: Vec<(u32, i32)>,
     pub stats: Stats,
+    settings: Settings,
+    /// The receive buffer last asked for.
+    rcvbuf: usize,
+    /// A resync bracket is open (ResyncBegin sent, ResyncEnd not yet).
+    in_resync: bool,
+    /// Overruns in a row (each within `QUIET` of the last, or during a
+    /// resync); each doubles the wait.
+    failures: u32,
+    last_overrun: Option<Instant>,
+    /// No resync starts before this.
+    not_before: Option<Instant>,
 }
 
 impl Netlink {
-    /// Opens and subscribes. `rcvbuf` is the socket receive buffer in
-    /// bytes; as root it may exceed `net.core.rmem_max`.
-    pub fn open(rcvbuf: usize) -> io::Result<Self> {
+    /// Opens and subscribes. The receive buffer may exceed
+    /// `net.core.rmem_max` as root (SO_RCVBUFFORCE).
+    pub fn open(settings: Settings) -> io::Result<Self> {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind(&SocketAddr::new(0, 0))?;
         for g in [
             RTNLGRP_LINK,
             RTNLGRP_IPV4_IFADDR,
             RTNLGRP_IPV6_IFADDR,
-            RTNLGRP_IPV4_ROUTE,
-            RTNLGRP_IPV6_ROUTE,
             RTNLGRP_IPV4_RULE,
             RTNLGRP_IPV6_RULE,
         ] {
             sock.add_membership(g)?;
         }
-        set_rcvbuf(sock.as_raw_fd(), rcvbuf);
         sock.set_non_blocking(true)?;
-        Ok(Netlink {
+        let mut nl = Netlink {
             sock,
             buf: vec![0; RECV_BUF],
             seq: 0,
@@ -109,7 +150,52 @@ impl Netlink {
             dump_failed: false,
             acks: Vec::new(),
             stats: Stats::default(),
-        })
+            settings: Settings {
+                routes: false,
+                ..settings
+            },
+            rcvbuf: settings.rcvbuf,
+            in_resync: false,
+            failures: 0,
+            last_overrun: None,
+            not_before: None,
+        };
+        nl.set_routes(settings.routes)?;
+        nl.stats.rcvbuf = set_rcvbuf(nl.fd(), nl.rcvbuf);
+        Ok(nl)
+    }
+
+    /// New settings (a reload): routes are followed or dropped at once
+    /// (following them again resyncs); the buffer takes the new bounds
+    /// at the next overrun, or at once if it is now above the largest.
+    pub fn set_settings(&mut self, s: Settings) -> io::Result<()> {
+        self.set_routes(s.routes)?;
+        self.settings = s;
+        if self.rcvbuf > s.rcvbuf_max.max(s.rcvbuf) {
+            self.rcvbuf = s.rcvbuf_max.max(s.rcvbuf);
+            self.stats.rcvbuf = set_rcvbuf(self.fd(), self.rcvbuf);
+        }
+        Ok(())
+    }
+
+    /// Joins or leaves the route groups. Joining resyncs, so that routes
+    /// made meanwhile are known.
+    fn set_routes(&mut self, on: bool) -> io::Result<()> {
+        if on == self.settings.routes {
+            return Ok(());
+        }
+        for g in [RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
+            if on {
+                self.sock.add_membership(g)?;
+            } else {
+                self.sock.drop_membership(g)?;
+            }
+        }
+        self.settings.routes = on;
+        if on {
+            self.resync_wanted = true;
+        }
+        Ok(())
     }
 
     pub fn fd(&self) -> RawFd {
@@ -117,8 +203,9 @@ impl Netlink {
     }
 
     /// Reads until the socket is empty; decoded inputs are appended to
-    /// `out`. Starts a resync when one is wanted and none is running.
-    pub fn read(&mut self, out: &mut Vec<Input>) -> io::Result<()> {
+    /// `out`. Starts a resync when one is wanted, none is running and no
+    /// backoff holds it (`now` is the caller's clock).
+    pub fn read(&mut self, out: &mut Vec<Input>, now: Instant) -> io::Result<()> {
         self.more = true;
         for _ in 0..READ_BUDGET {
             let mut slice = &mut self.buf[..];
@@ -132,11 +219,7 @@ impl Netlink {
                     self.datagram(n, out);
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                    self.stats.overflows += 1;
-                    self.resync_wanted = true;
-                    log::warn!(
-                        "netlink: receive buffer overrun, events were lost; resynchronising"
-                    );
+                    self.overrun(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -152,18 +235,72 @@ impl Netlink {
         if self.more {
             return Ok(());
         }
-        if (self.resync_wanted || self.dump_failed) && self.dumping.is_none() {
+        if (self.resync_wanted || self.dump_failed)
+            && self.dumping.is_none()
+            && self.not_before.map_or(true, |t| now >= t)
+        {
             // Everything queued before this point has been read, so nothing
             // read inside the bracket predates the dump. A second
             // ResyncBegin in an open bracket starts its marks afresh.
             self.resync_wanted = false;
             self.dump_failed = false;
+            self.not_before = None;
             self.stats.resyncs_started += 1;
+            self.in_resync = true;
             out.push(Input::ResyncBegin);
-            self.queue = ALL_DUMPS.into_iter().collect();
+            let routes = self.settings.routes;
+            self.queue = ALL_DUMPS
+                .into_iter()
+                .filter(|d| routes || *d != Dump::Routes)
+                .collect();
             self.next_dump();
         }
         Ok(())
+    }
+
+    /// The kernel dropped notifications: grow the buffer, and resync,
+    /// after a wait if a resync was already under way.
+    fn overrun(&mut self, now: Instant) {
+        self.stats.overflows += 1;
+        self.resync_wanted = true;
+        let max = self.settings.rcvbuf_max.max(self.settings.rcvbuf);
+        if self.rcvbuf < max {
+            self.rcvbuf = self.rcvbuf.saturating_mul(2).min(max);
+            self.stats.rcvbuf = set_rcvbuf(self.fd(), self.rcvbuf);
+        }
+        let recent = self.last_overrun.is_some_and(|t| now < t + QUIET);
+        self.last_overrun = Some(now);
+        if !recent {
+            self.failures = 0;
+        }
+        if (self.in_resync || recent) && self.not_before.is_none() {
+            self.failures = self.failures.saturating_add(1);
+            let wait = BACKOFF_MIN
+                .saturating_mul(1 << (self.failures - 1).min(16))
+                .min(BACKOFF_MAX);
+            self.not_before = Some(now + wait);
+            log::warn!(
+                "netlink: receive buffer overrun again while resynchronising; \
+                 next dump in {} ms (buffer {} bytes)",
+                wait.as_millis(),
+                self.stats.rcvbuf
+            );
+        } else if self.not_before.is_none() {
+            log::warn!(
+                "netlink: receive buffer overrun, events were lost; resynchronising (buffer {} bytes)",
+                self.stats.rcvbuf
+            );
+        }
+    }
+
+    /// When `read` must be called again though no message may come: a
+    /// resync is owed and no dump request is out (sending one failed, or
+    /// a backoff holds it). None: nothing owed.
+    pub fn retry_at(&self, now: Instant, retry: Duration) -> Option<Instant> {
+        if !self.wants_retry() {
+            return None;
+        }
+        Some(self.not_before.unwrap_or(now + retry))
     }
 
     /// The last `read` stopped at its budget: call it again soon, since
@@ -233,6 +370,7 @@ impl Netlink {
                             log::debug!("netlink: the dump was interrupted; dumping again");
                             self.dump_failed = true;
                         } else {
+                            self.in_resync = false;
                             out.push(Input::ResyncEnd);
                         }
                     }
@@ -295,8 +433,10 @@ impl Netlink {
     }
 }
 
-fn set_rcvbuf(fd: RawFd, size: usize) {
-    use nix::sys::socket::{setsockopt, sockopt};
+/// Asks for a receive buffer of `size` bytes, forced past
+/// `net.core.rmem_max` when privileged; returns what the kernel granted.
+fn set_rcvbuf(fd: RawFd, size: usize) -> u64 {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     use std::os::fd::BorrowedFd;
     // SAFETY: fd is the socket owned by the caller for this whole call.
     let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -305,12 +445,19 @@ fn set_rcvbuf(fd: RawFd, size: usize) {
             log::warn!("netlink: cannot set receive buffer to {size}: {e}");
         }
     }
+    getsockopt(&bfd, sockopt::RcvBuf).map_or(0, |n| n as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::wire::tests::msg;
     use super::*;
+
+    const SETTINGS: Settings = Settings {
+        rcvbuf: 1 << 16,
+        rcvbuf_max: 1 << 20,
+        routes: true,
+    };
 
     fn feed(nl: &mut Netlink, m: &[u8]) -> Vec<Input> {
         let mut out = Vec::new();
@@ -330,7 +477,7 @@ mod tests {
     /// to change requests go to `acks`.
     #[test]
     fn dump_endings_and_acks() {
-        let mut nl = Netlink::open(1 << 16).unwrap();
+        let mut nl = Netlink::open(SETTINGS).unwrap();
         nl.resync_wanted = false;
         nl.dumping = Some((Dump::Rules, 9));
         // DONE with an errno: failed part way
@@ -356,4 +503,67 @@ mod tests {
         assert_eq!(feed(&mut nl, &done(NLMSG_DONE, 3, 0)), vec![]);
         assert_eq!(nl.acks, vec![(12, 0), (13, -17)]);
     }
+
+    /// Overruns grow the buffer up to the largest allowed; one during a
+    /// resync, or soon after the last, waits 50 ms doubling to 5 s; a
+    /// quiet second starts afresh. Nothing is dumped while a wait holds.
+    #[test]
+    fn overruns_grow_the_buffer_and_back_off() {
+        let mut nl = Netlink::open(Settings {
+            rcvbuf: 4096,
+            rcvbuf_max: 65536,
+            routes: false,
+        })
+        .unwrap();
+        let first = nl.stats.rcvbuf;
+        assert!(first >= 4096, "{first}");
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // The start-up resync, then the socket is quiet: it is requested.
+        let mut out = Vec::new();
+        nl.read(&mut out, t0).unwrap();
+        assert_eq!(out, vec![Input::ResyncBegin]);
+        let begun = |out: &[Input]| out.contains(&Input::ResyncBegin);
+        assert_eq!(nl.stats.resyncs_started, 1);
+        // Routes are not followed: links, addresses, rules only.
+        assert!(!nl.queue.contains(&Dump::Routes));
+        // An overrun during that resync: the next one waits 50 ms.
+        nl.overrun(ms(10));
+        assert_eq!(nl.rcvbuf, 8192);
+        assert!(nl.stats.rcvbuf > first, "{}", nl.stats.rcvbuf);
+        assert_eq!(nl.not_before, Some(ms(60)));
+        nl.dumping = None;
+        assert_eq!(nl.retry_at(ms(10), RETRY), Some(ms(60)));
+        let mut out = Vec::new();
+        nl.read(&mut out, ms(20)).unwrap();
+        assert!(!begun(&out), "held back: {out:?}");
+        assert_eq!(nl.stats.resyncs_started, 1);
+        nl.dumping = None;
+        nl.read(&mut out, ms(60)).unwrap();
+        assert!(begun(&out));
+        assert_eq!(nl.stats.resyncs_started, 2);
+        // Again and again: 100, 200, 400 ms ... at most 5 s; the buffer
+        // stops at its largest.
+        let mut t = 100;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            nl.not_before = None;
+            nl.overrun(ms(t));
+            waits.push((nl.not_before.unwrap() - ms(t)).as_millis());
+            t += 500;
+        }
+        assert_eq!(waits[..4], [100, 200, 400, 800]);
+        assert_eq!(*waits.last().unwrap(), 5000);
+        assert_eq!(nl.rcvbuf, 65536);
+        // The resync completes; an overrun after a quiet second resyncs
+        // at once.
+        nl.in_resync = false;
+        nl.not_before = None;
+        nl.overrun(ms(t + 2000));
+        assert_eq!(nl.not_before, None);
+        assert_eq!(nl.failures, 0);
+        assert_eq!(nl.stats.overflows, 12);
+    }
+
+    const RETRY: Duration = Duration::from_millis(100);
 }

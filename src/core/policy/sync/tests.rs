@@ -797,6 +797,113 @@ fn ten_thousand_addresses_cost_n_log_n() {
     assert_eq!(sync.requests.pending(), 0);
 }
 
+/// 2,000 other links coming, flapping and going cost no replan; the
+/// policy link's own flap and gateway change replan that link alone, and
+/// its routes come back after the kernel's silent flush of a downed link.
+#[test]
+fn other_links_cost_nothing_and_own_changes_replan_one_link() {
+    let t0 = Instant::now();
+    let mut core = Core::new(CoreSettings {
+        interfaces: vec![b"none".to_vec()],
+        run_on_startup: false,
+    });
+    let mut sync = Reconciler::new(settings());
+    let mut seq = 0;
+    let mut busy = Duration::ZERO;
+    let (s, b) = (&mut seq, &mut busy);
+    step(&mut core, &mut sync, s, b, Input::ResyncBegin, t0);
+    step(&mut core, &mut sync, s, b, Input::NewLink(wan1()), t0);
+    step(
+        &mut core,
+        &mut sync,
+        s,
+        b,
+        Input::NewAddr(addr("10.2.0.2", 24)),
+        t0,
+    );
+    step(&mut core, &mut sync, s, b, Input::ResyncEnd, t0);
+    let gw = default_via("10.2.0.1");
+    step(
+        &mut core,
+        &mut sync,
+        s,
+        b,
+        Input::NewRoute {
+            route: gw.clone(),
+            replace: false,
+        },
+        t0,
+    );
+    let full = sync.stats.full_replans;
+    assert_eq!(sync.stats.link_replans, 1, "the gateway: wan1 alone");
+    let planned = |core: &Core| {
+        let want: BTreeSet<Key> = wanted(&plan::plan(&settings(), core)).into_keys().collect();
+        let have: BTreeSet<Key> = plan::have(core).into_keys().collect();
+        (want, have)
+    };
+    let (want, have) = planned(&core);
+    assert_eq!(
+        want.len(),
+        4,
+        "two rules, the connected and the default route"
+    );
+    assert_eq!(want, have);
+    for i in 0..2000u32 {
+        let mut l = LinkInfo {
+            index: 100 + i,
+            name: format!("other{i}").into_bytes(),
+            ..wan1()
+        };
+        step(&mut core, &mut sync, s, b, Input::NewLink(l.clone()), t0);
+        l.flags = 0;
+        step(&mut core, &mut sync, s, b, Input::NewLink(l), t0);
+        step(&mut core, &mut sync, s, b, Input::DelLink(100 + i), t0);
+    }
+    assert_eq!(
+        sync.stats.full_replans, full,
+        "no full replan for other links"
+    );
+    assert_eq!(sync.stats.link_replans, 1);
+    // wan1 down: the kernel flushes its IPv4 routes silently, ours too.
+    let mut down = wan1();
+    down.flags = IFF_UP;
+    step(&mut core, &mut sync, s, b, Input::NewLink(down.clone()), t0);
+    down.flags = 0;
+    step(&mut core, &mut sync, s, b, Input::NewLink(down), t0);
+    assert_eq!(
+        plan::have(&core).len(),
+        2,
+        "the rules stay, the routes went"
+    );
+    step(&mut core, &mut sync, s, b, Input::NewLink(wan1()), t0);
+    // the gateway's route went with the flush: the kernel adds it again
+    step(
+        &mut core,
+        &mut sync,
+        s,
+        b,
+        Input::NewRoute {
+            route: gw,
+            replace: false,
+        },
+        t0,
+    );
+    assert_eq!(
+        sync.stats.full_replans, full,
+        "wan1's flap replans wan1 alone"
+    );
+    assert!(sync.stats.link_replans >= 4);
+    let (want, have) = planned(&core);
+    assert_eq!(want.len(), 4);
+    assert_eq!(want, have);
+    // A rename of the policy link away from its name replans in full.
+    let mut renamed = wan1();
+    renamed.name = b"wan9".to_vec();
+    step(&mut core, &mut sync, s, b, Input::NewLink(renamed), t0);
+    assert_eq!(sync.stats.full_replans, full + 1);
+    assert!(sync.plan.links.is_empty());
+}
+
 /// A default route the kernel refused (its gateway unreachable) waits for
 /// its link's plan to change, not for the 30 s backoff: an address coming
 /// is such a change, though it goes the incremental way.
