@@ -490,23 +490,19 @@ fn a_thousand_connections_at_once() {
     let held = rss_kib(daemon.pid());
     eprintln!("RSS idle {idle_rss} KiB, with 1000 keep-alive connections {held} KiB");
     assert!(held < idle_rss + 4096, "{idle_rss} -> {held} KiB");
-    // Past max_clients: a 503, not a hang.
+    // Past max_clients: the idlest keep-alive connections make room (see
+    // tests/attack_managers.rs for streams, which are refused with 503).
     let name = ns.name.clone();
     let mut extra: Vec<TcpStream> = in_ns(&name, move || {
         (0..150)
             .map(|_| TcpStream::connect(("127.0.0.1", p)).unwrap())
             .collect()
     });
-    let mut refused = 0;
     for s in extra.iter_mut() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        // A refused one was told at once and closed: the write may fail.
-        let _ = s.write_all(b"GET /health HTTP/1.1\r\n\r\n");
-        if read_resp(s, false).status == 503 {
-            refused += 1;
-        }
+        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_resp(s, false).status, 200);
     }
-    assert_eq!(refused, 50);
     drop(socks);
     // Slots come back once the clients leave.
     sleep_ms(300);
