@@ -1337,21 +1337,67 @@ fn signature(msg: &Message) -> String {
 /// The largest state file read; networkd's are a few hundred bytes.
 const STATE_MAX: u64 = 64 << 10;
 
+/// The bytes of one state file, or why it was refused. The loop reads
+/// these while it handles an event, so nothing here may wait: the file is
+/// opened non-blocking (a FIFO in its place would hang open(2) until a
+/// writer came) and without following a symbolic link (networkd writes
+/// plain files; a link could point at /dev/zero or a FIFO elsewhere), its
+/// type is checked on the open descriptor, and at most `STATE_MAX + 1`
+/// bytes are read, so a file too large is refused whole rather than cut
+/// in the middle of a line. None when there is no such file.
+fn read_state(path: &std::path::Path) -> Option<Result<Vec<u8>, String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Some(Err("a symbolic link, not networkd's file".into()))
+        }
+        Err(e) => return Some(Err(format!("cannot open: {e}"))),
+    };
+    let t = match f.metadata() {
+        Ok(m) => m.file_type(),
+        Err(e) => return Some(Err(format!("cannot stat: {e}"))),
+    };
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Some(Err(format!("{what}, not networkd's file")));
+    }
+    let mut buf = Vec::new();
+    if let Err(e) = f.take(STATE_MAX + 1).read_to_end(&mut buf) {
+        return Some(Err(format!("cannot read: {e}")));
+    }
+    if buf.len() as u64 > STATE_MAX {
+        return Some(Err(format!("larger than {STATE_MAX} bytes")));
+    }
+    Some(Ok(buf))
+}
+
 /// What networkd's state files say of link `index` beyond its states:
 /// `<dir>/links/<index>` (DNS, DOMAINS) and `<dir>/leases/<index>`
 /// (HOSTNAME). The path is made from the number alone. A file missing is
-/// nothing to report; a value refused is logged and left out.
+/// nothing to report; a file or value refused is logged and left out.
 pub fn read_extras(dir: &std::path::Path, index: u32) -> Extras {
-    use std::io::Read;
     let mut x = Extras::default();
     for sub in ["links", "leases"] {
         let path = dir.join(sub).join(index.to_string());
-        let mut buf = Vec::new();
-        let r = std::fs::File::open(&path).and_then(|f| f.take(STATE_MAX).read_to_end(&mut buf));
-        match r {
-            Ok(_) => parse_state(&buf, &mut x),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::debug!("{}: {e}", path.display()),
+        match read_state(&path) {
+            None => {}
+            Some(Ok(buf)) => parse_state(&buf, &mut x),
+            Some(Err(why)) => log::warn!("{}: {why}: ignored", path.display()),
         }
     }
     if !x.refused.is_empty() {
@@ -1504,5 +1550,54 @@ mod tests {
             b.sides[side(Manager::Networkd)].owner.as_deref(),
             Some(":1.8")
         );
+    }
+
+    /// networkd's state directory as a hostile local user might leave it:
+    /// a FIFO (open(2) used to block the loop until a writer came), a
+    /// link to /dev/zero, a 100 MB file, bytes that are not UTF-8, values
+    /// with shell metacharacters and an injected line. Each read returns
+    /// at once, and only checked values come out.
+    #[test]
+    fn state_files_that_are_not_networkds_are_refused_without_waiting() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("netevd-netif-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["links", "leases"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        nix::unistd::mkfifo(&dir.join("links/1"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        symlink("/dev/zero", dir.join("leases/1")).unwrap();
+        let big = std::fs::File::create(dir.join("links/2")).unwrap();
+        big.set_len(100 << 20).unwrap();
+        std::fs::write(
+            dir.join("links/3"),
+            b"DNS=192.0.2.53 1.1.1.1;reboot $(id) `id`\nDNS=\xff\xfe 192.0.2.9\nDOMAINS=ok.example\n\
+              DNS=\n;rm -rf /\nDOMAINS=a|b\n\xc3\x28=x\n",
+        )
+        .unwrap();
+        let words: String = (0..5000).map(|i| format!("bad;{i} ")).collect();
+        std::fs::write(dir.join("links/4"), format!("DNS={words}\n")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        std::thread::spawn(move || {
+            let r: Vec<Extras> = (1..=4).map(|i| read_extras(&d, i)).collect();
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("read_extras waited on a state file");
+        assert_eq!(r[0], Extras::default());
+        assert_eq!(r[1], Extras::default());
+        assert_eq!(r[2].dns, vec!["192.0.2.53".to_string()]);
+        assert_eq!(r[2].domains, vec!["ok.example".to_string()]);
+        assert!(
+            r[2].refused.iter().any(|w| w.contains("reboot")),
+            "{:?}",
+            r[2]
+        );
+        assert!(r[3].dns.is_empty());
+        assert_eq!(r[3].refused.len(), 9, "{:?}", r[3].refused);
+        assert_eq!(r[3].refused[8], "4992 more");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
