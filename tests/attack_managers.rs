@@ -136,3 +136,196 @@ fn max_clients_of_streams_still_answers_503() {
     s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(status_of(&mut s), Some(200));
 }
+
+#[cfg(feature = "dbus")]
+#[path = "common/peers.rs"]
+mod peers;
+
+#[cfg(feature = "dbus")]
+mod bus_flood {
+    use super::peers::*;
+    use super::*;
+    use dbus::arg::{RefArg, Variant};
+    use dbus::channel::Channel;
+    use dbus::message::MessageType;
+    use dbus::Message;
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+
+    type Props = HashMap<String, Variant<Box<dyn RefArg>>>;
+
+    fn props(kv: &[(&str, &str)]) -> Props {
+        kv.iter()
+            .map(|(k, v)| {
+                let v = Box::new(v.to_string()) as Box<dyn RefArg>;
+                (k.to_string(), Variant(v))
+            })
+            .collect()
+    }
+
+    fn changed(path: &str, state: &str) -> Message {
+        Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged")
+            .unwrap()
+            .append3(
+                "org.freedesktop.network1.Link",
+                props(&[("OperationalState", state)]),
+                Vec::<String>::new(),
+            )
+    }
+
+    enum Cmd {
+        /// This many signals alternating between two states, then one.
+        Flood(usize, &'static str),
+        Stop,
+    }
+
+    /// A networkd that owns the name, answers the start-up read, tells
+    /// the test netevd's unique name, and floods when told.
+    fn fake_networkd(
+        address: String,
+        index: u32,
+        rx: mpsc::Receiver<Cmd>,
+        caller: mpsc::Sender<String>,
+    ) {
+        let mut c = Channel::open_private(&address).unwrap();
+        c.register().unwrap();
+        let m = Message::new_method_call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "RequestName",
+        )
+        .unwrap()
+        .append2("org.freedesktop.network1", 4u32);
+        c.send_with_reply_and_block(m, Duration::from_secs(5))
+            .unwrap();
+        let link = format!("/org/freedesktop/network1/link/_3{index}");
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Flood(n, last)) => {
+                    for i in 0..n {
+                        let s = if i % 2 == 0 { "degraded" } else { "carrier" };
+                        c.send(changed(&link, s)).unwrap();
+                        if i % 1000 == 0 {
+                            c.flush();
+                        }
+                    }
+                    c.send(changed(&link, last)).unwrap();
+                    c.flush();
+                }
+                Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            let _ = c.read_write(Some(Duration::from_millis(20)));
+            while let Some(msg) = c.pop_message() {
+                if msg.msg_type() != MessageType::MethodCall {
+                    continue;
+                }
+                if let Some(s) = msg.sender() {
+                    let _ = caller.send(s.to_string());
+                }
+                let member = msg.member().map(|m| m.to_string()).unwrap_or_default();
+                let path = msg.path().map(|p| p.to_string()).unwrap_or_default();
+                let reply = match member.as_str() {
+                    "ListLinks" => msg.method_return().append1(vec![(
+                        index as i32,
+                        "fl0".to_string(),
+                        dbus::Path::from(link.clone()),
+                    )]),
+                    "GetAll" if path == link => msg.method_return().append1(props(&[
+                        ("OperationalState", "routable"),
+                        ("AdministrativeState", "configured"),
+                    ])),
+                    "GetAll" => msg
+                        .method_return()
+                        .append1(props(&[("OperationalState", "routable")])),
+                    _ => msg.error(
+                        &"org.freedesktop.DBus.Error.UnknownMethod".into(),
+                        c"no such method",
+                    ),
+                };
+                c.send(reply).unwrap();
+            }
+        }
+    }
+
+    /// 100,000 signals to netevd's own name from a client that does not
+    /// own networkd's (a unicast signal passes no match rule), then
+    /// 100,000 state changes from the owner. The control socket answers
+    /// throughout, memory stays bounded, the owner's last state reaches
+    /// the hooks, and the log names only a few of the rejected signals.
+    #[test]
+    fn a_signal_flood_is_bounded_and_the_loop_keeps_answering() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let ns = Ns::new();
+        let dir = Dir::new();
+        let bus = Bus::start(&dir);
+        ns.ip(&["link", "add", "fl0", "type", "veth", "peer", "name", "fl1"]);
+        let o = ns.output(&["-o", "link", "show", "fl0"]);
+        let index: u32 = o.split(':').next().unwrap().trim().parse().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (ctx, crx) = mpsc::channel();
+        let addr = bus.address.clone();
+        let fake = std::thread::spawn(move || fake_networkd(addr, index, rx, ctx));
+        bus_recorder(&dir, &["routable", "off"]);
+        let netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
+        let unique = crx.recv_timeout(Duration::from_secs(10)).unwrap();
+        wait_records(&dir, "the start-up read", 10, |r| {
+            r.iter()
+                .any(|x| is(x, "systemd-networkd", "routable", "fl0"))
+        });
+        let idle = rss_kib(netevd.pid());
+
+        // The intruder: its own connection, signals addressed to netevd.
+        let addr = bus.address.clone();
+        let link = format!("/org/freedesktop/network1/link/_3{index}");
+        let intruder = std::thread::spawn(move || {
+            let mut c = Channel::open_private(&addr).unwrap();
+            c.register().unwrap();
+            for i in 0..100_000 {
+                let mut m = changed(&link, "off");
+                m.set_destination(Some(unique.clone().into()));
+                c.send(m).unwrap();
+                if i % 1000 == 0 {
+                    c.flush();
+                }
+            }
+            c.flush();
+        });
+        tx.send(Cmd::Flood(100_000, "off")).unwrap();
+        let mut ctl = Ctl::connect(&dir);
+        let mut worst = Duration::ZERO;
+        while !intruder.is_finished() {
+            let t = std::time::Instant::now();
+            ctl.ok(r#"{"command":"status"}"#);
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        intruder.join().unwrap();
+        wait_records(&dir, "the owner's last state after its flood", 60, |r| {
+            r.iter().any(|x| is(x, "systemd-networkd", "off", "fl0"))
+        });
+        let after = rss_kib(netevd.pid());
+        tx.send(Cmd::Stop).unwrap();
+        fake.join().unwrap();
+        eprintln!("status answered within {worst:?} at worst; RSS {idle} -> {after} KiB");
+        assert!(worst < Duration::from_secs(2), "status took {worst:?}");
+        assert!(after < idle + 16 * 1024, "RSS {idle} -> {after} KiB");
+        ctl.ok(r#"{"command":"status"}"#);
+        let log = dir.log();
+        let named = log
+            .lines()
+            .filter(|l| l.contains("which does not own"))
+            .count();
+        assert!(
+            (1..=200).contains(&named),
+            "{named} lines named rejected signals"
+        );
+        assert!(
+            log.contains("more, not logged"),
+            "no count of those held back"
+        );
+    }
+}

@@ -157,7 +157,42 @@ pub struct Bus {
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: String,
+    /// Paces the lines that name rejected messages.
+    quiet: Quiet,
     pub stats: Stats,
+}
+
+/// Lines naming rejected messages, at most, in each second.
+const REJECT_LINES: u32 = 10;
+
+/// A budget of log lines per second for what other clients of the bus
+/// send. Any of them may send signals to our unique name (a unicast signal
+/// passes no match rule) or call us, and every one is rejected with a
+/// reason: without a budget 100,000 of them were 100,000 warnings. Past
+/// the budget they are counted, and the count is said in the first line
+/// of a later second.
+#[derive(Debug)]
+struct Quiet {
+    window: Instant,
+    lines: u32,
+    held: u64,
+}
+
+impl Quiet {
+    /// Whether a line may be written now; with the number held back since
+    /// the last one written, when that is not zero.
+    fn allow(&mut self, now: Instant) -> (bool, u64) {
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.lines = 0;
+        }
+        if self.lines >= REJECT_LINES {
+            self.held += 1;
+            return (false, 0);
+        }
+        self.lines += 1;
+        (true, std::mem::take(&mut self.held))
+    }
 }
 
 fn side(m: Manager) -> usize {
@@ -183,6 +218,11 @@ impl Bus {
             retry_at: Some(now),
             backoff: BACKOFF_FIRST,
             last_error: String::new(),
+            quiet: Quiet {
+                window: now,
+                lines: 0,
+                held: 0,
+            },
             stats: Stats::default(),
         }
     }
@@ -937,7 +977,11 @@ impl Bus {
 
     fn reject(&mut self, what: String) {
         self.stats.rejected += 1;
-        log::warn!("dbus: ignored {what}");
+        match self.quiet.allow(Instant::now()) {
+            (false, _) => {}
+            (true, 0) => log::warn!("dbus: ignored {what}"),
+            (true, n) => log::warn!("dbus: ignored {what} (and {n} more, not logged)"),
+        }
     }
 
     fn on_signal(&mut self, msg: &Message, now: Instant) {
@@ -1599,5 +1643,37 @@ mod tests {
         assert_eq!(r[3].refused.len(), 9, "{:?}", r[3].refused);
         assert_eq!(r[3].refused[8], "4992 more");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// 100,000 signals from a client that does not own networkd's name
+    /// (a unicast signal passes no match rule): all counted, none an
+    /// input, and at most `REJECT_LINES` warnings a second, the rest
+    /// counted for the next line.
+    #[test]
+    fn a_flood_of_rejected_signals_is_counted_not_logged_line_by_line() {
+        let mut b = following();
+        let now = Instant::now();
+        let link = "/org/freedesktop/network1/link/_33";
+        let t = Instant::now();
+        for _ in 0..100_000 {
+            b.on_message(
+                changed(link, ":1.9", &[("OperationalState", "routable")]),
+                now,
+            );
+        }
+        let took = t.elapsed();
+        assert!(inputs(&mut b).is_empty());
+        assert_eq!(b.stats.rejected, 100_000);
+        if took < Duration::from_secs(1) {
+            assert_eq!(b.quiet.lines, REJECT_LINES);
+            assert_eq!(b.quiet.held, 100_000 - u64::from(REJECT_LINES));
+        } else {
+            assert!(b.quiet.held > 0);
+        }
+        // A later second writes again, and says how many were held back.
+        b.quiet.window -= Duration::from_secs(2);
+        let held = b.quiet.held;
+        assert_eq!(b.quiet.allow(Instant::now()), (true, held));
+        assert_eq!(b.quiet.held, 0);
     }
 }
