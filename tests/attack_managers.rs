@@ -328,4 +328,124 @@ mod bus_flood {
             "no count of those held back"
         );
     }
+
+    /// A networkd whose ListLinks names `links` links (indexes from 1000)
+    /// and that answers GetAll of each; counts those answered.
+    fn many_links(
+        address: String,
+        links: u32,
+        answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        stop: mpsc::Receiver<()>,
+    ) {
+        let mut c = Channel::open_private(&address).unwrap();
+        c.register().unwrap();
+        let m = Message::new_method_call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "RequestName",
+        )
+        .unwrap()
+        .append2("org.freedesktop.network1", 4u32);
+        c.send_with_reply_and_block(m, Duration::from_secs(5))
+            .unwrap();
+        while stop.try_recv() == Err(mpsc::TryRecvError::Empty) {
+            let _ = c.read_write(Some(Duration::from_millis(20)));
+            while let Some(msg) = c.pop_message() {
+                if msg.msg_type() != MessageType::MethodCall {
+                    continue;
+                }
+                let member = msg.member().map(|m| m.to_string()).unwrap_or_default();
+                let path = msg.path().map(|p| p.to_string()).unwrap_or_default();
+                let reply = match member.as_str() {
+                    "ListLinks" => msg.method_return().append1(
+                        (1000..1000 + links)
+                            .map(|i| {
+                                (
+                                    i as i32,
+                                    format!("mk{i}"),
+                                    dbus::Path::from(format!(
+                                        "/org/freedesktop/network1/link/_3{i}"
+                                    )),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    "GetAll" => {
+                        if path.contains("/link/") {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        msg.method_return()
+                            .append1(props(&[("OperationalState", "carrier")]))
+                    }
+                    _ => msg.error(
+                        &"org.freedesktop.DBus.Error.UnknownMethod".into(),
+                        c"no such method",
+                    ),
+                };
+                c.send(reply).unwrap();
+            }
+        }
+    }
+
+    /// Runs netevd against `many_links` until `want.start` links were
+    /// read (or `secs` passed); the count read must fall in `want`.
+    fn read_links(links: u32, want: std::ops::RangeInclusive<usize>, secs: u64) -> (Dir, String) {
+        let ns = Ns::new();
+        let dir = Dir::new();
+        let bus = Bus::start(&dir);
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        let (addr, a) = (bus.address.clone(), answered.clone());
+        let fake = std::thread::spawn(move || many_links(addr, links, a, rx));
+        let netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
+        let end = std::time::Instant::now() + Duration::from_secs(secs);
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < *want.start()
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Settle: nothing more should come.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut ctl = Ctl::connect(&dir);
+        ctl.ok(r#"{"command":"status"}"#);
+        let got = answered.load(std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "{links} links listed: {got} read; RSS {} KiB",
+            rss_kib(netevd.pid())
+        );
+        let _ = tx.send(());
+        fake.join().unwrap();
+        assert!(
+            want.contains(&got),
+            "{got} links read of {links}:\n{}",
+            dir.log()
+        );
+        let log = dir.log();
+        (dir, log)
+    }
+
+    /// 300 links: every one is read. The system bus lets a connection
+    /// have 128 calls unanswered; asking for all at once lost the rest to
+    /// LimitsExceeded.
+    #[test]
+    fn a_resync_of_many_links_reads_every_one() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let (_dir, log) = read_links(300, 300..=300, 30);
+        assert!(!log.contains("LimitsExceeded"), "{log}");
+    }
+
+    /// A link list of 100,000 entries: what is read is bounded (the
+    /// queue of calls), the rest is refused in the log, and the daemon
+    /// answers meanwhile.
+    #[test]
+    fn a_huge_link_list_is_read_only_up_to_the_bound() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let (_dir, log) = read_links(100_000, 16384..=16384 + 64, 120);
+        assert!(log.contains("calls wait already"), "{log}");
+    }
 }

@@ -50,6 +50,19 @@ const READS_PER_TURN: usize = 256;
 /// its resync open (and its links unclaimed) for ever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Calls awaiting their reply at once. dbus-daemon's system bus allows a
+/// connection 128 (`max_replies_per_connection`) and answers the rest
+/// with LimitsExceeded: a resync that asked for every link at once lost
+/// all links past the 126th. Further calls wait in `queued`.
+const IN_FLIGHT_MAX: usize = 64;
+
+/// Calls waiting their turn, at most: a link list with a million entries
+/// costs this much and no more; what is past it is not read.
+const QUEUED_MAX: usize = 16384;
+
+/// Addresses kept of one NetworkManager IP configuration.
+const ADDRS_MAX: usize = 256;
+
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -138,6 +151,8 @@ pub struct Bus {
     phase: Phase,
     registered: Option<RawFd>,
     calls: HashMap<u32, (Call, Instant)>,
+    /// Calls not yet sent, in order, while `IN_FLIGHT_MAX` are out.
+    queued: VecDeque<(Message, Call)>,
     sides: [Side; 2],
     /// The manager followed; None until `Want::Auto` decided or while the
     /// one asked for is not running.
@@ -207,6 +222,7 @@ impl Bus {
             phase: Phase::Down,
             registered: None,
             calls: HashMap::new(),
+            queued: VecDeque::new(),
             sides: Default::default(),
             chosen: None,
             held: VecDeque::new(),
@@ -347,6 +363,7 @@ impl Bus {
                     format!("no answer in {CALL_TIMEOUT:?}"),
                 );
                 log::warn!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
+                self.send_queued();
                 self.on_error(call, e, now);
             }
         }
@@ -377,6 +394,7 @@ impl Bus {
         self.phase = Phase::Hello;
         self.stats.connects += 1;
         self.calls.clear();
+        self.queued.clear();
         self.call(
             Message::new_method_call(
                 "org.freedesktop.DBus",
@@ -404,6 +422,7 @@ impl Bus {
         self.drop_channel();
         self.phase = Phase::Down;
         self.calls.clear();
+        self.queued.clear();
         self.stats.disconnects += 1;
         self.flush_held(out);
         for m in Manager::ALL {
@@ -507,19 +526,58 @@ impl Bus {
         Some(serial)
     }
 
-    fn call(&mut self, msg: Result<Message, String>, what: Call) {
+    /// Sends a call, or queues it while `IN_FLIGHT_MAX` are out; false
+    /// when it will never be made (no connection, or the queue is full),
+    /// so that nobody waits for its answer.
+    fn call(&mut self, msg: Result<Message, String>, what: Call) -> bool {
         let Ok(msg) = msg else {
-            return;
+            return false;
         };
+        if self.chan.is_none() {
+            return false;
+        }
+        if self.calls.len() < IN_FLIGHT_MAX && self.queued.is_empty() {
+            return self.send_call(msg, what);
+        }
+        if self.queued.len() >= QUEUED_MAX {
+            self.reject(format!(
+                "a call ({what:?}): {QUEUED_MAX} calls wait already"
+            ));
+            return false;
+        }
+        self.queued.push_back((msg, what));
+        true
+    }
+
+    fn send_call(&mut self, msg: Message, what: Call) -> bool {
         let Some(c) = &self.chan else {
-            return;
+            return false;
         };
         match c.send(msg) {
             Ok(serial) => {
                 self.stats.calls += 1;
                 self.calls.insert(serial, (what, Instant::now()));
+                true
             }
-            Err(()) => log::warn!("dbus: could not queue a call (out of memory?)"),
+            Err(()) => {
+                log::warn!("dbus: could not queue a call (out of memory?)");
+                false
+            }
+        }
+    }
+
+    /// A call was answered or given up: queued ones take its place. One
+    /// that cannot be sent is answered with an error at once, so that
+    /// what waited on it goes on.
+    fn send_queued(&mut self) {
+        while self.calls.len() < IN_FLIGHT_MAX {
+            let Some((msg, what)) = self.queued.pop_front() else {
+                return;
+            };
+            if !self.send_call(msg, what.clone()) {
+                let e = ("unsent".to_string(), "could not be sent".to_string());
+                self.on_error(what, e, Instant::now());
+            }
         }
     }
 
@@ -530,6 +588,7 @@ impl Bus {
                 else {
                     return;
                 };
+                self.send_queued();
                 let serial = msg.get_reply_serial().unwrap_or(0);
                 if msg.msg_type() == MessageType::MethodReturn {
                     if let Call::Other = call {
@@ -815,27 +874,41 @@ impl Bus {
                     NETWORKD_MANAGER,
                     "ListLinks",
                 );
-                self.call(msg, Call::ListLinks(gen));
-                self.get_all(
-                    NETWORKD,
-                    NETWORKD_PATH,
-                    NETWORKD_MANAGER,
-                    Call::LinkProps(gen, 0),
-                );
-                self.sides[side(m)].open = Some(2);
+                let n = usize::from(self.call(msg, Call::ListLinks(gen)))
+                    + usize::from(self.get_all(
+                        NETWORKD,
+                        NETWORKD_PATH,
+                        NETWORKD_MANAGER,
+                        Call::LinkProps(gen, 0),
+                    ));
+                self.sides[side(m)].open = Some(n);
+                if n == 0 {
+                    self.answered_none(m);
+                }
             }
             Manager::NetworkManager => {
                 let msg = Message::new_method_call(NM, NM_PATH, NM, "GetDevices");
-                self.call(msg, Call::Devices(gen));
-                self.sides[side(m)].open = Some(1);
+                let n = usize::from(self.call(msg, Call::Devices(gen)));
+                self.sides[side(m)].open = Some(n);
+                if n == 0 {
+                    self.answered_none(m);
+                }
             }
         }
     }
 
-    fn get_all(&mut self, dest: &str, path: &str, iface: &str, what: Call) {
+    fn get_all(&mut self, dest: &str, path: &str, iface: &str, what: Call) -> bool {
         let msg = Message::new_method_call(dest, path, "org.freedesktop.DBus.Properties", "GetAll")
             .map(|x| x.append1(iface));
-        self.call(msg, what);
+        self.call(msg, what)
+    }
+
+    /// A resync none of whose calls could be made: its bracket closes
+    /// empty rather than stay open for ever.
+    fn answered_none(&mut self, m: Manager) {
+        let s = &mut self.sides[side(m)];
+        s.open = Some(1);
+        self.answered(m);
     }
 
     /// One reply of `m`'s resync is in; the last closes the bracket.
@@ -876,9 +949,11 @@ impl Bus {
                             self.reject(format!("ListLinks: name {} for link {i}", loggable(&name)))
                         }
                     }
+                    if !self.get_all(NETWORKD, &path, NETWORKD_LINK, Call::LinkProps(gen, i)) {
+                        break;
+                    }
                     let s = &mut self.sides[side(Manager::Networkd)];
                     *s.open.get_or_insert(0) += 1;
-                    self.get_all(NETWORKD, &path, NETWORKD_LINK, Call::LinkProps(gen, i));
                 }
             }
             Err(e) => self.reject(format!("ListLinks: {e}")),
@@ -897,10 +972,12 @@ impl Bus {
                         self.reject(format!("GetDevices: path {}", loggable(&p)));
                         continue;
                     }
+                    let path = p.to_string();
+                    if !self.get_all(NM, &path, NM_DEVICE, Call::DeviceProps(gen, path.clone())) {
+                        break;
+                    }
                     let s = &mut self.sides[side(Manager::NetworkManager)];
                     *s.open.get_or_insert(0) += 1;
-                    let path = p.to_string();
-                    self.get_all(NM, &path, NM_DEVICE, Call::DeviceProps(gen, path.clone()));
                 }
             }
             Err(e) => self.reject(format!("GetDevices: {e}")),
@@ -1154,9 +1231,7 @@ impl Bus {
 
     /// Makes the held input at `pos` wait for one more call.
     fn wait_on(&mut self, pos: u32, msg: Result<Message, String>, call: Call) {
-        let before = self.calls.len();
-        self.call(msg, call);
-        if self.calls.len() > before {
+        if self.call(msg, call) {
             let at = pos.wrapping_sub(self.held_base) as usize;
             if let Some((n, _)) = self.held.get_mut(at) {
                 *n += 1;
@@ -1273,7 +1348,10 @@ impl Bus {
                             }
                         }
                         if let (Some(a), Some(l)) = (a, len) {
-                            if a.is_ipv6() == v6 && l <= if v6 { 128 } else { 32 } {
+                            if a.is_ipv6() == v6
+                                && l <= if v6 { 128 } else { 32 }
+                                && addrs.len() < ADDRS_MAX
+                            {
                                 addrs.push(format!("{a}/{l}"));
                             }
                         }
