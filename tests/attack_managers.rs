@@ -98,7 +98,7 @@ fn slowloris_at_max_clients_does_not_shut_out_a_real_client() {
     let mut real = Vec::new();
     for _ in 0..20 {
         let mut s = connect_n(&ns, p, 1).pop().unwrap();
-        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         assert_eq!(status_of(&mut s), Some(200), "a real client at max_clients");
         real.push(s);
@@ -123,7 +123,7 @@ fn max_clients_of_streams_still_answers_503() {
     );
     let mut streams = connect_n(&ns, p, 4);
     for s in streams.iter_mut() {
-        s.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         assert_eq!(status_of(s), Some(200));
     }
@@ -135,6 +135,87 @@ fn max_clients_of_streams_still_answers_503() {
     let mut s = connect_n(&ns, p, 1).pop().unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(status_of(&mut s), Some(200));
+}
+
+/// One request on a new connection; the status and the body.
+#[allow(dead_code)]
+fn exchange(ns: &Ns, port: u16, text: String) -> (Option<u16>, String) {
+    let mut s = connect_n(ns, port, 1).pop().unwrap();
+    s.write_all(text.as_bytes()).unwrap();
+    let st = status_of(&mut s);
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    (st, body)
+}
+
+/// DNS rebinding: a web page at evil.example:PORT points its own name at
+/// 127.0.0.1, and the browser sends the daemon `Host: evil.example:PORT`
+/// with a matching Origin (or none, for a same-origin GET). Before the
+/// fix the page read every endpoint and, without a token, made netevd
+/// reload. Now a DNS name in Host needs the token; addresses and
+/// localhost are answered as before, and so is the page itself.
+#[cfg(feature = "http")]
+#[test]
+fn dns_rebinding_through_a_host_name_is_refused() {
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let _daemon = Daemon::start(&ns, &d, &format!("api:\n  enabled: true\n  port: {p}\n"));
+    let evil = format!("evil.example:{p}");
+    let req = |method: &str, path: &str, host: &str, extra: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+    };
+    let origin = format!("Origin: http://{evil}\r\n");
+    let (st, body) = exchange(&ns, p, req("GET", "/api/v1/interfaces", &evil, ""));
+    assert_eq!(st, Some(403), "{body}");
+    assert!(body.contains("permission_denied"), "{body}");
+    let (st, _) = exchange(&ns, p, req("POST", "/api/v1/reload", &evil, &origin));
+    assert_eq!(st, Some(403));
+    assert!(
+        !d.log().contains("reload"),
+        "a rebinding page reloaded netevd"
+    );
+    // The page itself, and the same requests by address or localhost.
+    assert_eq!(exchange(&ns, p, req("GET", "/", &evil, "")).0, Some(200));
+    for host in [
+        format!("127.0.0.1:{p}"),
+        format!("localhost:{p}"),
+        "[::1]".into(),
+    ] {
+        let (st, body) = exchange(&ns, p, req("GET", "/api/v1/interfaces", &host, ""));
+        assert_eq!(st, Some(200), "{host}: {body}");
+    }
+    let own = format!("Origin: http://127.0.0.1:{p}\r\n");
+    let host = format!("127.0.0.1:{p}");
+    assert_eq!(
+        exchange(&ns, p, req("POST", "/api/v1/reload", &host, &own)).0,
+        Some(200)
+    );
+}
+
+/// With a token, a DNS name works for whoever holds it.
+#[cfg(feature = "http")]
+#[test]
+fn a_host_name_with_the_token_is_answered() {
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let tf = d.write("token", "s3cret-token-0123456789\n", 0o600);
+    let _daemon = Daemon::start(
+        &ns,
+        &d,
+        &format!(
+            "api:\n  enabled: true\n  port: {p}\n  auth_token_file: {}\n",
+            tf.display()
+        ),
+    );
+    let get = |auth: &str| {
+        format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: netevd.lan:{p}\r\n{auth}Connection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(exchange(&ns, p, get("")).0, Some(403));
+    let auth = "Authorization: Bearer s3cret-token-0123456789\r\n";
+    assert_eq!(exchange(&ns, p, get(auth)).0, Some(200));
 }
 
 #[cfg(feature = "dbus")]

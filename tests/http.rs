@@ -126,7 +126,11 @@ fn read_resp(s: &mut TcpStream, head: bool) -> Resp {
 }
 
 fn send(s: &mut TcpStream, method: &str, path: &str, extra: &str) {
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n"
+    )
+    .unwrap();
 }
 
 /// One request on a fresh connection.
@@ -312,7 +316,7 @@ fn every_endpoint_answers_as_the_control_socket_does() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reloaded"], true);
     // From the daemon's own page it works; from another site's, not.
-    let own = "Content-Length: 0\r\nOrigin: http://t\r\n";
+    let own = "Content-Length: 0\r\nOrigin: http://127.0.0.1\r\n";
     assert_eq!(req(&ns, p, "POST", "/api/v1/reload", own).status, 200);
     let evil = "Content-Length: 0\r\nOrigin: http://evil.example\r\n";
     let r = req(&ns, p, "POST", "/api/v1/reload", evil);
@@ -383,7 +387,7 @@ fn every_error_code_in_one_shape() {
     let mut slow = connect(&ns, p);
     let t0 = Instant::now();
     let mut timed_out = None;
-    for b in b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n" {
+    for b in b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" {
         if slow.write_all(&[*b]).is_err() {
             break;
         }

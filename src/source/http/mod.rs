@@ -698,6 +698,24 @@ impl Http {
                         self.reply(i, &r, keep_alive, head, reg, now);
                         continue;
                     }
+                    if !req.host_is_address()
+                        && endpoint != Endpoint::Dashboard
+                        && !self.bearer_ok(&req)
+                    {
+                        // DNS rebinding: see `Request::host_is_address`.
+                        // The page itself holds no data; what it fetches
+                        // carries the token.
+                        self.stats.unauthorized += 1;
+                        let r = Response::error(
+                            403,
+                            "permission_denied",
+                            "Host names this daemon by a DNS name: without the bearer token \
+                             (api.auth_token_file) only requests to an IP address or localhost \
+                             are answered, as a web page can point a name of its own here",
+                        );
+                        self.reply(i, &r, keep_alive, head, reg, now);
+                        continue;
+                    }
                     if let Err(r) = self.authorize(&req, &endpoint) {
                         self.stats.unauthorized += 1;
                         self.reply(i, &r, keep_alive, head, reg, now);
@@ -716,6 +734,14 @@ impl Http {
                 }
             }
         }
+    }
+
+    /// Whether the request carries the configured bearer token.
+    fn bearer_ok(&self, req: &request::Request) -> bool {
+        self.settings
+            .token
+            .as_ref()
+            .is_some_and(|t| req.bearer.as_deref().is_some_and(|b| limit::same(b, &t.0)))
     }
 
     /// The token check: POST always needs it, reads when configured. The
