@@ -218,6 +218,82 @@ fn a_host_name_with_the_token_is_answered() {
     assert_eq!(exchange(&ns, p, get(auth)).0, Some(200));
 }
 
+/// Everything the peer sends until it closes, as text.
+#[allow(dead_code)]
+fn all_of(ns: &Ns, port: u16, bytes: Vec<u8>) -> String {
+    let mut s = connect_n(ns, port, 1).pop().unwrap();
+    let _ = s.write_all(&bytes);
+    let mut out = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&b[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Limits at their exact boundary, smuggling and oversized values: these
+/// held before this branch; the test keeps them.
+#[cfg(feature = "http")]
+#[test]
+fn request_limits_and_smuggling_hold() {
+    let (ns, d, p) = (Ns::new(), Dir::new(), port());
+    let _daemon = Daemon::start(&ns, &d, &format!("api:\n  enabled: true\n  port: {p}\n"));
+    // A head of exactly 8192 bytes is read; one of 8193 is 431.
+    let head = |len: usize| {
+        let start = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: ";
+        let pad = len - start.len() - 4;
+        format!("{start}{}\r\n\r\n", "a".repeat(pad)).into_bytes()
+    };
+    assert_eq!(head(8192).len(), 8192);
+    assert!(all_of(&ns, p, head(8192)).starts_with("HTTP/1.1 200"));
+    assert!(all_of(&ns, p, head(8193)).starts_with("HTTP/1.1 431"));
+    // Smuggling: each is refused, the connection closed, and the request
+    // hidden behind it never answered.
+    let hidden = "GET /api/v1/interfaces HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for framing in [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: 0\r\nContent-Length: 60\r\n",
+        "Content-Length: +0\r\n",
+    ] {
+        let text = format!(
+            "POST /api/v1/reload HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n0\r\n\r\n{hidden}"
+        );
+        let got = all_of(&ns, p, text.into_bytes());
+        assert!(got.starts_with("HTTP/1.1 400"), "{framing:?}: {got}");
+        assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{framing:?}: {got}");
+    }
+    // A Last-Event-ID of 40 digits is no id; a `where` nested 1000 deep
+    // is refused by name, not a stack overflow.
+    let got = all_of(
+        &ns,
+        p,
+        format!(
+            "GET /api/v1/events?limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: {}\r\n\
+             Connection: close\r\n\r\n",
+            "9".repeat(40)
+        )
+        .into_bytes(),
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let deep = format!("{}mtu>1{}", "(".repeat(1000), ")".repeat(1000));
+    let got = all_of(
+        &ns,
+        p,
+        format!(
+            "GET /api/v1/events/stream?where={deep} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("nested deeper"), "{got}");
+    assert!(all_of(&ns, p, head(100)).starts_with("HTTP/1.1 200"));
+}
+
 #[cfg(feature = "dbus")]
 #[path = "common/peers.rs"]
 mod peers;
