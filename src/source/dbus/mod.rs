@@ -14,6 +14,12 @@
 //! the manager's well-known name, so another client of the bus cannot
 //! speak for networkd.
 //!
+//! What other clients of the bus can make it do is bounded: at most
+//! `IN_FLIGHT_MAX` calls out (the system bus allows 128 pending replies
+//! a connection) and `QUEUED_MAX` waiting, a manager's state read at most
+//! once per `RESYNC_GAP` however often its name changes hands, and
+//! `REJECT_LINES` log lines a second for the messages refused.
+//!
 //! libdbus reads about 2 KiB per `read_write`, and mio is edge-triggered:
 //! each readiness is drained to an empty read and the descriptor is then
 //! registered again (`EPOLL_CTL_MOD` reports a readable socket anew), or
@@ -62,6 +68,13 @@ const QUEUED_MAX: usize = 16384;
 
 /// Addresses kept of one NetworkManager IP configuration.
 const ADDRS_MAX: usize = 256;
+
+/// The least time between two reads of a manager's whole state. A name
+/// owner that comes and goes (a crash loop, or a peer that takes and drops
+/// the name on purpose) was read again at every return, every link each
+/// time; now a return within this time of the last read is read once at
+/// its end, whatever happened meanwhile.
+const RESYNC_GAP: Duration = Duration::from_secs(1);
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -143,6 +156,9 @@ struct Side {
     open: Option<usize>,
     /// NM: device object path to link index.
     devices: HashMap<String, u32>,
+    /// When its state was last read, and a read put off (`RESYNC_GAP`).
+    resynced_at: Option<Instant>,
+    resync_due: Option<Instant>,
 }
 
 pub struct Bus {
@@ -322,7 +338,12 @@ impl Bus {
     /// When the loop should call `on_timer`: a reconnect, or the first
     /// call to time out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let call = self.calls.values().map(|(_, t)| *t + CALL_TIMEOUT).min();
+        let call = self
+            .calls
+            .values()
+            .map(|(_, t)| *t + CALL_TIMEOUT)
+            .chain(self.sides.iter().filter_map(|s| s.resync_due))
+            .min();
         match (self.retry_at, call) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -348,6 +369,14 @@ impl Bus {
             self.retry_at = None;
             self.connect(now);
             self.pump(now, out);
+        }
+        for m in Manager::ALL {
+            if self.sides[side(m)].resync_due.is_some_and(|t| t <= now) {
+                self.sides[side(m)].resync_due = None;
+                if self.chosen == Some(m) && self.sides[side(m)].owner.is_some() {
+                    self.resync(m);
+                }
+            }
         }
         let late: Vec<u32> = self
             .calls
@@ -857,6 +886,8 @@ impl Bus {
     /// Reads `m`'s whole state again, inside its resync bracket.
     fn resync(&mut self, m: Manager) {
         let s = &mut self.sides[side(m)];
+        s.resynced_at = Some(Instant::now());
+        s.resync_due = None;
         s.gen += 1;
         let gen = s.gen;
         s.open = Some(0);
@@ -1178,9 +1209,16 @@ impl Bus {
         }
         let s = &mut self.sides[side(m)];
         s.looked_up = true;
+        // Within RESYNC_GAP of the last read, a flapping owner: said once.
+        let storm = s.resynced_at.is_some_and(|t| now < t + RESYNC_GAP);
         if !old.is_empty() && s.owner.is_some() {
-            log::warn!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            if storm {
+                log::debug!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            } else {
+                log::warn!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            }
             s.owner = None;
+            s.resync_due = None;
             s.open = None;
             s.gen += 1;
             if self.chosen == Some(m) {
@@ -1188,10 +1226,25 @@ impl Bus {
             }
         }
         if !new.is_empty() {
-            log::info!("dbus: {} is on the bus as {}", m.as_str(), loggable(new));
-            self.sides[side(m)].owner = Some(new.to_string());
+            let s = &mut self.sides[side(m)];
+            s.owner = Some(new.to_string());
+            if !storm {
+                log::info!("dbus: {} is on the bus as {}", m.as_str(), loggable(new));
+            } else if s.resync_due.is_none() {
+                log::warn!(
+                    "dbus: {} is on the bus as {} again within {RESYNC_GAP:?}: its state \
+                     is read once it settles",
+                    m.as_str(),
+                    loggable(new)
+                );
+            }
             if self.chosen == Some(m) {
-                self.resync(m);
+                if storm {
+                    let s = &mut self.sides[side(m)];
+                    s.resync_due = s.resynced_at.map(|t| t + RESYNC_GAP);
+                } else {
+                    self.resync(m);
+                }
             } else if self.chosen.is_none() {
                 self.choose(now);
             }
@@ -1753,5 +1806,53 @@ mod tests {
         let held = b.quiet.held;
         assert_eq!(b.quiet.allow(Instant::now()), (true, held));
         assert_eq!(b.quiet.held, 0);
+    }
+
+    /// networkd's name taken and dropped 1,000 times in a burst: one read
+    /// at the first return, one more when the gap is over, not 1,000.
+    #[test]
+    fn a_name_owner_storm_is_read_twice_not_a_thousand_times() {
+        let mut b = following();
+        // No reconnect pending: the only deadline is the put-off read.
+        b.retry_at = None;
+        let now = Instant::now();
+        let flap = |b: &mut Bus, old: &str, new: &str| {
+            let mut m = Message::new_signal(
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameOwnerChanged",
+            )
+            .unwrap()
+            .append3(NETWORKD, old, new);
+            m.set_sender(Some("org.freedesktop.DBus".into()));
+            b.on_message(m, now);
+        };
+        let mut got = Vec::new();
+        let mut owner = ":1.5".to_string();
+        for i in 0..1000 {
+            let next = format!(":1.{}", 100 + i);
+            flap(&mut b, &owner, "");
+            flap(&mut b, "", &next);
+            owner = next;
+            got.extend(inputs(&mut b));
+        }
+        let begins = |v: &[Input]| {
+            v.iter()
+                .filter(|i| **i == Input::Begin(Manager::Networkd))
+                .count()
+        };
+        assert_eq!(begins(&got), 1, "one read at the first return");
+        let due = b.next_deadline().expect("a read put off");
+        assert!(due <= Instant::now() + RESYNC_GAP);
+        let poll = mio::Poll::new().unwrap();
+        let mut out = Vec::new();
+        b.on_timer(poll.registry(), Token(7), due, &mut out);
+        assert_eq!(begins(&out), 1, "one read once it settled: {out:?}");
+        assert_eq!(out.last(), Some(&Input::End(Manager::Networkd)));
+        assert_eq!(
+            b.sides[side(Manager::Networkd)].owner.as_deref(),
+            Some(owner.as_str())
+        );
+        assert_eq!(b.next_deadline(), None);
     }
 }
