@@ -333,6 +333,8 @@ mod bus_flood {
     enum Cmd {
         /// This many signals alternating between two states, then one.
         Flood(usize, &'static str),
+        /// One signal with these properties.
+        Props(Vec<(&'static str, &'static str)>),
         Stop,
     }
 
@@ -368,6 +370,21 @@ mod bus_flood {
                         }
                     }
                     c.send(changed(&link, last)).unwrap();
+                    c.flush();
+                }
+                Ok(Cmd::Props(kv)) => {
+                    let m = Message::new_signal(
+                        link.as_str(),
+                        "org.freedesktop.DBus.Properties",
+                        "PropertiesChanged",
+                    )
+                    .unwrap()
+                    .append3(
+                        "org.freedesktop.network1.Link",
+                        props(&kv),
+                        Vec::<String>::new(),
+                    );
+                    c.send(m).unwrap();
                     c.flush();
                 }
                 Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
@@ -604,5 +621,52 @@ mod bus_flood {
         }
         let (_dir, log) = read_links(100_000, 16384..=16384 + 64, 120);
         assert!(log.contains("calls wait already"), "{log}");
+    }
+
+    /// networkd reported link N routable; the link goes and another takes
+    /// its index (`ip link add ... index N`, as a link moved in from
+    /// another namespace may). networkd's routable for the new link must
+    /// run the hooks: before the fix the gone link's report was kept, the
+    /// state was "unchanged", and nothing ran.
+    #[test]
+    fn an_index_reused_by_another_link_is_a_new_link() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let ns = Ns::new();
+        let dir = Dir::new();
+        let bus = Bus::start(&dir);
+        ns.ip(&["link", "add", "fl0", "type", "veth", "peer", "name", "fl1"]);
+        let o = ns.output(&["-o", "link", "show", "fl0"]);
+        let index: u32 = o.split(':').next().unwrap().trim().parse().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (ctx, _crx) = mpsc::channel();
+        let addr = bus.address.clone();
+        let fake = std::thread::spawn(move || fake_networkd(addr, index, rx, ctx));
+        bus_recorder(&dir, &["routable"]);
+        let _netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
+        wait_records(&dir, "the start-up read", 10, |r| {
+            r.iter()
+                .any(|x| is(x, "systemd-networkd", "routable", "fl0"))
+        });
+        ns.ip(&["link", "del", "fl0"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let i = index.to_string();
+        ns.ip(&[
+            "link", "add", "fl5", "index", &i, "type", "veth", "peer", "name", "fl6",
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        tx.send(Cmd::Props(vec![
+            ("OperationalState", "routable"),
+            ("AdministrativeState", "configured"),
+        ]))
+        .unwrap();
+        let r = wait_records(&dir, "routable for the new link", 10, |r| {
+            r.iter()
+                .any(|x| is(x, "systemd-networkd", "routable", "fl5"))
+        });
+        tx.send(Cmd::Stop).unwrap();
+        fake.join().unwrap();
+        assert_eq!(r.len(), 2, "{r:?}");
     }
 }

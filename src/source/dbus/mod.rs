@@ -331,6 +331,14 @@ impl Bus {
         self.describe.get(&index).map(String::as_str)
     }
 
+    /// The kernel removed link `index`: what was kept of it goes (see
+    /// `Managers::forget`).
+    pub fn forget(&mut self, index: u32) {
+        self.describe.remove(&index);
+        self.link_names.remove(&index);
+        self.nm_details.remove(&index);
+    }
+
     pub fn link_name(&self, index: u32) -> Option<&str> {
         self.link_names.get(&index).map(String::as_str)
     }
