@@ -669,4 +669,76 @@ mod bus_flood {
         fake.join().unwrap();
         assert_eq!(r.len(), 2, "{r:?}");
     }
+
+    /// networkd-dispatcher's tree with a hook that never exits and one
+    /// that floods its output: the first is killed at the timeout, the
+    /// second's output costs a bounded number of log lines, and the
+    /// control socket answers throughout. (This held before this branch:
+    /// the trees run on netevd's own runner.)
+    #[test]
+    fn a_dispatcher_hook_that_hangs_or_floods_is_bounded() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let ns = Ns::new();
+        let dir = Dir::new();
+        let bus = Bus::start(&dir);
+        ns.ip(&["link", "add", "fl0", "type", "veth", "peer", "name", "fl1"]);
+        let o = ns.output(&["-o", "link", "show", "fl0"]);
+        let index: u32 = o.split(':').next().unwrap().trim().parse().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (ctx, _crx) = mpsc::channel();
+        let addr = bus.address.clone();
+        let fake = std::thread::spawn(move || fake_networkd(addr, index, rx, ctx));
+        dir.write(
+            "nd/routable.d/10-hang",
+            "#!/bin/sh\nexec sleep 1037\n",
+            0o755,
+        );
+        dir.write(
+            "nd/routable.d/20-flood",
+            "#!/bin/sh\nexec yes flood-line-7f3a\n",
+            0o755,
+        );
+        let config = format!(
+            "  backend: systemd-networkd\nscripts:\n  timeout_seconds: 2\nbackends:\n  \
+             systemd_networkd:\n    networkd_dispatcher_dir: {}\n",
+            dir.join("nd").display()
+        );
+        let _netevd = Netevd::start(&ns, &dir, &bus, &config);
+        let mut ctl = Ctl::connect(&dir);
+        let start = std::time::Instant::now();
+        let mut worst = Duration::ZERO;
+        while start.elapsed() < Duration::from_secs(8) {
+            let t = std::time::Instant::now();
+            ctl.ok(r#"{"command":"status"}"#);
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tx.send(Cmd::Stop).unwrap();
+        fake.join().unwrap();
+        let log = dir.log();
+        let timed_out = log
+            .lines()
+            .filter(|l| l.contains("timed out after 2 s"))
+            .count();
+        let flood = log
+            .lines()
+            .filter(|l| l.contains("flood-line-7f3a"))
+            .count();
+        eprintln!(
+            "status within {worst:?} at worst; {timed_out} timeouts; {flood} flood lines logged"
+        );
+        assert!(worst < Duration::from_secs(1), "status took {worst:?}");
+        assert!(timed_out >= 2, "both hooks killed at the timeout:\n{log}");
+        assert!(flood < 2000, "{flood} lines of one hook's output");
+        assert!(
+            std::process::Command::new("pgrep")
+                .args(["-f", "^sleep 1037$|^yes flood-line-7f3a$"])
+                .output()
+                .map(|o| o.stdout.is_empty())
+                .unwrap_or(true),
+            "a hook outlived its timeout"
+        );
+    }
 }
