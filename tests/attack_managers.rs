@@ -742,3 +742,94 @@ mod bus_flood {
         );
     }
 }
+
+/// dhclient lease files as a hostile writer leaves them. A gateway that
+/// is the lease's own address or a multicast group is left out (before
+/// the fix it reached the hooks' DHCP_GATEWAY and policy routing); the
+/// rest held before this branch: 100,000 blocks, 1,025 blocks, names
+/// with `/` or longer than IFNAMSIZ are refused by name, 1,000 leases of
+/// interfaces that never appear cost little, and the daemon answers.
+#[cfg(feature = "dhclient")]
+#[test]
+fn hostile_lease_files_are_refused_or_trimmed() {
+    let ns = Ns::new();
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.join("leases")).unwrap();
+    let rec = dir.join("dhcp");
+    dir.write(
+        "hooks/routable.d/50-dhcp",
+        &format!(
+            "#!/bin/sh\n[ \"$EVENT\" = lease ] && printf '%s|%s|%s\\n' \"$LINK\" \"$DHCP_ADDRESS\" \
+             \"$DHCP_GATEWAY\" >> {}\n",
+            rec.display()
+        ),
+        0o755,
+    );
+    ns.ip(&["link", "add", "lz0", "type", "veth", "peer", "name", "lz1"]);
+    ns.ip(&["link", "set", "lz0", "up"]);
+    let d = Daemon::start(
+        &ns,
+        &dir,
+        &format!(
+            "  backend: dhclient\nbackends:\n  dhclient:\n    lease_files: [{}/*.leases]\n",
+            dir.join("leases").display()
+        ),
+    );
+    let idle = rss_kib(d.pid());
+    let block = |iface: &str, addr: &str, routers: &str| {
+        format!(
+            "lease {{\n  interface \"{iface}\";\n  fixed-address {addr};\n  \
+             option routers {routers};\n  expire never;\n}}\n"
+        )
+    };
+    let many = |n: usize| -> String {
+        (0..n)
+            .map(|i| block(&format!("gone{i}"), "10.8.0.2", "10.8.0.1"))
+            .collect()
+    };
+    let files = [
+        ("big", many(100_000)),
+        ("blocks", many(1025)),
+        ("slash", block("a/b", "10.7.0.2", "10.7.0.1")),
+        ("long", block("abcdefghijklmnop", "10.7.0.2", "10.7.0.1")),
+        ("absent", many(1000)),
+        (
+            "own",
+            block("lz0", "10.9.0.2", "10.9.0.2, 224.0.0.1, 0.0.0.0"),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(&format!("leases/{name}.leases")), text).unwrap();
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let runs = loop {
+        let r = std::fs::read_to_string(&rec).unwrap_or_default();
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no lease run:\n{}",
+            dir.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(runs, "lz0|10.9.0.2|\n", "no gateway at all");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ctl = Ctl::connect(&dir);
+    ctl.ok(r#"{"command":"status"}"#);
+    let log = dir.log();
+    for want in [
+        "router 10.9.0.2 is the lease's own address; left out",
+        "router 224.0.0.1 is multicast; left out",
+        "router 0.0.0.0 is unspecified; left out",
+        "more than 1024 top-level entries",
+        "is not an interface name",
+    ] {
+        assert!(log.contains(want), "log lacks {want:?}:\n{log}");
+    }
+    assert!(log.contains("big.leases"), "{log}");
+    let held = rss_kib(d.pid());
+    eprintln!("RSS {idle} -> {held} KiB with 1,000 leases of absent interfaces");
+    assert!(held < idle + 8 * 1024, "RSS {idle} -> {held} KiB");
+}
