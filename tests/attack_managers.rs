@@ -508,6 +508,7 @@ mod bus_flood {
     fn many_links(
         address: String,
         links: u32,
+        mute: bool,
         answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         stop: mpsc::Receiver<()>,
     ) {
@@ -545,6 +546,7 @@ mod bus_flood {
                             })
                             .collect::<Vec<_>>(),
                     ),
+                    "GetAll" if mute && path.contains("/link/") => continue,
                     "GetAll" => {
                         if path.contains("/link/") {
                             answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -571,7 +573,7 @@ mod bus_flood {
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
         let (addr, a) = (bus.address.clone(), answered.clone());
-        let fake = std::thread::spawn(move || many_links(addr, links, a, rx));
+        let fake = std::thread::spawn(move || many_links(addr, links, false, a, rx));
         let netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
         let end = std::time::Instant::now() + Duration::from_secs(secs);
         while answered.load(std::sync::atomic::Ordering::SeqCst) < *want.start()
@@ -740,6 +742,42 @@ mod bus_flood {
                 .unwrap_or(true),
             "a hook outlived its timeout"
         );
+    }
+
+    /// A networkd that lists 300 links and then answers none of their
+    /// reads: the resync ends at the first timeout (10 s), not after one
+    /// timeout per 64 links queued behind it, and the daemon answers
+    /// meanwhile.
+    #[test]
+    fn a_manager_that_stops_answering_ends_its_resync_at_one_timeout() {
+        if skip_unless("/usr/bin/dbus-daemon", "dbus-daemon") {
+            return;
+        }
+        let ns = Ns::new();
+        let dir = Dir::new();
+        let bus = Bus::start(&dir);
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        let (addr, a) = (bus.address.clone(), answered.clone());
+        let fake = std::thread::spawn(move || many_links(addr, 300, true, a, rx));
+        let t0 = std::time::Instant::now();
+        let _netevd = Netevd::start(&ns, &dir, &bus, "  backend: systemd-networkd\n");
+        let mut ctl = Ctl::connect(&dir);
+        while !dir.log().contains("read systemd-networkd's state") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(25),
+                "the resync is still open:\n{}",
+                dir.log()
+            );
+            ctl.ok(r#"{"command":"status"}"#);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let took = t0.elapsed();
+        let _ = tx.send(());
+        fake.join().unwrap();
+        eprintln!("resync with a mute manager closed after {took:?}");
+        assert!(took >= Duration::from_secs(9), "{took:?}");
+        assert!(dir.log().contains("waiting given up"), "{}", dir.log());
     }
 }
 

@@ -392,17 +392,32 @@ impl Bus {
             .filter(|(_, (_, t))| *t + CALL_TIMEOUT <= now)
             .map(|(s, _)| *s)
             .collect();
-        for serial in late {
-            if let Some((call, _)) = self.calls.remove(&serial) {
-                self.stats.call_errors += 1;
-                let e = (
-                    "timeout".to_string(),
-                    format!("no answer in {CALL_TIMEOUT:?}"),
-                );
-                log::warn!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
-                self.send_queued();
-                self.on_error(call, e, now);
+        if !late.is_empty() {
+            // A peer that let a call go unanswered this long is hung: the
+            // calls still waiting their turn are given up with it, or a
+            // resync of N links would take N / IN_FLIGHT_MAX timeouts.
+            let waiting = std::mem::take(&mut self.queued);
+            log::warn!(
+                "dbus: {} call(s) had no answer in {CALL_TIMEOUT:?}; {} waiting given up",
+                late.len(),
+                waiting.len()
+            );
+            let e = (
+                "timeout".to_string(),
+                format!("no answer in {CALL_TIMEOUT:?}"),
+            );
+            for serial in late {
+                if let Some((call, _)) = self.calls.remove(&serial) {
+                    self.stats.call_errors += 1;
+                    log::debug!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
+                    self.on_error(call, e.clone(), now);
+                }
             }
+            for (_, call) in waiting {
+                self.stats.call_errors += 1;
+                self.on_error(call, e.clone(), now);
+            }
+            self.send_queued();
         }
         self.release(out);
         self.register(registry, token);
