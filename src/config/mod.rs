@@ -1288,7 +1288,14 @@ fn api(cx: &Ctx, v: &Node) -> Result<ApiSettings, Error> {
 /// of printable ASCII, so that it fits a header and is not guessable by
 /// accident.
 fn read_token(path: &Path) -> Result<Secret, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Opened without waiting (a FIFO swapped in would hold the loop at a
+    // reload), then judged by what was opened, not by the name.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
@@ -1296,8 +1303,8 @@ fn read_token(path: &Path) -> Result<Secret, String> {
         return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));
     }
     let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TOKEN_FILE + 1).read_to_end(&mut buf))
+    f.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read: {e}"))?;
     if buf.len() as u64 > MAX_TOKEN_FILE {
         return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));

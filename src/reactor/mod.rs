@@ -1193,6 +1193,11 @@ impl Daemon {
                     "Event stream clients dropped for not reading.",
                     st.dropped_slow,
                 ),
+                (
+                    "netevd_http_connections_evicted_total",
+                    "Idle or trickling HTTP connections closed to make room for a new one at api.max_clients.",
+                    st.evicted,
+                ),
             ] {
                 s.extra.push(metrics::Family {
                     name,
