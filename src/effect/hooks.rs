@@ -1114,10 +1114,11 @@ impl Runner {
             }
             p.killed = true;
             log::warn!(
-                "hook {} for {} timed out after {} s: killing its process group",
+                "hook {} for {} timed out after {:?}: killing its process group",
                 p.hook,
                 run.link,
-                self.settings.timeout.as_secs_f32()
+                // Duration's own format: no float formatting in the binary.
+                self.settings.timeout
             );
             signal_hook(&mut self.spawner, p, Signal::SIGKILL);
         }

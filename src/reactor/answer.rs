@@ -363,7 +363,11 @@ impl Daemon {
                 if !self.audit.enabled() {
                     return Err(Error::new(
                         Code::Unavailable,
-                        "the audit log is off (audit.enabled: false)",
+                        if cfg!(feature = "audit") {
+                            "the audit log is off (audit.enabled: false)"
+                        } else {
+                            "this netevd was built without the audit log (cargo feature audit)"
+                        },
                     ));
                 }
                 let a = self.audit.query(&audit::Query {
