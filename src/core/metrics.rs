@@ -338,7 +338,7 @@ impl Registry {
         );
         if self.settings.per_interface {
             let mut v: Vec<&(String, u64)> = self.state_changes_by_if.iter().collect();
-            v.sort();
+            v.sort_unstable();
             for (name, n) in v {
                 w.int(
                     "netevd_interface_state_changes_total",

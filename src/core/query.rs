@@ -182,8 +182,7 @@ pub fn rules(core: &Core, all: bool) -> Value {
         .rules()
         .filter(|r| all || r.protocol == RTPROT_NETEVD)
         .collect();
-    rs.sort();
-    rs.sort_by_key(|r| r.priority);
+    rs.sort_unstable_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.cmp(b)));
     let v: Vec<Value> = rs
         .iter()
         .map(|r| {
