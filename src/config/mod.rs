@@ -608,7 +608,20 @@ impl Config {
                 "backends" => (c.backends, c.dhclient) = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
-                "metrics" => c.metrics = metrics_section(cx, v)?,
+                "metrics" => {
+                    c.metrics = metrics_section(cx, v)?;
+                    // As `api`: the section counts as asked for unless it
+                    // says `enabled: false`.
+                    if c.metrics.enabled && !cfg!(feature = "metrics") {
+                        c.metrics.enabled = false;
+                        c.inactive.push(format!(
+                            "metrics (line {}): this netevd was built without the metrics \
+                             exposition (cargo feature metrics); `metrics` and /metrics \
+                             answer that it is off",
+                            k.line
+                        ));
+                    }
+                }
                 "audit" => {
                     c.audit = audit(cx, v)?;
                     if c.audit.enabled && !cfg!(feature = "audit") {
@@ -1118,7 +1131,10 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
 
 /// `metrics`: whether `metrics` answers, and the label bounds.
 fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
-    let mut m = metrics::Settings::default();
+    let mut m = metrics::Settings {
+        enabled: true,
+        ..metrics::Settings::default()
+    };
     for (k, v) in cx.map(v, "metrics")? {
         match cx.key(k)? {
             "enabled" => m.enabled = cx.bool(v, "metrics.enabled")?,
@@ -2628,12 +2644,23 @@ filters:
             "metrics:\n  enabled: true\n  per_interface: true\n  max_interfaces: 8\naudit:\n  enabled: true\n  path: /tmp/a.jsonl\n  max_size: 65536\n  keep: 3\n  retention_days: 7\n",
         )
         .unwrap();
-        // A build without the audit log parses the section as strictly,
-        // then reports it as not active and leaves it off.
-        let audit = cfg!(feature = "audit");
-        assert_eq!(c.inactive.len(), usize::from(!audit), "{:?}", c.inactive);
-        assert!(audit || c.inactive[0].starts_with("audit (line 5): "));
-        assert!(c.metrics.enabled && c.metrics.per_interface);
+        // A build without the metrics exposition or the audit log parses
+        // their sections as strictly, then reports them as not active and
+        // leaves them off.
+        let (metrics, audit) = (cfg!(feature = "metrics"), cfg!(feature = "audit"));
+        let want: Vec<&str> = [
+            (!metrics, "metrics (line 1): "),
+            (!audit, "audit (line 5): "),
+        ]
+        .iter()
+        .filter(|w| w.0)
+        .map(|w| w.1)
+        .collect();
+        assert_eq!(c.inactive.len(), want.len(), "{:?}", c.inactive);
+        for (line, w) in c.inactive.iter().zip(want) {
+            assert!(line.starts_with(w), "{line}");
+        }
+        assert!(c.metrics.enabled == metrics && c.metrics.per_interface);
         assert_eq!(c.metrics.max_interfaces, 8);
         assert_eq!(c.metrics.endpoint, "/metrics");
         let m = parse("metrics:\n  enabled: true\n  endpoint: \"/m\"\n").unwrap();
@@ -2652,7 +2679,9 @@ filters:
         let c = parse("audit:\n  enabled: true\n  log_path: /var/log/netevd/audit.log\n").unwrap();
         assert_eq!(c.audit.path, PathBuf::from("/var/log/netevd/audit.log"));
         let d = Config::default();
-        assert!(!d.audit.enabled && d.metrics.enabled && !d.metrics.per_interface);
+        assert!(!d.audit.enabled && d.metrics.enabled == metrics && !d.metrics.per_interface);
+        let off = parse("metrics:\n  enabled: false\n").unwrap();
+        assert!(!off.metrics.enabled && off.inactive.is_empty());
         assert_eq!(d.audit.path, PathBuf::from("/var/log/netevd/audit.jsonl"));
         let cases = [
             (

@@ -63,7 +63,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            enabled: true,
+            // A build without the exposition (cargo feature `metrics`)
+            // still counts, for `status`, but does not answer `metrics`.
+            enabled: cfg!(feature = "metrics"),
             per_interface: false,
             max_interfaces: 64,
             endpoint: "/metrics".to_string(),

@@ -353,7 +353,12 @@ impl Daemon {
                 if !self.metrics.settings().enabled {
                     return Err(Error::new(
                         Code::Unavailable,
-                        "metrics are off (metrics.enabled: false)",
+                        if cfg!(feature = "metrics") {
+                            "metrics are off (metrics.enabled: false)"
+                        } else {
+                            "this netevd was built without the metrics exposition (cargo \
+                             feature metrics)"
+                        },
                     ));
                 }
                 let text = self.metrics_text(Instant::now());
