@@ -250,7 +250,9 @@ impl Daemon {
                 let core = &self.core;
                 let pass =
                     |e: &&Rc<Event>| since.map_or(true, |s| e.id > s) && sub.matches(e, core);
-                let json = |e: &Rc<Event>| serde_json::from_str(e.json()).unwrap_or(Value::Null);
+                let json = |e: &Rc<Event>| {
+                    serde_json::from_slice(e.json().as_bytes()).unwrap_or(Value::Null)
+                };
                 // With `since`, the next ones after it (a client pages
                 // forward); without, the newest.
                 let v: Vec<Value> = if since.is_some() {
@@ -414,7 +416,7 @@ impl Daemon {
             last_event: self
                 .last_event
                 .as_ref()
-                .and_then(|e| serde_json::from_str(e.json()).ok()),
+                .and_then(|e| serde_json::from_slice(e.json().as_bytes()).ok()),
         };
         serde_json::to_value(s).unwrap_or(Value::Null)
     }
