@@ -510,7 +510,8 @@ fn includes(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         ));
     }
     // One directory: paths compare by their last component's bytes.
-    files.sort();
+    // Unstable: no two are equal, and it is the instance hooks.rs uses.
+    files.sort_unstable();
     Ok(files)
 }
 
@@ -618,8 +619,31 @@ impl Config {
                 "backends" => (c.backends, c.dhclient) = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
-                "metrics" => c.metrics = metrics_section(cx, v)?,
-                "audit" => c.audit = audit(cx, v)?,
+                "metrics" => {
+                    c.metrics = metrics_section(cx, v)?;
+                    // As `api`: the section counts as asked for unless it
+                    // says `enabled: false`.
+                    if c.metrics.enabled && !cfg!(feature = "metrics") {
+                        c.metrics.enabled = false;
+                        c.inactive.push(format!(
+                            "metrics (line {}): this netevd was built without the metrics \
+                             exposition (cargo feature metrics); `metrics` and /metrics \
+                             answer that it is off",
+                            k.line
+                        ));
+                    }
+                }
+                "audit" => {
+                    c.audit = audit(cx, v)?;
+                    if c.audit.enabled && !cfg!(feature = "audit") {
+                        c.audit.enabled = false;
+                        c.inactive.push(format!(
+                            "audit (line {}): this netevd was built without the audit log \
+                             (cargo feature audit); nothing is written",
+                            k.line
+                        ));
+                    }
+                }
                 "filters" => c.filters = filters(cx, v)?,
                 // A build without the shim (the minimal, kernel-only one)
                 // treats the section as the others it lacks, and carries
@@ -1194,7 +1218,10 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
 
 /// `metrics`: whether `metrics` answers, and the label bounds.
 fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
-    let mut m = metrics::Settings::default();
+    let mut m = metrics::Settings {
+        enabled: true,
+        ..metrics::Settings::default()
+    };
     for (k, v) in cx.map(v, "metrics")? {
         match cx.key(k)? {
             "enabled" => m.enabled = cx.bool(v, "metrics.enabled")?,
@@ -2713,8 +2740,23 @@ filters:
             "metrics:\n  enabled: true\n  per_interface: true\n  max_interfaces: 8\naudit:\n  enabled: true\n  path: /tmp/a.jsonl\n  max_size: 65536\n  keep: 3\n  retention_days: 7\n",
         )
         .unwrap();
-        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
-        assert!(c.metrics.enabled && c.metrics.per_interface);
+        // A build without the metrics exposition or the audit log parses
+        // their sections as strictly, then reports them as not active and
+        // leaves them off.
+        let (metrics, audit) = (cfg!(feature = "metrics"), cfg!(feature = "audit"));
+        let want: Vec<&str> = [
+            (!metrics, "metrics (line 1): "),
+            (!audit, "audit (line 5): "),
+        ]
+        .iter()
+        .filter(|w| w.0)
+        .map(|w| w.1)
+        .collect();
+        assert_eq!(c.inactive.len(), want.len(), "{:?}", c.inactive);
+        for (line, w) in c.inactive.iter().zip(want) {
+            assert!(line.starts_with(w), "{line}");
+        }
+        assert!(c.metrics.enabled == metrics && c.metrics.per_interface);
         assert_eq!(c.metrics.max_interfaces, 8);
         assert_eq!(c.metrics.endpoint, "/metrics");
         let m = parse("metrics:\n  enabled: true\n  endpoint: \"/m\"\n").unwrap();
@@ -2722,7 +2764,7 @@ filters:
         assert_eq!(
             c.audit,
             AuditSettings {
-                enabled: true,
+                enabled: audit,
                 path: PathBuf::from("/tmp/a.jsonl"),
                 max_size: 65536,
                 keep: 3,
@@ -2733,7 +2775,9 @@ filters:
         let c = parse("audit:\n  enabled: true\n  log_path: /var/log/netevd/audit.log\n").unwrap();
         assert_eq!(c.audit.path, PathBuf::from("/var/log/netevd/audit.log"));
         let d = Config::default();
-        assert!(!d.audit.enabled && d.metrics.enabled && !d.metrics.per_interface);
+        assert!(!d.audit.enabled && d.metrics.enabled == metrics && !d.metrics.per_interface);
+        let off = parse("metrics:\n  enabled: false\n").unwrap();
+        assert!(!off.metrics.enabled && off.inactive.is_empty());
         assert_eq!(d.audit.path, PathBuf::from("/var/log/netevd/audit.jsonl"));
         let cases = [
             (
