@@ -770,7 +770,7 @@ http {{
                                     stdout=subprocess.DEVNULL)
             STARTED.append(load)
             time.sleep(1)
-        dst = f"10.110.{i // 250}.{i % 250}/32"
+        dst = f"10.120.{i // 250}.{i % 250}/32"
         if i >= n:
             loaded_dsts.add(dst)
         sent[dst] = time.time()
