@@ -620,7 +620,7 @@ impl Config {
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
                 "metrics" => {
-                    c.metrics = metrics_section(cx, v)?;
+                    c.metrics = metrics_section(cx, v, &mut c.inactive)?;
                     // As `api`: the section counts as asked for unless it
                     // says `enabled: false`.
                     if c.metrics.enabled && !cfg!(feature = "metrics") {
@@ -1217,7 +1217,11 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
 }
 
 /// `metrics`: whether `metrics` answers, and the label bounds.
-fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
+fn metrics_section(
+    cx: &Ctx,
+    v: &Node,
+    inactive: &mut Vec<String>,
+) -> Result<metrics::Settings, Error> {
     let mut m = metrics::Settings {
         enabled: true,
         ..metrics::Settings::default()
@@ -1226,6 +1230,15 @@ fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
         match cx.key(k)? {
             "enabled" => m.enabled = cx.bool(v, "metrics.enabled")?,
             "per_interface" => m.per_interface = cx.bool(v, "metrics.per_interface")?,
+            // The existing netevd served metrics on a listener of their own.
+            "port" => {
+                cx.uint(v, "metrics.port", 1, 65535)?;
+                inactive.push(format!(
+                    "metrics.port (line {}): /metrics is served by the HTTP interface, \
+                     on api.port at metrics.endpoint, not on a port of its own",
+                    v.line
+                ));
+            }
             "max_interfaces" => {
                 m.max_interfaces = cx.uint(v, "metrics.max_interfaces", 1, 4096)? as usize
             }
@@ -1379,13 +1392,14 @@ fn tls(cx: &Ctx, v: &Node) -> Result<Option<TlsSettings>, Error> {
     for (k, v) in cx.map(v, "api.tls")? {
         match cx.key(k)? {
             "enabled" => enabled = cx.bool(v, "api.tls.enabled")?,
-            "cert_file" => cert = Some(absolute(cx, v, "api.tls.cert_file")?),
-            "key_file" => key = Some(absolute(cx, v, "api.tls.key_file")?),
-            "client_ca_file" => ca = Some(absolute(cx, v, "api.tls.client_ca_file")?),
+            // An empty string is the existing netevd's way to give none.
+            "cert_file" => cert = file_or_none(cx, v, "api.tls.cert_file")?,
+            "key_file" => key = file_or_none(cx, v, "api.tls.key_file")?,
+            "client_ca_file" => ca = file_or_none(cx, v, "api.tls.client_ca_file")?,
             other => return Err(unknown(cx, k, "api.tls", other)),
         }
     }
-    if !enabled {
+    if !enabled || (cert.is_none() && key.is_none() && ca.is_none()) {
         return Ok(None);
     }
     match (cert, key) {
@@ -1396,6 +1410,15 @@ fn tls(cx: &Ctx, v: &Node) -> Result<Option<TlsSettings>, Error> {
         })),
         _ => Err(cx.err(v, "api.tls: needs both cert_file and key_file")),
     }
+}
+
+/// An absolute path, or None for an empty string or null.
+#[cfg(feature = "http")]
+fn file_or_none(cx: &Ctx, v: &Node, what: &str) -> Result<Option<PathBuf>, Error> {
+    if v.is_null() || matches!(&v.v, yaml::Value::Scalar(s, _) if s.is_empty()) {
+        return Ok(None);
+    }
+    absolute(cx, v, what).map(Some)
 }
 
 /// `audit`: the audit log's file, size and rotation. `log_path` and
@@ -1762,7 +1785,13 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         "backends.systemd_networkd" => &["emit_json", "state_dir", "networkd_dispatcher_dir"],
         "backends.networkmanager" => &["dispatcher_dir"],
         "backends.dhclient" => &["use_dns", "use_domain", "use_hostname", "lease_files"],
-        "metrics" => &["enabled", "per_interface", "max_interfaces", "endpoint"],
+        "metrics" => &[
+            "enabled",
+            "per_interface",
+            "max_interfaces",
+            "endpoint",
+            "port",
+        ],
         "audit" => &[
             "enabled",
             "path",
@@ -1946,6 +1975,32 @@ metrics:
             assert!(e.contains(want), "{text:?}: {e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The existing netevd's published example: a metrics port of its own
+    /// and empty TLS file names are accepted, the port reported as not
+    /// used here.
+    #[cfg(feature = "http")]
+    #[test]
+    fn existing_netevd_example_spellings() {
+        let c = parse(
+            "metrics:\n  enabled: true\n  port: 9091\napi:\n  enabled: false\n  tls:\n    cert_file: \"\"\n    key_file: \"\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.api.tls, None);
+        assert!(
+            c.inactive
+                .iter()
+                .any(|l| l.starts_with("metrics.port (line 3)")),
+            "{:?}",
+            c.inactive
+        );
+        let e = parse("metrics:\n  port: 0\n").unwrap_err().to_string();
+        assert!(e.contains("metrics.port: 0 is out of range"), "{e}");
+        let e = parse("api:\n  tls:\n    cert_file: /c.pem\n    key_file: \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs both cert_file and key_file"), "{e}");
     }
 
     #[test]
@@ -2790,7 +2845,7 @@ filters:
             ("audit:\n  rotate: 1\n", "t.yaml:2:3: unknown key \"rotate\" in audit"),
             ("metrics:\n  per_interface: 1\n", "t.yaml:2:18: metrics.per_interface: expected true or false, not \"1\""),
             ("metrics:\n  max_interfaces: 0\n", "t.yaml:2:19: metrics.max_interfaces: 0 is out of range"),
-            ("metrics:\n  port: 9090\n", "t.yaml:2:3: unknown key \"port\" in metrics"),
+            ("metrics:\n  prot: 9090\n", "t.yaml:2:3: unknown key \"prot\" in metrics"),
             ("metrics:\n  endpoint: metrics\n", "t.yaml:2:13: metrics.endpoint: expected an HTTP path"),
         ];
         for (text, want) in cases {
