@@ -175,7 +175,7 @@ pub struct Mirror {
     /// Links by name, so that policy routing and queries find a link in
     /// O(1). During a rename two links may briefly claim one name; the
     /// lookup checks, and scans in that rare case.
-    by_name: HashMap<Vec<u8>, u32>,
+    by_name: HashMap<IfName, u32>,
 }
 
 impl Mirror {
@@ -277,7 +277,7 @@ impl Mirror {
                     self.by_name.remove(&old.info.name);
                 }
             }
-            self.by_name.insert(info.name.clone(), index);
+            self.by_name.insert(info.name, index);
         }
         let going_down = match self.links.get_mut(&index) {
             Some(l) => {

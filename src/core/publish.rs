@@ -30,7 +30,7 @@ pub struct Settings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Published {
     state: OperState,
-    name: Vec<u8>,
+    name: IfName,
     addr_gen: u64,
 }
 
@@ -163,7 +163,7 @@ impl Publisher {
             return;
         }
         let previous = last.map(|p| p.state);
-        let renamed = last.filter(|p| p.name != now.name).map(|p| p.name.clone());
+        let renamed = last.filter(|p| p.name != now.name).map(|p| p.name.to_vec());
         let id = self.alloc_id();
         let mut ev = make_event(id, kind, link, previous, now_ms);
         ev.previous_name = renamed;
@@ -204,12 +204,12 @@ impl Publisher {
                 }
                 let l = Link::new(LinkInfo {
                     index: oif,
-                    name: Vec::new(),
+                    name: IfName::default(),
                     flags: 0,
                     operstate: 0,
                     mtu: 0,
                     kind: None,
-                    mac: Vec::new(),
+                    mac: HwAddr::default(),
                 });
                 make_event(self.alloc_id(), Kind::Routes, &l, None, now_ms)
             }
@@ -240,13 +240,13 @@ pub fn make_event(
         kind,
         Origin::Kernel,
         link.info.index,
-        link.info.name.clone(),
+        link.info.name.to_vec(),
         link.state(),
         previous,
     );
     ev.addrs = link.usable_addrs();
     ev.mtu = link.info.mtu;
-    ev.mac = link.info.mac.clone();
-    ev.link_kind = link.info.kind.clone();
+    ev.mac = link.info.mac.to_vec();
+    ev.link_kind = link.info.kind.map(String::from);
     ev
 }

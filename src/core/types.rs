@@ -1,8 +1,19 @@
 //! Plain values the core is fed with and hands out: links, addresses,
 //! routes and rules as the kernel describes them, decoded but not
 //! interpreted. No I/O and no clock here.
+//!
+//! A link is kept for as long as it exists, and appliances have thousands:
+//! its name, hardware address and kind are held inline or interned
+//! (`IfName`, `HwAddr`, `intern_kind`), not as heap blocks of their own,
+//! each of which would cost more in malloc's overhead than its bytes.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::ops::Deref;
+use std::sync::Mutex;
 
 /// Kernel interface flags the core looks at (`<linux/if.h>`).
 pub const IFF_UP: u32 = 0x1;
@@ -40,12 +51,168 @@ pub struct LinkInfo {
     pub index: u32,
     /// The name as bytes: the kernel allows any byte but NUL, `/`, `:` and
     /// white space, and a hook must see exactly what the kernel has.
-    pub name: Vec<u8>,
+    pub name: IfName,
     pub flags: u32,
     pub operstate: u8,
     pub mtu: u32,
-    pub kind: Option<String>,
-    pub mac: Vec<u8>,
+    /// `IFLA_INFO_KIND`, interned (`intern_kind`).
+    pub kind: Option<&'static str>,
+    pub mac: HwAddr,
+}
+
+/// A link name, inline. The kernel's names are at most `IFNAMSIZ - 1`
+/// (15) bytes, so sixteen bytes hold any of them with its length.
+/// Compares, orders and hashes as its bytes do (it is `Borrow<[u8]>`):
+/// the bytes past `len` are always zero.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfName {
+    len: u8,
+    buf: [u8; IfName::MAX],
+}
+
+impl IfName {
+    /// The longest name the kernel gives a link (`IFNAMSIZ - 1`).
+    pub const MAX: usize = 15;
+
+    /// The name, or None when it is longer than any the kernel allows.
+    pub fn new(name: &[u8]) -> Option<IfName> {
+        let mut n = IfName::default();
+        n.buf.get_mut(..name.len())?.copy_from_slice(name);
+        n.len = name.len() as u8;
+        Some(n)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Borrow<[u8]> for IfName {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Hash for IfName {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (**self).hash(h)
+    }
+}
+
+impl Ord for IfName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl PartialOrd for IfName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<IfName> for &[u8] {
+    fn eq(&self, other: &IfName) -> bool {
+        **self == **other
+    }
+}
+
+impl Deref for IfName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl PartialEq<[u8]> for IfName {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&[u8]> for IfName {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Vec<u8>> for IfName {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
+/// A link-layer address, inline: up to `MAX_ADDR_LEN` (32) bytes, which
+/// covers every link type (Ethernet 6, InfiniBand 20); a link without one
+/// has length 0.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct HwAddr {
+    len: u8,
+    buf: [u8; HwAddr::MAX],
+}
+
+impl HwAddr {
+    /// The kernel's `MAX_ADDR_LEN`.
+    pub const MAX: usize = 32;
+
+    /// The address, or None when it is longer than the kernel allows.
+    pub fn new(addr: &[u8]) -> Option<HwAddr> {
+        let mut a = HwAddr::default();
+        a.buf.get_mut(..addr.len())?.copy_from_slice(addr);
+        a.len = addr.len() as u8;
+        Some(a)
+    }
+}
+
+impl Deref for HwAddr {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl fmt::Debug for HwAddr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:02x?}", &**self)
+    }
+}
+
+/// Link kinds the kernel has, so that the usual ones cost nothing.
+const KINDS: &[&str] = &[
+    "veth", "bridge", "bond", "vlan", "vxlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "tun",
+    "wireguard", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan", "ipip", "ip6tnl",
+    "sit", "vti", "vti6", "geneve", "bareudp", "team", "dummy", "ifb", "nlmon", "vrf", "macsec",
+    "xfrm", "hsr", "batadv", "can", "vcan", "vxcan", "gtp", "ipoib", "netdevsim", "virt_wifi",
+    "openvswitch", "amt", "rmnet", "wwan", "lowpan", "ppp", "netkit",
+];
+
+/// Kinds not in `KINDS`, each leaked once. The kernel has a few dozen
+/// kinds in all, so this stays small; past `MAX_EXTRA_KINDS` (a kernel
+/// that makes up kinds) a kind is not kept.
+static EXTRA_KINDS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+const MAX_EXTRA_KINDS: usize = 64;
+
+/// `kind` as a string that lives for ever, one copy per kind.
+pub fn intern_kind(kind: &str) -> Option<&'static str> {
+    if let Some(k) = KINDS.iter().find(|k| **k == kind) {
+        return Some(k);
+    }
+    let mut extra = EXTRA_KINDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = extra.iter().find(|k| **k == kind) {
+        return Some(k);
+    }
+    if extra.len() >= MAX_EXTRA_KINDS {
+        return None;
+    }
+    let k: &'static str = Box::leak(kind.into());
+    extra.push(k);
+    Some(k)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
