@@ -75,7 +75,7 @@ impl Publisher {
         if !m.synced() {
             return;
         }
-        let idx: Vec<u32> = m.links().map(|l| l.info.index).collect();
+        let idx = m.link_indexes();
         for i in idx {
             self.publish(m, i, Kind::State, now_ms, out);
         }
@@ -108,7 +108,7 @@ impl Publisher {
     }
 
     fn resynced(&mut self, m: &Mirror, first: bool, now_ms: u64, out: &mut Vec<Event>) {
-        let idx: Vec<u32> = m.links().map(|l| l.info.index).collect();
+        let idx = m.link_indexes();
         for i in idx {
             if first && !self.settings.run_on_startup {
                 if let Some(l) = m.link(i) {
