@@ -48,8 +48,9 @@ pub struct Link {
     pub addrs: Addrs,
     n_routable: u32,
     n_degraded: u32,
-    /// Bumped whenever the set of usable addresses changes.
-    pub addr_gen: u64,
+    /// Bumped whenever the set of usable addresses changes; compared for
+    /// equality only, so it may wrap.
+    pub addr_gen: u32,
 }
 
 impl Link {
@@ -303,7 +304,7 @@ impl Mirror {
         };
         link.count(&a, 1);
         if changed {
-            link.addr_gen += 1;
+            link.addr_gen = link.addr_gen.wrapping_add(1);
         }
         out.push(Change::Link(index));
     }
@@ -319,7 +320,7 @@ impl Mirror {
         if let Some(o) = link.addrs.remove(&(a.ip, a.prefix)) {
             link.count(&o, -1);
             if o.usable() {
-                link.addr_gen += 1;
+                link.addr_gen = link.addr_gen.wrapping_add(1);
             }
         }
         let v4_left = link.addrs.keys().any(|(ip, _)| ip.is_ipv4());
@@ -362,7 +363,7 @@ impl Mirror {
                 link.addrs.remove(&(a.ip, a.prefix));
                 link.count(&a, -1);
                 if a.usable() {
-                    link.addr_gen += 1;
+                    link.addr_gen = link.addr_gen.wrapping_add(1);
                 }
             }
         }

@@ -31,7 +31,7 @@ pub struct Settings {
 struct Published {
     state: OperState,
     name: IfName,
-    addr_gen: u64,
+    addr_gen: u32,
 }
 
 type RouteKey = (u8, u32, Option<IpAddr>, u8, u32);
@@ -247,6 +247,6 @@ pub fn make_event(
     ev.addrs = link.usable_addrs();
     ev.mtu = link.info.mtu;
     ev.mac = link.info.mac.to_vec();
-    ev.link_kind = link.info.kind.map(String::from);
+    ev.link_kind = link.info.kind.map(|k| k.as_str().to_owned());
     ev
 }

@@ -123,7 +123,7 @@ pub fn interface(l: &Link, plan: &Plan) -> Value {
     json!({
         "index": l.info.index,
         "name": String::from_utf8_lossy(&l.info.name),
-        "kind": l.info.kind,
+        "kind": l.info.kind.as_deref(),
         "state": l.state().as_str(),
         "operstate": operstate_name(l.info.operstate),
         "mac": mac_str(&l.info.mac),
@@ -223,7 +223,7 @@ mod tests {
                 flags: up,
                 operstate: 6,
                 mtu: 1500,
-                kind: Some("veth".into()),
+                kind: LinkKind::new("veth"),
                 mac: HwAddr::new(&[2, 0, 0, 0, 0, 2]).unwrap(),
             }),
             Input::NewAddr(AddrInfo {

@@ -4,7 +4,7 @@
 //!
 //! A link is kept for as long as it exists, and appliances have thousands:
 //! its name, hardware address and kind are held inline or interned
-//! (`IfName`, `HwAddr`, `intern_kind`), not as heap blocks of their own,
+//! (`IfName`, `HwAddr`, `LinkKind`), not as heap blocks of their own,
 //! each of which would cost more in malloc's overhead than its bytes.
 
 use std::borrow::Borrow;
@@ -55,8 +55,8 @@ pub struct LinkInfo {
     pub flags: u32,
     pub operstate: u8,
     pub mtu: u32,
-    /// `IFLA_INFO_KIND`, interned (`intern_kind`).
-    pub kind: Option<&'static str>,
+    /// `IFLA_INFO_KIND`, interned.
+    pub kind: Option<LinkKind>,
     pub mac: HwAddr,
 }
 
@@ -185,11 +185,53 @@ impl fmt::Debug for HwAddr {
 
 /// Link kinds the kernel has, so that the usual ones cost nothing.
 const KINDS: &[&str] = &[
-    "veth", "bridge", "bond", "vlan", "vxlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "tun",
-    "wireguard", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan", "ipip", "ip6tnl",
-    "sit", "vti", "vti6", "geneve", "bareudp", "team", "dummy", "ifb", "nlmon", "vrf", "macsec",
-    "xfrm", "hsr", "batadv", "can", "vcan", "vxcan", "gtp", "ipoib", "netdevsim", "virt_wifi",
-    "openvswitch", "amt", "rmnet", "wwan", "lowpan", "ppp", "netkit",
+    "veth",
+    "bridge",
+    "bond",
+    "vlan",
+    "vxlan",
+    "macvlan",
+    "macvtap",
+    "ipvlan",
+    "ipvtap",
+    "tun",
+    "wireguard",
+    "gre",
+    "gretap",
+    "ip6gre",
+    "ip6gretap",
+    "erspan",
+    "ip6erspan",
+    "ipip",
+    "ip6tnl",
+    "sit",
+    "vti",
+    "vti6",
+    "geneve",
+    "bareudp",
+    "team",
+    "dummy",
+    "ifb",
+    "nlmon",
+    "vrf",
+    "macsec",
+    "xfrm",
+    "hsr",
+    "batadv",
+    "can",
+    "vcan",
+    "vxcan",
+    "gtp",
+    "ipoib",
+    "netdevsim",
+    "virt_wifi",
+    "openvswitch",
+    "amt",
+    "rmnet",
+    "wwan",
+    "lowpan",
+    "ppp",
+    "netkit",
 ];
 
 /// Kinds not in `KINDS`, each leaked once. The kernel has a few dozen
@@ -198,21 +240,49 @@ const KINDS: &[&str] = &[
 static EXTRA_KINDS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 const MAX_EXTRA_KINDS: usize = 64;
 
-/// `kind` as a string that lives for ever, one copy per kind.
-pub fn intern_kind(kind: &str) -> Option<&'static str> {
-    if let Some(k) = KINDS.iter().find(|k| **k == kind) {
-        return Some(k);
+/// A link's kind (`IFLA_INFO_KIND`), interned: one byte in the link,
+/// and it reads as the `&str` it stands for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkKind(u8);
+
+impl LinkKind {
+    /// `kind`'s handle; None only past `MAX_EXTRA_KINDS` unknown kinds.
+    pub fn new(kind: &str) -> Option<LinkKind> {
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            return Some(LinkKind(i as u8));
+        }
+        let mut extra = EXTRA_KINDS.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match extra.iter().position(|k| *k == kind) {
+            Some(i) => i,
+            None if extra.len() >= MAX_EXTRA_KINDS => return None,
+            None => {
+                extra.push(Box::leak(kind.into()));
+                extra.len() - 1
+            }
+        };
+        Some(LinkKind((KINDS.len() + i) as u8))
     }
-    let mut extra = EXTRA_KINDS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = extra.iter().find(|k| **k == kind) {
-        return Some(k);
+
+    pub fn as_str(self) -> &'static str {
+        let i = self.0 as usize;
+        match KINDS.get(i) {
+            Some(k) => k,
+            None => EXTRA_KINDS.lock().unwrap_or_else(|e| e.into_inner())[i - KINDS.len()],
+        }
     }
-    if extra.len() >= MAX_EXTRA_KINDS {
-        return None;
+}
+
+impl Deref for LinkKind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
     }
-    let k: &'static str = Box::leak(kind.into());
-    extra.push(k);
-    Some(k)
+}
+
+impl fmt::Debug for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

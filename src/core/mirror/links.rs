@@ -28,8 +28,9 @@ pub struct Links {
 /// FNV-1a: names are at most 15 bytes and set by root, so a fast hash
 /// with rare collisions is all that is wanted.
 fn name_key(name: &[u8]) -> u32 {
-    name.iter()
-        .fold(0x811c_9dc5, |h: u32, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
+    name.iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl Links {

@@ -148,24 +148,26 @@ fn decode_link(p: &[u8]) -> Result<Option<LinkInfo>, String> {
         match ty {
             // IFLA_ADDRESS
             1 => {
-                l.mac = HwAddr::new(v).ok_or_else(|| {
-                    format!("link {index}: hardware address of {} bytes", v.len())
-                })?
+                l.mac = HwAddr::new(v)
+                    .ok_or_else(|| format!("link {index}: hardware address of {} bytes", v.len()))?
             }
             // IFLA_IFNAME
             3 => {
                 let name = cstr(v);
                 l.name = IfName::new(&name).ok_or_else(|| {
-                    format!("link {index}: name of {} bytes, longer than IFNAMSIZ", name.len())
+                    format!(
+                        "link {index}: name of {} bytes, longer than IFNAMSIZ",
+                        name.len()
+                    )
                 })?
             }
-            4 => l.mtu = u32_of(v).unwrap_or(0),                 // IFLA_MTU
+            4 => l.mtu = u32_of(v).unwrap_or(0), // IFLA_MTU
             16 => l.operstate = v.first().copied().unwrap_or(0), // IFLA_OPERSTATE
             18 => {
                 // IFLA_LINKINFO / IFLA_INFO_KIND
                 for (t, k) in attrs(v) {
                     if t == 1 {
-                        l.kind = intern_kind(&String::from_utf8_lossy(&cstr(k)));
+                        l.kind = LinkKind::new(&String::from_utf8_lossy(&cstr(k)));
                     }
                 }
             }
@@ -587,7 +589,7 @@ pub(crate) mod tests {
                 flags: 0x11043,
                 operstate: 6,
                 mtu: 1500,
-                kind: Some("veth".into()),
+                kind: LinkKind::new("veth"),
                 mac: HwAddr::new(&[2, 0, 0, 0, 0, 1]).unwrap(),
             }))
         );
