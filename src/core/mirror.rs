@@ -24,6 +24,7 @@ use links::Links;
 use routes::{fits, Packed, View};
 
 use super::event::RouteChange;
+use super::publish::Published;
 use super::state::{address_class, derive, OperState};
 use super::types::*;
 
@@ -48,6 +49,9 @@ pub struct Link {
     pub addrs: Addrs,
     n_routable: u32,
     n_degraded: u32,
+    /// What consumers were last told of the link: the publisher's
+    /// (publish.rs), kept here so that it needs no map of its own.
+    pub published: Option<Published>,
     /// Bumped whenever the set of usable addresses changes; compared for
     /// equality only, so it may wrap.
     pub addr_gen: u32,
@@ -61,6 +65,7 @@ impl Link {
             n_routable: 0,
             n_degraded: 0,
             addr_gen: 0,
+            published: None,
         }
     }
 
@@ -191,6 +196,13 @@ impl Mirror {
 
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.get(index)
+    }
+
+    /// Records what consumers were last told of a link (publish.rs).
+    pub fn set_published(&mut self, index: u32, p: Option<Published>) {
+        if let Some(l) = self.links.get_mut(index) {
+            l.published = p;
+        }
     }
 
     /// The link named `name`. O(1).

@@ -89,7 +89,7 @@ impl Core {
     pub fn set_settings(&mut self, settings: Settings, now_ms: u64, out: &mut Vec<Event>) {
         self.run_on_startup = settings.run_on_startup;
         self.publisher
-            .set_settings(settings, &self.mirror, now_ms, out);
+            .set_settings(settings, &mut self.mirror, now_ms, out);
     }
 
     /// Which routes to mirror (`monitoring.routes`): those of tables no
@@ -102,7 +102,6 @@ impl Core {
     pub fn shrink(&mut self) {
         self.changes = Vec::new();
         self.mirror.shrink();
-        self.publisher.shrink();
     }
 
     /// Applies one kernel message; events are appended to `out`.
@@ -112,7 +111,7 @@ impl Core {
         let mut changes = std::mem::take(&mut self.changes);
         self.mirror.apply(input, &mut changes);
         for c in changes.drain(..) {
-            self.publisher.on(&self.mirror, c, now_ms, out);
+            self.publisher.on(&mut self.mirror, c, now_ms, out);
         }
         self.changes = changes;
         #[cfg(feature = "dhclient")]
@@ -130,7 +129,7 @@ impl Core {
     #[cfg(feature = "dbus")]
     pub fn manager_event(&mut self, index: u32, kind: Kind, origin: Origin, now_ms: u64) -> Event {
         let id = self.publisher.alloc_id();
-        let previous = self.publisher.previous(index);
+        let previous = Publisher::previous(&self.mirror, index);
         let mut ev = match self.mirror.link(index) {
             Some(link) => make_event(id, kind, link, previous, now_ms),
             None => Event::new(
@@ -159,7 +158,7 @@ impl Core {
         now_ms: u64,
     ) -> Option<Event> {
         let link = self.mirror.link(index)?;
-        let previous = self.publisher.previous(index);
+        let previous = Publisher::previous(&self.mirror, index);
         let id = if dry_run {
             self.publisher.next_id()
         } else {
@@ -245,7 +244,7 @@ impl Core {
         if !self.publisher.monitored(&key.0) {
             return;
         }
-        let previous = self.publisher.previous(link.info.index);
+        let previous = Publisher::previous(&self.mirror, link.info.index);
         let lease = Box::new(lease.clone());
         let id = self.publisher.alloc_id();
         let mut ev = make_event(id, Kind::Lease, link, previous, now_ms);

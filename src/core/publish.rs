@@ -9,7 +9,7 @@
 //! changes seen meanwhile are held, the last one per route. Pure: no I/O,
 //! no clock (the time is passed in).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::event::{Event, Kind, Origin, RouteChange};
@@ -26,9 +26,11 @@ pub struct Settings {
     pub run_on_startup: bool,
 }
 
-/// What consumers last saw of a link.
+/// What consumers last saw of a link. It is kept in the mirror's link
+/// (`Link::published`), where it costs no map entry of its own, and goes
+/// with the link.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Published {
+pub struct Published {
     state: OperState,
     name: IfName,
     addr_gen: u32,
@@ -38,7 +40,6 @@ type RouteKey = (u8, u32, Option<IpAddr>, u8, u32);
 
 pub struct Publisher {
     settings: Settings,
-    published: HashMap<u32, Published>,
     /// Route changes seen while a dump was reconciled, the last per route.
     held: BTreeMap<RouteKey, RouteChange>,
     next_id: u64,
@@ -50,7 +51,6 @@ impl Publisher {
     pub fn new(settings: Settings) -> Self {
         Publisher {
             settings,
-            published: HashMap::new(),
             held: BTreeMap::new(),
             next_id: 1,
             emitted: 0,
@@ -67,7 +67,7 @@ impl Publisher {
     pub fn set_settings(
         &mut self,
         settings: Settings,
-        m: &Mirror,
+        m: &mut Mirror,
         now_ms: u64,
         out: &mut Vec<Event>,
     ) {
@@ -82,8 +82,8 @@ impl Publisher {
     }
 
     /// The state consumers last saw of a link.
-    pub fn previous(&self, index: u32) -> Option<OperState> {
-        self.published.get(&index).map(|p| p.state)
+    pub fn previous(m: &Mirror, index: u32) -> Option<OperState> {
+        m.link(index)?.published.as_ref().map(|p| p.state)
     }
 
     pub fn next_id(&self) -> u64 {
@@ -98,7 +98,7 @@ impl Publisher {
     }
 
     /// Tells consumers what one change of the mirror means for them.
-    pub fn on(&mut self, m: &Mirror, change: Change, now_ms: u64, out: &mut Vec<Event>) {
+    pub fn on(&mut self, m: &mut Mirror, change: Change, now_ms: u64, out: &mut Vec<Event>) {
         match change {
             Change::Link(index) => self.publish(m, index, Kind::State, now_ms, out),
             Change::LinkGone(link) => self.removed(m, &link, now_ms, out),
@@ -107,13 +107,14 @@ impl Publisher {
         }
     }
 
-    fn resynced(&mut self, m: &Mirror, first: bool, now_ms: u64, out: &mut Vec<Event>) {
+    fn resynced(&mut self, m: &mut Mirror, first: bool, now_ms: u64, out: &mut Vec<Event>) {
         let idx = m.link_indexes();
         for i in idx {
             if first && !self.settings.run_on_startup {
                 if let Some(l) = m.link(i) {
                     if self.monitored(&l.info.name) {
-                        self.published.insert(i, published(l));
+                        let p = published(l);
+                        m.set_published(i, Some(p));
                     }
                 }
                 continue;
@@ -132,7 +133,7 @@ impl Publisher {
     fn removed(&mut self, m: &Mirror, link: &Link, now_ms: u64, out: &mut Vec<Event>) {
         let index = link.info.index;
         self.held.retain(|_, rc| rc.route.oif != index);
-        let Some(p) = self.published.remove(&index) else {
+        let Some(p) = &link.published else {
             return;
         };
         if m.synced() && self.monitored(&link.info.name) {
@@ -146,7 +147,7 @@ impl Publisher {
 
     /// Emits an event for the link when what consumers see of it (state,
     /// name, usable addresses) differs from what they last saw.
-    fn publish(&mut self, m: &Mirror, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
+    fn publish(&mut self, m: &mut Mirror, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
         if m.resyncing() || !m.synced() {
             return;
         }
@@ -154,11 +155,11 @@ impl Publisher {
             return;
         };
         if !self.monitored(&link.info.name) {
-            self.published.remove(&index);
+            m.set_published(index, None);
             return;
         }
         let now = published(link);
-        let last = self.published.get(&index);
+        let last = link.published.as_ref();
         if kind != Kind::Startup && last == Some(&now) {
             return;
         }
@@ -168,13 +169,7 @@ impl Publisher {
         let mut ev = make_event(id, kind, link, previous, now_ms);
         ev.previous_name = renamed;
         out.push(ev);
-        self.published.insert(index, now);
-    }
-
-    /// Shrinks what a burst of links left (the map of what was published
-    /// keeps its largest size otherwise).
-    pub fn shrink(&mut self) {
-        self.published.shrink_to_fit();
+        m.set_published(index, Some(now));
     }
 
     fn route(&mut self, m: &Mirror, rc: RouteChange, now_ms: u64, out: &mut Vec<Event>) {
