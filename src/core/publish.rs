@@ -147,7 +147,14 @@ impl Publisher {
 
     /// Emits an event for the link when what consumers see of it (state,
     /// name, usable addresses) differs from what they last saw.
-    fn publish(&mut self, m: &mut Mirror, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
+    fn publish(
+        &mut self,
+        m: &mut Mirror,
+        index: u32,
+        kind: Kind,
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
         if m.resyncing() || !m.synced() {
             return;
         }
@@ -217,7 +224,7 @@ impl Publisher {
 fn published(l: &Link) -> Published {
     Published {
         state: l.state(),
-        name: l.info.name.clone(),
+        name: l.info.name,
         addr_gen: l.addr_gen,
     }
 }

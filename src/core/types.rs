@@ -449,3 +449,67 @@ impl RouteScope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_up_to_ifnamsiz_are_kept_verbatim() {
+        let n15 = b"abcdefghijklmno";
+        let n = IfName::new(n15).unwrap();
+        assert_eq!(&*n, n15);
+        assert_eq!(IfName::new(b"abcdefghijklmnop"), None, "16 bytes");
+        let odd = IfName::new(b"e\xff\x01 x").unwrap();
+        assert_eq!(&*odd, b"e\xff\x01 x");
+        assert_eq!(format!("{odd:?}"), "\"e\u{fffd}\\u{1} x\"");
+        let empty = IfName::new(b"").unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty, IfName::default());
+        assert_eq!(std::mem::size_of::<IfName>(), 16);
+    }
+
+    #[test]
+    fn names_compare_and_hash_as_their_bytes() {
+        use std::collections::hash_map::DefaultHasher;
+        let h = |x: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            x(&mut s);
+            s.finish()
+        };
+        let (a, b) = (IfName::new(b"ab").unwrap(), IfName::new(b"b").unwrap());
+        // By bytes, not by length first.
+        assert!(a < b);
+        assert_eq!(h(&|s| a.hash(s)), h(&|s| b"ab"[..].hash(s)));
+        assert!(a == b"ab"[..] && &b"ab"[..] == a && a == b"ab".to_vec());
+        let m: std::collections::HashMap<IfName, u32> = [(a, 1)].into();
+        assert_eq!(m.get(&b"ab"[..]), Some(&1));
+    }
+
+    #[test]
+    fn hardware_addresses_of_every_length() {
+        assert!(HwAddr::default().is_empty());
+        let eth = HwAddr::new(&[2, 0, 0, 0, 0, 1]).unwrap();
+        assert_eq!(&*eth, &[2, 0, 0, 0, 0, 1]);
+        let ib: Vec<u8> = (0..20).collect();
+        assert_eq!(&*HwAddr::new(&ib).unwrap(), &ib[..]);
+        let max: Vec<u8> = (0..32).collect();
+        assert_eq!(&*HwAddr::new(&max).unwrap(), &max[..]);
+        assert_eq!(HwAddr::new(&[0; 33]), None);
+        assert_eq!(format!("{eth:?}"), "[02, 00, 00, 00, 00, 01]");
+    }
+
+    #[test]
+    fn kinds_are_interned_known_or_not() {
+        let v = LinkKind::new("veth").unwrap();
+        assert_eq!(v, LinkKind::new("veth").unwrap());
+        assert_eq!(&*v, "veth");
+        let odd = LinkKind::new("made-up-kind-for-a-test").unwrap();
+        assert_eq!(odd, LinkKind::new("made-up-kind-for-a-test").unwrap());
+        assert_eq!(odd.as_str(), "made-up-kind-for-a-test");
+        assert_ne!(odd, v);
+        assert_eq!(Some(odd).as_deref(), Some("made-up-kind-for-a-test"));
+        assert_eq!(format!("{v:?}"), "\"veth\"");
+        assert_eq!(&*LinkKind::new("").unwrap(), "");
+    }
+}

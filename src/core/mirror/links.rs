@@ -170,3 +170,122 @@ impl Addrs {
         self.0.shrink_to_fit();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::{HwAddr, IfName};
+
+    fn info(index: u32, name: &[u8]) -> LinkInfo {
+        LinkInfo {
+            index,
+            name: IfName::new(name).unwrap(),
+            flags: 0,
+            operstate: 0,
+            mtu: 1500,
+            kind: None,
+            mac: HwAddr::default(),
+        }
+    }
+
+    fn addr(ip: &str, prefix: u8) -> AddrInfo {
+        AddrInfo {
+            index: 1,
+            ip: ip.parse().unwrap(),
+            prefix,
+            scope: 0,
+            flags: 0,
+            valid_lft: u32::MAX,
+            preferred_lft: u32::MAX,
+        }
+    }
+
+    #[test]
+    fn removal_keeps_every_other_link_found() {
+        let mut l = Links::default();
+        for i in 1..=50 {
+            l.upsert(info(i, format!("l{i}").as_bytes()));
+        }
+        for i in (1..=50).step_by(3) {
+            assert_eq!(l.remove(i).unwrap().info.index, i);
+        }
+        assert!(l.remove(1).is_none());
+        for i in 1..=50u32 {
+            let kept = (i - 1) % 3 != 0;
+            assert_eq!(l.get(i).map(|k| k.info.index), kept.then_some(i), "{i}");
+            let by_name = l.by_name(format!("l{i}").as_bytes()).map(|k| k.info.index);
+            assert_eq!(by_name, kept.then_some(i), "l{i}");
+        }
+        let want: Vec<u32> = (1..=50).filter(|i| (i - 1) % 3 != 0).collect();
+        assert_eq!(l.indexes(), want);
+        let listed: Vec<u32> = l.iter().map(|k| k.info.index).collect();
+        assert_eq!(listed, want);
+    }
+
+    #[test]
+    fn renames_and_names_shared_for_a_moment() {
+        let mut l = Links::default();
+        l.upsert(info(1, b"a"));
+        l.upsert(info(2, b"b"));
+        // 2 takes "a" before 1 is renamed away from it.
+        l.upsert(info(2, b"a"));
+        assert!(l.by_name(b"a").is_some());
+        l.upsert(info(1, b"c"));
+        assert_eq!(l.by_name(b"a").unwrap().info.index, 2);
+        assert_eq!(l.by_name(b"c").unwrap().info.index, 1);
+        assert!(l.by_name(b"b").is_none());
+        l.remove(2);
+        assert!(l.by_name(b"a").is_none());
+    }
+
+    #[test]
+    fn colliding_names_are_still_found() {
+        // Brute-force two names of one FNV key.
+        let mut seen = HashMap::new();
+        let (x, y) = (0u32..)
+            .find_map(|i| {
+                let n = format!("n{i}");
+                seen.insert(name_key(n.as_bytes()), n.clone())
+                    .map(|o| (o, n))
+            })
+            .unwrap();
+        let mut l = Links::default();
+        l.upsert(info(1, x.as_bytes()));
+        l.upsert(info(2, y.as_bytes()));
+        assert_eq!(l.by_name(x.as_bytes()).unwrap().info.index, 1);
+        assert_eq!(l.by_name(y.as_bytes()).unwrap().info.index, 2);
+        l.remove(2);
+        assert_eq!(l.by_name(x.as_bytes()).unwrap().info.index, 1);
+    }
+
+    #[test]
+    fn addresses_stay_sorted_like_a_map() {
+        let mut a = Addrs::default();
+        assert!(a.is_empty());
+        assert!(a
+            .insert(("10.0.0.2".parse().unwrap(), 24), addr("10.0.0.2", 24))
+            .is_none());
+        assert!(a
+            .insert(("fe80::1".parse().unwrap(), 64), addr("fe80::1", 64))
+            .is_none());
+        assert!(a
+            .insert(("10.0.0.1".parse().unwrap(), 8), addr("10.0.0.1", 8))
+            .is_none());
+        let mut again = addr("10.0.0.2", 24);
+        again.scope = 253;
+        let old = a.insert(("10.0.0.2".parse().unwrap(), 24), again).unwrap();
+        assert_eq!(old.scope, 0);
+        let order: Vec<String> = a
+            .values()
+            .map(|x| format!("{}/{}", x.ip, x.prefix))
+            .collect();
+        assert_eq!(order, ["10.0.0.1/8", "10.0.0.2/24", "fe80::1/64"]);
+        assert_eq!(a.len(), 3);
+        assert!(a.remove(&("10.0.0.2".parse().unwrap(), 8)).is_none());
+        assert_eq!(
+            a.remove(&("10.0.0.2".parse().unwrap(), 24)).unwrap().scope,
+            253
+        );
+        assert_eq!(a.keys().count(), 2);
+    }
+}

@@ -599,6 +599,42 @@ pub(crate) mod tests {
             Some(Input::NewLink(l)) => assert_eq!(&*l.name, b"e\xff"),
             other => panic!("{other:?}"),
         }
+        // the longest name there is, an InfiniBand address, no address
+        let ib: Vec<u8> = (1..=20).collect();
+        let m = msg(
+            RTM_NEWLINK,
+            0,
+            &ifinfo(0, 5, 0),
+            &[(3, b"abcdefghijklmno\0"), (1, &ib)],
+        );
+        match one(&m) {
+            Some(Input::NewLink(l)) => {
+                assert_eq!(&*l.name, b"abcdefghijklmno");
+                assert_eq!(&*l.mac, &ib[..]);
+                assert_eq!(l.kind, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // longer than the kernel allows: an error naming what, not a panic
+        let decode_one = |m: &[u8]| {
+            let (h, p) = split(m).next().unwrap().unwrap();
+            decode(&h, p)
+        };
+        let m = msg(
+            RTM_NEWLINK,
+            0,
+            &ifinfo(0, 5, 0),
+            &[(3, b"abcdefghijklmnop\0")],
+        );
+        assert_eq!(
+            decode_one(&m).unwrap_err(),
+            "link 5: name of 16 bytes, longer than IFNAMSIZ"
+        );
+        let m = msg(RTM_NEWLINK, 0, &ifinfo(0, 5, 0), &[(1, &[0; 33])]);
+        assert_eq!(
+            decode_one(&m).unwrap_err(),
+            "link 5: hardware address of 33 bytes"
+        );
         // bridge port notifications are not about the link itself
         let m = msg(RTM_DELLINK, 0, &ifinfo(7, 5, 0), &[]);
         assert_eq!(one(&m), None);
