@@ -1062,8 +1062,8 @@ mod memory {
             "core: {bytes:.0} bytes and {blocks:.2} heap blocks a link; a Link is {} bytes",
             std::mem::size_of::<Link>()
         );
-        // 157 when measured (it was 491 with a B-tree of links, each with
-        // five heap blocks): a Link and its two map entries.
-        assert!(bytes <= 170.0, "{bytes:.0} bytes a link");
+        // 141 when measured (it was 491 with a B-tree of links, each with
+        // five heap blocks): a Link and its two index slots.
+        assert!(bytes <= 150.0, "{bytes:.0} bytes a link");
     }
 }

@@ -1,52 +1,172 @@
 //! The mirror's links, dense: one `Vec` of links in no particular order,
-//! found by index and by name through two maps of 32-bit integers, and
-//! each link's addresses in a sorted `Vec`.
+//! found by index and by name through two hash indexes of 32-bit
+//! positions (`Index`), and each link's addresses in a sorted `Vec`.
 //!
 //! Why not a `BTreeMap<u32, Link>`: links arrive with rising indexes, and
 //! a B-tree filled in order leaves its nodes half empty, which doubled
 //! what a link cost. A `BTreeMap` of addresses costs a 700-byte node for a
-//! link's single address. Here a link costs its own size plus about 30
-//! bytes of maps (measured in model.rs's `memory` test). Pure: no I/O.
+//! link's single address. Here a link costs its own size plus about 13
+//! bytes of indexes (measured in model.rs's `memory` test). Pure: no I/O.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::Link;
-use crate::core::types::{AddrInfo, LinkInfo};
+use crate::core::types::{AddrInfo, LinkInfo, IFF_UP};
 
 #[derive(Default)]
 pub struct Links {
     all: Vec<Link>,
-    /// Index → position in `all`.
-    at: HashMap<u32, u32>,
-    /// `name_key(name)` → index. Two names may share a key: the lookup
-    /// checks the name and scans in that rare case (so does a rename,
-    /// while two links briefly claim one name).
-    by_name: HashMap<u32, u32>,
+    /// Positions in `all` by index.
+    at: Index,
+    /// Positions in `all` by name. During a rename two links may briefly
+    /// claim one name: both are in it, and a lookup finds either.
+    by_name: Index,
 }
 
-/// FNV-1a: names are at most 15 bytes and set by root, so a fast hash
-/// with rare collisions is all that is wanted.
-fn name_key(name: &[u8]) -> u32 {
-    name.iter().fold(0x811c_9dc5, |h: u32, b| {
-        (h ^ *b as u32).wrapping_mul(0x0100_0193)
-    })
+fn index_hash(index: u32) -> u64 {
+    mix(index as u64)
+}
+
+/// FNV-1a, then mixed: names are at most 15 bytes and set by root.
+fn name_hash(name: &[u8]) -> u64 {
+    mix(name.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    }))
+}
+
+/// Spreads any bits over the high half, which `Index` uses.
+fn mix(x: u64) -> u64 {
+    (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// A hash index of positions in `Links::all`, four bytes a slot: open
+/// addressing with linear probing, at most three quarters full, with
+/// backward-shift deletion (no tombstones). The key is not stored: the
+/// caller passes a hash and says which position is the one sought, and
+/// rehashes a position when slots move. A `HashMap<u32, u32>` costs
+/// about 15 bytes a link; this about 6.
+#[derive(Default)]
+struct Index {
+    /// A power of two long, or empty.
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl Index {
+    fn home(&self, h: u64) -> usize {
+        (h >> 32) as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot holding the position `is` accepts among those of hash `h`.
+    fn find(&self, h: u64, is: impl Fn(u32) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(h);
+        loop {
+            match self.slots[i] {
+                EMPTY => return None,
+                v if is(v) => return Some(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn get(&self, h: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        self.find(h, is).map(|i| self.slots[i])
+    }
+
+    fn put(&mut self, h: u64, pos: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(h);
+        while self.slots[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = pos;
+    }
+
+    fn insert(&mut self, h: u64, pos: u32, hash: impl Fn(u32) -> u64) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize((self.slots.len() * 2).max(8), &hash);
+        }
+        self.put(h, pos);
+        self.len += 1;
+    }
+
+    /// Rebuilds with `n` slots.
+    fn resize(&mut self, n: usize, hash: &impl Fn(u32) -> u64) {
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; n]);
+        for v in old.into_iter().filter(|v| *v != EMPTY) {
+            self.put(hash(v), v);
+        }
+    }
+
+    /// Empties slot `i`, moving later entries of its run back so that
+    /// every entry stays reachable from its home slot.
+    fn remove_at(&mut self, i: usize, hash: impl Fn(u32) -> u64) {
+        let mask = self.slots.len() - 1;
+        let (mut hole, mut j) = (i, i);
+        loop {
+            j = (j + 1) & mask;
+            let v = self.slots[j];
+            if v == EMPTY {
+                break;
+            }
+            // v may fill the hole if its home is not within (hole, j].
+            let home = self.home(hash(v));
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = v;
+                hole = j;
+            }
+        }
+        self.slots[hole] = EMPTY;
+        self.len -= 1;
+    }
+
+    /// Turns the slot holding `from` into `to` (a link moved in `all`).
+    fn repoint(&mut self, h: u64, from: u32, to: u32) {
+        if let Some(i) = self.find(h, |v| v == from) {
+            self.slots[i] = to;
+        }
+    }
+
+    fn shrink(&mut self, hash: impl Fn(u32) -> u64) {
+        let mut n = 8;
+        while self.len * 4 > n * 3 {
+            n *= 2;
+        }
+        if self.len == 0 {
+            self.slots = Vec::new();
+        } else if n < self.slots.len() {
+            self.resize(n, &hash);
+        }
+    }
 }
 
 impl Links {
+    fn pos(&self, index: u32) -> Option<usize> {
+        let all = &self.all;
+        self.at
+            .get(index_hash(index), |p| all[p as usize].info.index == index)
+            .map(|p| p as usize)
+    }
+
     pub fn get(&self, index: u32) -> Option<&Link> {
-        self.at.get(&index).map(|&p| &self.all[p as usize])
+        self.pos(index).map(|p| &self.all[p])
     }
 
     pub fn get_mut(&mut self, index: u32) -> Option<&mut Link> {
-        self.at.get(&index).map(|&p| &mut self.all[p as usize])
+        self.pos(index).map(|p| &mut self.all[p])
     }
 
     pub fn by_name(&self, name: &[u8]) -> Option<&Link> {
-        match self.by_name.get(&name_key(name)).and_then(|i| self.get(*i)) {
-            Some(l) if l.info.name == name => Some(l),
-            _ => self.all.iter().find(|l| l.info.name == name),
-        }
+        let all = &self.all;
+        self.by_name
+            .get(name_hash(name), |p| all[p as usize].info.name == name)
+            .map(|p| &all[p as usize])
     }
 
     /// Every link, by index (queries and events list them in that order).
@@ -71,49 +191,67 @@ impl Links {
     /// A new link, or new facts about a known one (whose addresses stay).
     /// Returns whether it went down.
     pub fn upsert(&mut self, info: LinkInfo) -> bool {
-        let index = info.index;
-        let key = name_key(&info.name);
-        match self.at.get(&index) {
-            Some(&p) => {
-                let l = &mut self.all[p as usize];
-                if l.info.name != info.name {
-                    let old = name_key(&l.info.name);
-                    if self.by_name.get(&old) == Some(&index) {
-                        self.by_name.remove(&old);
-                    }
-                    self.by_name.insert(key, index);
-                }
-                let was_up = l.info.flags & crate::core::types::IFF_UP != 0;
-                l.info = info;
-                was_up && l.info.flags & crate::core::types::IFF_UP == 0
+        let Some(p) = self.pos(info.index) else {
+            let p = self.all.len() as u32;
+            let (ih, nh) = (index_hash(info.index), name_hash(&info.name));
+            self.all.push(Link::new(info));
+            let all = &self.all;
+            self.at
+                .insert(ih, p, |v| index_hash(all[v as usize].info.index));
+            self.by_name
+                .insert(nh, p, |v| name_hash(&all[v as usize].info.name));
+            return false;
+        };
+        if self.all[p].info.name != info.name {
+            let all = &self.all;
+            let rehash = |v: u32| name_hash(&all[v as usize].info.name);
+            if let Some(i) = self
+                .by_name
+                .find(name_hash(&all[p].info.name), |v| v == p as u32)
+            {
+                self.by_name.remove_at(i, rehash);
             }
-            None => {
-                self.at.insert(index, self.all.len() as u32);
-                self.all.push(Link::new(info));
-                self.by_name.insert(key, index);
-                false
-            }
+            self.all[p].info.name = info.name;
+            let all = &self.all;
+            self.by_name.insert(name_hash(&info.name), p as u32, |v| {
+                name_hash(&all[v as usize].info.name)
+            });
         }
+        let l = &mut self.all[p];
+        let was_up = l.info.flags & IFF_UP != 0;
+        l.info = info;
+        was_up && l.info.flags & IFF_UP == 0
     }
 
     pub fn remove(&mut self, index: u32) -> Option<Link> {
-        let p = self.at.remove(&index)? as usize;
-        let link = self.all.swap_remove(p);
-        if let Some(moved) = self.all.get(p) {
-            self.at.insert(moved.info.index, p as u32);
+        let p = self.pos(index)?;
+        let all = &self.all;
+        let (ih, nh) = (index_hash(index), name_hash(&all[p].info.name));
+        if let Some(i) = self.at.find(ih, |v| v as usize == p) {
+            self.at
+                .remove_at(i, |v| index_hash(all[v as usize].info.index));
         }
-        let key = name_key(&link.info.name);
-        if self.by_name.get(&key) == Some(&index) {
-            self.by_name.remove(&key);
+        if let Some(i) = self.by_name.find(nh, |v| v as usize == p) {
+            self.by_name
+                .remove_at(i, |v| name_hash(&all[v as usize].info.name));
         }
-        Some(link)
+        // The last link takes the hole: its slots say where it went.
+        let last = (self.all.len() - 1) as u32;
+        if p as u32 != last {
+            let moved = &self.all[last as usize].info;
+            self.at.repoint(index_hash(moved.index), last, p as u32);
+            self.by_name.repoint(name_hash(&moved.name), last, p as u32);
+        }
+        Some(self.all.swap_remove(p))
     }
 
     /// Gives back what a burst of links left.
     pub fn shrink(&mut self) {
         self.all.shrink_to_fit();
-        self.at.shrink_to_fit();
-        self.by_name.shrink_to_fit();
+        let all = &self.all;
+        self.at.shrink(|v| index_hash(all[v as usize].info.index));
+        self.by_name
+            .shrink(|v| name_hash(&all[v as usize].info.name));
     }
 }
 
@@ -239,23 +377,53 @@ mod tests {
     }
 
     #[test]
-    fn colliding_names_are_still_found() {
-        // Brute-force two names of one FNV key.
-        let mut seen = HashMap::new();
-        let (x, y) = (0u32..)
-            .find_map(|i| {
-                let n = format!("n{i}");
-                seen.insert(name_key(n.as_bytes()), n.clone())
-                    .map(|o| (o, n))
-            })
-            .unwrap();
+    fn an_index_whose_keys_all_collide_still_finds_each() {
+        // Every entry in one run, wrapping past the end of the slots:
+        // removal must move the rest back so each stays reachable.
+        let hash = |v: u32| (61 + (v % 3) as u64) << 32;
+        let mut ix = Index::default();
+        for v in 0..40 {
+            ix.insert(hash(v), v, hash);
+        }
+        for v in (0..40).step_by(4) {
+            let i = ix.find(hash(v), |x| x == v).unwrap();
+            ix.remove_at(i, hash);
+        }
+        ix.shrink(hash);
+        for v in 0..40 {
+            assert_eq!(ix.get(hash(v), |x| x == v).is_some(), v % 4 != 0, "{v}");
+        }
+        assert_eq!(ix.len, 30);
+        assert!(ix.slots.len() >= 40 && ix.slots.len() <= 64);
+        for v in (0..40).filter(|v| v % 4 != 0) {
+            let i = ix.find(hash(v), |x| x == v).unwrap();
+            ix.remove_at(i, hash);
+        }
+        ix.shrink(hash);
+        assert!(ix.slots.is_empty());
+        assert_eq!(ix.get(hash(1), |_| true), None);
+    }
+
+    #[test]
+    fn ten_thousand_links_come_and_go_in_any_order() {
         let mut l = Links::default();
-        l.upsert(info(1, x.as_bytes()));
-        l.upsert(info(2, y.as_bytes()));
-        assert_eq!(l.by_name(x.as_bytes()).unwrap().info.index, 1);
-        assert_eq!(l.by_name(y.as_bytes()).unwrap().info.index, 2);
-        l.remove(2);
-        assert_eq!(l.by_name(x.as_bytes()).unwrap().info.index, 1);
+        let n = 10_000u32;
+        for i in 1..=n {
+            l.upsert(info(i, format!("l{i}").as_bytes()));
+        }
+        // Every other one, from the middle outwards and back.
+        let mut order: Vec<u32> = (1..=n).filter(|i| i % 2 == 0).collect();
+        order.sort_by_key(|i| (i.abs_diff(n / 2), *i));
+        for i in &order {
+            assert!(l.remove(*i).is_some());
+        }
+        l.shrink();
+        for i in 1..=n {
+            let want = (i % 2 == 1).then_some(i);
+            assert_eq!(l.get(i).map(|k| k.info.index), want);
+            let name = format!("l{i}");
+            assert_eq!(l.by_name(name.as_bytes()).map(|k| k.info.index), want);
+        }
     }
 
     #[test]
