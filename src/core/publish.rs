@@ -1,6 +1,8 @@
 //! The publisher: what consumers were last told of each link, and the
 //! events that tell them what changed since. Event ids are allocated
-//! here, so they grow by one with each event.
+//! here, so they grow by one with each event. What was told of a link
+//! (`Published`) is kept in the mirror's link, so a link costs no map
+//! entry here; the publisher alone writes it.
 //!
 //! It hears the mirror's changes (mirror.rs) and reads the mirror for the
 //! link's current state; a link whose state, name and usable addresses are
