@@ -126,7 +126,11 @@ fn read_resp(s: &mut TcpStream, head: bool) -> Resp {
 }
 
 fn send(s: &mut TcpStream, method: &str, path: &str, extra: &str) {
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n"
+    )
+    .unwrap();
 }
 
 /// One request on a fresh connection.
@@ -312,7 +316,7 @@ fn every_endpoint_answers_as_the_control_socket_does() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reloaded"], true);
     // From the daemon's own page it works; from another site's, not.
-    let own = "Content-Length: 0\r\nOrigin: http://t\r\n";
+    let own = "Content-Length: 0\r\nOrigin: http://127.0.0.1\r\n";
     assert_eq!(req(&ns, p, "POST", "/api/v1/reload", own).status, 200);
     let evil = "Content-Length: 0\r\nOrigin: http://evil.example\r\n";
     let r = req(&ns, p, "POST", "/api/v1/reload", evil);
@@ -383,7 +387,7 @@ fn every_error_code_in_one_shape() {
     let mut slow = connect(&ns, p);
     let t0 = Instant::now();
     let mut timed_out = None;
-    for b in b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n" {
+    for b in b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" {
         if slow.write_all(&[*b]).is_err() {
             break;
         }
@@ -490,23 +494,19 @@ fn a_thousand_connections_at_once() {
     let held = rss_kib(daemon.pid());
     eprintln!("RSS idle {idle_rss} KiB, with 1000 keep-alive connections {held} KiB");
     assert!(held < idle_rss + 4096, "{idle_rss} -> {held} KiB");
-    // Past max_clients: a 503, not a hang.
+    // Past max_clients: the idlest keep-alive connections make room (see
+    // tests/attack_managers.rs for streams, which are refused with 503).
     let name = ns.name.clone();
     let mut extra: Vec<TcpStream> = in_ns(&name, move || {
         (0..150)
             .map(|_| TcpStream::connect(("127.0.0.1", p)).unwrap())
             .collect()
     });
-    let mut refused = 0;
     for s in extra.iter_mut() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        // A refused one was told at once and closed: the write may fail.
-        let _ = s.write_all(b"GET /health HTTP/1.1\r\n\r\n");
-        if read_resp(s, false).status == 503 {
-            refused += 1;
-        }
+        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_resp(s, false).status, 200);
     }
-    assert_eq!(refused, 50);
     drop(socks);
     // Slots come back once the clients leave.
     sleep_ms(300);

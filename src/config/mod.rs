@@ -510,7 +510,8 @@ fn includes(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         ));
     }
     // One directory: paths compare by their last component's bytes.
-    files.sort();
+    // Unstable: no two are equal, and it is the instance hooks.rs uses.
+    files.sort_unstable();
     Ok(files)
 }
 
@@ -618,8 +619,31 @@ impl Config {
                 "backends" => (c.backends, c.dhclient) = backends(cx, v)?,
                 "control" => c.control = control(cx, v)?,
                 "scripts" => c.scripts(cx, v)?,
-                "metrics" => c.metrics = metrics_section(cx, v)?,
-                "audit" => c.audit = audit(cx, v)?,
+                "metrics" => {
+                    c.metrics = metrics_section(cx, v, &mut c.inactive)?;
+                    // As `api`: the section counts as asked for unless it
+                    // says `enabled: false`.
+                    if c.metrics.enabled && !cfg!(feature = "metrics") {
+                        c.metrics.enabled = false;
+                        c.inactive.push(format!(
+                            "metrics (line {}): this netevd was built without the metrics \
+                             exposition (cargo feature metrics); `metrics` and /metrics \
+                             answer that it is off",
+                            k.line
+                        ));
+                    }
+                }
+                "audit" => {
+                    c.audit = audit(cx, v)?;
+                    if c.audit.enabled && !cfg!(feature = "audit") {
+                        c.audit.enabled = false;
+                        c.inactive.push(format!(
+                            "audit (line {}): this netevd was built without the audit log \
+                             (cargo feature audit); nothing is written",
+                            k.line
+                        ));
+                    }
+                }
                 "filters" => c.filters = filters(cx, v)?,
                 // A build without the shim (the minimal, kernel-only one)
                 // treats the section as the others it lacks, and carries
@@ -1193,12 +1217,28 @@ fn control(cx: &Ctx, v: &Node) -> Result<ControlSettings, Error> {
 }
 
 /// `metrics`: whether `metrics` answers, and the label bounds.
-fn metrics_section(cx: &Ctx, v: &Node) -> Result<metrics::Settings, Error> {
-    let mut m = metrics::Settings::default();
+fn metrics_section(
+    cx: &Ctx,
+    v: &Node,
+    inactive: &mut Vec<String>,
+) -> Result<metrics::Settings, Error> {
+    let mut m = metrics::Settings {
+        enabled: true,
+        ..metrics::Settings::default()
+    };
     for (k, v) in cx.map(v, "metrics")? {
         match cx.key(k)? {
             "enabled" => m.enabled = cx.bool(v, "metrics.enabled")?,
             "per_interface" => m.per_interface = cx.bool(v, "metrics.per_interface")?,
+            // The existing netevd served metrics on a listener of their own.
+            "port" => {
+                cx.uint(v, "metrics.port", 1, 65535)?;
+                inactive.push(format!(
+                    "metrics.port (line {}): /metrics is served by the HTTP interface, \
+                     on api.port at metrics.endpoint, not on a port of its own",
+                    v.line
+                ));
+            }
             "max_interfaces" => {
                 m.max_interfaces = cx.uint(v, "metrics.max_interfaces", 1, 4096)? as usize
             }
@@ -1288,7 +1328,14 @@ fn api(cx: &Ctx, v: &Node) -> Result<ApiSettings, Error> {
 /// of printable ASCII, so that it fits a header and is not guessable by
 /// accident.
 fn read_token(path: &Path) -> Result<Secret, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Opened without waiting (a FIFO swapped in would hold the loop at a
+    // reload), then judged by what was opened, not by the name.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
@@ -1296,8 +1343,8 @@ fn read_token(path: &Path) -> Result<Secret, String> {
         return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));
     }
     let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TOKEN_FILE + 1).read_to_end(&mut buf))
+    f.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read: {e}"))?;
     if buf.len() as u64 > MAX_TOKEN_FILE {
         return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));
@@ -1345,13 +1392,14 @@ fn tls(cx: &Ctx, v: &Node) -> Result<Option<TlsSettings>, Error> {
     for (k, v) in cx.map(v, "api.tls")? {
         match cx.key(k)? {
             "enabled" => enabled = cx.bool(v, "api.tls.enabled")?,
-            "cert_file" => cert = Some(absolute(cx, v, "api.tls.cert_file")?),
-            "key_file" => key = Some(absolute(cx, v, "api.tls.key_file")?),
-            "client_ca_file" => ca = Some(absolute(cx, v, "api.tls.client_ca_file")?),
+            // An empty string is the existing netevd's way to give none.
+            "cert_file" => cert = file_or_none(cx, v, "api.tls.cert_file")?,
+            "key_file" => key = file_or_none(cx, v, "api.tls.key_file")?,
+            "client_ca_file" => ca = file_or_none(cx, v, "api.tls.client_ca_file")?,
             other => return Err(unknown(cx, k, "api.tls", other)),
         }
     }
-    if !enabled {
+    if !enabled || (cert.is_none() && key.is_none() && ca.is_none()) {
         return Ok(None);
     }
     match (cert, key) {
@@ -1362,6 +1410,15 @@ fn tls(cx: &Ctx, v: &Node) -> Result<Option<TlsSettings>, Error> {
         })),
         _ => Err(cx.err(v, "api.tls: needs both cert_file and key_file")),
     }
+}
+
+/// An absolute path, or None for an empty string or null.
+#[cfg(feature = "http")]
+fn file_or_none(cx: &Ctx, v: &Node, what: &str) -> Result<Option<PathBuf>, Error> {
+    if v.is_null() || matches!(&v.v, yaml::Value::Scalar(s, _) if s.is_empty()) {
+        return Ok(None);
+    }
+    absolute(cx, v, what).map(Some)
 }
 
 /// `audit`: the audit log's file, size and rotation. `log_path` and
@@ -1728,7 +1785,13 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         "backends.systemd_networkd" => &["emit_json", "state_dir", "networkd_dispatcher_dir"],
         "backends.networkmanager" => &["dispatcher_dir"],
         "backends.dhclient" => &["use_dns", "use_domain", "use_hostname", "lease_files"],
-        "metrics" => &["enabled", "per_interface", "max_interfaces", "endpoint"],
+        "metrics" => &[
+            "enabled",
+            "per_interface",
+            "max_interfaces",
+            "endpoint",
+            "port",
+        ],
         "audit" => &[
             "enabled",
             "path",
@@ -1912,6 +1975,32 @@ metrics:
             assert!(e.contains(want), "{text:?}: {e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The existing netevd's published example: a metrics port of its own
+    /// and empty TLS file names are accepted, the port reported as not
+    /// used here.
+    #[cfg(feature = "http")]
+    #[test]
+    fn existing_netevd_example_spellings() {
+        let c = parse(
+            "metrics:\n  enabled: true\n  port: 9091\napi:\n  enabled: false\n  tls:\n    cert_file: \"\"\n    key_file: \"\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.api.tls, None);
+        assert!(
+            c.inactive
+                .iter()
+                .any(|l| l.starts_with("metrics.port (line 3)")),
+            "{:?}",
+            c.inactive
+        );
+        let e = parse("metrics:\n  port: 0\n").unwrap_err().to_string();
+        assert!(e.contains("metrics.port: 0 is out of range"), "{e}");
+        let e = parse("api:\n  tls:\n    cert_file: /c.pem\n    key_file: \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs both cert_file and key_file"), "{e}");
     }
 
     #[test]
@@ -2706,8 +2795,23 @@ filters:
             "metrics:\n  enabled: true\n  per_interface: true\n  max_interfaces: 8\naudit:\n  enabled: true\n  path: /tmp/a.jsonl\n  max_size: 65536\n  keep: 3\n  retention_days: 7\n",
         )
         .unwrap();
-        assert!(c.inactive.is_empty(), "{:?}", c.inactive);
-        assert!(c.metrics.enabled && c.metrics.per_interface);
+        // A build without the metrics exposition or the audit log parses
+        // their sections as strictly, then reports them as not active and
+        // leaves them off.
+        let (metrics, audit) = (cfg!(feature = "metrics"), cfg!(feature = "audit"));
+        let want: Vec<&str> = [
+            (!metrics, "metrics (line 1): "),
+            (!audit, "audit (line 5): "),
+        ]
+        .iter()
+        .filter(|w| w.0)
+        .map(|w| w.1)
+        .collect();
+        assert_eq!(c.inactive.len(), want.len(), "{:?}", c.inactive);
+        for (line, w) in c.inactive.iter().zip(want) {
+            assert!(line.starts_with(w), "{line}");
+        }
+        assert!(c.metrics.enabled == metrics && c.metrics.per_interface);
         assert_eq!(c.metrics.max_interfaces, 8);
         assert_eq!(c.metrics.endpoint, "/metrics");
         let m = parse("metrics:\n  enabled: true\n  endpoint: \"/m\"\n").unwrap();
@@ -2715,7 +2819,7 @@ filters:
         assert_eq!(
             c.audit,
             AuditSettings {
-                enabled: true,
+                enabled: audit,
                 path: PathBuf::from("/tmp/a.jsonl"),
                 max_size: 65536,
                 keep: 3,
@@ -2726,7 +2830,9 @@ filters:
         let c = parse("audit:\n  enabled: true\n  log_path: /var/log/netevd/audit.log\n").unwrap();
         assert_eq!(c.audit.path, PathBuf::from("/var/log/netevd/audit.log"));
         let d = Config::default();
-        assert!(!d.audit.enabled && d.metrics.enabled && !d.metrics.per_interface);
+        assert!(!d.audit.enabled && d.metrics.enabled == metrics && !d.metrics.per_interface);
+        let off = parse("metrics:\n  enabled: false\n").unwrap();
+        assert!(!off.metrics.enabled && off.inactive.is_empty());
         assert_eq!(d.audit.path, PathBuf::from("/var/log/netevd/audit.jsonl"));
         let cases = [
             (
@@ -2739,7 +2845,7 @@ filters:
             ("audit:\n  rotate: 1\n", "t.yaml:2:3: unknown key \"rotate\" in audit"),
             ("metrics:\n  per_interface: 1\n", "t.yaml:2:18: metrics.per_interface: expected true or false, not \"1\""),
             ("metrics:\n  max_interfaces: 0\n", "t.yaml:2:19: metrics.max_interfaces: 0 is out of range"),
-            ("metrics:\n  port: 9090\n", "t.yaml:2:3: unknown key \"port\" in metrics"),
+            ("metrics:\n  prot: 9090\n", "t.yaml:2:3: unknown key \"prot\" in metrics"),
             ("metrics:\n  endpoint: metrics\n", "t.yaml:2:13: metrics.endpoint: expected an HTTP path"),
         ];
         for (text, want) in cases {

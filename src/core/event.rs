@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStringExt;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::managers::Report;
 use super::state::OperState;
@@ -265,18 +265,18 @@ fn route_dst(r: &RouteInfo) -> String {
 }
 
 pub fn route_json(r: &RouteInfo) -> Value {
-    json!({
-        "family": family_name(r.family),
-        "dst": route_dst(r),
-        "gateway": r.gateway.map(|g| g.to_string()),
-        "table": r.table,
-        "metric": r.priority,
-        "protocol": r.protocol,
-        "scope": r.scope,
-        "type": r.kind,
-        "prefsrc": r.prefsrc.map(|g| g.to_string()),
-        "ifindex": r.oif,
-    })
+    super::query::obj(&mut [
+        ("family", Value::from(family_name(r.family))),
+        ("dst", Value::from(route_dst(r))),
+        ("gateway", Value::from(r.gateway.map(|g| g.to_string()))),
+        ("table", Value::from(r.table)),
+        ("metric", Value::from(r.priority)),
+        ("protocol", Value::from(r.protocol)),
+        ("scope", Value::from(r.scope)),
+        ("type", Value::from(r.kind)),
+        ("prefsrc", Value::from(r.prefsrc.map(|g| g.to_string()))),
+        ("ifindex", Value::from(r.oif)),
+    ])
 }
 
 /// Writes one JSON object's members, commas and escaping included, into

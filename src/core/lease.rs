@@ -151,7 +151,8 @@ impl Leases {
                 None => win.push(l),
             }
         }
-        win.sort_by(|a, b| (&a.interface, a.family()).cmp(&(&b.interface, b.family())));
+        // Keys are unique here (`same_key` above), so unstable is exact.
+        win.sort_unstable_by(|a, b| (&a.interface, a.family()).cmp(&(&b.interface, b.family())));
         let new: Vec<Key> = win
             .iter()
             .filter(|l| {

@@ -286,6 +286,23 @@ impl Managers {
         })
     }
 
+    /// The kernel removed link `index`: what the managers said of it, and
+    /// what hooks were told, go with it. Kept, a link that later gets the
+    /// same index (moved in from another namespace, or made with `index
+    /// N`) was claimed by the gone link's report, so its own kernel
+    /// events ran nothing, and its first state equal to the old link's
+    /// last made no event; and every link ever seen stayed in memory.
+    pub fn forget(&mut self, index: u32) {
+        if index == 0 {
+            return;
+        }
+        for s in &mut self.sides {
+            s.reports.remove(&index);
+            s.told.remove(&index);
+            s.seen.remove(&index);
+        }
+    }
+
     /// Links `m` reports, for status.
     pub fn links(&self, m: Manager) -> usize {
         self.sides[side(m)]
@@ -636,5 +653,28 @@ mod tests {
         m.apply(nd(2, &[(Oper, "degraded")]), &mut out);
         assert_eq!(out[0].previous, Some("routable"));
         assert_eq!(out[0].report.admin, "configured");
+    }
+
+    #[test]
+    fn an_index_that_comes_back_is_a_new_link() {
+        let mut m = Managers::new(true);
+        started(&mut m);
+        assert!(m.claims(2));
+        m.forget(2);
+        assert!(!m.claims(2), "the gone link's report claims nothing");
+        assert!(m.report(Manager::Networkd, 2).is_none());
+        // Another link with index 2, in the state the old one was in:
+        // its hooks are told, as for any new link.
+        let got = run(
+            &mut m,
+            vec![nd(2, &[(Oper, "routable"), (Admin, "configured")])],
+        );
+        assert_eq!(
+            got,
+            vec![(2, "routable", Why::Change), (2, "configured", Why::Change)]
+        );
+        // The manager object is not a link.
+        m.forget(0);
+        assert!(m.report(Manager::Networkd, 0).is_some());
     }
 }

@@ -63,7 +63,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            enabled: true,
+            // A build without the exposition (cargo feature `metrics`)
+            // still counts, for `status`, but does not answer `metrics`.
+            enabled: cfg!(feature = "metrics"),
             per_interface: false,
             max_interfaces: 64,
             endpoint: "/metrics".to_string(),
@@ -338,7 +340,7 @@ impl Registry {
         );
         if self.settings.per_interface {
             let mut v: Vec<&(String, u64)> = self.state_changes_by_if.iter().collect();
-            v.sort();
+            v.sort_unstable();
             for (name, n) in v {
                 w.int(
                     "netevd_interface_state_changes_total",
@@ -562,14 +564,44 @@ fn escape_label(out: &mut String, v: &str) {
 }
 
 /// Go's float syntax as Prometheus parses it: `+Inf`, `-Inf`, `NaN`, and
-/// Rust's shortest round-trip decimal otherwise.
+/// a plain decimal to the nanosecond otherwise (every value here is a
+/// count or a Duration's seconds: nothing finer exists). Written with
+/// integers because `{}` of an f64 links Rust's float printing (grisu and
+/// dragon, about 8 KB) for this one writer.
 fn float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
-    } else if v.is_infinite() {
+        return;
+    }
+    if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
+        return;
+    }
+    let a = v.abs();
+    if v < 0.0 && a >= 0.5e-9 {
+        out.push('-');
+    }
+    if a >= 1e18 {
+        // Past u64's nanoseconds: 18 significant digits and an exponent
+        // (f64 holds 17).
+        let e = a.log10().floor() as i32 - 17;
+        let _ = write!(out, "{}e{e}", (a / 10f64.powi(e)).round() as u64);
+        return;
+    }
+    let mut whole = a.trunc() as u64;
+    let mut nanos = ((a - a.trunc()) * 1e9).round() as u64;
+    if nanos == 1_000_000_000 {
+        whole += 1;
+        nanos = 0;
+    }
+    let _ = write!(out, "{whole}");
+    if nanos > 0 {
+        let mut frac = format!("{nanos:09}");
+        while frac.ends_with('0') {
+            frac.pop();
+        }
+        out.push('.');
+        out.push_str(&frac);
     }
 }
 
@@ -817,10 +849,17 @@ mod tests {
             0.000_05,
             30.0,
             1.5e-7,
+            -2.25,
+            0.999_999_999_9,
+            -0.0,
+            1e20,
         ] {
             float(&mut s, v);
             s.push(' ');
         }
-        assert_eq!(s, "+Inf -Inf NaN 0.00005 30 0.00000015 ");
+        assert_eq!(
+            s,
+            "+Inf -Inf NaN 0.00005 30 0.00000015 -2.25 1 0 100000000000000000e3 "
+        );
     }
 }

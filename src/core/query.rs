@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use netevd_ctl::LinkRef;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::event::{mac_str, route_json};
 use super::model::{Core, Link};
@@ -96,47 +96,64 @@ fn lifetime(v: u32) -> Value {
     }
 }
 
+/// A JSON object from its members. `json!` expands each member into its
+/// own `to_value(..).unwrap()` and key allocation at the call site; this
+/// is one loop for every object the queries build (the smaller binary).
+pub fn obj(members: &mut [(&str, Value)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in members {
+        m.insert(k.to_string(), v.take());
+    }
+    Value::Object(m)
+}
+
 /// One interface, as `interfaces` and `interface` report it.
 pub fn interface(l: &Link, plan: &Plan) -> Value {
     let addrs: Vec<Value> = l
         .addrs
         .values()
         .map(|a| {
-            json!({
-                "address": a.ip.to_string(),
-                "prefixlen": a.prefix,
-                "family": if a.ip.is_ipv4() { "inet" } else { "inet6" },
-                "scope": scope_name(a.scope),
-                "flags": flag_names(a.flags, &ADDR_FLAGS),
-                "valid_lft": lifetime(a.valid_lft),
-                "preferred_lft": lifetime(a.preferred_lft),
-            })
+            obj(&mut [
+                ("address", Value::from(a.ip.to_string())),
+                ("prefixlen", Value::from(a.prefix)),
+                (
+                    "family",
+                    Value::from(if a.ip.is_ipv4() { "inet" } else { "inet6" }),
+                ),
+                ("scope", Value::from(scope_name(a.scope))),
+                ("flags", Value::from(flag_names(a.flags, &ADDR_FLAGS))),
+                ("valid_lft", lifetime(a.valid_lft)),
+                ("preferred_lft", lifetime(a.preferred_lft)),
+            ])
         })
         .collect();
     let policy = plan.link(l.info.index).map(|p| {
-        json!({
-            "table": p.table,
-            "rules": &*p.rule_strings(),
-            "gateways": p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
-        })
+        obj(&mut [
+            ("table", Value::from(p.table)),
+            ("rules", Value::from(&*p.rule_strings())),
+            (
+                "gateways",
+                Value::from(p.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>()),
+            ),
+        ])
     });
-    json!({
-        "index": l.info.index,
-        "name": String::from_utf8_lossy(&l.info.name),
-        "kind": l.info.kind.as_deref(),
-        "state": l.state().as_str(),
-        "operstate": operstate_name(l.info.operstate),
-        "mac": mac_str(&l.info.mac),
-        "mtu": l.info.mtu,
-        "flags": flag_names(l.info.flags, &LINK_FLAGS),
-        "addresses": addrs,
-        "policy": policy,
-    })
+    obj(&mut [
+        ("index", Value::from(l.info.index)),
+        ("name", Value::from(String::from_utf8_lossy(&l.info.name))),
+        ("kind", Value::from(l.info.kind.as_deref())),
+        ("state", Value::from(l.state().as_str())),
+        ("operstate", Value::from(operstate_name(l.info.operstate))),
+        ("mac", Value::from(mac_str(&l.info.mac))),
+        ("mtu", Value::from(l.info.mtu)),
+        ("flags", Value::from(flag_names(l.info.flags, &LINK_FLAGS))),
+        ("addresses", Value::from(addrs)),
+        ("policy", Value::from(policy)),
+    ])
 }
 
 pub fn interfaces(core: &Core, plan: &Plan) -> Value {
     let v: Vec<Value> = core.links().map(|l| interface(l, plan)).collect();
-    json!({ "interfaces": v })
+    obj(&mut [("interfaces", Value::from(v))])
 }
 
 fn route(core: &Core, r: &RouteInfo) -> Value {
@@ -158,7 +175,7 @@ pub fn interface_detail(core: &Core, plan: &Plan, l: &Link) -> Value {
         .filter(|r| r.oif == index)
         .map(|r| route(core, &r))
         .collect();
-    json!({ "interface": v })
+    obj(&mut [("interface", v)])
 }
 
 /// The routes that pass every given filter.
@@ -172,7 +189,7 @@ pub fn routes(core: &Core, table: Option<u32>, oif: Option<u32>, family: Option<
         .filter(|r| fam.map_or(true, |f| r.family == f))
         .map(|r| route(core, &r))
         .collect();
-    json!({ "routes": v })
+    obj(&mut [("routes", Value::from(v))])
 }
 
 /// netevd's own rules, or every rule; by priority.
@@ -181,28 +198,37 @@ pub fn rules(core: &Core, all: bool) -> Value {
         .rules()
         .filter(|r| all || r.protocol == RTPROT_NETEVD)
         .collect();
-    rs.sort();
-    rs.sort_by_key(|r| r.priority);
+    rs.sort_unstable_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.cmp(b)));
     let v: Vec<Value> = rs
         .iter()
         .map(|r| {
-            json!({
-                "family": family_name(r.family),
-                "priority": r.priority,
-                "table": r.table,
-                "from": prefix(r.src, r.src_len),
-                "to": prefix(r.dst, r.dst_len),
-                "iif": (!r.iif.is_empty()).then(|| String::from_utf8_lossy(&r.iif).into_owned()),
-                "oif": (!r.oif.is_empty()).then(|| String::from_utf8_lossy(&r.oif).into_owned()),
-                "fwmark": r.fwmark,
-                "protocol": r.protocol,
-                "action": r.action,
-                "own": r.protocol == RTPROT_NETEVD,
-                "text": rule_text(r),
-            })
+            obj(&mut [
+                ("family", Value::from(family_name(r.family))),
+                ("priority", Value::from(r.priority)),
+                ("table", Value::from(r.table)),
+                ("from", prefix(r.src, r.src_len)),
+                ("to", prefix(r.dst, r.dst_len)),
+                (
+                    "iif",
+                    Value::from(
+                        (!r.iif.is_empty()).then(|| String::from_utf8_lossy(&r.iif).into_owned()),
+                    ),
+                ),
+                (
+                    "oif",
+                    Value::from(
+                        (!r.oif.is_empty()).then(|| String::from_utf8_lossy(&r.oif).into_owned()),
+                    ),
+                ),
+                ("fwmark", Value::from(r.fwmark)),
+                ("protocol", Value::from(r.protocol)),
+                ("action", Value::from(r.action)),
+                ("own", Value::from(r.protocol == RTPROT_NETEVD)),
+                ("text", Value::from(rule_text(r))),
+            ])
         })
         .collect();
-    json!({ "rules": v })
+    obj(&mut [("rules", Value::from(v))])
 }
 
 #[cfg(test)]
@@ -271,9 +297,9 @@ mod tests {
         assert_eq!(i["state"], "routable");
         assert_eq!(i["operstate"], "UP");
         assert_eq!(i["mac"], "02:00:00:00:00:02");
-        assert_eq!(i["flags"], json!(["UP", "RUNNING", "LOWER_UP"]));
+        assert_eq!(i["flags"], serde_json::json!(["UP", "RUNNING", "LOWER_UP"]));
         assert_eq!(i["addresses"][0]["address"], "192.0.2.2");
-        assert_eq!(i["addresses"][0]["flags"], json!(["permanent"]));
+        assert_eq!(i["addresses"][0]["flags"], serde_json::json!(["permanent"]));
         assert_eq!(i["addresses"][0]["valid_lft"], Value::Null);
         assert_eq!(i["routes"].as_array().unwrap().len(), 2);
         assert_eq!(i["routes"][0]["link"], "wan");

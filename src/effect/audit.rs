@@ -26,6 +26,12 @@
 //! Queries read at most [`QUERY_BYTES`] of files per request, newest file
 //! first when asking for the newest lines, so the usual short query reads
 //! only the current file.
+//!
+//! A build without the cargo feature `audit` keeps this type and its
+//! calls, but every entry point returns at once (`cfg!` checks the
+//! optimiser folds), so none of the writing, rotating or reading is in
+//! the binary; the config reports an enabled `audit` section as not
+//! active.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -237,7 +243,7 @@ impl Audit {
     }
 
     pub fn enabled(&self) -> bool {
-        self.settings.enabled
+        cfg!(feature = "audit") && self.settings.enabled
     }
 
     pub fn path(&self) -> &Path {
@@ -273,7 +279,7 @@ impl Audit {
     /// Starts a line of `kind` at `time_ms`, or None when the log is off
     /// or the buffer is full (then the line is counted as dropped).
     pub fn line(&mut self, kind: &'static str, time_ms: u64) -> Option<LineWriter<'_>> {
-        if !self.settings.enabled {
+        if !self.enabled() {
             return None;
         }
         if self.pending() >= BUFFER {
@@ -332,7 +338,10 @@ impl Audit {
 
     /// Writes at most [`CHUNK`] bytes, ending at a line's end.
     pub fn flush(&mut self, now: Instant) {
-        if self.pending() == 0 || self.blocked_until.is_some_and(|t| t > now) {
+        if !cfg!(feature = "audit")
+            || self.pending() == 0
+            || self.blocked_until.is_some_and(|t| t > now)
+        {
             return;
         }
         self.blocked_until = None;
@@ -490,6 +499,12 @@ impl Audit {
     /// Answers a query from the rotated files, the current one and what
     /// is not written yet.
     pub fn query(&self, q: &Query) -> Answer {
+        if !cfg!(feature = "audit") {
+            return Answer {
+                lines: Vec::new(),
+                truncated: false,
+            };
+        }
         let limit = q.limit.clamp(1, QUERY_LIMIT);
         // Oldest first: path.keep .. path.1, then path (0).
         let mut files: Vec<u32> = (1..=self.settings.keep).rev().collect();
@@ -884,7 +899,7 @@ fn not_found_ok(e: io::Error) -> io::Result<()> {
 }
 
 /// `path.N`.
-#[cfg(test)]
+#[cfg(all(test, feature = "audit"))]
 fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
@@ -901,7 +916,7 @@ fn wall_ms() -> u64 {
     ms_of(SystemTime::now())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "audit"))]
 mod tests {
     use super::*;
     use std::fs;
@@ -1379,7 +1394,7 @@ mod tests {
 /// The repo's fuzz convention: a seeded, repeatable mutation test of the
 /// one parser here, the query's scan of audit files (which another program
 /// or a crash may have left torn or garbled).
-#[cfg(test)]
+#[cfg(all(test, feature = "audit"))]
 mod fuzz {
     use super::*;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use netevd_ctl::{
     error_line, ok_line, parse_request, Code, Error, LinkRef, Request, Status, STATES,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{now_ms, Daemon};
 use crate::config::Config;
@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use crate::core::event::{environment, Event, RunInfo};
 use crate::core::filter::{Action, Subscription};
-use crate::core::query;
+use crate::core::query::{self, obj};
 use crate::effect::{audit, hooks};
 use crate::source::control::Line;
 
@@ -181,7 +181,7 @@ impl Daemon {
                     if let Some(c) = self.control.as_mut() {
                         c.subscribe(line.client, s);
                     }
-                    Ok(json!({ "subscribed": true }))
+                    Ok(obj(&mut [("subscribed", Value::from(true))]))
                 }
                 Err(e) => Err(Error::new(Code::BadRequest, format!("subscribe: {e}"))),
             },
@@ -250,7 +250,9 @@ impl Daemon {
                 let core = &self.core;
                 let pass =
                     |e: &&Rc<Event>| since.map_or(true, |s| e.id > s) && sub.matches(e, core);
-                let json = |e: &Rc<Event>| serde_json::from_str(e.json()).unwrap_or(Value::Null);
+                let json = |e: &Rc<Event>| {
+                    serde_json::from_slice(e.json().as_bytes()).unwrap_or(Value::Null)
+                };
                 // With `since`, the next ones after it (a client pages
                 // forward); without, the newest.
                 let v: Vec<Value> = if since.is_some() {
@@ -272,7 +274,7 @@ impl Daemon {
                     v.reverse();
                     v
                 };
-                Ok(json!({ "events": v }))
+                Ok(obj(&mut [("events", Value::from(v))]))
             }
             Request::History { limit: n, link } => {
                 let index = link.map(|l| self.link_index(&l)).transpose()?;
@@ -285,23 +287,26 @@ impl Daemon {
                     .rev()
                     .take(limit(n))
                     .map(|h| {
-                        json!({
-                            "hook": h.hook,
-                            "link": h.link,
-                            "ifindex": h.index,
-                            "event_id": h.event_id,
-                            "state": h.state,
-                            "started_ms": h.started_ms,
-                            "duration_ms": h.duration_ms,
-                            "exit_code": h.exit_code,
-                            "signal": h.signal,
-                            "timed_out": h.timed_out,
-                            "output": h.output,
-                        })
+                        obj(&mut [
+                            ("hook", Value::from(h.hook.as_str())),
+                            ("link", Value::from(h.link.as_str())),
+                            ("ifindex", Value::from(h.index)),
+                            ("event_id", Value::from(h.event_id)),
+                            ("state", Value::from(h.state)),
+                            ("started_ms", Value::from(h.started_ms)),
+                            ("duration_ms", Value::from(h.duration_ms)),
+                            ("exit_code", Value::from(h.exit_code)),
+                            ("signal", Value::from(h.signal)),
+                            ("timed_out", Value::from(h.timed_out)),
+                            (
+                                "output",
+                                h.output.iter().map(String::as_str).collect::<Value>(),
+                            ),
+                        ])
                     })
                     .collect();
                 v.reverse();
-                Ok(json!({ "runs": v }))
+                Ok(obj(&mut [("runs", Value::from(v))]))
             }
             Request::Hooks => {
                 let root = &self.config.script_dir;
@@ -310,16 +315,32 @@ impl Daemon {
                     .map(|s| {
                         let path = root.join(format!("{s}.d"));
                         let i = hooks::inspect(&path);
-                        json!({
-                            "state": s,
-                            "path": path.display().to_string(),
-                            "exists": i.exists,
-                            "hooks": i.hooks,
-                            "skipped": i.skipped.iter().map(|(n, r)| json!({"name": n, "reason": r})).collect::<Vec<_>>(),
-                        })
+                        obj(&mut [
+                            ("state", Value::from(*s)),
+                            ("path", Value::from(path.display().to_string())),
+                            ("exists", Value::from(i.exists)),
+                            ("hooks", Value::from(i.hooks)),
+                            (
+                                "skipped",
+                                Value::from(
+                                    i.skipped
+                                        .iter()
+                                        .map(|(n, r)| {
+                                            obj(&mut [
+                                                ("name", Value::from(n.as_str())),
+                                                ("reason", Value::from(*r)),
+                                            ])
+                                        })
+                                        .collect::<Vec<_>>(),
+                                ),
+                            ),
+                        ])
                     })
                     .collect();
-                Ok(json!({ "script_dir": root.display().to_string(), "directories": dirs }))
+                Ok(obj(&mut [
+                    ("script_dir", Value::from(root.display().to_string())),
+                    ("directories", Value::from(dirs)),
+                ]))
             }
             Request::Filters => Ok(self.filters_list()),
             Request::Reload => match self.reload("control") {
@@ -333,7 +354,10 @@ impl Daemon {
                             changes.join("; ")
                         }
                     );
-                    Ok(json!({ "reloaded": true, "changes": changes }))
+                    Ok(obj(&mut [
+                        ("reloaded", Value::from(true)),
+                        ("changes", Value::from(changes)),
+                    ]))
                 }
                 Err(e) => {
                     log::error!("reload refused: {e}; keeping the current configuration");
@@ -353,17 +377,29 @@ impl Daemon {
                 if !self.metrics.settings().enabled {
                     return Err(Error::new(
                         Code::Unavailable,
-                        "metrics are off (metrics.enabled: false)",
+                        if cfg!(feature = "metrics") {
+                            "metrics are off (metrics.enabled: false)"
+                        } else {
+                            "this netevd was built without the metrics exposition (cargo \
+                             feature metrics)"
+                        },
                     ));
                 }
                 let text = self.metrics_text(Instant::now());
-                Ok(json!({ "format": "prometheus-text-0.0.4", "text": text }))
+                Ok(obj(&mut [
+                    ("format", Value::from("prometheus-text-0.0.4")),
+                    ("text", Value::from(text)),
+                ]))
             }
             Request::Audit(q) => {
                 if !self.audit.enabled() {
                     return Err(Error::new(
                         Code::Unavailable,
-                        "the audit log is off (audit.enabled: false)",
+                        if cfg!(feature = "audit") {
+                            "the audit log is off (audit.enabled: false)"
+                        } else {
+                            "this netevd was built without the audit log (cargo feature audit)"
+                        },
                     ));
                 }
                 let a = self.audit.query(&audit::Query {
@@ -373,11 +409,11 @@ impl Daemon {
                     link: q.link,
                     limit: q.limit.unwrap_or(100),
                 });
-                Ok(json!({
-                    "path": self.audit.path().display().to_string(),
-                    "lines": a.lines,
-                    "truncated": a.truncated,
-                }))
+                Ok(obj(&mut [
+                    ("path", Value::from(self.audit.path().display().to_string())),
+                    ("lines", Value::from(a.lines)),
+                    ("truncated", Value::from(a.truncated)),
+                ]))
             }
         }
     }
@@ -405,7 +441,7 @@ impl Daemon {
             last_event: self
                 .last_event
                 .as_ref()
-                .and_then(|e| serde_json::from_str(e.json()).ok()),
+                .and_then(|e| serde_json::from_slice(e.json().as_bytes()).ok()),
         };
         serde_json::to_value(s).unwrap_or(Value::Null)
     }
@@ -418,21 +454,33 @@ impl Daemon {
             .filters
             .iter()
             .map(|(f, hits)| {
-                json!({
-                    "name": f.name,
-                    "action": f.action.as_str(),
-                    "interface": lossy(&f.interface),
-                    "interface_pattern": lossy(&f.interface_pattern),
-                    "event_types": f.event_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                    "backend": f.backend,
-                    "ip_family": f.ip_family.map(|x| x.as_str()),
-                    "condition": f.condition.as_ref().map(|c| c.text.as_str()),
-                    "scripts": f.scripts.as_deref(),
-                    "hits": hits,
-                })
+                obj(&mut [
+                    ("name", Value::from(f.name.as_str())),
+                    ("action", Value::from(f.action.as_str())),
+                    ("interface", Value::from(lossy(&f.interface))),
+                    (
+                        "interface_pattern",
+                        Value::from(lossy(&f.interface_pattern)),
+                    ),
+                    (
+                        "event_types",
+                        Value::from(f.event_types.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+                    ),
+                    ("backend", Value::from(f.backend.as_deref())),
+                    ("ip_family", Value::from(f.ip_family.map(|x| x.as_str()))),
+                    (
+                        "condition",
+                        Value::from(f.condition.as_ref().map(|c| c.text.as_str())),
+                    ),
+                    ("scripts", Value::from(f.scripts.as_deref())),
+                    ("hits", Value::from(hits)),
+                ])
             })
             .collect();
-        json!({ "filters": v, "unmatched": self.filters.unmatched })
+        obj(&mut [
+            ("filters", Value::from(v)),
+            ("unmatched", Value::from(self.filters.unmatched)),
+        ])
     }
 
     /// For `test --dry-run`: the filter that would decide `ev` and why,
@@ -442,18 +490,21 @@ impl Daemon {
         let mut not = Vec::new();
         for (f, _) in self.filters.iter() {
             match f.explain(ev, &self.core) {
-                Err(why) => not.push(json!({ "name": f.name, "why": why })),
+                Err(why) => not.push(obj(&mut [
+                    ("name", Value::from(f.name.as_str())),
+                    ("why", Value::from(why)),
+                ])),
                 Ok(why) => {
                     let scripts = match f.action {
                         Action::Ignore => Some(Vec::new()),
                         _ => f.scripts.as_ref().map(|s| s.to_vec()),
                     };
-                    let m = json!({
-                        "name": f.name,
-                        "action": f.action.as_str(),
-                        "why": why,
-                        "scripts": f.scripts.as_deref(),
-                    });
+                    let m = obj(&mut [
+                        ("name", Value::from(f.name.as_str())),
+                        ("action", Value::from(f.action.as_str())),
+                        ("why", Value::from(why)),
+                        ("scripts", Value::from(f.scripts.as_deref())),
+                    ]);
                     return (m, Value::from(not), scripts);
                 }
             }
@@ -508,32 +559,32 @@ impl Daemon {
                             )
                         })
                         .collect();
-                    json!({
-                        "path": p.display().to_string(),
-                        "environment": env,
-                        "json": ev.json(),
-                    })
+                    obj(&mut [
+                        ("path", Value::from(p.display().to_string())),
+                        ("environment", Value::from(env)),
+                        ("json", Value::from(ev.json())),
+                    ])
                 })
                 .collect();
-            return Ok(json!({
-                "event_id": Value::Null,
-                "state": dir,
-                "link": name,
-                "hooks": hooks,
-                "filter": matched,
-                "not_matched": not_matched,
-            }));
+            return Ok(obj(&mut [
+                ("event_id", Value::Null),
+                ("state", Value::from(dir)),
+                ("link", Value::from(name)),
+                ("hooks", Value::from(hooks)),
+                ("filter", matched),
+                ("not_matched", not_matched),
+            ]));
         }
         let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
         let id = ev.id;
         log::info!("test: running {dir}.d for {name} (event {id}) on request");
         self.publish(ev);
-        Ok(json!({
-            "event_id": id,
-            "state": dir,
-            "link": name,
-            "hooks": names,
-            "filter": matched,
-        }))
+        Ok(obj(&mut [
+            ("event_id", Value::from(id)),
+            ("state", Value::from(dir)),
+            ("link", Value::from(name)),
+            ("hooks", Value::from(names)),
+            ("filter", matched),
+        ]))
     }
 }

@@ -254,6 +254,10 @@ impl Daemon {
                 if ev.kind == Kind::Removed {
                     self.kernel_told.remove(&ev.index);
                     self.resolve.link_gone(ev.index);
+                    self.managers.forget(ev.index);
+                    if let Some(b) = self.bus.as_mut() {
+                        b.forget(ev.index);
+                    }
                 }
                 if !matches!(ev.kind, Kind::Startup | Kind::State) {
                     return true;

@@ -14,6 +14,12 @@
 //! the manager's well-known name, so another client of the bus cannot
 //! speak for networkd.
 //!
+//! What other clients of the bus can make it do is bounded: at most
+//! `IN_FLIGHT_MAX` calls out (the system bus allows 128 pending replies
+//! a connection) and `QUEUED_MAX` waiting, a manager's state read at most
+//! once per `RESYNC_GAP` however often its name changes hands, and
+//! `REJECT_LINES` log lines a second for the messages refused.
+//!
 //! libdbus reads about 2 KiB per `read_write`, and mio is edge-triggered:
 //! each readiness is drained to an empty read and the descriptor is then
 //! registered again (`EPOLL_CTL_MOD` reports a readable socket anew), or
@@ -49,6 +55,26 @@ const READS_PER_TURN: usize = 256;
 /// How long a call may go unanswered: a manager that hangs must not hold
 /// its resync open (and its links unclaimed) for ever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls awaiting their reply at once. dbus-daemon's system bus allows a
+/// connection 128 (`max_replies_per_connection`) and answers the rest
+/// with LimitsExceeded: a resync that asked for every link at once lost
+/// all links past the 126th. Further calls wait in `queued`.
+const IN_FLIGHT_MAX: usize = 64;
+
+/// Calls waiting their turn, at most: a link list with a million entries
+/// costs this much and no more; what is past it is not read.
+const QUEUED_MAX: usize = 16384;
+
+/// Addresses kept of one NetworkManager IP configuration.
+const ADDRS_MAX: usize = 256;
+
+/// The least time between two reads of a manager's whole state. A name
+/// owner that comes and goes (a crash loop, or a peer that takes and drops
+/// the name on purpose) was read again at every return, every link each
+/// time; now a return within this time of the last read is read once at
+/// its end, whatever happened meanwhile.
+const RESYNC_GAP: Duration = Duration::from_secs(1);
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -130,6 +156,9 @@ struct Side {
     open: Option<usize>,
     /// NM: device object path to link index.
     devices: HashMap<String, u32>,
+    /// When its state was last read, and a read put off (`RESYNC_GAP`).
+    resynced_at: Option<Instant>,
+    resync_due: Option<Instant>,
 }
 
 pub struct Bus {
@@ -138,6 +167,8 @@ pub struct Bus {
     phase: Phase,
     registered: Option<RawFd>,
     calls: HashMap<u32, (Call, Instant)>,
+    /// Calls not yet sent, in order, while `IN_FLIGHT_MAX` are out.
+    queued: VecDeque<(Message, Call)>,
     sides: [Side; 2],
     /// The manager followed; None until `Want::Auto` decided or while the
     /// one asked for is not running.
@@ -157,7 +188,42 @@ pub struct Bus {
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: String,
+    /// Paces the lines that name rejected messages.
+    quiet: Quiet,
     pub stats: Stats,
+}
+
+/// Lines naming rejected messages, at most, in each second.
+const REJECT_LINES: u32 = 10;
+
+/// A budget of log lines per second for what other clients of the bus
+/// send. Any of them may send signals to our unique name (a unicast signal
+/// passes no match rule) or call us, and every one is rejected with a
+/// reason: without a budget 100,000 of them were 100,000 warnings. Past
+/// the budget they are counted, and the count is said in the first line
+/// of a later second.
+#[derive(Debug)]
+struct Quiet {
+    window: Instant,
+    lines: u32,
+    held: u64,
+}
+
+impl Quiet {
+    /// Whether a line may be written now; with the number held back since
+    /// the last one written, when that is not zero.
+    fn allow(&mut self, now: Instant) -> (bool, u64) {
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.lines = 0;
+        }
+        if self.lines >= REJECT_LINES {
+            self.held += 1;
+            return (false, 0);
+        }
+        self.lines += 1;
+        (true, std::mem::take(&mut self.held))
+    }
 }
 
 fn side(m: Manager) -> usize {
@@ -172,6 +238,7 @@ impl Bus {
             phase: Phase::Down,
             registered: None,
             calls: HashMap::new(),
+            queued: VecDeque::new(),
             sides: Default::default(),
             chosen: None,
             held: VecDeque::new(),
@@ -183,6 +250,11 @@ impl Bus {
             retry_at: Some(now),
             backoff: BACKOFF_FIRST,
             last_error: String::new(),
+            quiet: Quiet {
+                window: now,
+                lines: 0,
+                held: 0,
+            },
             stats: Stats::default(),
         }
     }
@@ -259,6 +331,14 @@ impl Bus {
         self.describe.get(&index).map(String::as_str)
     }
 
+    /// The kernel removed link `index`: what was kept of it goes (see
+    /// `Managers::forget`).
+    pub fn forget(&mut self, index: u32) {
+        self.describe.remove(&index);
+        self.link_names.remove(&index);
+        self.nm_details.remove(&index);
+    }
+
     pub fn link_name(&self, index: u32) -> Option<&str> {
         self.link_names.get(&index).map(String::as_str)
     }
@@ -266,7 +346,12 @@ impl Bus {
     /// When the loop should call `on_timer`: a reconnect, or the first
     /// call to time out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let call = self.calls.values().map(|(_, t)| *t + CALL_TIMEOUT).min();
+        let call = self
+            .calls
+            .values()
+            .map(|(_, t)| *t + CALL_TIMEOUT)
+            .chain(self.sides.iter().filter_map(|s| s.resync_due))
+            .min();
         match (self.retry_at, call) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -293,22 +378,46 @@ impl Bus {
             self.connect(now);
             self.pump(now, out);
         }
+        for m in Manager::ALL {
+            if self.sides[side(m)].resync_due.is_some_and(|t| t <= now) {
+                self.sides[side(m)].resync_due = None;
+                if self.chosen == Some(m) && self.sides[side(m)].owner.is_some() {
+                    self.resync(m);
+                }
+            }
+        }
         let late: Vec<u32> = self
             .calls
             .iter()
             .filter(|(_, (_, t))| *t + CALL_TIMEOUT <= now)
             .map(|(s, _)| *s)
             .collect();
-        for serial in late {
-            if let Some((call, _)) = self.calls.remove(&serial) {
-                self.stats.call_errors += 1;
-                let e = (
-                    "timeout".to_string(),
-                    format!("no answer in {CALL_TIMEOUT:?}"),
-                );
-                log::warn!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
-                self.on_error(call, e, now);
+        if !late.is_empty() {
+            // A peer that let a call go unanswered this long is hung: the
+            // calls still waiting their turn are given up with it, or a
+            // resync of N links would take N / IN_FLIGHT_MAX timeouts.
+            let waiting = std::mem::take(&mut self.queued);
+            log::warn!(
+                "dbus: {} call(s) had no answer in {CALL_TIMEOUT:?}; {} waiting given up",
+                late.len(),
+                waiting.len()
+            );
+            let e = (
+                "timeout".to_string(),
+                format!("no answer in {CALL_TIMEOUT:?}"),
+            );
+            for serial in late {
+                if let Some((call, _)) = self.calls.remove(&serial) {
+                    self.stats.call_errors += 1;
+                    log::debug!("dbus: {call:?}: no answer in {CALL_TIMEOUT:?}");
+                    self.on_error(call, e.clone(), now);
+                }
             }
+            for (_, call) in waiting {
+                self.stats.call_errors += 1;
+                self.on_error(call, e.clone(), now);
+            }
+            self.send_queued();
         }
         self.release(out);
         self.register(registry, token);
@@ -337,6 +446,7 @@ impl Bus {
         self.phase = Phase::Hello;
         self.stats.connects += 1;
         self.calls.clear();
+        self.queued.clear();
         self.call(
             Message::new_method_call(
                 "org.freedesktop.DBus",
@@ -364,6 +474,7 @@ impl Bus {
         self.drop_channel();
         self.phase = Phase::Down;
         self.calls.clear();
+        self.queued.clear();
         self.stats.disconnects += 1;
         self.flush_held(out);
         for m in Manager::ALL {
@@ -467,19 +578,58 @@ impl Bus {
         Some(serial)
     }
 
-    fn call(&mut self, msg: Result<Message, String>, what: Call) {
+    /// Sends a call, or queues it while `IN_FLIGHT_MAX` are out; false
+    /// when it will never be made (no connection, or the queue is full),
+    /// so that nobody waits for its answer.
+    fn call(&mut self, msg: Result<Message, String>, what: Call) -> bool {
         let Ok(msg) = msg else {
-            return;
+            return false;
         };
+        if self.chan.is_none() {
+            return false;
+        }
+        if self.calls.len() < IN_FLIGHT_MAX && self.queued.is_empty() {
+            return self.send_call(msg, what);
+        }
+        if self.queued.len() >= QUEUED_MAX {
+            self.reject(format!(
+                "a call ({what:?}): {QUEUED_MAX} calls wait already"
+            ));
+            return false;
+        }
+        self.queued.push_back((msg, what));
+        true
+    }
+
+    fn send_call(&mut self, msg: Message, what: Call) -> bool {
         let Some(c) = &self.chan else {
-            return;
+            return false;
         };
         match c.send(msg) {
             Ok(serial) => {
                 self.stats.calls += 1;
                 self.calls.insert(serial, (what, Instant::now()));
+                true
             }
-            Err(()) => log::warn!("dbus: could not queue a call (out of memory?)"),
+            Err(()) => {
+                log::warn!("dbus: could not queue a call (out of memory?)");
+                false
+            }
+        }
+    }
+
+    /// A call was answered or given up: queued ones take its place. One
+    /// that cannot be sent is answered with an error at once, so that
+    /// what waited on it goes on.
+    fn send_queued(&mut self) {
+        while self.calls.len() < IN_FLIGHT_MAX {
+            let Some((msg, what)) = self.queued.pop_front() else {
+                return;
+            };
+            if !self.send_call(msg, what.clone()) {
+                let e = ("unsent".to_string(), "could not be sent".to_string());
+                self.on_error(what, e, Instant::now());
+            }
         }
     }
 
@@ -490,6 +640,7 @@ impl Bus {
                 else {
                     return;
                 };
+                self.send_queued();
                 let serial = msg.get_reply_serial().unwrap_or(0);
                 if msg.msg_type() == MessageType::MethodReturn {
                     if let Call::Other = call {
@@ -758,6 +909,8 @@ impl Bus {
     /// Reads `m`'s whole state again, inside its resync bracket.
     fn resync(&mut self, m: Manager) {
         let s = &mut self.sides[side(m)];
+        s.resynced_at = Some(Instant::now());
+        s.resync_due = None;
         s.gen += 1;
         let gen = s.gen;
         s.open = Some(0);
@@ -775,27 +928,41 @@ impl Bus {
                     NETWORKD_MANAGER,
                     "ListLinks",
                 );
-                self.call(msg, Call::ListLinks(gen));
-                self.get_all(
-                    NETWORKD,
-                    NETWORKD_PATH,
-                    NETWORKD_MANAGER,
-                    Call::LinkProps(gen, 0),
-                );
-                self.sides[side(m)].open = Some(2);
+                let n = usize::from(self.call(msg, Call::ListLinks(gen)))
+                    + usize::from(self.get_all(
+                        NETWORKD,
+                        NETWORKD_PATH,
+                        NETWORKD_MANAGER,
+                        Call::LinkProps(gen, 0),
+                    ));
+                self.sides[side(m)].open = Some(n);
+                if n == 0 {
+                    self.answered_none(m);
+                }
             }
             Manager::NetworkManager => {
                 let msg = Message::new_method_call(NM, NM_PATH, NM, "GetDevices");
-                self.call(msg, Call::Devices(gen));
-                self.sides[side(m)].open = Some(1);
+                let n = usize::from(self.call(msg, Call::Devices(gen)));
+                self.sides[side(m)].open = Some(n);
+                if n == 0 {
+                    self.answered_none(m);
+                }
             }
         }
     }
 
-    fn get_all(&mut self, dest: &str, path: &str, iface: &str, what: Call) {
+    fn get_all(&mut self, dest: &str, path: &str, iface: &str, what: Call) -> bool {
         let msg = Message::new_method_call(dest, path, "org.freedesktop.DBus.Properties", "GetAll")
             .map(|x| x.append1(iface));
-        self.call(msg, what);
+        self.call(msg, what)
+    }
+
+    /// A resync none of whose calls could be made: its bracket closes
+    /// empty rather than stay open for ever.
+    fn answered_none(&mut self, m: Manager) {
+        let s = &mut self.sides[side(m)];
+        s.open = Some(1);
+        self.answered(m);
     }
 
     /// One reply of `m`'s resync is in; the last closes the bracket.
@@ -836,9 +1003,11 @@ impl Bus {
                             self.reject(format!("ListLinks: name {} for link {i}", loggable(&name)))
                         }
                     }
+                    if !self.get_all(NETWORKD, &path, NETWORKD_LINK, Call::LinkProps(gen, i)) {
+                        break;
+                    }
                     let s = &mut self.sides[side(Manager::Networkd)];
                     *s.open.get_or_insert(0) += 1;
-                    self.get_all(NETWORKD, &path, NETWORKD_LINK, Call::LinkProps(gen, i));
                 }
             }
             Err(e) => self.reject(format!("ListLinks: {e}")),
@@ -857,10 +1026,12 @@ impl Bus {
                         self.reject(format!("GetDevices: path {}", loggable(&p)));
                         continue;
                     }
+                    let path = p.to_string();
+                    if !self.get_all(NM, &path, NM_DEVICE, Call::DeviceProps(gen, path.clone())) {
+                        break;
+                    }
                     let s = &mut self.sides[side(Manager::NetworkManager)];
                     *s.open.get_or_insert(0) += 1;
-                    let path = p.to_string();
-                    self.get_all(NM, &path, NM_DEVICE, Call::DeviceProps(gen, path.clone()));
                 }
             }
             Err(e) => self.reject(format!("GetDevices: {e}")),
@@ -937,7 +1108,11 @@ impl Bus {
 
     fn reject(&mut self, what: String) {
         self.stats.rejected += 1;
-        log::warn!("dbus: ignored {what}");
+        match self.quiet.allow(Instant::now()) {
+            (false, _) => {}
+            (true, 0) => log::warn!("dbus: ignored {what}"),
+            (true, n) => log::warn!("dbus: ignored {what} (and {n} more, not logged)"),
+        }
     }
 
     fn on_signal(&mut self, msg: &Message, now: Instant) {
@@ -1057,9 +1232,16 @@ impl Bus {
         }
         let s = &mut self.sides[side(m)];
         s.looked_up = true;
+        // Within RESYNC_GAP of the last read, a flapping owner: said once.
+        let storm = s.resynced_at.is_some_and(|t| now < t + RESYNC_GAP);
         if !old.is_empty() && s.owner.is_some() {
-            log::warn!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            if storm {
+                log::debug!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            } else {
+                log::warn!("dbus: {} left the bus ({})", m.as_str(), loggable(old));
+            }
             s.owner = None;
+            s.resync_due = None;
             s.open = None;
             s.gen += 1;
             if self.chosen == Some(m) {
@@ -1067,10 +1249,25 @@ impl Bus {
             }
         }
         if !new.is_empty() {
-            log::info!("dbus: {} is on the bus as {}", m.as_str(), loggable(new));
-            self.sides[side(m)].owner = Some(new.to_string());
+            let s = &mut self.sides[side(m)];
+            s.owner = Some(new.to_string());
+            if !storm {
+                log::info!("dbus: {} is on the bus as {}", m.as_str(), loggable(new));
+            } else if s.resync_due.is_none() {
+                log::warn!(
+                    "dbus: {} is on the bus as {} again within {RESYNC_GAP:?}: its state \
+                     is read once it settles",
+                    m.as_str(),
+                    loggable(new)
+                );
+            }
             if self.chosen == Some(m) {
-                self.resync(m);
+                if storm {
+                    let s = &mut self.sides[side(m)];
+                    s.resync_due = s.resynced_at.map(|t| t + RESYNC_GAP);
+                } else {
+                    self.resync(m);
+                }
             } else if self.chosen.is_none() {
                 self.choose(now);
             }
@@ -1110,9 +1307,7 @@ impl Bus {
 
     /// Makes the held input at `pos` wait for one more call.
     fn wait_on(&mut self, pos: u32, msg: Result<Message, String>, call: Call) {
-        let before = self.calls.len();
-        self.call(msg, call);
-        if self.calls.len() > before {
+        if self.call(msg, call) {
             let at = pos.wrapping_sub(self.held_base) as usize;
             if let Some((n, _)) = self.held.get_mut(at) {
                 *n += 1;
@@ -1229,7 +1424,10 @@ impl Bus {
                             }
                         }
                         if let (Some(a), Some(l)) = (a, len) {
-                            if a.is_ipv6() == v6 && l <= if v6 { 128 } else { 32 } {
+                            if a.is_ipv6() == v6
+                                && l <= if v6 { 128 } else { 32 }
+                                && addrs.len() < ADDRS_MAX
+                            {
                                 addrs.push(format!("{a}/{l}"));
                             }
                         }
@@ -1337,21 +1535,67 @@ fn signature(msg: &Message) -> String {
 /// The largest state file read; networkd's are a few hundred bytes.
 const STATE_MAX: u64 = 64 << 10;
 
+/// The bytes of one state file, or why it was refused. The loop reads
+/// these while it handles an event, so nothing here may wait: the file is
+/// opened non-blocking (a FIFO in its place would hang open(2) until a
+/// writer came) and without following a symbolic link (networkd writes
+/// plain files; a link could point at /dev/zero or a FIFO elsewhere), its
+/// type is checked on the open descriptor, and at most `STATE_MAX + 1`
+/// bytes are read, so a file too large is refused whole rather than cut
+/// in the middle of a line. None when there is no such file.
+fn read_state(path: &std::path::Path) -> Option<Result<Vec<u8>, String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Some(Err("a symbolic link, not networkd's file".into()))
+        }
+        Err(e) => return Some(Err(format!("cannot open: {e}"))),
+    };
+    let t = match f.metadata() {
+        Ok(m) => m.file_type(),
+        Err(e) => return Some(Err(format!("cannot stat: {e}"))),
+    };
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Some(Err(format!("{what}, not networkd's file")));
+    }
+    let mut buf = Vec::new();
+    if let Err(e) = f.take(STATE_MAX + 1).read_to_end(&mut buf) {
+        return Some(Err(format!("cannot read: {e}")));
+    }
+    if buf.len() as u64 > STATE_MAX {
+        return Some(Err(format!("larger than {STATE_MAX} bytes")));
+    }
+    Some(Ok(buf))
+}
+
 /// What networkd's state files say of link `index` beyond its states:
 /// `<dir>/links/<index>` (DNS, DOMAINS) and `<dir>/leases/<index>`
 /// (HOSTNAME). The path is made from the number alone. A file missing is
-/// nothing to report; a value refused is logged and left out.
+/// nothing to report; a file or value refused is logged and left out.
 pub fn read_extras(dir: &std::path::Path, index: u32) -> Extras {
-    use std::io::Read;
     let mut x = Extras::default();
     for sub in ["links", "leases"] {
         let path = dir.join(sub).join(index.to_string());
-        let mut buf = Vec::new();
-        let r = std::fs::File::open(&path).and_then(|f| f.take(STATE_MAX).read_to_end(&mut buf));
-        match r {
-            Ok(_) => parse_state(&buf, &mut x),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::debug!("{}: {e}", path.display()),
+        match read_state(&path) {
+            None => {}
+            Some(Ok(buf)) => parse_state(&buf, &mut x),
+            Some(Err(why)) => log::warn!("{}: {why}: ignored", path.display()),
         }
     }
     if !x.refused.is_empty() {
@@ -1504,5 +1748,134 @@ mod tests {
             b.sides[side(Manager::Networkd)].owner.as_deref(),
             Some(":1.8")
         );
+    }
+
+    /// networkd's state directory as a hostile local user might leave it:
+    /// a FIFO (open(2) used to block the loop until a writer came), a
+    /// link to /dev/zero, a 100 MB file, bytes that are not UTF-8, values
+    /// with shell metacharacters and an injected line. Each read returns
+    /// at once, and only checked values come out.
+    #[test]
+    fn state_files_that_are_not_networkds_are_refused_without_waiting() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("netevd-netif-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["links", "leases"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        nix::unistd::mkfifo(&dir.join("links/1"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        symlink("/dev/zero", dir.join("leases/1")).unwrap();
+        let big = std::fs::File::create(dir.join("links/2")).unwrap();
+        big.set_len(100 << 20).unwrap();
+        std::fs::write(
+            dir.join("links/3"),
+            b"DNS=192.0.2.53 1.1.1.1;reboot $(id) `id`\nDNS=\xff\xfe 192.0.2.9\nDOMAINS=ok.example\n\
+              DNS=\n;rm -rf /\nDOMAINS=a|b\n\xc3\x28=x\n",
+        )
+        .unwrap();
+        let words: String = (0..5000).map(|i| format!("bad;{i} ")).collect();
+        std::fs::write(dir.join("links/4"), format!("DNS={words}\n")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        std::thread::spawn(move || {
+            let r: Vec<Extras> = (1..=4).map(|i| read_extras(&d, i)).collect();
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("read_extras waited on a state file");
+        assert_eq!(r[0], Extras::default());
+        assert_eq!(r[1], Extras::default());
+        assert_eq!(r[2].dns, vec!["192.0.2.53".to_string()]);
+        assert_eq!(r[2].domains, vec!["ok.example".to_string()]);
+        assert!(
+            r[2].refused.iter().any(|w| w.contains("reboot")),
+            "{:?}",
+            r[2]
+        );
+        assert!(r[3].dns.is_empty());
+        assert_eq!(r[3].refused.len(), 9, "{:?}", r[3].refused);
+        assert_eq!(r[3].refused[8], "4992 more");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// 100,000 signals from a client that does not own networkd's name
+    /// (a unicast signal passes no match rule): all counted, none an
+    /// input, and at most `REJECT_LINES` warnings a second, the rest
+    /// counted for the next line.
+    #[test]
+    fn a_flood_of_rejected_signals_is_counted_not_logged_line_by_line() {
+        let mut b = following();
+        let now = Instant::now();
+        let link = "/org/freedesktop/network1/link/_33";
+        let t = Instant::now();
+        for _ in 0..100_000 {
+            b.on_message(
+                changed(link, ":1.9", &[("OperationalState", "routable")]),
+                now,
+            );
+        }
+        let took = t.elapsed();
+        assert!(inputs(&mut b).is_empty());
+        assert_eq!(b.stats.rejected, 100_000);
+        if took < Duration::from_secs(1) {
+            assert_eq!(b.quiet.lines, REJECT_LINES);
+            assert_eq!(b.quiet.held, 100_000 - u64::from(REJECT_LINES));
+        } else {
+            assert!(b.quiet.held > 0);
+        }
+        // A later second writes again, and says how many were held back.
+        b.quiet.window -= Duration::from_secs(2);
+        let held = b.quiet.held;
+        assert_eq!(b.quiet.allow(Instant::now()), (true, held));
+        assert_eq!(b.quiet.held, 0);
+    }
+
+    /// networkd's name taken and dropped 1,000 times in a burst: one read
+    /// at the first return, one more when the gap is over, not 1,000.
+    #[test]
+    fn a_name_owner_storm_is_read_twice_not_a_thousand_times() {
+        let mut b = following();
+        // No reconnect pending: the only deadline is the put-off read.
+        b.retry_at = None;
+        let now = Instant::now();
+        let flap = |b: &mut Bus, old: &str, new: &str| {
+            let mut m = Message::new_signal(
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameOwnerChanged",
+            )
+            .unwrap()
+            .append3(NETWORKD, old, new);
+            m.set_sender(Some("org.freedesktop.DBus".into()));
+            b.on_message(m, now);
+        };
+        let mut got = Vec::new();
+        let mut owner = ":1.5".to_string();
+        for i in 0..1000 {
+            let next = format!(":1.{}", 100 + i);
+            flap(&mut b, &owner, "");
+            flap(&mut b, "", &next);
+            owner = next;
+            got.extend(inputs(&mut b));
+        }
+        let begins = |v: &[Input]| {
+            v.iter()
+                .filter(|i| **i == Input::Begin(Manager::Networkd))
+                .count()
+        };
+        assert_eq!(begins(&got), 1, "one read at the first return");
+        let due = b.next_deadline().expect("a read put off");
+        assert!(due <= Instant::now() + RESYNC_GAP);
+        let poll = mio::Poll::new().unwrap();
+        let mut out = Vec::new();
+        b.on_timer(poll.registry(), Token(7), due, &mut out);
+        assert_eq!(begins(&out), 1, "one read once it settled: {out:?}");
+        assert_eq!(out.last(), Some(&Input::End(Manager::Networkd)));
+        assert_eq!(
+            b.sides[side(Manager::Networkd)].owner.as_deref(),
+            Some(owner.as_str())
+        );
+        assert_eq!(b.next_deadline(), None);
     }
 }

@@ -180,7 +180,16 @@ pub fn parse_state(text: &[u8], out: &mut Extras) {
     }
     out.dns.truncate(64);
     out.domains.truncate(64);
+    // A file full of bad words would make one log line of 64 KiB.
+    if out.refused.len() > REFUSED_NAMED {
+        let more = out.refused.len() - REFUSED_NAMED;
+        out.refused.truncate(REFUSED_NAMED);
+        out.refused.push(format!("{more} more"));
+    }
 }
+
+/// Refused values named in the log line; the rest are counted.
+const REFUSED_NAMED: usize = 8;
 
 /// A string from the bus as it may appear in a log line: control
 /// characters and quotes escaped, at most 120 characters.

@@ -17,6 +17,9 @@
 //!   `request_timeout` drops the client; a connection with nothing going
 //!   on for `idle_timeout` is closed; an event stream gets a comment line
 //!   every `KEEPALIVE` so that dead peers are found.
+//! - At `max_clients`, a newcomer displaces the plain HTTP client idle or
+//!   trickling the longest (`evict_idlest`); only when every client is a
+//!   stream or owed output is it refused with 503.
 //! - An event-stream client more than `max_queue` bytes behind is dropped:
 //!   a slow reader never holds memory without bound or stalls the loop.
 //!
@@ -98,8 +101,11 @@ impl Settings {
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Stats {
     pub accepted: u64,
-    /// Refused at `max_clients`.
+    /// Refused at `max_clients`: every client was an event stream or
+    /// owed output.
     pub refused: u64,
+    /// Idle or trickling clients closed at `max_clients` to make room.
+    pub evicted: u64,
     pub requests: u64,
     /// Answers with a 4xx or 5xx status.
     pub errors: u64,
@@ -415,7 +421,7 @@ impl Http {
         loop {
             match self.listener.accept() {
                 Ok((mut sock, peer)) => {
-                    if self.count >= self.settings.max_clients {
+                    if self.count >= self.settings.max_clients && !self.evict_idlest(reg) {
                         // Told in plain words, then closed: the socket is
                         // new, so this small write does not block.
                         self.stats.refused += 1;
@@ -692,6 +698,24 @@ impl Http {
                         self.reply(i, &r, keep_alive, head, reg, now);
                         continue;
                     }
+                    if !req.host_is_address()
+                        && endpoint != Endpoint::Dashboard
+                        && !self.bearer_ok(&req)
+                    {
+                        // DNS rebinding: see `Request::host_is_address`.
+                        // The page itself holds no data; what it fetches
+                        // carries the token.
+                        self.stats.unauthorized += 1;
+                        let r = Response::error(
+                            403,
+                            "permission_denied",
+                            "Host names this daemon by a DNS name: without the bearer token \
+                             (api.auth_token_file) only requests to an IP address or localhost \
+                             are answered, as a web page can point a name of its own here",
+                        );
+                        self.reply(i, &r, keep_alive, head, reg, now);
+                        continue;
+                    }
                     if let Err(r) = self.authorize(&req, &endpoint) {
                         self.stats.unauthorized += 1;
                         self.reply(i, &r, keep_alive, head, reg, now);
@@ -710,6 +734,14 @@ impl Http {
                 }
             }
         }
+    }
+
+    /// Whether the request carries the configured bearer token.
+    fn bearer_ok(&self, req: &request::Request) -> bool {
+        self.settings
+            .token
+            .as_ref()
+            .is_some_and(|t| req.bearer.as_deref().is_some_and(|b| limit::same(b, &t.0)))
     }
 
     /// The token check: POST always needs it, reads when configured. The
@@ -897,6 +929,32 @@ impl Http {
                 c.progress = now;
             }
         }
+    }
+
+    /// At `max_clients`, makes room for a newcomer by closing the plain
+    /// HTTP client that has waited longest with nothing owed to it: a
+    /// request still trickling in, or a keep-alive connection between
+    /// requests. Without this, `max_clients` connections that send
+    /// nothing (or a byte now and then) shut everyone else out until
+    /// their timeouts; with it, such a client lasts only until
+    /// `max_clients` newer ones arrived, and a legitimate request, quick
+    /// by comparison, gets through. Event streams and clients with output
+    /// queued are never chosen. False when no client qualifies.
+    fn evict_idlest(&mut self, reg: &Registry) -> bool {
+        let victim = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .filter(|(_, c)| matches!(c.mode, Mode::Http) && !c.closing && !c.has_output())
+            .min_by_key(|(_, c)| c.started.unwrap_or(c.active))
+            .map(|(i, _)| i);
+        let Some(i) = victim else {
+            return false;
+        };
+        self.stats.evicted += 1;
+        self.close(i, reg);
+        true
     }
 
     fn close(&mut self, i: usize, reg: &Registry) {

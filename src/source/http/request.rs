@@ -232,6 +232,36 @@ pub fn parse(buf: &[u8]) -> Parse {
 }
 
 impl Request {
+    /// Whether `Host` names this daemon by address: an IP address (with
+    /// a port or not) or localhost, or no Host at all (HTTP/1.0). A DNS
+    /// name is what a page uses for DNS rebinding: its own name made to
+    /// resolve to this daemon, so that the browser takes the daemon's
+    /// answers as the page's own origin and lets the page read them.
+    pub fn host_is_address(&self) -> bool {
+        let Some(h) = &self.host else {
+            return true;
+        };
+        let port_ok = |p: &str| {
+            p.is_empty()
+                || p.strip_prefix(':').is_some_and(|d| {
+                    !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit())
+                })
+        };
+        if let Some(rest) = h.strip_prefix('[') {
+            return rest
+                .split_once(']')
+                .is_some_and(|(a, p)| a.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(p));
+        }
+        let (name, p) = match h.find(':') {
+            Some(i) => h.split_at(i),
+            None => (h.as_str(), ""),
+        };
+        port_ok(p)
+            && (name.parse::<std::net::Ipv4Addr>().is_ok()
+                || name.eq_ignore_ascii_case("localhost")
+                || name.eq_ignore_ascii_case("localhost."))
+    }
+
     /// A browser's request made by a page of another site: its Origin
     /// names another host than the request's Host (a page of this
     /// daemon's own sends its own origin; curl and scripts send none).
@@ -405,5 +435,42 @@ mod tests {
                 Parse::Bad(r) => assert!([400, 413, 431].contains(&r.status)),
             }
         }
+    }
+
+    #[test]
+    fn host_names_versus_addresses() {
+        let host = |h: &str| {
+            let b = format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+            done(b.as_bytes()).0.host_is_address()
+        };
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:9090",
+            "192.0.2.7:80",
+            "[::1]",
+            "[::1]:9090",
+            "[2001:db8::1]:8080",
+            "localhost",
+            "LOCALHOST:9090",
+            "localhost.",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9090",
+            "t",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::1].evil",
+            "[evil]:80",
+            "127.0.0.1:",
+            "127.0.0.1:port",
+            "127.0.0.1:9090:1",
+            "",
+        ] {
+            assert!(!host(bad), "{bad}");
+        }
+        assert!(done(b"GET / HTTP/1.0\r\n\r\n").0.host_is_address());
     }
 }

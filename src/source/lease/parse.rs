@@ -465,7 +465,12 @@ fn lease4(block: &[Stmt], line: usize, f: &mut Fields) -> Result<Lease, Error> {
         match key {
             "interface" => iface = Some(interface(s)?),
             "fixed-address" => match s.words.get(1).and_then(word).map(str::parse::<Ipv4Addr>) {
-                Some(Ok(a)) if s.words.len() == 2 => addr = Some(a),
+                Some(Ok(a)) if s.words.len() == 2 => match not_unicast(a) {
+                    None => addr = Some(a),
+                    Some(what) => {
+                        return err(s.line, format!("fixed-address {a} is {what}, not a host's"))
+                    }
+                },
                 _ => return err(s.line, "fixed-address takes one IPv4 address"),
             },
             "expire" => {
@@ -484,7 +489,19 @@ fn lease4(block: &[Stmt], line: usize, f: &mut Fields) -> Result<Lease, Error> {
                     "subnet-mask" => {
                         l.subnet_mask = f.addrs::<Ipv4Addr>("subnet-mask", s, v).first().copied()
                     }
-                    "routers" => l.routers = f.addrs("routers", s, v),
+                    "routers" => {
+                        l.routers = f.addrs("routers", s, v);
+                        l.routers.retain(|&r| match not_unicast(r) {
+                            None => true,
+                            Some(what) => {
+                                f.dropped.push(format!(
+                                    "line {}: router {r} is {what}; left out",
+                                    s.line
+                                ));
+                                false
+                            }
+                        });
+                    }
                     "domain-name-servers" => {
                         l.dns = f
                             .addrs::<Ipv4Addr>("domain-name-servers", s, v)
@@ -512,9 +529,34 @@ fn lease4(block: &[Stmt], line: usize, f: &mut Fields) -> Result<Lease, Error> {
     if !expire_seen {
         return err(line, "the lease has no expire time");
     }
+    // A gateway that is our own address would route through ourselves:
+    // the kernel refuses it, at every planning of policy routing.
+    if l.routers.contains(&addr) {
+        f.dropped.push(format!(
+            "line {line}: router {addr} is the lease's own address; left out"
+        ));
+        l.routers.retain(|&r| r != addr);
+    }
     l.interface = iface;
     l.address = IpAddr::V4(addr);
     Ok(l)
+}
+
+/// What makes `a` no host's address or gateway, if anything: dhclient
+/// never writes these for a bound lease, and each would reach policy
+/// routing (a rule from 0.0.0.0, a route via a multicast group).
+fn not_unicast(a: Ipv4Addr) -> Option<&'static str> {
+    if a.is_unspecified() {
+        Some("unspecified")
+    } else if a.is_broadcast() {
+        Some("the broadcast address")
+    } else if a.is_multicast() {
+        Some("multicast")
+    } else if a.is_loopback() {
+        Some("loopback")
+    } else {
+        None
+    }
 }
 
 /// An IPv6 `lease6 { ... }` block: the first `iaaddr` of its first
@@ -894,5 +936,46 @@ lease6 { interface \"a\"; ia-na 1 { iaaddr 2001:db8::5 { starts 1; max-life 4294
             }
         }
         assert!(runs > 1000 && ok > 10, "{runs} inputs, {ok} parsed");
+    }
+
+    /// Gateways no host could route through are left out and named; an
+    /// address no host could have refuses the file.
+    #[test]
+    fn gateways_and_addresses_that_are_not_a_hosts() {
+        let f = |addr: &str, routers: &str| {
+            let file = format!(
+                "lease {{ interface \"e0\"; fixed-address {addr}; option routers {routers}; \
+                 expire never; }}\n"
+            );
+            parse(file.as_bytes())
+        };
+        let p = f(
+            "10.0.0.2",
+            "10.0.0.2,0.0.0.0,224.0.0.1,255.255.255.255,127.0.0.1,10.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(p.leases[0].routers, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+        assert_eq!(p.dropped.len(), 5, "{:?}", p.dropped);
+        for want in [
+            "router 0.0.0.0 is unspecified",
+            "router 224.0.0.1 is multicast",
+            "router 255.255.255.255 is the broadcast address",
+            "router 127.0.0.1 is loopback",
+            "router 10.0.0.2 is the lease's own address",
+        ] {
+            assert!(
+                p.dropped.iter().any(|d| d.contains(want)),
+                "{want}: {:?}",
+                p.dropped
+            );
+        }
+        // Only its own address as the gateway: no gateway at all.
+        assert!(f("10.0.0.2", "10.0.0.2").unwrap().leases[0]
+            .routers
+            .is_empty());
+        for bad in ["0.0.0.0", "239.1.2.3", "255.255.255.255", "127.0.0.2"] {
+            let e = f(bad, "10.0.0.1").unwrap_err().to_string();
+            assert!(e.contains("not a host's"), "{bad}: {e}");
+        }
     }
 }
