@@ -10,17 +10,21 @@
 //! Routes are packed (routes.rs: about 25 bytes a route, so a full
 //! Internet table fits an appliance) and kept only for the tables
 //! `monitoring.routes` names, plus netevd's own, which policy routing must
-//! find after a restart. Links are found by index or, through `by_name`,
-//! by name in O(1).
+//! find after a restart. Links are held densely (links.rs) and found
+//! by index or by name in O(1).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
+mod links;
 mod routes;
 
+pub use links::Addrs;
+use links::Links;
 use routes::{fits, Packed, View};
 
 use super::event::RouteChange;
+use super::publish::Published;
 use super::state::{address_class, derive, OperState};
 use super::types::*;
 
@@ -42,21 +46,26 @@ pub enum Change {
 #[derive(Clone, Debug)]
 pub struct Link {
     pub info: LinkInfo,
-    pub addrs: BTreeMap<(IpAddr, u8), AddrInfo>,
+    pub addrs: Addrs,
     n_routable: u32,
     n_degraded: u32,
-    /// Bumped whenever the set of usable addresses changes.
-    pub addr_gen: u64,
+    /// What consumers were last told of the link: the publisher's
+    /// (publish.rs), kept here so that it needs no map of its own.
+    pub published: Option<Published>,
+    /// Bumped whenever the set of usable addresses changes; compared for
+    /// equality only, so it may wrap.
+    pub addr_gen: u32,
 }
 
 impl Link {
     pub fn new(info: LinkInfo) -> Self {
         Link {
             info,
-            addrs: BTreeMap::new(),
+            addrs: Addrs::default(),
             n_routable: 0,
             n_degraded: 0,
             addr_gen: 0,
+            published: None,
         }
     }
 
@@ -163,7 +172,7 @@ struct Seen {
 
 #[derive(Default)]
 pub struct Mirror {
-    links: BTreeMap<u32, Link>,
+    links: Links,
     routes: Routes,
     rules: HashSet<RuleInfo>,
     resync: Option<Seen>,
@@ -172,27 +181,33 @@ pub struct Mirror {
     pub resyncs: u64,
     /// Which routes are kept (`monitoring.routes`).
     scope: RouteScope,
-    /// Links by name, so that policy routing and queries find a link in
-    /// O(1). During a rename two links may briefly claim one name; the
-    /// lookup checks, and scans in that rare case.
-    by_name: HashMap<Vec<u8>, u32>,
 }
 
 impl Mirror {
+    /// Every link, by index.
     pub fn links(&self) -> impl Iterator<Item = &Link> {
-        self.links.values()
+        self.links.iter()
+    }
+
+    /// The indexes of every link, ascending.
+    pub fn link_indexes(&self) -> Vec<u32> {
+        self.links.indexes()
     }
 
     pub fn link(&self, index: u32) -> Option<&Link> {
-        self.links.get(&index)
+        self.links.get(index)
+    }
+
+    /// Records what consumers were last told of a link (publish.rs).
+    pub fn set_published(&mut self, index: u32, p: Option<Published>) {
+        if let Some(l) = self.links.get_mut(index) {
+            l.published = p;
+        }
     }
 
     /// The link named `name`. O(1).
     pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
-        match self.by_name.get(name).and_then(|i| self.links.get(i)) {
-            Some(l) if l.info.name == name => Some(l),
-            _ => self.links.values().find(|l| l.info.name == name),
-        }
+        self.links.by_name(name)
     }
 
     pub fn routes(&self) -> &Routes {
@@ -271,25 +286,7 @@ impl Mirror {
         if let Some(seen) = &mut self.resync {
             seen.links.insert(index);
         }
-        if self.links.get(&index).map(|l| &l.info.name) != Some(&info.name) {
-            if let Some(old) = self.links.get(&index) {
-                if self.by_name.get(&old.info.name) == Some(&index) {
-                    self.by_name.remove(&old.info.name);
-                }
-            }
-            self.by_name.insert(info.name.clone(), index);
-        }
-        let going_down = match self.links.get_mut(&index) {
-            Some(l) => {
-                let was_up = l.info.flags & IFF_UP != 0;
-                l.info = info;
-                was_up && l.info.flags & IFF_UP == 0
-            }
-            None => {
-                self.links.insert(index, Link::new(info));
-                false
-            }
-        };
+        let going_down = self.links.upsert(info);
         out.push(Change::Link(index));
         if going_down {
             // The kernel flushes a downed link's IPv4 routes without
@@ -304,7 +301,7 @@ impl Mirror {
             seen.addrs.insert((a.index, a.ip, a.prefix));
         }
         let index = a.index;
-        let Some(link) = self.links.get_mut(&index) else {
+        let Some(link) = self.links.get_mut(index) else {
             log::debug!("address {} for unknown link {index}", a.ip);
             return;
         };
@@ -319,7 +316,7 @@ impl Mirror {
         };
         link.count(&a, 1);
         if changed {
-            link.addr_gen += 1;
+            link.addr_gen = link.addr_gen.wrapping_add(1);
         }
         out.push(Change::Link(index));
     }
@@ -329,13 +326,13 @@ impl Mirror {
             seen.addrs.remove(&(a.index, a.ip, a.prefix));
         }
         let index = a.index;
-        let Some(link) = self.links.get_mut(&index) else {
+        let Some(link) = self.links.get_mut(index) else {
             return;
         };
         if let Some(o) = link.addrs.remove(&(a.ip, a.prefix)) {
             link.count(&o, -1);
             if o.usable() {
-                link.addr_gen += 1;
+                link.addr_gen = link.addr_gen.wrapping_add(1);
             }
         }
         let v4_left = link.addrs.keys().any(|(ip, _)| ip.is_ipv4());
@@ -359,25 +356,26 @@ impl Mirror {
         self.resyncs += 1;
         let gone: Vec<u32> = self
             .links
-            .keys()
+            .indexes()
+            .into_iter()
             .filter(|i| !seen.links.contains(i))
-            .copied()
             .collect();
         for i in gone {
             self.remove_link(i, out);
         }
-        for (index, link) in self.links.iter_mut() {
+        for link in self.links.iter_mut() {
+            let index = link.info.index;
             let stale: Vec<AddrInfo> = link
                 .addrs
                 .values()
-                .filter(|a| !seen.addrs.contains(&(*index, a.ip, a.prefix)))
+                .filter(|a| !seen.addrs.contains(&(index, a.ip, a.prefix)))
                 .cloned()
                 .collect();
             for a in stale {
                 link.addrs.remove(&(a.ip, a.prefix));
                 link.count(&a, -1);
                 if a.usable() {
-                    link.addr_gen += 1;
+                    link.addr_gen = link.addr_gen.wrapping_add(1);
                 }
             }
         }
@@ -419,21 +417,21 @@ impl Mirror {
 
     /// A link and its routes go; consumers hear of the link only.
     fn remove_link(&mut self, index: u32, out: &mut Vec<Change>) {
-        let Some(link) = self.links.remove(&index) else {
+        let Some(link) = self.links.remove(index) else {
             return;
         };
-        if self.by_name.get(&link.info.name) == Some(&index) {
-            self.by_name.remove(&link.info.name);
-        }
         self.routes.extract(&|v| v.oif == index, false);
         out.push(Change::LinkGone(link));
     }
 
     /// Shrinks tables a burst left larger than they need be.
-    /// (The route table shrinks as it goes; links are a B-tree.)
+    /// (The route table shrinks as it goes.)
     pub fn shrink(&mut self) {
         self.rules.shrink_to_fit();
-        self.by_name.shrink_to_fit();
+        self.links.shrink();
+        for l in self.links.iter_mut() {
+            l.addrs.shrink();
+        }
     }
 
     /// New `monitoring.routes` (a reload): routes of tables no longer

@@ -1,6 +1,8 @@
 //! The publisher: what consumers were last told of each link, and the
 //! events that tell them what changed since. Event ids are allocated
-//! here, so they grow by one with each event.
+//! here, so they grow by one with each event. What was told of a link
+//! (`Published`) is kept in the mirror's link, so a link costs no map
+//! entry here; the publisher alone writes it.
 //!
 //! It hears the mirror's changes (mirror.rs) and reads the mirror for the
 //! link's current state; a link whose state, name and usable addresses are
@@ -9,7 +11,7 @@
 //! changes seen meanwhile are held, the last one per route. Pure: no I/O,
 //! no clock (the time is passed in).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::event::{Event, Kind, Origin, RouteChange};
@@ -26,19 +28,20 @@ pub struct Settings {
     pub run_on_startup: bool,
 }
 
-/// What consumers last saw of a link.
+/// What consumers last saw of a link. It is kept in the mirror's link
+/// (`Link::published`), where it costs no map entry of its own, and goes
+/// with the link.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Published {
+pub struct Published {
     state: OperState,
-    name: Vec<u8>,
-    addr_gen: u64,
+    name: IfName,
+    addr_gen: u32,
 }
 
 type RouteKey = (u8, u32, Option<IpAddr>, u8, u32);
 
 pub struct Publisher {
     settings: Settings,
-    published: HashMap<u32, Published>,
     /// Route changes seen while a dump was reconciled, the last per route.
     held: BTreeMap<RouteKey, RouteChange>,
     next_id: u64,
@@ -50,7 +53,6 @@ impl Publisher {
     pub fn new(settings: Settings) -> Self {
         Publisher {
             settings,
-            published: HashMap::new(),
             held: BTreeMap::new(),
             next_id: 1,
             emitted: 0,
@@ -67,7 +69,7 @@ impl Publisher {
     pub fn set_settings(
         &mut self,
         settings: Settings,
-        m: &Mirror,
+        m: &mut Mirror,
         now_ms: u64,
         out: &mut Vec<Event>,
     ) {
@@ -75,15 +77,15 @@ impl Publisher {
         if !m.synced() {
             return;
         }
-        let idx: Vec<u32> = m.links().map(|l| l.info.index).collect();
+        let idx = m.link_indexes();
         for i in idx {
             self.publish(m, i, Kind::State, now_ms, out);
         }
     }
 
     /// The state consumers last saw of a link.
-    pub fn previous(&self, index: u32) -> Option<OperState> {
-        self.published.get(&index).map(|p| p.state)
+    pub fn previous(m: &Mirror, index: u32) -> Option<OperState> {
+        m.link(index)?.published.as_ref().map(|p| p.state)
     }
 
     pub fn next_id(&self) -> u64 {
@@ -98,7 +100,7 @@ impl Publisher {
     }
 
     /// Tells consumers what one change of the mirror means for them.
-    pub fn on(&mut self, m: &Mirror, change: Change, now_ms: u64, out: &mut Vec<Event>) {
+    pub fn on(&mut self, m: &mut Mirror, change: Change, now_ms: u64, out: &mut Vec<Event>) {
         match change {
             Change::Link(index) => self.publish(m, index, Kind::State, now_ms, out),
             Change::LinkGone(link) => self.removed(m, &link, now_ms, out),
@@ -107,13 +109,14 @@ impl Publisher {
         }
     }
 
-    fn resynced(&mut self, m: &Mirror, first: bool, now_ms: u64, out: &mut Vec<Event>) {
-        let idx: Vec<u32> = m.links().map(|l| l.info.index).collect();
+    fn resynced(&mut self, m: &mut Mirror, first: bool, now_ms: u64, out: &mut Vec<Event>) {
+        let idx = m.link_indexes();
         for i in idx {
             if first && !self.settings.run_on_startup {
                 if let Some(l) = m.link(i) {
                     if self.monitored(&l.info.name) {
-                        self.published.insert(i, published(l));
+                        let p = published(l);
+                        m.set_published(i, Some(p));
                     }
                 }
                 continue;
@@ -132,7 +135,7 @@ impl Publisher {
     fn removed(&mut self, m: &Mirror, link: &Link, now_ms: u64, out: &mut Vec<Event>) {
         let index = link.info.index;
         self.held.retain(|_, rc| rc.route.oif != index);
-        let Some(p) = self.published.remove(&index) else {
+        let Some(p) = &link.published else {
             return;
         };
         if m.synced() && self.monitored(&link.info.name) {
@@ -146,7 +149,14 @@ impl Publisher {
 
     /// Emits an event for the link when what consumers see of it (state,
     /// name, usable addresses) differs from what they last saw.
-    fn publish(&mut self, m: &Mirror, index: u32, kind: Kind, now_ms: u64, out: &mut Vec<Event>) {
+    fn publish(
+        &mut self,
+        m: &mut Mirror,
+        index: u32,
+        kind: Kind,
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
         if m.resyncing() || !m.synced() {
             return;
         }
@@ -154,27 +164,21 @@ impl Publisher {
             return;
         };
         if !self.monitored(&link.info.name) {
-            self.published.remove(&index);
+            m.set_published(index, None);
             return;
         }
         let now = published(link);
-        let last = self.published.get(&index);
+        let last = link.published.as_ref();
         if kind != Kind::Startup && last == Some(&now) {
             return;
         }
         let previous = last.map(|p| p.state);
-        let renamed = last.filter(|p| p.name != now.name).map(|p| p.name.clone());
+        let renamed = last.filter(|p| p.name != now.name).map(|p| p.name.to_vec());
         let id = self.alloc_id();
         let mut ev = make_event(id, kind, link, previous, now_ms);
         ev.previous_name = renamed;
         out.push(ev);
-        self.published.insert(index, now);
-    }
-
-    /// Shrinks what a burst of links left (the map of what was published
-    /// keeps its largest size otherwise).
-    pub fn shrink(&mut self) {
-        self.published.shrink_to_fit();
+        m.set_published(index, Some(now));
     }
 
     fn route(&mut self, m: &Mirror, rc: RouteChange, now_ms: u64, out: &mut Vec<Event>) {
@@ -204,12 +208,12 @@ impl Publisher {
                 }
                 let l = Link::new(LinkInfo {
                     index: oif,
-                    name: Vec::new(),
+                    name: IfName::default(),
                     flags: 0,
                     operstate: 0,
                     mtu: 0,
                     kind: None,
-                    mac: Vec::new(),
+                    mac: HwAddr::default(),
                 });
                 make_event(self.alloc_id(), Kind::Routes, &l, None, now_ms)
             }
@@ -222,7 +226,7 @@ impl Publisher {
 fn published(l: &Link) -> Published {
     Published {
         state: l.state(),
-        name: l.info.name.clone(),
+        name: l.info.name,
         addr_gen: l.addr_gen,
     }
 }
@@ -240,13 +244,13 @@ pub fn make_event(
         kind,
         Origin::Kernel,
         link.info.index,
-        link.info.name.clone(),
+        link.info.name.to_vec(),
         link.state(),
         previous,
     );
     ev.addrs = link.usable_addrs();
     ev.mtu = link.info.mtu;
-    ev.mac = link.info.mac.clone();
-    ev.link_kind = link.info.kind.clone();
+    ev.mac = link.info.mac.to_vec();
+    ev.link_kind = link.info.kind.map(|k| k.as_str().to_owned());
     ev
 }

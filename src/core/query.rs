@@ -245,12 +245,12 @@ mod tests {
             Input::ResyncBegin,
             Input::NewLink(LinkInfo {
                 index: 2,
-                name: b"wan".to_vec(),
+                name: IfName::new(b"wan").unwrap(),
                 flags: up,
                 operstate: 6,
                 mtu: 1500,
-                kind: Some("veth".into()),
-                mac: vec![2, 0, 0, 0, 0, 2],
+                kind: LinkKind::new("veth"),
+                mac: HwAddr::new(&[2, 0, 0, 0, 0, 2]).unwrap(),
             }),
             Input::NewAddr(AddrInfo {
                 index: 2,

@@ -522,12 +522,12 @@ mod tests {
     fn link(index: u32, name: &str) -> Input {
         Input::NewLink(LinkInfo {
             index,
-            name: name.as_bytes().to_vec(),
+            name: IfName::new(name.as_bytes()).unwrap(),
             flags: UP,
             operstate: IF_OPER_UP,
             mtu: 1500,
             kind: None,
-            mac: vec![],
+            mac: HwAddr::default(),
         })
     }
 
@@ -802,12 +802,12 @@ mod tests {
         down.apply(
             Input::NewLink(LinkInfo {
                 index: 3,
-                name: b"wan1".to_vec(),
+                name: IfName::new(b"wan1").unwrap(),
                 flags: 0,
                 operstate: 2,
                 mtu: 1500,
                 kind: None,
-                mac: vec![],
+                mac: HwAddr::default(),
             }),
             0,
             &mut out,

@@ -137,24 +137,37 @@ fn decode_link(p: &[u8]) -> Result<Option<LinkInfo>, String> {
     let flags = u32::from_ne_bytes(p[8..12].try_into().unwrap());
     let mut l = LinkInfo {
         index,
-        name: Vec::new(),
+        name: IfName::default(),
         flags,
         operstate: IF_OPER_UNKNOWN,
         mtu: 0,
         kind: None,
-        mac: Vec::new(),
+        mac: HwAddr::default(),
     };
     for (ty, v) in attrs(&p[16..]) {
         match ty {
-            1 => l.mac = v.to_vec(),                             // IFLA_ADDRESS
-            3 => l.name = cstr(v),                               // IFLA_IFNAME
-            4 => l.mtu = u32_of(v).unwrap_or(0),                 // IFLA_MTU
+            // IFLA_ADDRESS
+            1 => {
+                l.mac = HwAddr::new(v)
+                    .ok_or_else(|| format!("link {index}: hardware address of {} bytes", v.len()))?
+            }
+            // IFLA_IFNAME
+            3 => {
+                let name = cstr(v);
+                l.name = IfName::new(&name).ok_or_else(|| {
+                    format!(
+                        "link {index}: name of {} bytes, longer than IFNAMSIZ",
+                        name.len()
+                    )
+                })?
+            }
+            4 => l.mtu = u32_of(v).unwrap_or(0), // IFLA_MTU
             16 => l.operstate = v.first().copied().unwrap_or(0), // IFLA_OPERSTATE
             18 => {
                 // IFLA_LINKINFO / IFLA_INFO_KIND
                 for (t, k) in attrs(v) {
                     if t == 1 {
-                        l.kind = Some(String::from_utf8_lossy(&cstr(k)).into_owned());
+                        l.kind = LinkKind::new(&String::from_utf8_lossy(&cstr(k)));
                     }
                 }
             }
@@ -572,20 +585,56 @@ pub(crate) mod tests {
             one(&m),
             Some(Input::NewLink(LinkInfo {
                 index: 5,
-                name: b"e$(id>q)".to_vec(),
+                name: IfName::new(b"e$(id>q)").unwrap(),
                 flags: 0x11043,
                 operstate: 6,
                 mtu: 1500,
-                kind: Some("veth".into()),
-                mac: vec![2, 0, 0, 0, 0, 1],
+                kind: LinkKind::new("veth"),
+                mac: HwAddr::new(&[2, 0, 0, 0, 0, 1]).unwrap(),
             }))
         );
         // a name that is not UTF-8 goes through as bytes
         let m = msg(RTM_NEWLINK, 0, &ifinfo(0, 5, 0), &[(3, b"e\xff\0")]);
         match one(&m) {
-            Some(Input::NewLink(l)) => assert_eq!(l.name, b"e\xff"),
+            Some(Input::NewLink(l)) => assert_eq!(&*l.name, b"e\xff"),
             other => panic!("{other:?}"),
         }
+        // the longest name there is, an InfiniBand address, no address
+        let ib: Vec<u8> = (1..=20).collect();
+        let m = msg(
+            RTM_NEWLINK,
+            0,
+            &ifinfo(0, 5, 0),
+            &[(3, b"abcdefghijklmno\0"), (1, &ib)],
+        );
+        match one(&m) {
+            Some(Input::NewLink(l)) => {
+                assert_eq!(&*l.name, b"abcdefghijklmno");
+                assert_eq!(&*l.mac, &ib[..]);
+                assert_eq!(l.kind, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // longer than the kernel allows: an error naming what, not a panic
+        let decode_one = |m: &[u8]| {
+            let (h, p) = split(m).next().unwrap().unwrap();
+            decode(&h, p)
+        };
+        let m = msg(
+            RTM_NEWLINK,
+            0,
+            &ifinfo(0, 5, 0),
+            &[(3, b"abcdefghijklmnop\0")],
+        );
+        assert_eq!(
+            decode_one(&m).unwrap_err(),
+            "link 5: name of 16 bytes, longer than IFNAMSIZ"
+        );
+        let m = msg(RTM_NEWLINK, 0, &ifinfo(0, 5, 0), &[(1, &[0; 33])]);
+        assert_eq!(
+            decode_one(&m).unwrap_err(),
+            "link 5: hardware address of 33 bytes"
+        );
         // bridge port notifications are not about the link itself
         let m = msg(RTM_DELLINK, 0, &ifinfo(7, 5, 0), &[]);
         assert_eq!(one(&m), None);

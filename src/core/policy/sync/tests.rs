@@ -47,12 +47,12 @@ const UP: u32 = IFF_UP | IFF_RUNNING | IFF_LOWER_UP;
 fn wan1() -> LinkInfo {
     LinkInfo {
         index: 3,
-        name: b"wan1".to_vec(),
+        name: IfName::new(b"wan1").unwrap(),
         flags: UP,
         operstate: IF_OPER_UP,
         mtu: 1500,
         kind: None,
-        mac: vec![],
+        mac: HwAddr::default(),
     }
 }
 
@@ -851,7 +851,7 @@ fn other_links_cost_nothing_and_own_changes_replan_one_link() {
     for i in 0..2000u32 {
         let mut l = LinkInfo {
             index: 100 + i,
-            name: format!("other{i}").into_bytes(),
+            name: IfName::new(format!("other{i}").as_bytes()).unwrap(),
             ..wan1()
         };
         step(&mut core, &mut sync, s, b, Input::NewLink(l.clone()), t0);
@@ -898,7 +898,7 @@ fn other_links_cost_nothing_and_own_changes_replan_one_link() {
     assert_eq!(want, have);
     // A rename of the policy link away from its name replans in full.
     let mut renamed = wan1();
-    renamed.name = b"wan9".to_vec();
+    renamed.name = IfName::new(b"wan9").unwrap();
     step(&mut core, &mut sync, s, b, Input::NewLink(renamed), t0);
     assert_eq!(sync.stats.full_replans, full + 1);
     assert!(sync.plan.links.is_empty());
