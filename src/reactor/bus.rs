@@ -169,7 +169,7 @@ impl Daemon {
             return true;
         }
         let theirs = self.bus.as_ref().and_then(|b| b.link_name(index));
-        let ours = self.core.links().find(|l| l.info.index == index);
+        let ours = self.core.link(index);
         match (theirs, ours) {
             (Some(t), Some(l)) => t.as_bytes() == l.info.name.as_slice(),
             (Some(_), None) | (None, Some(_)) => true,

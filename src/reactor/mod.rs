@@ -1373,6 +1373,8 @@ impl Daemon {
     fn shrink(&mut self) {
         self.core.shrink();
         self.sched.shrink();
+        #[cfg(feature = "dbus")]
+        self.kernel_told.shrink_to_fit();
         self.inputs = Vec::with_capacity(256);
         self.out = Vec::with_capacity(64);
     }
