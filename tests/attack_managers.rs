@@ -722,7 +722,7 @@ mod bus_flood {
         let log = dir.log();
         let timed_out = log
             .lines()
-            .filter(|l| l.contains("timed out after 2 s"))
+            .filter(|l| l.contains("timed out after 2s"))
             .count();
         let flood = log
             .lines()

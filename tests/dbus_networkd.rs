@@ -107,7 +107,7 @@ fn networkd_states_restarts_and_bus_loss() {
 
     peer.ip(&["link", "set", "nd1", "up"]);
     peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "nd1"]);
-    nd.wait_line(idx, "ADMIN_STATE=configured", 20);
+    nd.wait_line(idx, "ADMIN_STATE=configured", 40);
     let r = wait_records(&dir, "routable.d and configured.d from networkd", 10, |r| {
         r.iter()
             .any(|x| is(x, "systemd-networkd", "routable", "nd0"))

@@ -64,7 +64,7 @@ fn resolved_and_hostnamed_get_the_links_values() {
     .unwrap();
     peer.ip(&["link", "set", "rs1", "up"]);
     peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "rs1"]);
-    nd.wait_line(idx, "ADMIN_STATE=configured", 20);
+    nd.wait_line(idx, "ADMIN_STATE=configured", 40);
 
     wait_log(
         &dir,
@@ -94,7 +94,7 @@ fn resolved_and_hostnamed_get_the_links_values() {
     // The same value is not sent again when the next event comes.
     std::thread::sleep(Duration::from_millis(1100));
     peer.ip(&["link", "set", "rs1", "down"]);
-    nd.wait_line(idx, "OPER_STATE=no-carrier", 10);
+    nd.wait_line(idx, "OPER_STATE=no-carrier", 30);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         dir.log()

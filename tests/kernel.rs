@@ -49,7 +49,7 @@ fn carrier_loss_and_return() {
     });
     sleep_ms(1100); // linkwatch: one carrier change a second
     b.ip(&["link", "set", "vb", "down"]);
-    let r = d.wait_for("va carrier loss", 5, |r| {
+    let r = d.wait_for("va carrier loss", 15, |r| {
         last_for(r, "va").is_some_and(|x| x.state == "no-carrier" && !x.previous.is_empty())
     });
     let last = last_for(&r, "va").unwrap();
