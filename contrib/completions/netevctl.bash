@@ -6,7 +6,7 @@ _netevctl() {
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
     local commands="status interfaces interface routes rules events history hooks filters metrics audit reload test validate"
-    local states="off no-carrier dormant carrier degraded routable routes configured configuring activated disconnected"
+    local states="off no-carrier dormant carrier degraded routable routes configured configuring activated disconnected manager degraded-carrier enslaved missing pending initialized unmanaged failed linger unknown unavailable prepare config need-auth ip-config ip-check secondaries deactivating"
     case $prev in
     --socket)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")

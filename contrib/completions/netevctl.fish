@@ -1,6 +1,6 @@
 # fish completion for netevctl(1)
 set -l commands status interfaces interface routes rules events history hooks filters metrics audit reload test validate
-set -l states off no-carrier dormant carrier degraded routable routes configured configuring activated disconnected
+set -l states off no-carrier dormant carrier degraded routable routes configured configuring activated disconnected manager degraded-carrier enslaved missing pending initialized unmanaged failed linger unknown unavailable prepare config need-auth ip-config ip-check secondaries deactivating
 
 function __netevctl_links
     path basename /sys/class/net/*

@@ -277,8 +277,11 @@ pub const COMMANDS: [&str; 15] = [
 /// The kinds of event.
 pub const KINDS: [&str; 6] = ["startup", "state", "removed", "routes", "test", "lease"];
 
-/// The hook directories a `test` may run.
-pub const STATES: [&str; 12] = [
+/// Every hook directory netevd runs, and so the ones a `test` may run:
+/// the kernel's states and `routes`, then the network managers' own
+/// (systemd-networkd's OperationalState and AdministrativeState,
+/// NetworkManager's device states, networkd's `manager`).
+pub const STATES: [&str; 29] = [
     "off",
     "no-carrier",
     "dormant",
@@ -291,6 +294,23 @@ pub const STATES: [&str; 12] = [
     "activated",
     "disconnected",
     "manager",
+    "degraded-carrier",
+    "enslaved",
+    "missing",
+    "pending",
+    "initialized",
+    "unmanaged",
+    "failed",
+    "linger",
+    "unknown",
+    "unavailable",
+    "prepare",
+    "config",
+    "need-auth",
+    "ip-config",
+    "ip-check",
+    "secondaries",
+    "deactivating",
 ];
 
 fn bad(msg: impl Into<String>) -> Error {

@@ -34,7 +34,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// The hook directories an `event_types` entry may name, besides
 /// `address` (see [`EventType`]).
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 30] = [
     "off",
     "no-carrier",
     "dormant",
@@ -47,8 +47,28 @@ pub const EVENT_TYPES: [&str; 13] = [
     "activated",
     "disconnected",
     "manager",
+    "degraded-carrier",
+    "enslaved",
+    "missing",
+    "pending",
+    "initialized",
+    "unmanaged",
+    "failed",
+    "linger",
+    "unknown",
+    "unavailable",
+    "prepare",
+    "config",
+    "need-auth",
+    "ip-config",
+    "ip-check",
+    "secondaries",
+    "deactivating",
     "address",
 ];
+
+/// The hook directories among [`EVENT_TYPES`] (all but `address`, last).
+const DIRS: usize = EVENT_TYPES.len() - 1;
 
 /// The backends, as events name them (`BACKEND`).
 pub const BACKENDS: [&str; 5] = [
@@ -123,7 +143,7 @@ impl Family {
 pub struct EventType(u8);
 
 /// The bit of `address` in an event's mask.
-const ADDRESS_BIT: u16 = 1 << 12;
+const ADDRESS_BIT: u32 = 1 << DIRS;
 
 impl EventType {
     pub fn parse(s: &str) -> Option<EventType> {
@@ -137,7 +157,7 @@ impl EventType {
         EVENT_TYPES[self.0 as usize]
     }
 
-    fn bit(self) -> u16 {
+    fn bit(self) -> u32 {
         1 << self.0
     }
 }
@@ -145,7 +165,7 @@ impl EventType {
 /// A set of event types, as bits of [`EVENT_TYPES`]; empty means every
 /// type. Listed in the order of [`EVENT_TYPES`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventTypes(u16);
+pub struct EventTypes(u32);
 
 impl EventTypes {
     pub fn is_empty(self) -> bool {
@@ -168,9 +188,9 @@ impl FromIterator<EventType> for EventTypes {
 /// The event types an event is of, as bits of [`EVENT_TYPES`]: its hook
 /// directory's, and `address`'s when its state did not change. Made once
 /// per event, not per filter.
-fn event_mask(ev: &Event) -> u16 {
+fn event_mask(ev: &Event) -> u32 {
     let dir = ev.dir();
-    let mut m = EVENT_TYPES[..12]
+    let mut m = EVENT_TYPES[..DIRS]
         .iter()
         .position(|t| *t == dir)
         .map_or(0, |i| 1 << i);
@@ -331,7 +351,7 @@ fn known_values(f: StrField) -> Option<&'static [&'static str]> {
         "routable",
     ];
     match f {
-        StrField::State => Some(&EVENT_TYPES[..12]),
+        StrField::State => Some(&EVENT_TYPES[..DIRS]),
         StrField::Operstate | StrField::PreviousState => Some(&OPER),
         StrField::Event => Some(&["startup", "state", "removed", "routes", "test"]),
         StrField::Backend => Some(&BACKENDS),
@@ -725,7 +745,7 @@ pub struct Facts<'e> {
     ev: &'e Event,
     look: &'e dyn Lookup,
     /// [`event_mask`].
-    mask: u16,
+    mask: u32,
     /// By `StrField as usize`.
     strs: [&'e [u8]; 8],
     /// The first bytes of each of `strs` (see [`Lit`]).
@@ -1167,6 +1187,17 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The directories filters know are the ones netevd runs.
+    #[test]
+    fn event_types_are_the_states_and_address() {
+        assert_eq!(&EVENT_TYPES[..DIRS], &netevd_ctl::STATES[..]);
+        assert_eq!(EVENT_TYPES[DIRS], "address");
+        assert!(EVENT_TYPES.len() <= 32, "the mask is a u32");
+        let t = EventType::parse("degraded-carrier").unwrap();
+        assert_eq!(t.as_str(), "degraded-carrier");
+        assert!(EventType::parse("address").unwrap().bit() == ADDRESS_BIT);
+    }
     use crate::core::event::{Origin, RouteChange};
     use crate::core::state::OperState::{self, *};
     use crate::core::types::{AddrInfo, RouteInfo};

@@ -463,6 +463,20 @@ fn told_of(m: Manager, index: u32, r: &Report) -> Told {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every directory a manager's event can run is one `netevctl test`,
+    /// `netevctl hooks` and filters' `event_types` know.
+    #[test]
+    fn every_manager_directory_is_a_known_state() {
+        let dirs = OPER
+            .iter()
+            .chain(ADMIN)
+            .chain(NM_STATES.iter().map(|(_, s)| s))
+            .chain(&["manager"]);
+        for d in dirs {
+            assert!(netevd_ctl::STATES.contains(d), "{d} is not in STATES");
+        }
+    }
     use Prop::*;
 
     fn nd(index: u32, props: &[(Prop, &'static str)]) -> Input {
