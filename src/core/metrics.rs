@@ -185,6 +185,18 @@ pub struct Snapshot {
     pub extra: Vec<Family>,
 }
 
+impl Snapshot {
+    /// One extra family of a single, unlabelled sample.
+    pub fn one(&mut self, name: &'static str, help: &'static str, kind: Kind, v: u64) {
+        self.extra.push(Family {
+            name,
+            help,
+            kind,
+            samples: vec![(Vec::new(), v as f64)],
+        });
+    }
+}
+
 pub struct Registry {
     settings: Settings,
     started: Instant,

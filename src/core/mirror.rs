@@ -151,6 +151,11 @@ impl Routes {
         self.all.len()
     }
 
+    /// Routes of `family` (2 or 10), without walking them.
+    pub fn count(&self, family: u8) -> usize {
+        self.all.count(family)
+    }
+
     /// Default routes of every table.
     pub fn defaults(&self) -> impl Iterator<Item = &RouteInfo> {
         self.defaults.iter()
@@ -187,6 +192,11 @@ impl Mirror {
     /// Every link, by index.
     pub fn links(&self) -> impl Iterator<Item = &Link> {
         self.links.iter()
+    }
+
+    /// How many links there are, without listing them.
+    pub fn link_count(&self) -> usize {
+        self.links.count()
     }
 
     /// The indexes of every link, ascending.

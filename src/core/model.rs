@@ -50,6 +50,10 @@ impl Core {
         self.mirror.link(index)
     }
 
+    pub fn link_count(&self) -> usize {
+        self.mirror.link_count()
+    }
+
     /// The link named `name`, in O(1).
     pub fn link_by_name(&self, name: &[u8]) -> Option<&Link> {
         self.mirror.link_by_name(name)
@@ -231,7 +235,7 @@ impl Core {
 
     fn lease_event(&mut self, key: LeaseKey, now_ms: u64, out: &mut Vec<Event>) {
         let link = match self.mirror.synced() && !self.mirror.resyncing() {
-            true => self.mirror.links().find(|l| l.info.name == key.0),
+            true => self.mirror.link_by_name(&key.0),
             false => None,
         };
         let Some(link) = link else {

@@ -432,7 +432,7 @@ impl Daemon {
             config: self.opts.config_path.display().to_string(),
             config_hash: format!("{:016x}", self.config_hash),
             synced: self.core.synced(),
-            links: self.core.links().count(),
+            links: self.core.link_count(),
             routes: self.core.routes().len(),
             rules: self.core.rules().count(),
             subscribers: self.control.as_ref().map_or(0, |c| c.subscribers()),

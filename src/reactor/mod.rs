@@ -726,7 +726,7 @@ impl Daemon {
                 env!("CARGO_PKG_VERSION"),
                 // `auto` runs on the kernel until the bus answered.
                 self.active.as_str(),
-                crate::logger::Count(self.core.links().count() as u64, "link"),
+                crate::logger::Count(self.core.link_count() as u64, "link"),
                 self.config.script_dir.display(),
                 match &self.control {
                     Some(c) => format!(", control socket {}", c.path().display()),
@@ -1042,13 +1042,9 @@ impl Daemon {
                 s.interfaces[i] += 1;
             }
         }
-        for r in self.core.routes().iter() {
-            match r.family {
-                2 => s.routes_inet += 1,
-                10 => s.routes_inet6 += 1,
-                _ => {}
-            }
-        }
+        // Counted as kept: a scrape must not walk a full table.
+        s.routes_inet = self.core.routes().count(2) as u64;
+        s.routes_inet6 = self.core.routes().count(10) as u64;
         s.own_rules = self
             .core
             .rules()
@@ -1092,12 +1088,7 @@ impl Daemon {
                 pol.link_replans,
             ),
         ] {
-            s.extra.push(metrics::Family {
-                name,
-                help,
-                kind,
-                samples: vec![(Vec::new(), v as f64)],
-            });
+            s.one(name, help, kind, v);
         }
         #[cfg(feature = "dbus")]
         if let Some(b) = &self.bus {
@@ -1147,12 +1138,7 @@ impl Daemon {
                     b.up() as u64,
                 ),
             ] {
-                s.extra.push(metrics::Family {
-                    name,
-                    help,
-                    kind,
-                    samples: vec![(Vec::new(), v as f64)],
-                });
+                s.one(name, help, kind, v);
             }
         }
         #[cfg(feature = "http")]
@@ -1205,12 +1191,7 @@ impl Daemon {
                     st.evicted,
                 ),
             ] {
-                s.extra.push(metrics::Family {
-                    name,
-                    help,
-                    kind: metrics::Kind::Counter,
-                    samples: vec![(Vec::new(), v as f64)],
-                });
+                s.one(name, help, metrics::Kind::Counter, v);
             }
         }
         #[cfg(feature = "dhclient")]
@@ -1232,12 +1213,7 @@ impl Daemon {
                     w.stats.overflows,
                 ),
             ] {
-                s.extra.push(metrics::Family {
-                    name,
-                    help,
-                    kind: metrics::Kind::Counter,
-                    samples: vec![(Vec::new(), v as f64)],
-                });
+                s.one(name, help, metrics::Kind::Counter, v);
             }
         }
         s.extra.push(metrics::Family {
@@ -1250,21 +1226,18 @@ impl Daemon {
                 .map(|(f, hits)| (vec![("filter", f.name.clone())], hits as f64))
                 .collect(),
         });
-        s.extra.push(metrics::Family {
-            name: "netevd_hook_output_lines_dropped_total",
-            help: "Lines of hook output not logged (rate limit, or left in the pipe).",
-            kind: metrics::Kind::Counter,
-            samples: vec![(Vec::new(), self.runner.stats.lines_dropped as f64)],
-        });
-        s.extra.push(metrics::Family {
-            name: "netevd_control_clients",
-            help: "Clients connected to the control socket.",
-            kind: metrics::Kind::Gauge,
-            samples: vec![(
-                Vec::new(),
-                self.control.as_ref().map_or(0, |c| c.clients()) as f64,
-            )],
-        });
+        s.one(
+            "netevd_hook_output_lines_dropped_total",
+            "Lines of hook output not logged (rate limit, or left in the pipe).",
+            metrics::Kind::Counter,
+            self.runner.stats.lines_dropped,
+        );
+        s.one(
+            "netevd_control_clients",
+            "Clients connected to the control socket.",
+            metrics::Kind::Gauge,
+            self.control.as_ref().map_or(0, |c| c.clients()) as u64,
+        );
         self.metrics.render(now, &s)
     }
 

@@ -176,6 +176,10 @@ impl Links {
         v.into_iter()
     }
 
+    pub fn count(&self) -> usize {
+        self.all.len()
+    }
+
     /// Every link, in no particular order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Link> {
         self.all.iter_mut()

@@ -525,6 +525,15 @@ impl Packed {
         self.v4.len + self.v6.len
     }
 
+    /// Routes of `family` (2 or 10), counted as they are kept.
+    pub fn count(&self, family: u8) -> usize {
+        match family {
+            2 => self.v4.len,
+            10 => self.v6.len,
+            _ => 0,
+        }
+    }
+
     #[cfg(test)]
     pub fn contains(&self, r: &RouteInfo) -> bool {
         if !fits(r) {
@@ -786,6 +795,11 @@ mod tests {
             }
         }
         assert_eq!(p.len(), want.len());
+        for f in [2, 10] {
+            let n = want.iter().filter(|r| r.family == f).count();
+            assert_eq!(p.count(f), n, "family {f}");
+        }
+        assert_eq!(p.count(7), 0);
         for r in &want {
             assert!(p.contains(r), "{r:?}");
             assert!(!p.insert(r, false), "a duplicate is refused: {r:?}");
