@@ -304,13 +304,13 @@ impl HookDirs {
         self.inotify.as_ref().map(|i| i.as_fd().as_raw_fd())
     }
 
-    /// A new `script_dir` (a reload): every listing and watch goes.
+    /// A reload: every listing and watch goes, and the watches are made
+    /// again as directories are listed (`script_dir` may be another, or a
+    /// directory above it replaced, which no watch sees).
     pub fn set_script_dir(&mut self, script_dir: &Path) {
-        if script_dir != self.dirs.root() {
-            let gone = self.dirs.clear();
-            self.unwatch(&gone);
-            self.dirs = Dirs::new(script_dir.to_path_buf());
-        }
+        let gone = self.dirs.clear();
+        self.unwatch(&gone);
+        self.dirs = Dirs::new(script_dir.to_path_buf());
     }
 
     fn unwatch(&self, wds: &[WatchDescriptor]) {
