@@ -62,6 +62,16 @@ const MASK: u32 = libc::IN_CREATE
 /// The watched directory is gone or no longer at its path.
 const GONE: u32 = libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED;
 
+/// A watch refused for what the path is (missing, no directory, a link
+/// loop, unreadable), not for want of resources: `check_script_dir` warns
+/// about these, and `script_dir`'s watch sees them change.
+fn path_problem(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES | Errno::ELOOP | Errno::ENAMETOOLONG
+    )
+}
+
 /// One candidate hook of a cached listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hook {
@@ -389,9 +399,7 @@ impl HookDirs {
             match self.add_watch(&root) {
                 Ok(w) => self.dirs.set_root_wd(w),
                 // check_script_dir says why it is missing or unusable.
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES) => {
-                    return super::hooks::list(dir)
-                }
+                Err(e) if path_problem(e) => return super::hooks::list(dir),
                 Err(e) => {
                     self.warn_once(&root, e);
                     return super::hooks::list(dir);
@@ -406,7 +414,7 @@ impl HookDirs {
             match self.add_watch(dir) {
                 Ok(w) => Some(w),
                 // script_dir's watch sees it appear or change.
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES | Errno::ELOOP) => None,
+                Err(e) if path_problem(e) => None,
                 Err(e) => {
                     self.warn_once(dir, e);
                     return super::hooks::list(dir);
