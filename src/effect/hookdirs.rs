@@ -34,7 +34,6 @@
 //! registers [`HookDirs::fd`] on its own token and calls
 //! [`HookDirs::on_ready`], which drains to EAGAIN.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -276,7 +275,7 @@ pub struct HookDirs {
     inotify: Option<Inotify>,
     dirs: Dirs<WatchDescriptor>,
     /// Directories the log already said are listed every time.
-    warned: HashSet<PathBuf>,
+    warned: Vec<PathBuf>,
     pub stats: Stats,
 }
 
@@ -304,7 +303,7 @@ impl HookDirs {
         HookDirs {
             inotify,
             dirs: Dirs::new(script_dir),
-            warned: HashSet::new(),
+            warned: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -370,7 +369,8 @@ impl HookDirs {
     }
 
     fn warn_once(&mut self, dir: &Path, e: Errno) {
-        if self.warned.insert(dir.to_path_buf()) {
+        if !self.warned.iter().any(|w| w == dir) {
+            self.warned.push(dir.to_path_buf());
             let hint = if e == Errno::ENOSPC {
                 " (fs.inotify.max_user_watches)"
             } else {
