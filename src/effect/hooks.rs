@@ -62,6 +62,7 @@ use std::rc::Rc;
 
 use crate::core::event::{environment, json_in_file, Event, JSON_FD};
 use crate::core::sched::Job;
+use crate::effect::hookdirs::{self, HookDirs};
 use crate::effect::spawner::{Reply, Spawner};
 use crate::effect::tree::kill_tree;
 use crate::logger::Esc;
@@ -107,7 +108,7 @@ fn contains(h: &[u8], n: &[u8]) -> bool {
 
 /// Errors that say "not now" rather than "never": the system is short of
 /// processes, descriptors or memory, and the same call may work later.
-fn transient(e: &io::Error) -> bool {
+pub(super) fn transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -122,7 +123,7 @@ fn transient(e: &io::Error) -> bool {
     )
 }
 
-fn is_executable_file(p: &Path) -> bool {
+pub(super) fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
@@ -434,6 +435,9 @@ pub struct Runner {
     /// `script_dir` itself, given the interface and the action as
     /// arguments.
     flat_args: Option<FlatArgs>,
+    /// The hook directories' listings, cached while inotify can tell
+    /// when they change (`effect::hookdirs`).
+    dirs: HookDirs,
 }
 
 /// `scripts.user` looked up, or None with the reason logged: hooks then
@@ -461,6 +465,7 @@ impl Runner {
             user: None,
             replies: Vec::new(),
             flat_args: None,
+            dirs: HookDirs::uncached(settings.script_dir.clone()),
         };
         r.set_settings(settings);
         r
@@ -492,6 +497,7 @@ impl Runner {
                 Err(e) => log::error!("hooks: {e}; hooks keep running as before"),
             }
         }
+        self.dirs.set_script_dir(&s.script_dir);
         self.settings = s;
         self.trim_history();
     }
@@ -527,6 +533,34 @@ impl Runner {
         check_script_dir(&self.settings.script_dir, self.owner())
     }
 
+    /// Caches the hook directories' listings from now on, with an inotify
+    /// descriptor registered on `token`; the reactor calls
+    /// [`Runner::on_dirs`] when it is readable. Without inotify (said
+    /// once in the log) every event lists its directory, as before.
+    pub fn watch_dirs(&mut self, reg: &Registry, token: Token) {
+        let dirs = HookDirs::new(self.settings.script_dir.clone());
+        let Some(fd) = dirs.fd() else {
+            return;
+        };
+        match reg.register(&mut SourceFd(&fd), token, Interest::READABLE) {
+            Ok(()) => self.dirs = dirs,
+            Err(e) => log::warn!(
+                "hooks: cannot poll inotify: {e}; hook directories are listed for every event"
+            ),
+        }
+    }
+
+    /// The hook directories' inotify descriptor is readable.
+    pub fn on_dirs(&mut self) {
+        self.dirs.on_ready();
+    }
+
+    /// How the listing cache did (for metrics).
+    #[allow(dead_code)]
+    pub fn dirs_stats(&self) -> hookdirs::Stats {
+        self.dirs.stats
+    }
+
     pub fn owns(&self, token: Token) -> bool {
         token.0 >= self.base && token.0 < self.base + self.runs.len()
     }
@@ -545,7 +579,7 @@ impl Runner {
         }
         let dir = self.dir_of(&ev);
         let link = Esc(&ev.name).to_string();
-        let mut listed = list(&dir);
+        let mut listed = self.dirs.list(&dir);
         if let Ok(hooks) = &mut listed {
             restrict(hooks, job.scripts.as_deref());
         }
@@ -663,7 +697,7 @@ impl Runner {
                     Some(_) => self.settings.script_dir.clone(),
                     None => hook_dir(&self.settings.script_dir, &run.event),
                 };
-                match list(&dir) {
+                match self.dirs.list(&dir) {
                     Ok(mut h) => {
                         restrict(&mut h, run.scripts.as_deref());
                         run.hooks = Some(h);

@@ -3,6 +3,7 @@
 pub mod audit;
 #[cfg(feature = "dbus")]
 pub mod dbus;
+pub mod hookdirs;
 pub mod hooks;
 pub mod policy;
 pub mod sdnotify;

@@ -365,6 +365,8 @@ impl Daemon {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         self.runner.check_script_dir();
+        self.runner
+            .watch_dirs(self.poll.registry(), token::HOOK_DIRS);
         // The first resync (the start-up dump) is requested by opening.
         self.on_netlink();
         // The lease files there are now: held by the core until the
@@ -422,6 +424,7 @@ impl Daemon {
                         }
                     }
                     Source::Client(i) => self.on_client(i, ev.is_readable(), ev.is_writable()),
+                    Source::HookDirs => self.runner.on_dirs(),
                     Source::Lease if self.stopping => {}
                     Source::Lease => self.on_lease(),
                     #[cfg(feature = "http")]

@@ -20,6 +20,8 @@ pub const CONFIG_WATCH: Token = Token(6);
 /// The dhclient lease watcher's inotify descriptor: one for every
 /// watched directory.
 pub const LEASE: Token = Token(7);
+/// The hook directories' inotify descriptor (`effect::hookdirs`).
+pub const HOOK_DIRS: Token = Token(8);
 
 /// Hook output pipes: one per run slot, `HOOKS..HOOKS + HOOKS_LEN`.
 pub const HOOKS: usize = 1 << 10;
@@ -40,6 +42,8 @@ pub enum Source {
     /// The configuration's directories changed (`system.watch_config`).
     ConfigWatch,
     Lease,
+    /// A hook directory changed: its cached listing goes.
+    HookDirs,
     /// The system bus connection.
     Dbus,
     /// A hook's output pipe, by token.
@@ -62,6 +66,7 @@ pub fn source(t: Token) -> Source {
         SPAWNER => Source::Spawner,
         CONFIG_WATCH => Source::ConfigWatch,
         LEASE => Source::Lease,
+        HOOK_DIRS => Source::HookDirs,
         DBUS => Source::Dbus,
         Token(n) if (HOOKS..HOOKS + HOOKS_LEN).contains(&n) => Source::Hook(t),
         HTTP => Source::HttpListener,
@@ -81,6 +86,7 @@ mod tests {
         assert_eq!(source(CONTROL), Source::ControlListener);
         assert_eq!(source(CONFIG_WATCH), Source::ConfigWatch);
         assert_eq!(source(LEASE), Source::Lease);
+        assert_eq!(source(HOOK_DIRS), Source::HookDirs);
         assert_eq!(source(Token(HOOKS)), Source::Hook(Token(HOOKS)));
         assert_eq!(
             source(Token(HOOKS + HOOKS_LEN - 1)),
