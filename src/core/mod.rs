@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod filter;
+pub mod fx;
 pub mod glob;
 pub mod metrics;
 // Without the lease watcher nothing feeds leases in; the core keeps its

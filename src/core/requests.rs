@@ -16,7 +16,8 @@
 //! Pure: no I/O and no clock reads. Times are passed in; `next_deadline`
 //! says when `fire` should next be called.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::core::fx::FxMap;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// How an answer to a request is classed by its sender.
@@ -136,9 +137,9 @@ pub struct Foreign {
 
 pub struct Requests<K, C> {
     timing: Timing,
-    entries: HashMap<K, Entry<C>>,
+    entries: FxMap<K, Entry<C>>,
     /// Sequence number -> key of the request in flight.
-    pending: HashMap<u32, K>,
+    pending: FxMap<u32, K>,
     /// Holds by expiry, for `next_deadline`.
     timers: BTreeSet<(Instant, K)>,
     /// Keys whose state changed since the caller last looked.
@@ -149,8 +150,8 @@ impl<K: Ord + Clone + std::hash::Hash, C: Clone> Requests<K, C> {
     pub fn new(timing: Timing) -> Self {
         Requests {
             timing,
-            entries: HashMap::new(),
-            pending: HashMap::new(),
+            entries: FxMap::default(),
+            pending: FxMap::default(),
             timers: BTreeSet::new(),
             recheck: BTreeSet::new(),
         }

@@ -13,7 +13,8 @@
 //! Pure bookkeeping; the effects layer starts and reaps the processes and
 //! tells this module when a link's run is over.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::core::fx::FxMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -68,14 +69,14 @@ struct Slot {
     epoch: u32,
     /// Waiting jobs in arrival order, by sequence number.
     waiting: BTreeMap<u64, (Key, Job)>,
-    by_key: HashMap<Key, u64>,
+    by_key: FxMap<Key, u64>,
 }
 
 pub struct Scheduler {
     max_parallel: usize,
     running: usize,
     seq: u64,
-    slots: HashMap<u32, Slot>,
+    slots: FxMap<u32, Slot>,
     /// Links with waiting jobs and no run in progress, in arrival order.
     ready: VecDeque<u32>,
     /// Events folded into newer ones since start.
@@ -88,7 +89,7 @@ impl Scheduler {
             max_parallel: max_parallel.max(1),
             running: 0,
             seq: 0,
-            slots: HashMap::new(),
+            slots: FxMap::default(),
             ready: VecDeque::new(),
             coalesced: 0,
         }

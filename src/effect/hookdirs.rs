@@ -4,9 +4,11 @@
 //! a route hook, while the directory almost never changes.
 //!
 //! One inotify descriptor watches `script_dir` and every `*.d` listed so
-//! far. Before each lookup the descriptor is read to empty (one `read`
-//! that usually says EAGAIN), so a change made before the event that is
-//! being handled is always seen, even when the loop has not polled since:
+//! far. After any input is read (the reactor calls [`HookDirs::input_read`]),
+//! the first lookup reads the descriptor to empty (one `read` that usually
+//! says EAGAIN), so a change made before the event that is being handled
+//! is always seen, even when the loop has not polled since, and the events
+//! of one read (a route burst's hundreds) share that one `read`:
 //! a hook added, removed, renamed, made executable (chmod does not touch
 //! the directory's mtime, but it is IN_ATTRIB on the directory's watch)
 //! or written takes effect for the next event exactly as without the
@@ -276,6 +278,9 @@ pub struct HookDirs {
     dirs: Dirs<WatchDescriptor>,
     /// Directories the log already said are listed every time.
     warned: Vec<PathBuf>,
+    /// The descriptor was read to empty after the last input was read
+    /// (`input_read`): a lookup need not read it again.
+    drained: bool,
     pub stats: Stats,
 }
 
@@ -304,6 +309,7 @@ impl HookDirs {
             inotify,
             dirs: Dirs::new(script_dir),
             warned: Vec::new(),
+            drained: false,
             stats: Stats::default(),
         }
     }
@@ -331,9 +337,19 @@ impl HookDirs {
         }
     }
 
+    /// An input (a netlink message, a bus signal, a lease, a request) was
+    /// read: the next lookup reads the descriptor first, so that a change
+    /// made before that input is seen. Lookups for the events of one read
+    /// share one drain: a route burst costs one read(2) per batch, not per
+    /// event.
+    pub fn input_read(&mut self) {
+        self.drained = false;
+    }
+
     /// Reads every pending event and drops what they make stale.
     pub fn on_ready(&mut self) {
         let Some(i) = &self.inotify else { return };
+        self.drained = true;
         let mut gone = Vec::new();
         loop {
             match i.read_events() {
@@ -388,7 +404,9 @@ impl HookDirs {
         if self.inotify.is_none() {
             return super::hooks::list(dir);
         }
-        self.on_ready();
+        if !self.drained {
+            self.on_ready();
+        }
         if let Some(h) = self.dirs.get(dir) {
             self.stats.hits += 1;
             return Ok(resolve(h));

@@ -550,6 +550,12 @@ impl Runner {
         }
     }
 
+    /// An input was read: the next hook lookup first reads what changed
+    /// in the hook directories ([`HookDirs::input_read`]).
+    pub fn input_read(&mut self) {
+        self.dirs.input_read();
+    }
+
     /// The hook directories' inotify descriptor is readable.
     pub fn on_dirs(&mut self) {
         self.dirs.on_ready();

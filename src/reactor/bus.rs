@@ -71,6 +71,7 @@ pub fn dhclient_leases_present(c: &crate::config::Config) -> bool {
 impl Daemon {
     /// The bus is ready (`ready`) or its timer is due.
     pub(super) fn on_dbus(&mut self, ready: bool) {
+        self.runner.input_read();
         let now = Instant::now();
         let Some(bus) = self.bus.as_mut() else {
             return;

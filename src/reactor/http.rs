@@ -96,6 +96,7 @@ impl Daemon {
     }
 
     pub(super) fn on_http_client(&mut self, i: usize, readable: bool, writable: bool) {
+        self.runner.input_read();
         let Some(h) = self.http.as_mut() else {
             return;
         };

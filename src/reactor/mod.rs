@@ -683,6 +683,7 @@ impl Daemon {
         if self.inputs.is_empty() {
             return;
         }
+        self.runner.input_read();
         let now = now_ms();
         let instant = Instant::now();
         self.input_at = instant;
@@ -892,6 +893,7 @@ impl Daemon {
     }
 
     fn on_client(&mut self, i: usize, readable: bool, writable: bool) {
+        self.runner.input_read();
         let Some(c) = self.control.as_mut() else {
             return;
         };
@@ -1443,6 +1445,7 @@ impl Daemon {
         };
         let mut got = Vec::new();
         w.read(Instant::now(), &mut got);
+        self.runner.input_read();
         if got.is_empty() {
             return;
         }

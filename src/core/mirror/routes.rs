@@ -22,10 +22,9 @@
 //! held (`fits`); the decoder makes no others. Pure: no I/O.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
+use super::super::fx::FxMap;
 use super::super::types::RouteInfo;
 
 /// Records per block: a block is 12 KiB (IPv4) or 18 KiB (IPv6), small
@@ -68,37 +67,6 @@ impl Attrs {
     }
 }
 
-/// A multiply-rotate hash (rustc's FxHash): every route insert looks its
-/// attributes up, and SipHash showed in profiles. The keys are the
-/// kernel's, not an attacker's choice of collisions worth defending.
-#[derive(Default)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(v as u64);
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// Interned attribute sets with reference counts; a set no route uses
 /// any more is dropped and its id reused.
@@ -106,7 +74,7 @@ impl Hasher for Fx {
 struct Interner {
     vals: Vec<Attrs>,
     refs: Vec<u32>,
-    ids: HashMap<Attrs, u32, BuildHasherDefault<Fx>>,
+    ids: FxMap<Attrs, u32>,
     free: Vec<u32>,
 }
 

@@ -21,7 +21,8 @@
 //!
 //! Pure: the model in, a plan and a change list out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::core::fx::FxMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
@@ -216,7 +217,7 @@ pub struct Plan {
     /// Interfaces that cannot be planned, with why (a table collision).
     pub errors: Vec<String>,
     /// Position in `links` by ifindex: finding a link is O(1).
-    at: HashMap<u32, usize>,
+    at: FxMap<u32, usize>,
 }
 
 impl Plan {

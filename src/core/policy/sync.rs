@@ -25,6 +25,7 @@
 //! Pure: no I/O, no clock reads, no logging; the caller sends, passes the
 //! time in and logs what the return values say.
 
+use crate::core::fx::FxMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -79,7 +80,7 @@ pub struct Reconciler {
     by_prefsrc: BTreeMap<IpAddr, BTreeSet<Key>>,
     /// Per link, the context a refusal is tied to: it changes whenever
     /// anything planned for the link changes.
-    ctx: HashMap<u32, u64>,
+    ctx: FxMap<u32, u64>,
     next_ctx: u64,
     /// An input that may change which links are planned came: replan in
     /// full.
@@ -108,7 +109,7 @@ impl Reconciler {
             want: Wanted::new(),
             have: Have::new(),
             by_prefsrc: BTreeMap::new(),
-            ctx: HashMap::new(),
+            ctx: FxMap::default(),
             next_ctx: 0,
             full: true,
             dirty: BTreeSet::new(),

@@ -49,6 +49,16 @@ const RTNLGRP_IPV6_RULE: u32 = 19;
 /// One receive buffer, reused: a dump part is at most 32 KiB in practice.
 const RECV_BUF: usize = 64 * 1024;
 
+/// Outside dumps the buffer is cut in `SLOTS` slots and one recvmmsg(2)
+/// fills as many as there are datagrams waiting: a notification is one
+/// datagram, so a burst costs one system call per `SLOTS` messages, and a
+/// call that fills fewer slots says the socket is empty without the extra
+/// call that returns EAGAIN. A notification larger than a slot (16 KiB:
+/// a route with hundreds of next hops) arrives cut short, which the
+/// kernel flags: it counts as lost, and the tables are dumped again.
+const SLOTS: usize = 4;
+const SLOT: usize = RECV_BUF / SLOTS;
+
 /// Datagrams read per turn of the loop: a flood of kernel messages must
 /// not keep signals, timers and other sources waiting. What is left is
 /// read on the next turn (`more`).
@@ -92,9 +102,20 @@ pub struct Settings {
     pub routes: bool,
 }
 
+/// One datagram of a `recv_slots` batch.
+#[derive(Clone, Copy, Default)]
+struct Got {
+    len: usize,
+    /// Larger than its slot (MSG_TRUNC): its end was dropped.
+    cut: bool,
+    /// From the kernel (port 0), the only sender this socket listens to.
+    kernel: bool,
+}
+
 pub struct Netlink {
     sock: Socket,
     buf: Vec<u8>,
+    got: [Got; SLOTS],
     seq: u32,
     /// The dump in flight and its sequence number.
     dumping: Option<(Dump, u32)>,
@@ -142,6 +163,7 @@ impl Netlink {
         let mut nl = Netlink {
             sock,
             buf: vec![0; RECV_BUF],
+            got: [Got::default(); SLOTS],
             seq: 0,
             dumping: None,
             queue: VecDeque::new(),
@@ -207,7 +229,47 @@ impl Netlink {
     /// backoff holds it (`now` is the caller's clock).
     pub fn read(&mut self, out: &mut Vec<Input>, now: Instant) -> io::Result<()> {
         self.more = true;
-        for _ in 0..READ_BUDGET {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            if self.dumping.is_none() {
+                // Notifications and acks only: slots are large enough.
+                match self.recv_slots() {
+                    Ok(got) => {
+                        budget = budget.saturating_sub(got.max(1));
+                        for i in 0..got {
+                            let g = self.got[i];
+                            if !g.kernel {
+                                // Only the kernel speaks on this socket.
+                            } else if g.cut {
+                                self.cut_short(g.len);
+                            } else {
+                                self.datagram(i * SLOT..i * SLOT + g.len, out);
+                            }
+                        }
+                        if got < SLOTS {
+                            // Fewer datagrams than slots: the socket is empty.
+                            self.more = false;
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                        budget -= 1;
+                        self.overrun(now);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.more = false;
+                        break;
+                    }
+                    Err(e) => {
+                        self.more = false;
+                        return Err(e);
+                    }
+                }
+            }
+            budget -= 1;
             let mut slice = &mut self.buf[..];
             match self.sock.recv_from(&mut slice, 0) {
                 Ok((n, from)) => {
@@ -216,7 +278,7 @@ impl Netlink {
                         continue;
                     }
                     let n = n.min(RECV_BUF);
-                    self.datagram(n, out);
+                    self.datagram(0..n, out);
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                     self.overrun(now);
@@ -316,10 +378,67 @@ impl Netlink {
         self.dumping.is_none() && (self.resync_wanted || self.dump_failed)
     }
 
-    fn datagram(&mut self, n: usize, out: &mut Vec<Input>) {
+    /// Reads up to `SLOTS` datagrams into the slots of the buffer, without
+    /// waiting: how many (at least one), each described in `got`.
+    fn recv_slots(&mut self) -> io::Result<usize> {
+        use nix::libc;
+        // SAFETY: plain C structs, all-zero is a valid value.
+        let mut names: [libc::sockaddr_nl; SLOTS] = unsafe { std::mem::zeroed() };
+        let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        let base = self.buf.as_mut_ptr();
+        for i in 0..SLOTS {
+            iov[i] = libc::iovec {
+                // SAFETY: SLOTS * SLOT == RECV_BUF == self.buf.len().
+                iov_base: unsafe { base.add(i * SLOT) }.cast(),
+                iov_len: SLOT,
+            };
+            msgs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_nl).cast();
+            msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every pointer above is into live arrays or self.buf, each
+        // iovec within its slot; MSG_DONTWAIT: never blocks, and returns
+        // what was there once the socket is empty.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd(),
+                msgs.as_mut_ptr(),
+                SLOTS as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (n as usize).min(SLOTS);
+        for i in 0..n {
+            self.got[i] = Got {
+                len: (msgs[i].msg_len as usize).min(SLOT),
+                cut: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                kernel: names[i].nl_pid == 0,
+            };
+        }
+        Ok(n)
+    }
+
+    /// A notification did not fit its slot: it is lost, and the tables are
+    /// dumped again as after an overrun (without growing the buffer).
+    fn cut_short(&mut self, len: usize) {
+        self.stats.decode_errors += 1;
+        self.resync_wanted = true;
+        log::warn!(
+            "netlink: a notification larger than {SLOT} bytes ({len} received) was cut short; \
+             resynchronising"
+        );
+    }
+
+    fn datagram(&mut self, range: std::ops::Range<usize>, out: &mut Vec<Input>) {
         // Borrow the buffer out so `self` stays usable for dump bookkeeping.
         let buf = std::mem::take(&mut self.buf);
-        for m in split(&buf[..n]) {
+        for m in split(&buf[range]) {
             let (h, p) = match m {
                 Ok(m) => m,
                 Err(e) => {
@@ -462,7 +581,7 @@ mod tests {
     fn feed(nl: &mut Netlink, m: &[u8]) -> Vec<Input> {
         let mut out = Vec::new();
         nl.buf[..m.len()].copy_from_slice(m);
-        nl.datagram(m.len(), &mut out);
+        nl.datagram(0..m.len(), &mut out);
         out
     }
 
