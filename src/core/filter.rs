@@ -1129,6 +1129,10 @@ impl FilterSet {
     /// The filter that decides `ev`, counted as a hit; None when none
     /// matches (the hooks run).
     pub fn decide(&mut self, ev: &Event, look: &dyn Lookup) -> Option<&Filter> {
+        if self.filters.is_empty() {
+            self.unmatched += 1;
+            return None;
+        }
         let facts = Facts::new(ev, look);
         match self
             .filters

@@ -81,7 +81,14 @@ pub struct Scheduler {
     ready: VecDeque<u32>,
     /// Events folded into newer ones since start.
     pub coalesced: u64,
+    /// Emptied slots kept for the next link that needs one: an idle
+    /// link's event would otherwise allocate and free a slot's tables
+    /// every time (a route burst is a million such events).
+    spare: Vec<Slot>,
 }
+
+/// How many emptied slots are kept.
+const SPARE: usize = 4;
 
 impl Scheduler {
     pub fn new(max_parallel: usize) -> Self {
@@ -92,6 +99,7 @@ impl Scheduler {
             slots: FxMap::default(),
             ready: VecDeque::new(),
             coalesced: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -118,7 +126,11 @@ impl Scheduler {
         let link = event.index;
         self.seq += 1;
         let seq = self.seq;
-        let slot = self.slots.entry(link).or_default();
+        let spare = &mut self.spare;
+        let slot = self
+            .slots
+            .entry(link)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
         let key = (slot.epoch, class(&event));
         let mut run = RunInfo {
             previous: event.previous,
@@ -154,6 +166,14 @@ impl Scheduler {
         }
     }
 
+    /// An event of `link` submitted now would be the next to start: the
+    /// link has nothing running or waiting, nothing else waits, and a run
+    /// may start. The reactor then asks the runner whether it has hooks
+    /// at all before queueing it.
+    pub fn starts_at_once(&self, link: u32) -> bool {
+        self.running < self.max_parallel && self.ready.is_empty() && !self.slots.contains_key(&link)
+    }
+
     /// Nothing runs and nothing waits.
     pub fn idle(&self) -> bool {
         self.running == 0 && self.slots.is_empty()
@@ -163,6 +183,7 @@ impl Scheduler {
     /// full table leaves maps sized for it otherwise.
     pub fn shrink(&mut self) {
         self.slots.shrink_to_fit();
+        self.spare = Vec::new();
         for s in self.slots.values_mut() {
             s.by_key.shrink_to_fit();
         }
@@ -201,7 +222,14 @@ impl Scheduler {
             self.running -= 1;
         }
         if slot.waiting.is_empty() {
-            self.slots.remove(&link);
+            if let Some(mut s) = self.slots.remove(&link) {
+                if self.spare.len() < SPARE {
+                    // by_key is empty with the waiting list; the epoch
+                    // only has to differ within one link's keys.
+                    s.epoch = 0;
+                    self.spare.push(s);
+                }
+            }
         } else {
             self.ready.push_back(link);
         }

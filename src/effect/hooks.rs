@@ -438,6 +438,9 @@ pub struct Runner {
     /// The hook directories' listings, cached while inotify can tell
     /// when they change (`effect::hookdirs`).
     dirs: HookDirs,
+    /// Each state's hook directory's path, made at first use (`state_dir`);
+    /// emptied when `script_dir` changes.
+    state_dirs: Vec<(&'static str, PathBuf)>,
 }
 
 /// `scripts.user` looked up, or None with the reason logged: hooks then
@@ -466,6 +469,7 @@ impl Runner {
             replies: Vec::new(),
             flat_args: None,
             dirs: HookDirs::uncached(settings.script_dir.clone()),
+            state_dirs: Vec::new(),
         };
         r.set_settings(settings);
         r
@@ -477,13 +481,6 @@ impl Runner {
     pub fn flat(mut self, args: FlatArgs) -> Self {
         self.flat_args = Some(args);
         self
-    }
-
-    fn dir_of(&self, ev: &Event) -> PathBuf {
-        match self.flat_args {
-            Some(_) => self.settings.script_dir.clone(),
-            None => hook_dir(&self.settings.script_dir, ev),
-        }
     }
 
     pub fn set_settings(&mut self, s: Settings) {
@@ -498,6 +495,7 @@ impl Runner {
             }
         }
         self.dirs.set_script_dir(&s.script_dir);
+        self.state_dirs.clear();
         self.settings = s;
         self.trim_history();
     }
@@ -571,6 +569,29 @@ impl Runner {
         token.0 >= self.base && token.0 < self.base + self.runs.len()
     }
 
+    /// Whether starting `ev` now would find nothing to run (no hooks in its
+    /// directory or none that `scripts` lets run, or the runner is
+    /// stopping): the same lookup `start` makes, from the same cache, so
+    /// the reactor can skip queueing an event that would start and end at
+    /// once (every route of a burst without route hooks). False when in
+    /// doubt: the directory cannot be listed now.
+    pub fn nothing_to_run(&mut self, ev: &Event, scripts: Option<&[String]>) -> bool {
+        if self.stopping.is_some() || self.flat_args.is_some_and(|f| f(ev).is_none()) {
+            return true;
+        }
+        let dir = match self.flat_args {
+            Some(_) => &self.settings.script_dir,
+            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
+        };
+        match self.dirs.list(dir) {
+            Ok(mut hooks) => {
+                restrict(&mut hooks, scripts);
+                hooks.is_empty()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Starts the hooks for `ev`. Returns false when there is nothing to
     /// run (no hooks, dry run, shutting down): the link is free again at
     /// once. True means the link stays busy until `reap` or `on_timer`
@@ -583,22 +604,29 @@ impl Runner {
         if self.flat_args.is_some_and(|f| f(&ev).is_none()) {
             return false;
         }
-        let dir = self.dir_of(&ev);
-        let link = Esc(&ev.name).to_string();
-        let mut listed = self.dirs.list(&dir);
+        let dir = match self.flat_args {
+            Some(_) => &self.settings.script_dir,
+            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
+        };
+        let mut listed = self.dirs.list(dir);
         if let Ok(hooks) = &mut listed {
             restrict(hooks, job.scripts.as_deref());
         }
-        match &listed {
-            Ok(hooks) if hooks.is_empty() => {
+        if matches!(&listed, Ok(hooks) if hooks.is_empty()) {
+            if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
-                    "event {} {} on {link}: no hooks in {}",
+                    "event {} {} on {}: no hooks in {}",
                     ev.id,
                     ev.dir(),
+                    Esc(&ev.name),
                     dir.display()
                 );
-                return false;
             }
+            return false;
+        }
+        let dir = dir.to_path_buf();
+        let link = Esc(&ev.name).to_string();
+        match &listed {
             Ok(hooks) if self.settings.dry_run => {
                 for h in hooks {
                     log::info!(
@@ -1244,6 +1272,23 @@ impl Runner {
 
 fn hook_dir(script_dir: &Path, ev: &Event) -> PathBuf {
     script_dir.join(format!("{}.d", ev.dir()))
+}
+
+/// `<script_dir>/<state>.d`, made once per state: every event looks its
+/// directory up, and joining paths showed in a route burst's profile.
+fn state_dir<'a>(
+    cache: &'a mut Vec<(&'static str, PathBuf)>,
+    script_dir: &Path,
+    state: &'static str,
+) -> &'a Path {
+    let i = match cache.iter().position(|(s, _)| *s == state) {
+        Some(i) => i,
+        None => {
+            cache.push((state, script_dir.join(format!("{state}.d"))));
+            cache.len() - 1
+        }
+    };
+    &cache[i].1
 }
 
 /// Sends `sig` to a hook's whole tree: itself when the loop started it,

@@ -379,7 +379,7 @@ impl Daemon {
             if !self.stopping {
                 self.dispatch(now);
             }
-            self.arm_timers();
+            self.arm_timers(now);
             let timeout = self.timers.timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -523,8 +523,10 @@ impl Daemon {
         }
     }
 
-    fn arm_timers(&mut self) {
-        let now = Instant::now();
+    /// `now`: the turn's clock, read before `dispatch` (which starts
+    /// processes and may take a while): a deadline computed from it is at
+    /// worst early, and a timer that fires early finds nothing due.
+    fn arm_timers(&mut self, now: Instant) {
         let flush = self.control.as_ref().and_then(Control::flush_at);
         self.timers.arm(Timer::Flush, flush);
         let hooks = self.runner.next_deadline();
@@ -677,7 +679,10 @@ impl Daemon {
     }
 
     fn on_netlink(&mut self) {
-        if let Err(e) = self.netlink.read(&mut self.inputs, Instant::now()) {
+        // One clock read for the whole read: a burst is hundreds of
+        // inputs, each read in microseconds.
+        let instant = Instant::now();
+        if let Err(e) = self.netlink.read(&mut self.inputs, instant) {
             log::error!("netlink: {e}");
         }
         if self.inputs.is_empty() {
@@ -685,7 +690,6 @@ impl Daemon {
         }
         self.runner.input_read();
         let now = now_ms();
-        let instant = Instant::now();
         self.input_at = instant;
         let was_synced = self.core.synced();
         let mut inputs = std::mem::take(&mut self.inputs);
@@ -707,7 +711,7 @@ impl Daemon {
             self.publish_out();
             // An idle link starts its hooks now; only what arrives while
             // they run waits and coalesces, even within one read.
-            self.dispatch(Instant::now());
+            self.dispatch(instant);
         }
         self.inputs = inputs;
         for (seq, code) in self.netlink.acks.drain(..) {
@@ -868,6 +872,13 @@ impl Daemon {
                 Action::Execute => f.scripts.clone(),
             },
         };
+        // What would start at once and find no hooks is not queued: the
+        // lookup is the one `start` makes.
+        if self.sched.starts_at_once(ev.index)
+            && self.runner.nothing_to_run(&ev, scripts.as_deref())
+        {
+            return;
+        }
         self.sched.submit(ev, scripts);
     }
 

@@ -67,7 +67,6 @@ impl Attrs {
     }
 }
 
-
 /// Interned attribute sets with reference counts; a set no route uses
 /// any more is dropped and its id reused.
 #[derive(Default)]
@@ -202,6 +201,10 @@ impl<A: Addr> Rec<A> {
 /// records and never grown. No block is empty.
 struct Table<A> {
     blocks: Vec<Vec<Rec<A>>>,
+    /// Each block's last record, side by side: finding a record's block
+    /// searches this (a few cache lines) rather than following every
+    /// block's pointer (a cache miss each at a full table).
+    lasts: Vec<Rec<A>>,
     len: usize,
 }
 
@@ -209,6 +212,7 @@ impl<A> Default for Table<A> {
     fn default() -> Self {
         Table {
             blocks: Vec::new(),
+            lasts: Vec::new(),
             len: 0,
         }
     }
@@ -223,9 +227,19 @@ impl<A: Addr> Table<A> {
     /// it, or the last block.
     fn block_of(&self, r: &Rec<A>) -> usize {
         let i = self
-            .blocks
-            .partition_point(|b| b.last().expect("no empty block").cmp_key(r) == Ordering::Less);
+            .lasts
+            .partition_point(|l| l.cmp_key(r) == Ordering::Less);
         i.min(self.blocks.len().saturating_sub(1))
+    }
+
+    /// `lasts` from block `i` on, after blocks came, went or changed there.
+    fn relast(&mut self, i: usize) {
+        self.lasts.truncate(i);
+        self.lasts.extend(
+            self.blocks[i.min(self.blocks.len())..]
+                .iter()
+                .map(|b| *b.last().expect("no empty block")),
+        );
     }
 
     fn find(&self, r: &Rec<A>) -> Option<(usize, usize)> {
@@ -245,6 +259,7 @@ impl<A: Addr> Table<A> {
             let mut b = Self::new_block();
             b.push(r);
             self.blocks.push(b);
+            self.lasts = vec![r];
             self.len = 1;
             return true;
         }
@@ -260,6 +275,9 @@ impl<A: Addr> Table<A> {
         let b = &mut self.blocks[bi];
         if b.len() < BLOCK {
             b.insert(pos, r);
+            if pos + 1 == b.len() {
+                self.lasts[bi] = r;
+            }
             return true;
         }
         // Full. At either end a new block takes the record alone, so a
@@ -300,6 +318,7 @@ impl<A: Addr> Table<A> {
             }
             self.blocks.insert(bi + 1, tail);
         }
+        self.relast(bi.saturating_sub(1));
         true
     }
 
@@ -319,12 +338,16 @@ impl<A: Addr> Table<A> {
         let n = self.blocks[b].len();
         if n == 0 {
             self.blocks.remove(b);
+            self.lasts.remove(b);
         } else if n < BLOCK / 4
             && b + 1 < self.blocks.len()
             && n + self.blocks[b + 1].len() <= BLOCK / 2
         {
             let next = self.blocks.remove(b + 1);
             self.blocks[b].extend(next);
+            self.lasts.remove(b);
+        } else {
+            self.lasts[b] = *self.blocks[b].last().expect("not empty");
         }
         self.shrink_index();
     }
@@ -332,8 +355,14 @@ impl<A: Addr> Table<A> {
     fn shrink_index(&mut self) {
         if self.blocks.is_empty() {
             self.blocks = Vec::new();
-        } else if self.blocks.capacity() > 16 && self.blocks.len() * 4 < self.blocks.capacity() {
-            self.blocks.shrink_to(self.blocks.len() * 2);
+            self.lasts = Vec::new();
+        } else {
+            if self.blocks.capacity() > 16 && self.blocks.len() * 4 < self.blocks.capacity() {
+                self.blocks.shrink_to(self.blocks.len() * 2);
+            }
+            if self.lasts.capacity() > 16 && self.lasts.len() * 4 < self.lasts.capacity() {
+                self.lasts.shrink_to(self.lasts.len() * 2);
+            }
         }
     }
 
@@ -359,6 +388,7 @@ impl<A: Addr> Table<A> {
         if self.len * 2 < self.blocks.len() * BLOCK {
             self.repack();
         }
+        self.relast(0);
         self.shrink_index();
     }
 
@@ -414,6 +444,7 @@ impl<A: Addr> Table<A> {
     #[cfg(test)]
     fn bytes(&self) -> usize {
         self.blocks.capacity() * std::mem::size_of::<Vec<Rec<A>>>()
+            + self.lasts.capacity() * std::mem::size_of::<Rec<A>>()
             + self.blocks.len() * BLOCK * std::mem::size_of::<Rec<A>>()
     }
 }
@@ -893,7 +924,9 @@ mod tests {
             assert!(p.remove(&r(i)));
         }
         assert_eq!(p.len(), 5);
-        assert!(p.bytes() <= BLOCK * 24 + 16 * 24, "{}", p.bytes());
+        // One block, and at most 16 entries of slack in the block list and
+        // in the list of each block's last record.
+        assert!(p.bytes() <= BLOCK * 24 + 2 * 16 * 24, "{}", p.bytes());
         // Descending, the same.
         for i in (0..n).rev() {
             p.insert(&r(i), false);
