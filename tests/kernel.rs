@@ -527,3 +527,44 @@ fn a_removal_never_folds_into_a_link_reusing_the_index() {
     assert!(rx_removed < ry_first, "{r:#?}");
     assert_eq!(r[rx_removed].index, "500");
 }
+
+/// A link with as many alternative names as the kernel allows (its
+/// notifications are many times a usual one's size) is followed through
+/// the batched reads: every state change reaches hooks, and none is cut
+/// short into a resync.
+#[test]
+fn a_link_with_the_most_alternative_names_is_followed_without_a_resync() {
+    let (a, d) = (Ns::new(), Dir::new());
+    d.record_all();
+    quiet_pair_up(&a, "va", "vb");
+    a.ip(&["link", "set", "va", "down"]);
+    let names = d.join("altnames");
+    let lines: String = (0..1000)
+        .map(|i| format!("link property add dev va altname va-alternative-name-{i:04}\n"))
+        .collect();
+    fs::write(&names, lines).unwrap();
+    // The kernel refuses names past its limit (496 of these on Linux
+    // 6.18); -force goes on past each refusal.
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &a.name, "-force", "-batch", names.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let shown = a.output(&["link", "show", "va"]);
+    assert!(shown.len() > 10_000, "altnames were not added: {shown}");
+    let n = Daemon::start(&a, &d, "");
+    for _ in 0..3 {
+        a.ip(&["link", "set", "va", "up"]);
+        d.wait_for("va up", 5, |r| {
+            last_for(r, "va").is_some_and(|x| x.state == "carrier" || x.state == "degraded")
+        });
+        a.ip(&["link", "set", "va", "down"]);
+        d.wait_for("va down", 5, |r| {
+            last_for(r, "va").is_some_and(|x| x.state == "off")
+        });
+    }
+    let s = Ctl::connect(&d).ok(r#"{"command":"status"}"#);
+    let c = &s["counters"];
+    assert_eq!(c["netlink_undecodable"], 0, "{c}");
+    assert_eq!(c["resyncs_started"], 1, "only the start-up dump: {c}");
+    drop(n);
+}

@@ -588,8 +588,33 @@ mod tests {
         assert!(!cached(&d, "/h/up.d") && !cached(&d, "/h/down.d"));
     }
 
+    /// The events of one read share one read of the inotify queue: a change
+    /// made after that read counts from the next input on, as it would for
+    /// an event read after it.
+    #[test]
+    fn one_read_of_the_queue_per_input_read() {
+        let root = std::env::temp_dir().join(format!("netevd-hookdirs1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let up = root.join("up.d");
+        std::fs::create_dir_all(&up).unwrap();
+        let mut c = HookDirs::new(root.clone());
+        if c.fd().is_none() {
+            eprintln!("no inotify here; skipped");
+            return;
+        }
+        c.input_read();
+        assert!(c.list(&up).unwrap().is_empty());
+        std::fs::write(up.join("a"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(up.join("a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The same read's next event: the queue is not read again.
+        assert!(c.list(&up).unwrap().is_empty());
+        c.input_read();
+        assert_eq!(c.list(&up).unwrap(), [up.join("a")]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// Real directories: every change the brief names is seen at the next
-    /// lookup, with no poll in between.
+    /// lookup after an input is read, with no poll in between.
     #[test]
     fn lookups_follow_the_directory_exactly() {
         let root = std::env::temp_dir().join(format!("netevd-hookdirs-{}", std::process::id()));
@@ -601,7 +626,9 @@ mod tests {
             eprintln!("no inotify here; skipped");
             return;
         }
+        // Each lookup is for an event read after the change before it.
         let names = |c: &mut HookDirs, d: &Path| -> Vec<String> {
+            c.input_read();
             c.list(d)
                 .unwrap()
                 .iter()

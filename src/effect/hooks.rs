@@ -586,6 +586,15 @@ impl Runner {
         match self.dirs.list(dir) {
             Ok(mut hooks) => {
                 restrict(&mut hooks, scripts);
+                if hooks.is_empty() && log::log_enabled!(log::Level::Debug) {
+                    log::debug!(
+                        "event {} {} on {}: no hooks in {}",
+                        ev.id,
+                        ev.dir(),
+                        Esc(&ev.name),
+                        dir.display()
+                    );
+                }
                 hooks.is_empty()
             }
             Err(_) => false,

@@ -46,18 +46,22 @@ const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 const RTNLGRP_IPV6_RULE: u32 = 19;
 
-/// One receive buffer, reused: a dump part is at most 32 KiB in practice.
-const RECV_BUF: usize = 64 * 1024;
+/// One datagram's room: a dump part is at most 32 KiB in practice, and a
+/// notification is one message (a link with the 496 alternative names the
+/// kernel allows is still well under this).
+const SLOT: usize = 64 * 1024;
 
-/// Outside dumps the buffer is cut in `SLOTS` slots and one recvmmsg(2)
-/// fills as many as there are datagrams waiting: a notification is one
-/// datagram, so a burst costs one system call per `SLOTS` messages, and a
-/// call that fills fewer slots says the socket is empty without the extra
-/// call that returns EAGAIN. A notification larger than a slot (16 KiB:
-/// a route with hundreds of next hops) arrives cut short, which the
-/// kernel flags: it counts as lost, and the tables are dumped again.
+/// Outside dumps one recvmmsg(2) fills as many of `SLOTS` slots as there
+/// are datagrams waiting: a notification is one datagram, so a burst costs
+/// one system call per `SLOTS` messages, and a call that fills fewer slots
+/// says the socket is empty without the extra call that returns EAGAIN.
+/// The buffer is allocated once and zeroed lazily by the kernel: a slot's
+/// pages become resident only as far as datagrams reach into them (a
+/// notification touches one page of its slot). A datagram larger than its
+/// slot arrives cut short, which the kernel flags: it counts as lost, and
+/// the tables are dumped again. Dumps read into the first slot alone.
 const SLOTS: usize = 4;
-const SLOT: usize = RECV_BUF / SLOTS;
+const RECV_BUF: usize = SLOT * SLOTS;
 
 /// Datagrams read per turn of the loop: a flood of kernel messages must
 /// not keep signals, timers and other sources waiting. What is left is
@@ -270,14 +274,14 @@ impl Netlink {
                 }
             }
             budget -= 1;
-            let mut slice = &mut self.buf[..];
+            let mut slice = &mut self.buf[..SLOT];
             match self.sock.recv_from(&mut slice, 0) {
                 Ok((n, from)) => {
                     // Only the kernel speaks on this socket.
                     if from.port_number() != 0 {
                         continue;
                     }
-                    let n = n.min(RECV_BUF);
+                    let n = n.min(SLOT);
                     self.datagram(0..n, out);
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
