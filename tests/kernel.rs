@@ -568,3 +568,46 @@ fn a_link_with_the_most_alternative_names_is_followed_without_a_resync() {
     assert_eq!(c["resyncs_started"], 1, "only the start-up dump: {c}");
     drop(n);
 }
+
+/// A burst of routes is read at a pace (the socket leaves the poll set
+/// while messages keep coming): every route is counted, and once the burst
+/// is over the socket is polled again, so a lone change afterwards runs
+/// its hooks at once.
+#[test]
+fn after_a_paced_burst_a_lone_change_is_seen_at_once() {
+    let (a, d) = (Ns::new(), Dir::new());
+    d.record_all();
+    quiet_pair_up(&a, "va", "vb");
+    a.ip(&["addr", "add", "192.0.2.10/24", "dev", "va"]);
+    a.ip(&["link", "add", "vc", "type", "veth", "peer", "name", "vd"]);
+    a.ip(&["link", "set", "vc", "addrgenmode", "none"]);
+    let n = Daemon::start(&a, &d, "");
+    let mut ctl = Ctl::connect(&d);
+    let before = ctl.ok(r#"{"command":"status"}"#)["routes"]
+        .as_u64()
+        .unwrap();
+    let batch = d.join("routes.batch");
+    let lines: String = (0..20_000u32)
+        .map(|i| format!("route add 10.{}.{}.0/24 via 192.0.2.1\n", i >> 8, i & 255))
+        .collect();
+    fs::write(&batch, lines).unwrap();
+    a.batch(&batch);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = ctl.ok(r#"{"command":"status"}"#);
+        if s["routes"].as_u64().unwrap() == before + 20_000 {
+            assert_eq!(s["counters"]["netlink_overruns"], 0, "{s}");
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "routes: {s}");
+        sleep_ms(50);
+    }
+    sleep_ms(100);
+    let t = std::time::Instant::now();
+    a.ip(&["link", "set", "vc", "up"]);
+    d.wait_for("vc after the burst", 2, |r| {
+        r.iter().any(|x| x.link == "vc" && x.state == "no-carrier")
+    });
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    drop(n);
+}

@@ -15,6 +15,9 @@ pub enum Timer {
     Hooks,
     /// A netlink dump request that could not be sent.
     NetlinkRetry,
+    /// A burst of kernel messages: the socket is read at this pace
+    /// rather than at every message (see `Daemon::pace`).
+    NetlinkPace,
     /// Policy routing's held-back restores and retries.
     Policy,
     /// A burst is over: give freed memory back to the system.
@@ -42,9 +45,10 @@ pub enum Timer {
 }
 
 /// Every timer, in slot order.
-const ALL: [Timer; 13] = [
+const ALL: [Timer; 14] = [
     Timer::Hooks,
     Timer::NetlinkRetry,
+    Timer::NetlinkPace,
     Timer::Policy,
     Timer::Trim,
     Timer::Flush,

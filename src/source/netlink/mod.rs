@@ -369,6 +369,12 @@ impl Netlink {
         Some(self.not_before.unwrap_or(now + retry))
     }
 
+    /// A resync's dumps are under way (or owed): their parts come one per
+    /// read, so reads must not wait.
+    pub fn dumping(&self) -> bool {
+        self.dumping.is_some() || !self.queue.is_empty() || self.in_resync
+    }
+
     /// The last `read` stopped at its budget: call it again soon, since
     /// the socket will not report readiness for what it already holds.
     pub fn more(&self) -> bool {
