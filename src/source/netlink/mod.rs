@@ -12,8 +12,10 @@
 //! core reconciles. A dump starts only after the socket was drained, so
 //! nothing read inside the bracket predates the dump request.
 //!
-//! Overflow with backoff: every ENOBUFS doubles the receive buffer (with
-//! SO_RCVBUFFORCE, up to `system.netlink_receive_buffer_max`), and a
+//! Overflow with backoff: an ENOBUFS grows the receive buffer to its
+//! largest at once (with SO_RCVBUFFORCE, `system.netlink_receive_buffer_max`):
+//! the size is a limit, not memory the kernel sets aside, so it costs only
+//! what is queued, while each overrun costs a full dump. And a
 //! resync that overflows again (during the resync, or within a second of
 //! the last overrun) waits before dumping again, 50 ms doubling to 5 s;
 //! a quiet second resets the wait. A sustained burst would otherwise start
@@ -331,7 +333,7 @@ impl Netlink {
         self.resync_wanted = true;
         let max = self.settings.rcvbuf_max.max(self.settings.rcvbuf);
         if self.rcvbuf < max {
-            self.rcvbuf = self.rcvbuf.saturating_mul(2).min(max);
+            self.rcvbuf = max;
             self.stats.rcvbuf = set_rcvbuf(self.fd(), self.rcvbuf);
         }
         let recent = self.last_overrun.is_some_and(|t| now < t + QUIET);
@@ -633,7 +635,7 @@ mod tests {
         assert_eq!(nl.acks, vec![(12, 0), (13, -17)]);
     }
 
-    /// Overruns grow the buffer up to the largest allowed; one during a
+    /// An overrun grows the buffer to the largest allowed; one during a
     /// resync, or soon after the last, waits 50 ms doubling to 5 s; a
     /// quiet second starts afresh. Nothing is dumped while a wait holds.
     #[test]
@@ -658,7 +660,7 @@ mod tests {
         assert!(!nl.queue.contains(&Dump::Routes));
         // An overrun during that resync: the next one waits 50 ms.
         nl.overrun(ms(10));
-        assert_eq!(nl.rcvbuf, 8192);
+        assert_eq!(nl.rcvbuf, 65536);
         assert!(nl.stats.rcvbuf > first, "{}", nl.stats.rcvbuf);
         assert_eq!(nl.not_before, Some(ms(60)));
         nl.dumping = None;
