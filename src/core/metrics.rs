@@ -595,9 +595,15 @@ fn float(out: &mut String, v: f64) {
     }
     if a >= 1e18 {
         // Past u64's nanoseconds: 18 significant digits and an exponent
-        // (f64 holds 17).
-        let e = a.log10().floor() as i32 - 17;
-        let _ = write!(out, "{}e{e}", (a / 10f64.powi(e)).round() as u64);
+        // (f64 holds 17). Divided down rather than through log10, which
+        // was all the daemon took from libm: without it the binary does
+        // not load libm (a third of a MiB resident).
+        let (mut m, mut e) = (a, 0);
+        while m >= 1e18 {
+            m /= 10.0;
+            e += 1;
+        }
+        let _ = write!(out, "{}e{e}", m.round() as u64);
         return;
     }
     let mut whole = a.trunc() as u64;
@@ -873,5 +879,12 @@ mod tests {
             s,
             "+Inf -Inf NaN 0.00005 30 0.00000015 -2.25 1 0 100000000000000000e3 "
         );
+        let mut s = String::new();
+        float(&mut s, f64::MAX);
+        assert!(
+            s.starts_with("17976931348623") && s.ends_with("e291"),
+            "{s}"
+        );
+        assert_eq!(s.len(), "179769313486231570e291".len(), "{s}");
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::Backend;
 use crate::core::event::{Event, Kind, ManagerView, Origin};
 use crate::core::managers::{Input, Manager, Out, Why};
+use crate::core::state::OperState;
 use crate::effect::dbus as calls;
 use crate::source::dbus::{self, Bus, Want};
 
@@ -275,11 +276,18 @@ impl Daemon {
                     );
                     return false;
                 }
-                self.kernel_told.insert(ev.index, ev.dir());
+                if matches!(
+                    self.config.backend,
+                    Backend::Auto | Backend::Networkd | Backend::NetworkManager
+                ) {
+                    // A kernel event's directory is its state's.
+                    self.kernel_told.insert(ev.index, ev.state);
+                }
                 true
             }
             Origin::Networkd | Origin::NetworkManager => {
-                let same = self.kernel_told.remove(&ev.index) == Some(ev.dir());
+                let same =
+                    self.kernel_told.remove(&ev.index).map(OperState::as_str) == Some(ev.dir());
                 if same {
                     log::debug!(
                         "event {}: the kernel's events ran {}.d for this link already",

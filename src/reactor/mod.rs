@@ -153,11 +153,12 @@ pub struct Daemon {
     held_kernel: Option<Vec<Rc<Event>>>,
     /// The backend in force: `auto` resolved, once known.
     active: Backend,
-    /// The state directory the kernel's events last ran for a link while
-    /// no manager claimed it: a manager back from a restart does not run
-    /// it again (reactor/bus.rs).
+    /// The state whose directory the kernel's events last ran for a link
+    /// while no manager claimed it: a manager back from a restart does not
+    /// run it again (reactor/bus.rs). Kept only where a manager may report
+    /// links (`auto`, `networkd`, `networkmanager`); one state a byte.
     #[cfg(feature = "dbus")]
-    kernel_told: std::collections::HashMap<u32, &'static str>,
+    kernel_told: crate::core::fx::FxMap<u32, crate::core::state::OperState>,
     /// resolved and hostnamed calls (`use_dns`, `use_domain`,
     /// `use_hostname`), and the bus's disconnects they were reset for.
     #[cfg(feature = "dbus")]
