@@ -32,7 +32,7 @@ RELEASE ?= target/release
 # python3 runs a control client as another user; util-linux has setpriv
 # and prlimit; coreutils has mkfifo.
 TEST_TOOLS := cc:gcc ip:iproute2 ping:iputils-ping mandoc:mandoc kill:procps \
-	python3:python3 setpriv:util-linux mkfifo:coreutils
+	python3:python3 setpriv:util-linux mkfifo:coreutils readelf:binutils
 # Tests that skip, naming the package, when these are missing: the units'
 # security score and socket activation (systemd), the init scripts
 # (shellcheck), the completions (zsh, fish), the packages (dpkg-dev,
