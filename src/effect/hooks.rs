@@ -579,26 +579,38 @@ impl Runner {
         if self.stopping.is_some() || self.flat_args.is_some_and(|f| f(ev).is_none()) {
             return true;
         }
+        matches!(self.lookup(ev, scripts), Ok(h) if h.is_empty())
+    }
+
+    /// `ev`'s hook directory: `script_dir` itself for the flat layout.
+    fn dir_of(&mut self, ev: &Event) -> &Path {
+        match self.flat_args {
+            Some(_) => &self.settings.script_dir,
+            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
+        }
+    }
+
+    /// The hooks `ev` would run now, from the listing cache, kept to what
+    /// `scripts` lets run; an event that finds none is logged (debug).
+    fn lookup(&mut self, ev: &Event, scripts: Option<&[String]>) -> io::Result<Vec<PathBuf>> {
         let dir = match self.flat_args {
             Some(_) => &self.settings.script_dir,
             None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
         };
-        match self.dirs.list(dir) {
-            Ok(mut hooks) => {
-                restrict(&mut hooks, scripts);
-                if hooks.is_empty() && log::log_enabled!(log::Level::Debug) {
-                    log::debug!(
-                        "event {} {} on {}: no hooks in {}",
-                        ev.id,
-                        ev.dir(),
-                        Esc(&ev.name),
-                        dir.display()
-                    );
-                }
-                hooks.is_empty()
+        let mut listed = self.dirs.list(dir);
+        if let Ok(hooks) = &mut listed {
+            restrict(hooks, scripts);
+            if hooks.is_empty() && log::log_enabled!(log::Level::Debug) {
+                log::debug!(
+                    "event {} {} on {}: no hooks in {}",
+                    ev.id,
+                    ev.dir(),
+                    Esc(&ev.name),
+                    dir.display()
+                );
             }
-            Err(_) => false,
         }
+        listed
     }
 
     /// Starts the hooks for `ev`. Returns false when there is nothing to
@@ -613,27 +625,11 @@ impl Runner {
         if self.flat_args.is_some_and(|f| f(&ev).is_none()) {
             return false;
         }
-        let dir = match self.flat_args {
-            Some(_) => &self.settings.script_dir,
-            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
-        };
-        let mut listed = self.dirs.list(dir);
-        if let Ok(hooks) = &mut listed {
-            restrict(hooks, job.scripts.as_deref());
-        }
+        let listed = self.lookup(&ev, job.scripts.as_deref());
         if matches!(&listed, Ok(hooks) if hooks.is_empty()) {
-            if log::log_enabled!(log::Level::Debug) {
-                log::debug!(
-                    "event {} {} on {}: no hooks in {}",
-                    ev.id,
-                    ev.dir(),
-                    Esc(&ev.name),
-                    dir.display()
-                );
-            }
             return false;
         }
-        let dir = dir.to_path_buf();
+        let dir = self.dir_of(&ev).to_path_buf();
         let link = Esc(&ev.name).to_string();
         match &listed {
             Ok(hooks) if self.settings.dry_run => {

@@ -237,56 +237,35 @@ impl Netlink {
         self.more = true;
         let mut budget = READ_BUDGET;
         while budget > 0 {
-            if self.dumping.is_none() {
-                // Notifications and acks only: slots are large enough.
-                match self.recv_slots() {
-                    Ok(got) => {
-                        budget = budget.saturating_sub(got.max(1));
-                        for i in 0..got {
-                            let g = self.got[i];
-                            if !g.kernel {
-                                // Only the kernel speaks on this socket.
-                            } else if g.cut {
-                                self.cut_short(g.len);
-                            } else {
-                                self.datagram(i * SLOT..i * SLOT + g.len, out);
-                            }
+            // A dump's parts (up to 32 KiB each) one at a time; otherwise
+            // up to SLOTS notifications and acks at once.
+            let batch = self.dumping.is_none();
+            let r = if batch {
+                self.recv_slots()
+            } else {
+                self.recv_one()
+            };
+            match r {
+                Ok(got) => {
+                    budget = budget.saturating_sub(got.max(1));
+                    for i in 0..got {
+                        let g = self.got[i];
+                        if !g.kernel {
+                            // Only the kernel speaks on this socket.
+                        } else if g.cut {
+                            self.cut_short(g.len);
+                        } else {
+                            self.datagram(i * SLOT..i * SLOT + g.len, out);
                         }
-                        if got < SLOTS {
-                            // Fewer datagrams than slots: the socket is empty.
-                            self.more = false;
-                            break;
-                        }
-                        continue;
                     }
-                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                        budget -= 1;
-                        self.overrun(now);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if batch && got < SLOTS {
+                        // Fewer datagrams than slots: the socket is empty.
                         self.more = false;
                         break;
                     }
-                    Err(e) => {
-                        self.more = false;
-                        return Err(e);
-                    }
-                }
-            }
-            budget -= 1;
-            let mut slice = &mut self.buf[..SLOT];
-            match self.sock.recv_from(&mut slice, 0) {
-                Ok((n, from)) => {
-                    // Only the kernel speaks on this socket.
-                    if from.port_number() != 0 {
-                        continue;
-                    }
-                    let n = n.min(SLOT);
-                    self.datagram(0..n, out);
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    budget -= 1;
                     self.overrun(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -434,6 +413,18 @@ impl Netlink {
             };
         }
         Ok(n)
+    }
+
+    /// Reads one datagram into the first slot, without waiting.
+    fn recv_one(&mut self) -> io::Result<usize> {
+        let mut slice = &mut self.buf[..SLOT];
+        let (n, from) = self.sock.recv_from(&mut slice, 0)?;
+        self.got[0] = Got {
+            len: n.min(SLOT),
+            cut: false,
+            kernel: from.port_number() == 0,
+        };
+        Ok(1)
     }
 
     /// A notification did not fit its slot: it is lost, and the tables are
