@@ -611,3 +611,66 @@ fn after_a_paced_burst_a_lone_change_is_seen_at_once() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     drop(n);
 }
+
+/// A link with as many alternative names as the kernel allows, each as
+/// long as it allows (127 bytes): its notifications and its dump entry are
+/// larger than a 64 KiB read slot (66,968 bytes for this veth on Linux
+/// 6.18). The daemon must know the link, follow its state changes and not
+/// resync for them (`ip link show`, a dump, lists it). (Found by a hostile
+/// run of the batched reads: slots were a fixed 64 KiB.)
+#[test]
+fn a_link_with_the_longest_alternative_names_is_followed() {
+    let (a, d) = (Ns::new(), Dir::new());
+    d.record_all();
+    a.ip(&["link", "add", "vl", "type", "veth", "peer", "name", "vm"]);
+    for l in ["vl", "vm"] {
+        a.ip(&["link", "set", l, "addrgenmode", "none"]);
+    }
+    a.ip(&["link", "set", "vm", "up"]);
+    let names = d.join("altnames");
+    let lines: String = (0..1000)
+        .map(|i| {
+            format!(
+                "link property add dev vl altname n{i:04}{}\n",
+                "x".repeat(122)
+            )
+        })
+        .collect();
+    fs::write(&names, lines).unwrap();
+    // The kernel refuses names past its limit (496); -force goes on.
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &a.name, "-force", "-batch", names.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let shown = a.output(&["link", "show", "vl"]);
+    assert!(
+        shown.len() > 65_536,
+        "altnames were not added: {}",
+        shown.len()
+    );
+    let n = Daemon::start(&a, &d, "");
+    let mut ctl = Ctl::connect(&d);
+    let i = ctl.req(r#"{"command":"interface","link":"vl"}"#);
+    eprintln!("vl after the start-up dump: {i}");
+    for _ in 0..2 {
+        a.ip(&["link", "set", "vl", "up"]);
+        d.wait_for("vl up", 5, |r| {
+            last_for(r, "vl").is_some_and(|x| x.state == "carrier" || x.state == "degraded")
+        });
+        a.ip(&["link", "set", "vl", "down"]);
+        d.wait_for("vl down", 5, |r| {
+            last_for(r, "vl").is_some_and(|x| x.state == "off")
+        });
+    }
+    let s = ctl.ok(r#"{"command":"status"}"#);
+    let c = &s["counters"];
+    eprintln!("counters: {c}");
+    assert_eq!(c["netlink_undecodable"], 0, "{c}");
+    assert_eq!(c["resyncs_started"], 1, "only the start-up dump: {c}");
+    assert!(
+        i.get("ok").is_some(),
+        "the start-up dump lost vl: {i}\nlog:\n{}",
+        d.log()
+    );
+    drop(n);
+}

@@ -48,10 +48,13 @@ const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 const RTNLGRP_IPV6_RULE: u32 = 19;
 
-/// One datagram's room: a dump part is at most 32 KiB in practice, and a
-/// notification is one message (a link with the 496 alternative names the
-/// kernel allows is still well under this).
+/// One datagram's room at first: a dump part is at most 32 KiB in
+/// practice, and a notification is one message. A link with the most and
+/// longest alternative names the kernel allows is larger (67 KiB): a
+/// datagram that does not fit grows the slots to the next power of two
+/// that holds it, up to `SLOT_MAX`.
 const SLOT: usize = 64 * 1024;
+const SLOT_MAX: usize = 1 << 20;
 
 /// Outside dumps one recvmmsg(2) fills as many of `SLOTS` slots as there
 /// are datagrams waiting: a notification is one datagram, so a burst costs
@@ -60,10 +63,11 @@ const SLOT: usize = 64 * 1024;
 /// The buffer is allocated once and zeroed lazily by the kernel: a slot's
 /// pages become resident only as far as datagrams reach into them (a
 /// notification touches one page of its slot). A datagram larger than its
-/// slot arrives cut short, which the kernel flags: it counts as lost, and
-/// the tables are dumped again. Dumps read into the first slot alone.
+/// slot arrives cut short, which the kernel flags: it counts as lost, the
+/// slots grow to hold its size, and the tables are dumped again. Dumps read
+/// into the first slot alone, each part's size looked at first (MSG_PEEK),
+/// so a dump is never cut.
 const SLOTS: usize = 4;
-const RECV_BUF: usize = SLOT * SLOTS;
 
 /// Datagrams read per turn of the loop: a flood of kernel messages must
 /// not keep signals, timers and other sources waiting. What is left is
@@ -121,6 +125,8 @@ struct Got {
 pub struct Netlink {
     sock: Socket,
     buf: Vec<u8>,
+    /// The size of each of the `SLOTS` slots `buf` is cut into.
+    slot: usize,
     got: [Got; SLOTS],
     seq: u32,
     /// The dump in flight and its sequence number.
@@ -168,7 +174,8 @@ impl Netlink {
         sock.set_non_blocking(true)?;
         let mut nl = Netlink {
             sock,
-            buf: vec![0; RECV_BUF],
+            buf: vec![0; SLOT * SLOTS],
+            slot: SLOT,
             got: [Got::default(); SLOTS],
             seq: 0,
             dumping: None,
@@ -248,15 +255,21 @@ impl Netlink {
             match r {
                 Ok(got) => {
                     budget = budget.saturating_sub(got.max(1));
+                    let mut cut = 0;
                     for i in 0..got {
                         let g = self.got[i];
                         if !g.kernel {
                             // Only the kernel speaks on this socket.
                         } else if g.cut {
-                            self.cut_short(g.len);
+                            cut = cut.max(g.len);
                         } else {
-                            self.datagram(i * SLOT..i * SLOT + g.len, out);
+                            let at = i * self.slot;
+                            self.datagram(at..at + g.len, out);
                         }
+                    }
+                    // After the batch: growing replaces the buffer.
+                    if cut > 0 {
+                        self.cut_short(cut);
                     }
                     if batch && got < SLOTS {
                         // Fewer datagrams than slots: the socket is empty.
@@ -378,11 +391,12 @@ impl Netlink {
         let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
         let base = self.buf.as_mut_ptr();
+        let slot = self.slot;
         for i in 0..SLOTS {
             iov[i] = libc::iovec {
-                // SAFETY: SLOTS * SLOT == RECV_BUF == self.buf.len().
-                iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                iov_len: SLOT,
+                // SAFETY: self.buf.len() == SLOTS * self.slot.
+                iov_base: unsafe { base.add(i * slot) }.cast(),
+                iov_len: slot,
             };
             msgs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_nl).cast();
             msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
@@ -391,13 +405,14 @@ impl Netlink {
         }
         // SAFETY: every pointer above is into live arrays or self.buf, each
         // iovec within its slot; MSG_DONTWAIT: never blocks, and returns
-        // what was there once the socket is empty.
+        // what was there once the socket is empty; MSG_TRUNC: a datagram's
+        // length is its whole length, also when it was cut.
         let n = unsafe {
             libc::recvmmsg(
                 self.fd(),
                 msgs.as_mut_ptr(),
                 SLOTS as u32,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -406,36 +421,83 @@ impl Netlink {
         }
         let n = (n as usize).min(SLOTS);
         for i in 0..n {
+            let len = msgs[i].msg_len as usize;
             self.got[i] = Got {
-                len: (msgs[i].msg_len as usize).min(SLOT),
-                cut: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                len,
+                cut: len > slot || msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 kernel: names[i].nl_pid == 0,
             };
         }
         Ok(n)
     }
 
-    /// Reads one datagram into the first slot, without waiting.
+    /// Reads one datagram into the first slot, without waiting, after
+    /// growing the slots to hold it if it would not fit.
     fn recv_one(&mut self) -> io::Result<usize> {
-        let mut slice = &mut self.buf[..SLOT];
-        let (n, from) = self.sock.recv_from(&mut slice, 0)?;
+        use nix::libc;
+        let mut probe = [0u8; 1];
+        // SAFETY: a one-byte buffer on the stack. MSG_PEEK leaves the
+        // datagram queued; MSG_TRUNC returns its whole length.
+        let whole = unsafe {
+            libc::recv(
+                self.fd(),
+                probe.as_mut_ptr().cast(),
+                probe.len(),
+                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            )
+        };
+        if whole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.fit(whole as usize);
+        let mut slice = &mut self.buf[..self.slot];
+        let (n, from) = self.sock.recv_from(&mut slice, libc::MSG_TRUNC)?;
         self.got[0] = Got {
-            len: n.min(SLOT),
-            cut: false,
+            len: n,
+            cut: n > self.slot,
             kernel: from.port_number() == 0,
         };
         Ok(1)
     }
 
-    /// A notification did not fit its slot: it is lost, and the tables are
-    /// dumped again as after an overrun (without growing the buffer).
+    /// Grows the slots to hold a datagram of `len` bytes, up to
+    /// `SLOT_MAX`; false when it cannot be held.
+    fn fit(&mut self, len: usize) -> bool {
+        if len <= self.slot {
+            return true;
+        }
+        if len > SLOT_MAX {
+            return false;
+        }
+        self.slot = len.next_power_of_two();
+        // Zeroed lazily by the kernel, as the first buffer was.
+        self.buf = vec![0; self.slot * SLOTS];
+        log::info!(
+            "netlink: a message of {len} bytes; reading with {} KiB buffers from now on",
+            self.slot / 1024
+        );
+        true
+    }
+
+    /// A datagram did not fit its slot: it is lost, the slots grow to hold
+    /// its size next time, and the tables are dumped again as after an
+    /// overrun. One larger than `SLOT_MAX` is only counted and logged: a
+    /// dump would lose it again.
     fn cut_short(&mut self, len: usize) {
         self.stats.decode_errors += 1;
-        self.resync_wanted = true;
-        log::warn!(
-            "netlink: a notification larger than {SLOT} bytes ({len} received) was cut short; \
-             resynchronising"
-        );
+        if self.fit(len) {
+            self.resync_wanted = true;
+            log::warn!(
+                "netlink: a message of {len} bytes did not fit the read buffer and was lost; \
+                 resynchronising"
+            );
+        } else {
+            log::warn!(
+                "netlink: a message of {len} bytes is larger than the {} KiB netevd reads; \
+                 it was lost",
+                SLOT_MAX / 1024
+            );
+        }
     }
 
     fn datagram(&mut self, range: std::ops::Range<usize>, out: &mut Vec<Input>) {
