@@ -46,9 +46,21 @@ fn every_change_to_a_hook_directory_counts_at_the_next_event() {
     let _n = Daemon::start(&ns, &d, "");
     let routes = d.join("hooks/routes.d");
 
-    // Listed once, then answered from the cache.
+    // Listed once, then answered from the cache, as the metrics count.
+    let counter = |name: &str| -> u64 {
+        let m = Ctl::connect(&d).ok(r#"{"command":"metrics"}"#);
+        let text = m["text"].as_str().unwrap().to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
     assert_eq!(fire(&ns, &d, 1), ["10-a", "99-end"]);
+    // (Other directories may be listed meanwhile: a link-local address
+    // finishing DAD is an event of its own.)
+    assert!(counter("netevd_hook_dir_listed_total") >= 1);
+    let cached = counter("netevd_hook_dir_cached_total");
     assert_eq!(fire(&ns, &d, 2), ["10-a", "99-end"]);
+    assert!(counter("netevd_hook_dir_cached_total") > cached);
 
     // Added.
     d.recorder("routes", "20-b");

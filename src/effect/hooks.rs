@@ -560,7 +560,6 @@ impl Runner {
     }
 
     /// How the listing cache did (for metrics).
-    #[allow(dead_code)]
     pub fn dirs_stats(&self) -> hookdirs::Stats {
         self.dirs.stats
     }

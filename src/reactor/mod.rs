@@ -1134,6 +1134,7 @@ impl Daemon {
         // Figures other modules keep go in as extra families. One series
         // per configured filter: the config bounds their number.
         let pol = self.policy.stats();
+        let dirs = self.runner.dirs_stats();
         for (name, help, kind, v) in [
             (
                 "netevd_resyncs_started_total",
@@ -1143,7 +1144,7 @@ impl Daemon {
             ),
             (
                 "netevd_netlink_receive_buffer_bytes",
-                "The netlink socket's receive buffer as the kernel reports it; overruns double it up to system.netlink_receive_buffer_max.",
+                "The netlink socket's receive buffer as the kernel reports it; the first overrun grows it to system.netlink_receive_buffer_max.",
                 metrics::Kind::Gauge,
                 n.rcvbuf,
             ),
@@ -1158,6 +1159,18 @@ impl Daemon {
                 "Policy routing plans made for one link alone.",
                 metrics::Kind::Counter,
                 pol.link_replans,
+            ),
+            (
+                "netevd_hook_dir_cached_total",
+                "Hook directory lookups answered from the cached listing.",
+                metrics::Kind::Counter,
+                dirs.hits,
+            ),
+            (
+                "netevd_hook_dir_listed_total",
+                "Hook directory lookups that read the directory (first use, or after a change).",
+                metrics::Kind::Counter,
+                dirs.misses,
             ),
         ] {
             s.one(name, help, kind, v);
