@@ -583,19 +583,23 @@ impl Runner {
 
     /// `ev`'s hook directory: `script_dir` itself for the flat layout.
     fn dir_of(&mut self, ev: &Event) -> &Path {
-        match self.flat_args {
-            Some(_) => &self.settings.script_dir,
-            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
-        }
+        hook_dir(
+            &mut self.state_dirs,
+            &self.settings.script_dir,
+            self.flat_args.is_some(),
+            ev.dir(),
+        )
     }
 
     /// The hooks `ev` would run now, from the listing cache, kept to what
     /// `scripts` lets run; an event that finds none is logged (debug).
     fn lookup(&mut self, ev: &Event, scripts: Option<&[String]>) -> io::Result<Vec<PathBuf>> {
-        let dir = match self.flat_args {
-            Some(_) => &self.settings.script_dir,
-            None => state_dir(&mut self.state_dirs, &self.settings.script_dir, ev.dir()),
-        };
+        let dir = hook_dir(
+            &mut self.state_dirs,
+            &self.settings.script_dir,
+            self.flat_args.is_some(),
+            ev.dir(),
+        );
         let mut listed = self.dirs.list(dir);
         if let Ok(hooks) = &mut listed {
             restrict(hooks, scripts);
@@ -731,17 +735,20 @@ impl Runner {
                 return false;
             };
             if run.hooks.is_none() {
-                let dir = match self.flat_args {
-                    Some(_) => self.settings.script_dir.clone(),
-                    None => hook_dir(&self.settings.script_dir, &run.event),
-                };
-                match self.dirs.list(&dir) {
+                let dir = hook_dir(
+                    &mut self.state_dirs,
+                    &self.settings.script_dir,
+                    self.flat_args.is_some(),
+                    run.event.dir(),
+                );
+                match self.dirs.list(dir) {
                     Ok(mut h) => {
                         restrict(&mut h, run.scripts.as_deref());
                         run.hooks = Some(h);
                     }
                     Err(e) => {
-                        self.defer(slot, now, &format!("cannot list {}", dir.display()), &e);
+                        let what = format!("cannot list {}", dir.display());
+                        self.defer(slot, now, &what, &e);
                         return true;
                     }
                 }
@@ -1274,17 +1281,18 @@ impl Runner {
     }
 }
 
-fn hook_dir(script_dir: &Path, ev: &Event) -> PathBuf {
-    script_dir.join(format!("{}.d", ev.dir()))
-}
-
-/// `<script_dir>/<state>.d`, made once per state: every event looks its
-/// directory up, and joining paths showed in a route burst's profile.
-fn state_dir<'a>(
+/// An event's hook directory: `<script_dir>/<state>.d`, made once per
+/// state (every event looks its directory up, and joining paths showed in
+/// a route burst's profile), or `script_dir` itself in the flat layout.
+fn hook_dir<'a>(
     cache: &'a mut Vec<(&'static str, PathBuf)>,
-    script_dir: &Path,
+    script_dir: &'a Path,
+    flat: bool,
     state: &'static str,
 ) -> &'a Path {
+    if flat {
+        return script_dir;
+    }
     let i = match cache.iter().position(|(s, _)| *s == state) {
         Some(i) => i,
         None => {
